@@ -1,0 +1,82 @@
+"""Reading any photo as an RGB uint8 array, and listing the photos of a folder."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facenet.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+
+
+class ImageError(ValueError):
+    """A photo that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: 16-bit and float are rescaled, transparency is composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        img = Image.fromarray(((array - low) * scale).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Decode a photo to an (H, W, 3) uint8 RGB array, upright per its EXIF orientation.
+
+    Photos larger than `max_side` are downscaled (JPEGs decode directly at reduced size),
+    so a huge file cannot exhaust memory. Raises ImageError naming the file otherwise.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageError(path, f"image too large ({width}x{height} pixels)")
+                if max(width, height) > max_side:
+                    img.draft("RGB", (max_side, max_side))
+                    img.thumbnail((max_side, max_side))
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+                rgb.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a readable image (unknown or corrupt format)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageError(path, f"cannot decode image ({error})") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for a regular file whose extension is an image format we read."""
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files below `folder`, recursively, in a stable sorted order; other files are ignored."""
+    return sorted(p for p in Path(folder).rglob("*") if is_image_file(p))

@@ -1,0 +1,150 @@
+"""Building the embedding model for a backbone, caching and loading its weights, and its fingerprint.
+
+The embedder maps an RGB chip (CHIP_SIZE x CHIP_SIZE, values 0..255) to a 128-d unit vector.
+`dlib_resnet` is dlib's pretrained face ResNet, converted once from the installed model package and
+cached in the weights folder; `resnet50` is Keras' ResNet50 trunk (random init or a local ImageNet
+weights file) for training on large data on a GPU. Fine-tuned weights live beside them and win when present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from facenet.config import (
+    BACKBONES,
+    CHIP_SIZE,
+    EMBEDDING_DIM,
+    PRETRAINED_FILE,
+    RESNET_DAT,
+    model_file,
+)
+from facenet.dlib_resnet import convert
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="facenet")
+class CaffePreprocess(layers.Layer):
+    """keras.applications' "caffe" preprocessing inside the graph: RGB -> BGR, minus the ImageNet means."""
+
+    def call(self, inputs):
+        bgr = ops.flip(inputs, axis=-1)
+        return bgr - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=inputs.dtype)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix="".join(path.suffixes))
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
+    """dlib's face ResNet as Keras (raw descriptor): from the cache in `weights_dir`, else converted and cached.
+
+    A cache that is corrupt or was made from a different .dat file is rebuilt with a warning.
+    """
+    weights_dir = Path(weights_dir)
+    cache, meta = weights_dir / PRETRAINED_FILE, weights_dir / (PRETRAINED_FILE + ".json")
+    source = model_file(RESNET_DAT)
+    source_hash = _sha256(source)
+    if cache.exists():
+        try:
+            if json.loads(meta.read_text())["source_sha256"] != source_hash:
+                raise ValueError("made from a different dlib model file")
+            return keras.models.load_model(cache, compile=False)
+        except Exception as error:  # noqa: BLE001 - any unreadable cache is rebuilt
+            log.warning("%s: stale or corrupt converted model (%s); converting again", cache, error)
+    log.info("converting %s to Keras (once) into %s", source.name, cache)
+    model = convert(source)
+    try:
+        atomic_write(cache, lambda tmp: model.save(tmp))
+        atomic_write(meta, lambda tmp: tmp.write_text(json.dumps({"source_sha256": source_hash})))
+    except OSError as error:
+        log.warning("could not cache the converted model in %s (%s); will convert again next time", weights_dir, error)
+    return model
+
+
+def resnet50_trunk(imagenet_weights: str | Path | None = None) -> keras.Model:
+    """Keras ResNet50 (no top) + a 128-d projection; ImageNet weights only from a local file."""
+    inputs = keras.Input((CHIP_SIZE, CHIP_SIZE, 3), name="chip")
+    trunk = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(CHIP_SIZE, CHIP_SIZE, 3), pooling="avg"
+    )
+    if imagenet_weights:
+        trunk.load_weights(str(imagenet_weights), skip_mismatch=True)
+    x = trunk(CaffePreprocess(name="caffe_preprocess")(inputs))
+    outputs = layers.Dense(EMBEDDING_DIM, name="descriptor")(x)
+    return keras.Model(inputs, outputs, name="resnet50")
+
+
+def trained_weights_path(weights_dir: str | Path, backbone: str) -> Path:
+    """Where training saves (and evaluation loads) the fine-tuned weights of a backbone."""
+    return Path(weights_dir) / f"{backbone}_trained.weights.h5"
+
+
+def build_embedder(
+    backbone: str = "dlib_resnet",
+    weights_dir: str | Path = "weights",
+    trained: bool = True,
+    imagenet_weights: str | Path | None = None,
+) -> keras.Model:
+    """chip (N, 150, 150, 3) in 0..255 -> (N, 128) unit vectors, for one of BACKBONES.
+
+    With `trained`, fine-tuned weights saved by training are loaded on top when they exist;
+    a corrupt or mismatched file is reported and ignored.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    raw = pretrained_dlib_resnet(weights_dir) if backbone == "dlib_resnet" else resnet50_trunk(imagenet_weights)
+    outputs = layers.UnitNormalization(name="unit_sphere")(raw.output)
+    model = keras.Model(raw.input, outputs, name=f"{backbone}_embedder")
+    path = trained_weights_path(weights_dir, backbone)
+    if trained and path.exists():
+        try:
+            model.load_weights(path)
+            log.info("loaded trained weights %s", path)
+        except Exception as error:  # noqa: BLE001 - a bad file must not stop recognition
+            log.warning("%s: unusable trained weights (%s); using the pretrained model", path, error)
+            return build_embedder(backbone, weights_dir, trained=False, imagenet_weights=imagenet_weights)
+    return model
+
+
+def save_trained_weights(model: keras.Model, weights_dir: str | Path, backbone: str) -> Path:
+    """Write fine-tuned weights atomically (temp file + rename); returns the path."""
+    path = trained_weights_path(weights_dir, backbone)
+    atomic_write(path, lambda tmp: model.save_weights(tmp))
+    return path
+
+
+def fingerprint(model: keras.Model) -> str:
+    """A short hash of every weight: databases made by other weights are detected and rebuilt."""
+    digest = hashlib.sha256(model.name.encode())
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
