@@ -110,9 +110,7 @@ def make_batch(seed: int) -> tuple[np.ndarray, np.ndarray, float, str]:
     elif scenario == "singletons":
         n_items = max(n_items, 4)
         n_multi = n_items // 2
-        labels = np.concatenate(
-            [rng.integers(0, 3, size=n_multi), 100 + np.arange(n_items - n_multi)]
-        )
+        labels = np.concatenate([rng.integers(0, 3, size=n_multi), 100 + np.arange(n_items - n_multi)])
     else:
         labels = rng.integers(0, int(rng.integers(1, n_items + 1)), size=n_items)
     rng.shuffle(labels)
@@ -288,8 +286,7 @@ def test_gradient_matches_finite_differences(strategy: str) -> None:
         plus[idx] += eps
         minus[idx] -= eps
         numeric[idx] = (
-            REFERENCES[strategy](labels, plus, 0.5)["loss"]
-            - REFERENCES[strategy](labels, minus, 0.5)["loss"]
+            REFERENCES[strategy](labels, plus, 0.5)["loss"] - REFERENCES[strategy](labels, minus, 0.5)["loss"]
         ) / (2 * eps)
     assert np.abs(numeric).max() > 1e-2
     np.testing.assert_allclose(grad, numeric, atol=1e-4)
@@ -304,7 +301,7 @@ def test_jit_compile_matches_eager(strategy: str) -> None:
         eager = fn(tf.constant(labels), tf.constant(emb), 0.5)
         jitted = compiled(tf.constant(labels), tf.constant(emb))
         ref = REFERENCES[strategy](labels, emb, 0.5)
-        for e, j, r in zip(eager, jitted, (ref["loss"], ref["active"])):
+        for e, j, r in zip(eager, jitted, (ref["loss"], ref["active"]), strict=True):
             np.testing.assert_allclose(j.numpy(), e.numpy(), rtol=1e-6, atol=1e-7, err_msg=scenario)
             np.testing.assert_allclose(j.numpy(), r, atol=ATOL, err_msg=scenario)
 

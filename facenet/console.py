@@ -1,0 +1,23 @@
+"""What the commands print: JSON lines on stdout, everything human (logs, progress) on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def emit_json(record: dict) -> None:
+    """One JSON object per line on stdout (UTF-8 names kept readable)."""
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """A tqdm progress bar on stderr, so stdout stays clean for --json."""
+    return iter(tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False))
