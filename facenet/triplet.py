@@ -55,6 +55,31 @@ def pairwise_distances(embeddings: tf.Tensor, squared: bool = False) -> tf.Tenso
     return tf.where(positive, tf.sqrt(tf.where(positive, d2, 1.0)), 0.0)
 
 
+def _count_negatives_within(dist: tf.Tensor, neg_mask: tf.Tensor) -> tf.Tensor:
+    """(B, B) int32: entry (a, p) counts the negatives n of a with d(a, n) <= d(a, p).
+
+    Sorts the negative distances and all distances of a row together; the running count of negatives at
+    the last element of each group of equal values is the answer for that group, so
+    ties are handled exactly without relying on a stable sort.
+    """
+    batch = tf.shape(dist)[0]
+    width = 2 * batch
+    joint = tf.concat([tf.where(neg_mask, dist, float("inf")), dist], axis=1)
+    is_neg = tf.concat([tf.cast(neg_mask, tf.int32), tf.zeros_like(dist, tf.int32)], axis=1)
+    order = tf.argsort(joint, axis=1)
+    sorted_values = tf.gather(joint, order, batch_dims=1)
+    running = tf.cumsum(tf.gather(is_neg, order, batch_dims=1), axis=1)
+
+    new_group = tf.concat(
+        [tf.ones([batch, 1], tf.int32), tf.cast(sorted_values[:, 1:] != sorted_values[:, :-1], tf.int32)], axis=1
+    )
+    row_offset = tf.range(batch)[:, None] * width
+    group = tf.cumsum(new_group, axis=1) - 1 + row_offset
+    group_count = tf.math.unsorted_segment_max(running, group, batch * width)
+    counts = tf.math.unsorted_segment_sum(tf.gather(group_count, group), order + row_offset, batch * width)
+    return tf.reshape(counts, [batch, width])[:, batch:]
+
+
 def semi_hard_triplet_loss(
     labels: tf.Tensor, embeddings: tf.Tensor, margin: float = 0.5
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -65,9 +90,8 @@ def semi_hard_triplet_loss(
     the mean of max(d(a, p) - d(a, n) + margin, 0) over all anchor-positive pairs whose
     anchor has at least one negative (0 if there are none).
 
-    Runs in O(B^2 log B): each anchor's negative distances are sorted once and the
-    semi-hard negative of every positive is found by binary search, so no (B, B, B)
-    tensor is materialised.
+    Runs in O(B^2 log B) time and O(B^2) memory: no (B, B, B) tensor is materialised,
+    also not under XLA (where ``tf.searchsorted`` would lower to one).
 
     Returns:
         (loss, active_fraction): scalar float32 tensors; ``active_fraction`` is the share
@@ -81,7 +105,7 @@ def semi_hard_triplet_loss(
     num_neg = tf.reduce_sum(tf.cast(neg_mask, tf.int32), axis=1, keepdims=True)
     # Number of negatives with d(a, n) <= d(a, p) is the index of the first semi-hard
     # negative; clamping it to the last negative yields the farthest-negative fallback.
-    num_closer = tf.searchsorted(sorted_neg, dist, side="right")
+    num_closer = _count_negatives_within(dist, neg_mask)
     index = tf.minimum(num_closer, tf.maximum(num_neg - 1, 0))
     neg_dist = tf.gather(sorted_neg, index, batch_dims=1)
 
