@@ -59,3 +59,53 @@ def model_file(name: str) -> Path:
 RESNET_DAT = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_DAT = "shape_predictor_5_face_landmarks.dat"
 CNN_DETECTOR_DAT = "mmod_human_face_detector.dat"
+
+
+# --- enrollment database and lookup (facenet/database.py) ----------------------------------------------------------
+# The calibrated values below are printed by `python bench/calibrate.py` (LFW View 1 DevTrain, pretrained dlib ResNet,
+# HOG detector); rerun it and paste its output after changing the model. Distances are Euclidean on the unit sphere.
+
+DATABASE_FILE = "faces.npz"
+"""The database: one .npz file (no pickle) holding the embeddings, the centroids and a JSON manifest."""
+
+DATABASE_FORMAT = "facenet-face-database"
+DATABASE_VERSION = 1
+"""Bumped when the layout changes: an older or newer file is rebuilt, never misread."""
+
+ENROLLMENT_REPORT = "enrollment_report"
+"""Stem of the report written beside the database (.json for programs, .txt for people)."""
+
+ENROLL_CHUNK = 256
+"""Enrollment chips embedded per batch: bounds memory when thousands of photos are new."""
+
+VERIFY_THRESHOLD = 0.4391
+"""1:1 same/different distance: the best-accuracy threshold on LFW DevTrain pairs (98.9%; DevTest 98.2%)."""
+
+GALLERY_FAR = 0.01
+"""Default share of strangers (people not enrolled) that may be named as someone, whatever the gallery size."""
+
+IMPOSTOR_MEAN_ONE = 0.5733
+IMPOSTOR_MEAN_MANY = 0.5359
+"""Mean distance of a stranger to the centroid of k photos of someone: MANY + (ONE - MANY) / k."""
+
+IMPOSTOR_STD = 0.0623
+"""Spread of those stranger distances (the same for every k)."""
+
+IMPOSTOR_Z = (
+    (-1.0, -1.304),
+    (-1.5, -1.881),
+    (-2.0, -2.343),
+    (-2.5, -2.748),
+    (-3.0, -3.120),
+    (-3.5, -3.467),
+    (-4.0, -3.795),
+    (-4.5, -4.081),
+    (-5.0, -4.346),
+    (-5.5, -4.548),
+    (-6.0, -4.867),
+)
+"""(log10 of a false-accept rate, standardised stranger-distance quantile): the measured lower tail, a little
+heavier than a Gaussian's; below 1e-6 the Gaussian tail is scaled to meet the last point."""
+
+SCORE_STEEPNESS = 4.0
+"""Match score = 100 / (1 + (distance / threshold) ** SCORE_STEEPNESS): 100 identical, 50 at the threshold."""
