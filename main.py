@@ -65,6 +65,9 @@ flags.DEFINE_string("imagenet_weights", None, "resnet50 only: a local ImageNet w
 flags.DEFINE_bool("json", False, "Machine-readable output: JSON lines on stdout, everything human on stderr.")
 flags.DEFINE_string("lfw_pairs", None, "LFW-format pairs file: run the verification benchmark.")
 flags.DEFINE_string("lfw_dir", None, "Image root of the LFW pairs (<dir>/<Name>/<Name>_<NNNN>.jpg).")
+flags.DEFINE_string(
+    "lfw_train_pairs", None, "Pairs file (same --lfw_dir) that sets the threshold for --lfw_pairs; default: 10-fold CV"
+)
 flags.DEFINE_bool("flip", False, "Test-time augmentation: average mirrored chips at three paddings (6 passes).")
 flags.DEFINE_string("roc_png", "lfw_roc.png", "Where the LFW benchmark saves its ROC curve.")
 flags.DEFINE_list("input", ["examples"], "Photos, folders of photos and video files to recognise.")
@@ -97,6 +100,7 @@ def main(argv: list[str]) -> int:
         return lfw_command(
             pairs=FLAGS.lfw_pairs, lfw_dir=FLAGS.lfw_dir, flip=FLAGS.flip, as_json=FLAGS.json,
             detector=FLAGS.detector, backbone=FLAGS.backbone, weights_dir=FLAGS.weights_path, roc_png=FLAGS.roc_png,
+            train_pairs=FLAGS.lfw_train_pairs,
         )
     if FLAGS.verify:
         from facenet.recognize import verify_command
