@@ -1,0 +1,190 @@
+"""Frames to recognise: photos, folders of photos and videos, video files and the webcam, as RGB uint8.
+
+Knows nothing of models. OpenCV reads BGR; frames are converted to RGB here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from facenet.config import VIDEO_EXTENSIONS
+from facenet.images import is_image_file, load_image
+
+# FFmpeg reads this once, when OpenCV first opens a video: keep it from printing its own lines on a bad file.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+EXIF_ORIENTATION = 0x0112
+
+DEFAULT_FPS = 25.0
+"""Frame rate assumed when a video or camera does not report one."""
+
+
+class SourceError(Exception):
+    """A video or camera that cannot be read; the message names it and the reason."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One RGB image to recognise: `index` is the frame number in a video, None for a photo.
+
+    `scale` (x, y) maps pixels of `image` back to the file's own (upright) pixels: above 1 when a huge photo
+    was downscaled on load.
+    """
+
+    source: str
+    index: int | None
+    image: np.ndarray
+    scale: tuple[float, float] = (1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Input:
+    """A photo or video found in the inputs: `source` is the path as given or found, `relative` mirrors it."""
+
+    path: Path
+    source: str
+    kind: str
+    relative: Path
+
+
+def is_video_file(path: str | Path) -> bool:
+    """True for a regular, non-hidden file with a video extension."""
+    path = Path(path)
+    return path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+
+
+def _kind(path: Path) -> str:
+    return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "photo"
+
+
+def _inside(path: Path, folders: list[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(folder) for folder in folders)
+
+
+def collect_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> tuple[list[Input], list[str]]:
+    """Expand files and folders into the photos and videos to recognise, in the order given.
+
+    Folders are walked recursively (sorted); files that are neither photos nor videos are skipped quietly,
+    and so is anything under `exclude` (the output folder, so results are never re-read as inputs).
+    A file named explicitly is read as a photo unless its extension says video: the decoder then says
+    what is wrong with it. Returns the inputs and one error line per path that does not exist.
+    """
+    excluded = [Path(folder).resolve() for folder in exclude]
+    found: list[Input] = []
+    errors: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            root = Path(path.resolve().name)
+            for file in sorted(path.rglob("*")):
+                relative = file.relative_to(path)
+                if any(part.startswith(".") for part in relative.parts) or _inside(file, excluded):
+                    continue
+                if is_image_file(file) or is_video_file(file):
+                    found.append(Input(file, str(file), _kind(file), root / relative))
+        elif path.exists():
+            found.append(Input(path, str(given), _kind(path), Path(path.name)))
+        else:
+            errors.append(f"{given}: no such file or folder")
+    return found, errors
+
+
+def _file_scale(path: Path, image: np.ndarray) -> tuple[float, float]:
+    """(x, y) factors from the loaded image to the upright size the file declares (1, 1 when unknown)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            width, height = img.size
+            if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+    except Exception:  # noqa: BLE001 - the photo itself was readable; only the header is re-read here
+        return 1.0, 1.0
+    return width / image.shape[1], height / image.shape[0]
+
+
+def read_photo(item: Input) -> Frame:
+    """The photo as a Frame (EXIF-upright RGB, huge ones downscaled); raises images.ImageError naming the file."""
+    image = load_image(item.path)
+    return Frame(item.source, None, image, _file_scale(item.path, image))
+
+
+def _silence_opencv() -> None:
+    """OpenCV prints its own multi-line warnings on a bad file or camera; we report one line instead."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+class VideoSource:
+    """Frames of a video file or a webcam, RGB, numbered from 0. Use `open_file` or `open_camera`."""
+
+    def __init__(self, capture: cv2.VideoCapture, source: str, live: bool) -> None:
+        self._capture = capture
+        self.source = source
+        self.live = live
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if math.isfinite(fps) and 1.0 <= fps <= 240.0 else DEFAULT_FPS
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = count if count > 0 and not live else None
+        self.frames_read = 0
+
+    @classmethod
+    def open_file(cls, path: str | Path, source: str | None = None) -> VideoSource:
+        """Open a video file; SourceError when OpenCV cannot open or decode it."""
+        source = str(path) if source is None else source
+        if not Path(path).is_file():
+            raise SourceError(source, "no such video file")
+        _silence_opencv()
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(source, "cannot open video (unknown or corrupt format)")
+        return cls(capture, source, live=False)
+
+    @classmethod
+    def open_camera(cls, index: int) -> VideoSource:
+        """Open webcam number `index`; SourceError when there is no such camera or it gives no frame."""
+        source = f"camera {index}"
+        _silence_opencv()
+        capture = cv2.VideoCapture(index)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(source, "cannot open the webcam (no such camera, or it is in use)")
+        ok, _ = capture.read()
+        if not ok:
+            capture.release()
+            raise SourceError(source, "the webcam opened but gives no frames")
+        return cls(capture, source, live=True)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            ok, bgr = self._capture.read()
+            if not ok or bgr is None:
+                return
+            index = self.frames_read
+            self.frames_read += 1
+            yield Frame(self.source, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,413 @@
+"""Recognition in-process: sources, drawing, the per-frame pipeline, and the commands on real photos and videos.
+
+The gallery is enrolled with the real database from tests/data/people (two photos each, one name with a space
+and one with an accent); held-out photos of the same people must be named, LFW strangers must not.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facenet import config, recognize
+from facenet.draw import KNOWN_RGB, UNKNOWN_RGB, Label, Window, annotate, label_text
+from facenet.images import load_image
+from facenet.recognize import OutputNames, Recognizer, recognize_command, verify_command
+from facenet.sources import Input, SourceError, VideoSource, collect_inputs
+
+DATA = Path(__file__).parent / "data"
+PEOPLE, MISC = DATA / "people", DATA / "misc"
+
+ENROLLED = {
+    "George Clooney": ("George_Clooney", (3, 4)),
+    "Juanes": ("Juanes", (1, 2)),
+    "Adél Al-Jubeir": ("Adel_Al-Jubeir", (1, 2)),
+    "Jon_Voight": ("Jon_Voight", (1, 2)),
+    "Martha_Burk": ("Martha_Burk", (1, 2)),
+}
+HELD_OUT = [("George_Clooney", 5, "George Clooney"), ("Juanes", 3, "Juanes"), ("Adel_Al-Jubeir", 3, "Adél Al-Jubeir")]
+STRANGERS = [("Mary_Carey", 1), ("Paul_Tagliabue", 2)]
+JSON_KEYS = {"source", "frame", "box", "name", "distance", "score"}
+
+
+def photo(folder: str, number: int) -> Path:
+    return PEOPLE / folder / f"{folder}_{number:04d}.jpg"
+
+
+def fit_640x480(image: np.ndarray, shift: int = 0) -> np.ndarray:
+    """A real photo upscaled into a 640x480 black frame (a webcam-sized frame), optionally shifted right."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[40:440, 120 + shift : 520 + shift] = cv2.resize(image, (400, 400), interpolation=cv2.INTER_CUBIC)
+    return frame
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def count_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("enroll") / "data"
+    for name, (folder, numbers) in ENROLLED.items():
+        (root / name).mkdir(parents=True)
+        for number in numbers:
+            shutil.copy2(photo(folder, number), root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def database(data_dir, embedder, detector):
+    from facenet.database import sync_database
+
+    return sync_database(data_dir, data_dir.parent / "database", embedder, detector)[0]
+
+
+@pytest.fixture
+def recognizer(embedder, detector, database) -> Recognizer:
+    return Recognizer(embedder, detector, database)
+
+
+@pytest.fixture
+def fast_model(monkeypatch, embedder):
+    """The commands use the session's embedder instead of loading the model again (the CLI tests load it)."""
+    monkeypatch.setattr(recognize, "_load_embedder", lambda backbone, weights_dir: embedder)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def test_collect_inputs_walks_folders_and_keeps_order(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy2(MISC / "two_people.jpg", folder / "b.jpg")
+    shutil.copy2(MISC / "camera.png", folder / "sub" / "a.png")
+    write_video(folder / "clip.mp4", [load_image(MISC / "two_people.jpg")] * 2)
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / ".hidden.jpg").write_bytes(b"")
+    (folder / "out").mkdir()
+    shutil.copy2(MISC / "dogs.jpg", folder / "out" / "old_result.jpg")
+    single = MISC / "rocket.jpg"
+
+    items, errors = collect_inputs([str(single), str(folder), str(tmp_path / "missing.jpg")], exclude=[folder / "out"])
+
+    assert [(i.path.name, i.kind) for i in items] == [
+        ("rocket.jpg", "photo"), ("b.jpg", "photo"), ("clip.mp4", "video"), ("a.png", "photo")]
+    assert items[0].source == str(single) and items[0].relative == Path("rocket.jpg")
+    assert items[3].relative == Path("in/sub/a.png") and items[3].source == str(folder / "sub" / "a.png")
+    assert errors == [f"{tmp_path / 'missing.jpg'}: no such file or folder"]
+
+
+def test_video_source_yields_numbered_rgb_frames(tmp_path):
+    red = np.zeros((48, 64, 3), np.uint8)
+    red[..., 0] = 220
+    path = write_video(tmp_path / "red.mp4", [red] * 5, fps=12)
+    with VideoSource.open_file(path) as video:
+        frames = list(video)
+        assert video.fps == pytest.approx(12, abs=0.5)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    image = frames[2].image
+    assert image.shape == (48, 64, 3) and image[..., 0].mean() > 180 > 40 > image[..., 2].mean()
+
+
+def test_unreadable_video_and_missing_camera_raise_one_line_errors(tmp_path):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("this is not a video")
+    with pytest.raises(SourceError, match=r"fake\.mp4: cannot open video"):
+        VideoSource.open_file(fake)
+    with pytest.raises(SourceError, match="no such video"):
+        VideoSource.open_file(tmp_path / "absent.mp4")
+    with pytest.raises(SourceError, match="camera 99: cannot open the webcam") as error:
+        VideoSource.open_camera(99)
+    assert "\n" not in str(error.value)
+
+
+def test_output_names_mirror_inputs_and_never_overwrite(tmp_path):
+    data = tmp_path / "data"
+    (data / "Ann").mkdir(parents=True)
+    inputs = [Input(tmp_path / "x.jpg", "x.jpg", "photo", Path("x.jpg")),
+              Input(tmp_path / "a" / "x.jpg", "a/x.jpg", "photo", Path("x.jpg")),
+              Input(data / "Ann" / "1.jpg", "data/Ann/1.jpg", "photo", Path("Ann/1.jpg"))]
+    names = OutputNames(tmp_path, inputs, data)  # output folder == the folder of the first input
+    assert names.path_for(inputs[0], ".jpg") == tmp_path / "x-2.jpg"  # x.jpg itself is an input
+    assert names.path_for(inputs[1], ".jpg") == tmp_path / "x-3.jpg"
+    assert names.path_for(inputs[1], ".mp4") == tmp_path / "x.mp4"
+    assert OutputNames(tmp_path, inputs, tmp_path).path_for(inputs[2], ".jpg") is None  # would land in data/
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def test_annotate_boxes_known_green_unknown_red_without_touching_the_input():
+    image = load_image(MISC / "two_people.jpg")
+    before = image.copy()
+    labels = [Label((100, 50, 300, 250), "Zoë Ñúñez", 0.31), Label((600, 60, 800, 260), config.UNKNOWN, 0.62)]
+    out = annotate(image, labels)
+    assert np.array_equal(image, before) and out.shape == image.shape and out is not image
+    assert tuple(out[150, 100]) == KNOWN_RGB and tuple(out[150, 299]) == KNOWN_RGB
+    assert tuple(out[160, 600]) == UNKNOWN_RGB
+    assert tuple(out[150, 200]) == tuple(image[150, 200])  # inside the box untouched
+    label = out[251:270, 100:180]
+    assert (label == KNOWN_RGB).all(axis=-1).mean() > 0.4 and (label.min(axis=-1) > 240).any()  # text on green
+    assert np.array_equal(annotate(image, []), image)
+    assert label_text("Ann", 0.3123) == "Ann 0.31" and label_text("Ann", None) == "Ann"
+
+
+def test_label_goes_above_a_box_at_the_bottom_edge():
+    image = np.zeros((100, 200, 3), np.uint8)
+    out = annotate(image, [Label((50, 40, 150, 100), "Ann", 0.2)])
+    assert (out[30:39, 50:80] == KNOWN_RGB).all(axis=-1).any()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="$DISPLAY decides only on Linux")
+def test_no_window_without_a_display(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    window, problem = Window.open("test")
+    assert window is None and "DISPLAY" in problem
+
+
+# --------------------------------------------------------------------------- the per-frame pipeline
+
+
+@pytest.mark.parametrize(("folder", "number", "name"), HELD_OUT)
+def test_held_out_photos_are_named(recognizer, database, folder, number, name):
+    image = load_image(photo(folder, number))
+    (result,) = recognizer.recognize(image)
+    assert result.name == name
+    assert result.distance < database.threshold and result.score > 50
+    left, top, right, bottom = result.box
+    assert 0 <= left < right <= image.shape[1] and 0 <= top < bottom <= image.shape[0]
+
+
+@pytest.mark.parametrize(("folder", "number"), STRANGERS)
+def test_strangers_are_unknown_until_the_threshold_is_loosened(embedder, detector, database, folder, number):
+    image = load_image(photo(folder, number))
+    (strict,) = Recognizer(embedder, detector, database).recognize(image)
+    assert strict.name == config.UNKNOWN and strict.distance > database.threshold and strict.score < 50
+    (loose,) = Recognizer(embedder, detector, database, threshold=1.9).recognize(image)
+    assert loose.name in ENROLLED and loose.distance == pytest.approx(strict.distance)
+
+
+def test_a_tight_threshold_rejects_even_the_right_person(embedder, detector, database):
+    (result,) = Recognizer(embedder, detector, database, threshold=0.05).recognize(load_image(photo("Juanes", 3)))
+    assert result.name == config.UNKNOWN and result.distance > 0.05
+
+
+def test_every_face_of_a_frame_in_one_batch_and_one_lookup(embedder, detector, database):
+    calls = {"embed": [], "identify": []}
+
+    class Spy:
+        def __init__(self, target, key):
+            self.target, self.key = target, key
+
+        def __getattr__(self, attr):
+            return getattr(self.target, attr)
+
+        def embed(self, chips):
+            calls["embed"].append(len(chips))
+            return self.target.embed(chips)
+
+        def identify(self, embeddings, threshold=None):
+            calls["identify"].append(len(embeddings))
+            return self.target.identify(embeddings, threshold)
+
+    image = load_image(MISC / "2008_001322.jpg")
+    results = Recognizer(Spy(embedder, "embed"), detector, Spy(database, "identify")).recognize(image)
+    assert [r.box for r in results] == [f.box for f in detector.detect(image)]
+    assert len(results) == 3 and calls == {"embed": [3], "identify": [3]}
+    assert all(r.name == config.UNKNOWN for r in results)
+
+
+def test_video_frames_detect_downscaled_and_reuse_unchanged_frames(embedder, detector, database):
+    seen = []
+
+    class CountingDetector:
+        def __getattr__(self, attr):
+            return getattr(detector, attr)
+
+        def detect(self, image, upsample=None, max_side=None):
+            seen.append(max_side)
+            return detector.detect(image, upsample=upsample, max_side=max_side)
+
+    recognizer = Recognizer(embedder, CountingDetector(), database)
+    frame = fit_640x480(load_image(photo("George_Clooney", 5)))
+    (first,) = recognizer.recognize(frame, video=True)
+    assert first.name == "George Clooney" and seen == [config.VIDEO_DETECT_SIDE]
+    noisy = np.clip(frame.astype(int) + np.random.default_rng(0).integers(-2, 3, frame.shape), 0, 255)
+    assert recognizer.recognize(noisy.astype(np.uint8), video=True) == [first] and len(seen) == 1
+    (moved,) = recognizer.recognize(fit_640x480(load_image(photo("George_Clooney", 5)), shift=60), video=True)
+    assert len(seen) == 2 and moved.name == "George Clooney"
+    assert abs((moved.box[0] - first.box[0]) - 60) <= 8
+    recognizer.reset()
+    recognizer.recognize(frame, video=True)
+    assert len(seen) == 3 and (recognizer.analysed, recognizer.reused) == (3, 1)
+    every = Recognizer(embedder, CountingDetector(), database, reuse_still=False)
+    every.recognize(frame, video=True)
+    every.recognize(frame, video=True)
+    assert len(seen) == 5
+
+
+def test_exif_rotated_photo_is_found_upright(tmp_path, detector, recognizer):
+    from PIL import Image
+
+    rotated = Image.open(photo("George_Clooney", 5)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    rotated.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    assert detector.detect(np.asarray(rotated)) == []  # sideways, the face is not found...
+    (result,) = recognizer.recognize(load_image(tmp_path / "rotated.jpg"))  # ...upright it is, and named
+    assert result.name == "George Clooney"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_recognize(tmp_path, data_dir, inputs, **overrides) -> int:
+    arguments = dict(web_cam=False, inputs=[str(p) for p in inputs], camera=0, output_dir=tmp_path / "out",
+                     data_dir=data_dir, database_dir=data_dir.parent / "database", weights_dir="unused",
+                     backbone="dlib_resnet", detector="hog", threshold=None, as_json=True, enroll_only=False)
+    arguments.update(overrides)
+    return recognize_command(**arguments)
+
+
+def test_recognize_command_names_photos_and_video_frames(tmp_path, data_dir, fast_model, capsys, caplog):
+    caplog.set_level("INFO")
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    shutil.copy2(photo("Juanes", 3), folder / "juanes.jpg")
+    shutil.copy2(MISC / "two_people.jpg", folder / "two.jpg")
+    george = fit_640x480(load_image(photo("George_Clooney", 6)))
+    stranger = fit_640x480(load_image(photo("Mary_Carey", 1)))
+    write_video(folder / "clip.mp4", [george] * 4 + [stranger] * 3)
+
+    assert run_recognize(tmp_path, data_dir, [folder]) == 0
+
+    captured = capsys.readouterr()
+    records = json_lines(captured.out)
+    assert all(set(r) == JSON_KEYS for r in records)
+    photos = [r for r in records if r["frame"] is None]
+    assert sorted((Path(r["source"]).name, r["name"]) for r in photos) == [
+        ("juanes.jpg", "Juanes"), ("two.jpg", config.UNKNOWN), ("two.jpg", config.UNKNOWN)]
+    frames = [r for r in records if r["frame"] is not None]
+    assert [r["frame"] for r in frames] == list(range(7))
+    assert [r["name"] for r in frames] == ["George Clooney"] * 4 + [config.UNKNOWN] * 3
+    assert {r["source"] for r in frames} == {str(folder / "clip.mp4")}
+    for r in records:
+        left, top, right, bottom = r["box"]
+        assert left < right and top < bottom and 0 <= r["score"] <= 100 and 0 <= r["distance"] <= 2
+    out = tmp_path / "out" / "inputs"
+    assert load_image(out / "two.jpg").shape == load_image(folder / "two.jpg").shape
+    assert count_frames(out / "clip.mp4") == 7
+    assert "Done: 3 files (2 photos, 1 video), 9 frames, 10 faces" in captured.err
+    assert "George Clooney x4" in captured.err and "unknown: 5" in captured.err
+    assert any("no display" in m and "without a preview window" in m for m in caplog.messages)
+
+
+def test_bad_inputs_are_named_and_the_run_goes_on(tmp_path, data_dir, fast_model, capsys, caplog):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "broken.mp4").write_text("not a video")
+    shutil.copy2(photo("Juanes", 3), folder / "ok.jpg")
+    assert run_recognize(tmp_path, data_dir, [folder, tmp_path / "nowhere"]) == 1
+    warnings = [m for m in caplog.messages if "empty.jpg" in m or "broken.mp4" in m or "nowhere" in m]
+    assert len(warnings) == 3
+    assert [r["name"] for r in json_lines(capsys.readouterr().out)] == ["Juanes"]
+
+
+def test_headless_webcam_writes_a_bounded_annotated_stream(tmp_path, data_dir, fast_model, monkeypatch, capsys,
+                                                           caplog):
+    clip = write_video(tmp_path / "camera.mp4", [fit_640x480(load_image(photo("Juanes", 3)))] * 12)
+    monkeypatch.setattr(VideoSource, "open_camera",
+                        classmethod(lambda cls, index: cls(cv2.VideoCapture(str(clip)), f"camera {index}", live=True)))
+    monkeypatch.setattr(recognize, "HEADLESS_WEBCAM_FRAMES", 5)
+    assert run_recognize(tmp_path, data_dir, [], web_cam=True, camera=3) == 0
+    records = json_lines(capsys.readouterr().out)
+    assert [(r["frame"], r["name"], r["source"]) for r in records] == [(i, "Juanes", "camera 3") for i in range(5)]
+    assert count_frames(tmp_path / "out" / "webcam3.mp4") == 5
+    assert any("webcam3.mp4" in m and "5 frames" in m for m in caplog.messages)
+
+
+def test_missing_camera_fails_with_one_line(tmp_path, data_dir, fast_model, caplog):
+    assert run_recognize(tmp_path, data_dir, [], web_cam=True, camera=99) == 1
+    assert [m for m in caplog.messages if "camera 99" in m] == [
+        "camera 99: cannot open the webcam (no such camera, or it is in use)"]
+
+
+def test_empty_data_folder_names_everyone_unknown(tmp_path, fast_model, capsys, caplog):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert run_recognize(tmp_path, empty, [photo("Juanes", 3)]) == 0
+    assert [r["name"] for r in json_lines(capsys.readouterr().out)] == [config.UNKNOWN]
+    assert any("nobody is enrolled" in m for m in caplog.messages)
+
+
+def test_enroll_only_prints_the_report_as_one_json_line(tmp_path, data_dir, fast_model, capsys):
+    assert run_recognize(tmp_path, data_dir, ["does-not-matter"], enroll_only=True) == 0
+    (report,) = json_lines(capsys.readouterr().out)
+    assert sorted(report["people"]) == sorted(ENROLLED)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_arguments_exit_2(tmp_path, data_dir, fast_model, capsys):
+    assert run_recognize(tmp_path, data_dir, [MISC], output_dir=data_dir / "out") == 2
+    assert run_recognize(tmp_path, data_dir, [MISC], threshold=-1.0) == 2
+    assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_verify_same_and_different_people(fast_model, capsys):
+    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib_resnet", "") == 0
+    assert verify_command([str(photo("Juanes", 1)), str(photo("George_Clooney", 5))], True, None, "hog",
+                          "dlib_resnet", "") == 0
+    assert verify_command([str(photo("Juanes", 1)), str(photo("George_Clooney", 5))], True, 1.9, "hog",
+                          "dlib_resnet", "") == 0
+    same, different, loose = json_lines(capsys.readouterr().out)
+    assert set(same) == {"same", "distance", "threshold"}
+    assert same["same"] is True and same["distance"] < config.VERIFY_THRESHOLD == same["threshold"]
+    assert different["same"] is False and different["distance"] > config.VERIFY_THRESHOLD
+    assert loose == {"same": True, "distance": different["distance"], "threshold": 1.9}
+
+
+def test_verify_prints_a_verdict_for_people(fast_model, capsys):
+    assert verify_command([str(photo("Juanes", 1)), str(MISC / "two_people.jpg")], False, None, "hog",
+                          "dlib_resnet", "") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("different people: distance ") and "> threshold" in out
+
+
+def test_verify_errors(fast_model, capsys, caplog):
+    assert verify_command([str(MISC / "dogs.jpg")], False, None, "hog", "dlib_resnet", "") == 2
+    assert "exactly two photos" in capsys.readouterr().err
+    assert verify_command([str(MISC / "dogs.jpg"), str(photo("Juanes", 1))], False, None, "hog", "dlib_resnet",
+                          "") == 1
+    assert verify_command([str(MISC / "truncated.jpg"), str(photo("Juanes", 1))], True, None, "hog",
+                          "dlib_resnet", "") == 1
+    assert capsys.readouterr().out == ""
+    assert [m for m in caplog.messages if "dogs.jpg" in m] == [f"{MISC / 'dogs.jpg'}: no face found"]
+    assert any(m.startswith(f"{MISC / 'truncated.jpg'}: cannot decode") for m in caplog.messages)
