@@ -34,6 +34,18 @@ HOG_THRESHOLD = 0.2
 VIDEO_DETECT_SIDE = 320
 """Video frames are detected at this longest side (boxes mapped back): the fast path for 640x480 streams."""
 
+PHOTO_UPSAMPLE_MAX_SIDE = 2000
+"""Photos larger than this are detected without upsampling: faces below ~80 px are negligible there, and
+upsampling a 4096 px photo would cost seconds and ~200 MB."""
+
+STILL_THUMB_SIZE = (64, 48)
+STILL_MAX_DIFF = 8
+"""A video frame whose 64x48 grey thumbnail differs from the last analysed frame's by at most this many grey
+levels anywhere is "unchanged": its faces and names are reused instead of detected and embedded again."""
+
+HEADLESS_WEBCAM_FRAMES = 300
+"""Without a display the webcam stream is written to the output folder and stops after this many frames."""
+
 MAX_IMAGE_SIDE = 4096
 """Larger photos are downscaled on load so that a huge file cannot exhaust memory."""
 

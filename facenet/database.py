@@ -19,7 +19,6 @@ by bench/calibrate.py (mean falling with k, a measured lower tail). See the READ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -51,8 +50,8 @@ from facenet.config import (
 from facenet.console import progress
 from facenet.embed import normalize
 from facenet.faces import face_chip
+from facenet.files import atomic_write, file_sha256
 from facenet.images import ImageError, is_image_file, list_images, load_image
-from facenet.model import atomic_write
 
 if TYPE_CHECKING:
     from facenet.embed import Embedder
@@ -355,14 +354,6 @@ def _write_report(database_dir: Path, report: EnrollmentReport) -> None:
 # --------------------------------------------------------------------------- sync
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _scan(data_dir: Path, database_dir: Path) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
     """(person name, photos) per immediate subfolder, sorted; and the photos lying directly in data_dir."""
     people, loose = [], []
@@ -467,7 +458,7 @@ def _hash_photos(
                 if old and old["size"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns:
                     sha = old["sha256"]
                 else:
-                    sha = _sha256(file)
+                    sha = file_sha256(file)
                     report.hashed += 1
             except OSError as error:
                 report.skipped.append({"path": rel, "reason": f"unreadable: {error.strerror or error}"})

@@ -381,7 +381,7 @@ def save_roc_png(path: str | Path, distances, same, title: str) -> None:
     """The ROC curve (linear and log FAR) with the EER point, written atomically as a PNG."""
     from matplotlib.figure import Figure
 
-    from facenet.model import atomic_write
+    from facenet.files import atomic_write
 
     far, tar, _ = roc(distances, same)
     rate = eer(distances, same)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -28,6 +26,7 @@ from facenet.config import (
     model_file,
 )
 from facenet.dlib_resnet import convert
+from facenet.files import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +42,6 @@ class CaffePreprocess(layers.Layer):
         return bgr - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=inputs.dtype)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix="".join(path.suffixes))
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
     """dlib's face ResNet as Keras (raw descriptor): from the cache in `weights_dir`, else converted and cached.
 
@@ -75,7 +50,7 @@ def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
     weights_dir = Path(weights_dir)
     cache, meta = weights_dir / PRETRAINED_FILE, weights_dir / (PRETRAINED_FILE + ".json")
     source = model_file(RESNET_DAT)
-    source_hash = _sha256(source)
+    source_hash = file_sha256(source)
     if cache.exists():
         try:
             if json.loads(meta.read_text())["source_sha256"] != source_hash:

@@ -35,18 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PHOTO_UPSAMPLE_MAX_SIDE = 2000
-"""Photos larger than this are detected without upsampling: faces below ~80 px are negligible there, and
-upsampling a 4096 px photo would cost seconds and ~200 MB."""
-
-STILL_THUMB_SIZE = (64, 48)
-STILL_MAX_DIFF = 8
-"""A video frame whose 64x48 grey thumbnail differs from the last analysed frame's by at most this many grey
-levels anywhere is "unchanged": its faces and names are reused instead of detected and embedded again."""
-
-HEADLESS_WEBCAM_FRAMES = 300
-"""Without a display the webcam stream is written to the output folder and stops after this many frames."""
-
 PHOTO_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
                  ".webp": "WEBP"}
 """Annotated photos keep their format when Pillow writes it in colour; others are written as PNG."""
@@ -118,11 +106,11 @@ class Recognizer:
 
     def _still(self, image: np.ndarray) -> bool:
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        thumb = cv2.resize(grey, STILL_THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
+        thumb = cv2.resize(grey, config.STILL_THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
         previous, self._thumb = self._thumb, thumb
         if previous is None or previous.shape != thumb.shape:
             return False
-        if int(np.abs(thumb - previous).max()) <= STILL_MAX_DIFF:
+        if int(np.abs(thumb - previous).max()) <= config.STILL_MAX_DIFF:
             self._thumb = previous  # compare with the analysed frame, so slow drift cannot accumulate
             return True
         return False
@@ -136,7 +124,7 @@ class Recognizer:
         if video:
             faces = self.detector.detect(image, max_side=config.VIDEO_DETECT_SIDE)
         else:
-            upsample = 0 if max(image.shape[:2]) > PHOTO_UPSAMPLE_MAX_SIDE else None
+            upsample = 0 if max(image.shape[:2]) > config.PHOTO_UPSAMPLE_MAX_SIDE else None
             faces = self.detector.detect(image, upsample=upsample)
         results = []
         if faces:
@@ -232,7 +220,7 @@ def _load_embedder(backbone: str, weights_dir: str | Path) -> Embedder:
 
 
 def _write_photo(path: Path, image: np.ndarray) -> None:
-    from facenet.model import atomic_write
+    from facenet.files import atomic_write
 
     fmt = PHOTO_FORMATS[path.suffix.lower()]
     atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format=fmt, **({"quality": 92} if fmt == "JPEG"
@@ -289,7 +277,7 @@ def recognize_stream(
 
     Stops at the end, at `max_frames`, on q/Esc in the window, or on Ctrl-C (what was written is kept).
     """
-    from facenet.model import atomic_write
+    from facenet.files import atomic_write
 
     recognizer.reset()
     started, first_frame = time.perf_counter(), summary.frames
@@ -477,10 +465,10 @@ def _run_webcam(
     if window is None:
         out = output_dir / f"webcam{camera.source.removeprefix('camera ')}.mp4"
         log.warning("%s: writing the annotated webcam stream to %s (stops after %d frames, or Ctrl-C)",
-                    problem, out, HEADLESS_WEBCAM_FRAMES)
+                    problem, out, config.HEADLESS_WEBCAM_FRAMES)
     try:
         recognize_stream(camera, recognizer, summary, as_json, out, window,
-                    max_frames=HEADLESS_WEBCAM_FRAMES if window is None else None)
+                    max_frames=config.HEADLESS_WEBCAM_FRAMES if window is None else None)
     except (SourceError, OSError) as error:
         log.error("%s", error)
         return 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from facenet.config import PRETRAINED_FILE
+from facenet.files import atomic_write
 from facenet.model import (
-    atomic_write,
     build_embedder,
     fingerprint,
     save_trained_weights,

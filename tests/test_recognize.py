@@ -346,7 +346,7 @@ def test_headless_webcam_writes_a_bounded_annotated_stream(tmp_path, data_dir, f
     clip = write_video(tmp_path / "camera.mp4", [fit_640x480(load_image(photo("Juanes", 3)))] * 12)
     monkeypatch.setattr(VideoSource, "open_camera",
                         classmethod(lambda cls, index: cls(cv2.VideoCapture(str(clip)), f"camera {index}", live=True)))
-    monkeypatch.setattr(recognize, "HEADLESS_WEBCAM_FRAMES", 5)
+    monkeypatch.setattr(config, "HEADLESS_WEBCAM_FRAMES", 5)
     assert run_recognize(tmp_path, data_dir, [], web_cam=True, camera=3) == 0
     records = json_lines(capsys.readouterr().out)
     assert [(r["frame"], r["name"], r["source"]) for r in records] == [(i, "Juanes", "camera 3") for i in range(5)]
