@@ -70,7 +70,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_bool("flip", False, "Test-time augmentation: average mirrored chips at three paddings (6 passes).")
 flags.DEFINE_string("roc_png", "lfw_roc.png", "Where the LFW benchmark saves its ROC curve.")
-flags.DEFINE_list("input", ["examples"], "Photos, folders of photos and video files to recognise.")
+flags.DEFINE_list("input", ["examples/photos"], "Photos, folders of photos and video files to recognise.")
 flags.DEFINE_string("output_dir", "output", "Where annotated photos and videos are written.")
 flags.DEFINE_integer("camera", 0, "Webcam index.")
 flags.DEFINE_float("threshold", None, "Override the calibrated distance threshold (unit-sphere Euclidean).")
@@ -94,6 +94,9 @@ def main(argv: list[str]) -> int:
         print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags take True/False as values)", file=sys.stderr)
         return 2
     _setup_logging()
+    from facenet.console import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     if FLAGS.lfw_pairs:
         from facenet.evaluate import lfw_command
 
