@@ -252,18 +252,9 @@ def tar_at_far(distances, same, far: float = FAR_TARGET, interpolate: bool = Tru
 
 
 def lfw_face(detector: FaceDetector, image: np.ndarray) -> tuple[Face, str]:
-    """The subject of an LFW photo: of the faces found, the one nearest the image centre (LFW crops are centred
-    on the named person; the largest face is sometimes a bystander). Without any: `detect_or_fallback`."""
-    faces = detector.detect(image)
-    if not faces:
-        return detector.detect_or_fallback(image)
-    height, width = image.shape[:2]
-
-    def off_centre(face: Face) -> float:
-        left, top, right, bottom = face.box
-        return ((left + right) / 2 - width / 2) ** 2 + ((top + bottom) / 2 - height / 2) ** 2
-
-    return min(faces, key=off_centre), "detected"
+    """The subject of an LFW photo: the face nearest the image centre (LFW crops are centred on the named
+    person; the largest face is sometimes a bystander), never none (`detect_or_fallback`)."""
+    return detector.detect_or_fallback(image, centre=True)
 
 
 @dataclass

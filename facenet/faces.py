@@ -114,14 +114,16 @@ class FaceDetector:
                 faces.append(self.landmarks(image, box, score))
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
-    def detect_or_fallback(self, image: np.ndarray) -> tuple[Face, str]:
-        """The largest face, never nothing: detector, upsampled once more, the CNN detector, the image centre.
+    def detect_or_fallback(self, image: np.ndarray, centre: bool = False) -> tuple[Face, str]:
+        """One face, never nothing: detector, upsampled once more, the CNN detector, the image centre.
 
-        Returns the face and how it was found ("detected", "upsampled", "cnn", "centre") so callers can report it.
+        Picks the largest face, or with `centre` the one nearest the image centre (a portrait's subject when
+        a bystander's face is larger). Returns the face and how it was found ("detected", "upsampled",
+        "cnn", "centre") so callers can report it.
         """
         faces = self.detect(image)
         if faces:
-            return faces[0], "detected"
+            return (nearest_centre(faces, image) if centre else faces[0]), "detected"
         faces = self.detect(image, upsample=self.upsample + 1)
         if faces:
             return faces[0], "upsampled"
@@ -148,3 +150,14 @@ def face_chips(image: np.ndarray, faces: list[Face], padding: float = CHIP_PADDI
     if not faces:
         return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
     return np.stack([face_chip(image, face, padding) for face in faces])
+
+
+def nearest_centre(faces: list[Face], image: np.ndarray) -> Face:
+    """The face whose box centre is nearest the image centre."""
+    height, width = image.shape[:2]
+
+    def off_centre(face: Face) -> float:
+        left, top, right, bottom = face.box
+        return ((left + right) / 2 - width / 2) ** 2 + ((top + bottom) / 2 - height / 2) ** 2
+
+    return min(faces, key=off_centre)
