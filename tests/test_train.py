@@ -1,0 +1,406 @@
+"""Training: chip cache, validation split and pairs, P x K batches, augmentation, the step, the guard, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import facenet.train as training
+from facenet.config import CHIP_SIZE, PRETRAINED_FILE
+from facenet.faces import face_chip
+from facenet.images import load_image
+from facenet.model import build_embedder, fingerprint, save_trained_weights, trained_weights_path
+from facenet.train import (
+    CHIPS_CACHE_FILE,
+    TrainingError,
+    augment_chip,
+    load_chips,
+    make_dataset,
+    make_train_step,
+    pk_batches,
+    split_validation,
+    train_command,
+    validation_pairs,
+    verification_metrics,
+)
+from facenet.visualize import pca_2d, save_pca_plot
+
+DATA = Path(__file__).parent / "data"
+PEOPLE, MISC = DATA / "people", DATA / "misc"
+ROOT = Path(__file__).parent.parent
+TINY = ("Adel_Al-Jubeir", "Barbra_Streisand", "Jon_Voight", "Juanes")
+SINGLE = "Martha_Burk"
+
+
+def make_data_dir(root: Path) -> Path:
+    """4 people x 3 photos, and one person with a single photo."""
+    data = root / "data"
+    for name in TINY:
+        shutil.copytree(PEOPLE / name, data / name)
+    (data / SINGLE).mkdir(parents=True)
+    shutil.copy(PEOPLE / SINGLE / f"{SINGLE}_0001.jpg", data / SINGLE)
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, detector) -> tuple[Path, training.ChipSet]:
+    data = make_data_dir(tmp_path_factory.mktemp("tiny"))
+    return data, load_chips(data, detector)
+
+
+@pytest.fixture
+def weights(tmp_path, embedder, weights_dir) -> Path:
+    """A fresh weights folder holding the converted pretrained model (copied, not converted again)."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for name in (PRETRAINED_FILE, PRETRAINED_FILE + ".json"):
+        shutil.copy(weights_dir / name, folder / name)
+    return folder
+
+
+# --------------------------------------------------------------------------- chips and cache
+
+
+def test_load_chips_skips_bad_photos_and_caches(tmp_path, detector, caplog, monkeypatch):
+    data = tmp_path / "data"
+    for name in ("Juanes", "Jon_Voight"):
+        shutil.copytree(PEOPLE / name, data / name)
+    shutil.copy(MISC / "truncated.jpg", data / "Juanes" / "broken.jpg")
+    shutil.copy(MISC / "dogs.jpg", data / "Jon_Voight" / "dogs.jpg")
+    shutil.copy(PEOPLE / "Juanes" / "Juanes_0001.jpg", data / "loose.jpg")
+    cache = tmp_path / "db" / CHIPS_CACHE_FILE
+
+    with caplog.at_level(logging.WARNING):
+        first = load_chips(data, detector, cache)
+    assert len(first) == 6 and first.names == ["Jon_Voight", "Juanes"]
+    assert first.chips.shape == (6, CHIP_SIZE, CHIP_SIZE, 3) and first.chips.dtype == np.uint8
+    assert sorted(np.bincount(first.labels).tolist()) == [3, 3]
+    assert not any("broken" in p or "dogs" in p or "loose" in p for p in first.paths)
+    text = caplog.text
+    assert "broken.jpg: skipped, unreadable" in text and "dogs.jpg: skipped, no face" in text
+    assert "1 photo(s) directly in the data folder ignored" in text
+    path = Path(first.paths[0])
+    image = load_image(path)
+    np.testing.assert_array_equal(first.chips[0], face_chip(image, detector.detect(image)[0]))
+    assert cache.exists() and not [p for p in cache.parent.iterdir() if p.name.startswith(".")]
+
+    def no_detection(*_args, **_kwargs):
+        raise AssertionError("a cached photo was detected again")
+
+    monkeypatch.setattr(detector, "detect", no_detection)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = load_chips(data, detector, cache)
+    np.testing.assert_array_equal(again.chips, first.chips)
+    assert again.paths == first.paths and "dogs.jpg: skipped, no face" in caplog.text
+    monkeypatch.undo()
+
+    cache.write_bytes(b"not a zip file")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_chips(data, detector, cache)
+    assert "corrupt chip cache" in caplog.text
+    np.testing.assert_array_equal(rebuilt.chips, first.chips)
+    with np.load(cache, allow_pickle=False) as stored:
+        assert len(stored["keys"]) == 6 and len(stored["failed_keys"]) == 2
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_split_validation_holds_out_per_person_deterministically():
+    labels = np.repeat(np.arange(5), [1, 2, 3, 10, 4])
+    train, held = split_validation(labels, 0.2)
+    assert np.array_equal(np.sort(np.r_[train, held]), np.arange(len(labels)))
+    held_counts = np.bincount(labels[held], minlength=5)
+    assert held_counts.tolist() == [0, 0, 1, 2, 1]
+    assert np.all(np.bincount(labels[train], minlength=5) >= np.minimum(np.bincount(labels), 2))
+    again = split_validation(labels, 0.2)
+    assert np.array_equal(again[1], held)
+    assert np.bincount(labels[split_validation(labels, 0.5)[1]], minlength=5).tolist() == [0, 0, 1, 5, 2]
+
+
+def test_validation_pairs_are_new_photo_against_known_and_balanced():
+    labels = np.repeat(np.arange(4), [3, 3, 5, 1])
+    train, held = split_validation(labels, 0.2)
+    a, b, same = validation_pairs(labels, held, train)
+    assert np.array_equal(same, labels[a] == labels[b])
+    assert all(i in held or j in held for i, j in zip(a, b, strict=True))
+    # every same-person pair that involves a held-out photo
+    held_n, total = np.bincount(labels[held], minlength=4), np.bincount(labels)
+    expected_pos = int(np.sum(held_n * (total - 1) - held_n * (held_n - 1) // 2))
+    assert same.sum() == expected_pos and (~same).sum() == expected_pos
+    assert len({(min(i, j), max(i, j)) for i, j in zip(a, b, strict=True)}) == len(a)
+
+
+def test_verification_metrics_closed_forms():
+    same = np.array([True, True, False, False])
+    perfect = verification_metrics(np.array([0.1, 0.2, 0.5, 0.6]), same)
+    assert perfect == pytest.approx({"accuracy": 1.0, "auc": 1.0, "threshold": 0.35, "deployed_accuracy": 1.0})
+    reversed_ = verification_metrics(np.array([0.6, 0.5, 0.2, 0.1]), same)
+    assert reversed_["auc"] == 0.0 and reversed_["accuracy"] == 0.5 and reversed_["deployed_accuracy"] == 0.0
+    assert reversed_["threshold"] < 0.1  # accepting nothing is the best rule here
+    # one mismatched pair closer than one matched pair: 3 of 4 orderings right; best threshold gets 3 of 4
+    mixed = verification_metrics(np.array([0.1, 0.4, 0.3, 0.6]), same)
+    assert mixed["auc"] == 0.75 and mixed["accuracy"] == 0.75 and mixed["deployed_accuracy"] == 0.75
+    assert verification_metrics(np.full(4, 0.3), same)["auc"] == 0.5
+    # the same ranking at twice the distances: AUC and best accuracy unchanged, the calibrated threshold fails
+    spread = verification_metrics(2 * np.array([0.3, 0.35, 0.5, 0.6]), same)
+    assert spread["auc"] == 1.0 and spread["accuracy"] == 1.0 and spread["deployed_accuracy"] == 0.5
+
+
+# --------------------------------------------------------------------------- P x K batches
+
+
+@pytest.mark.parametrize(
+    ("counts", "batch_size"),
+    [([3, 5, 2, 7, 1, 1, 4, 2, 9, 1, 3], 10), ([40, 2, 2, 2], 16), ([2, 2, 1], 32), ([6] * 9, 32)],
+)
+def test_pk_batches(counts, batch_size):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    size = min(batch_size, len(labels))  # the batch size never has to divide the number of photos
+    batches = pk_batches(labels, batch_size, rng=np.random.default_rng(0))
+    assert batches.shape[1] == size
+    singles = {p for p, c in enumerate(counts) if c == 1}
+    for batch in batches:
+        assert len(set(batch.tolist())) == size
+        per_person = np.bincount(labels[batch], minlength=len(counts))
+        assert np.sum(per_person >= 2) >= 2
+        assert all(per_person[p] <= 1 for p in singles)
+    seen = np.bincount(batches.ravel(), minlength=len(labels))
+    multi = np.isin(labels, [p for p, c in enumerate(counts) if c >= 2])
+    assert np.all(seen[multi] >= 1)
+    if counts[0] != 40:  # "about once": no more batches than needed to see everything about twice
+        assert len(batches) <= 2 * -(-len(labels) // size)
+
+
+def test_pk_batches_refuses_too_few_people():
+    with pytest.raises(TrainingError, match="at least 2 people"):
+        pk_batches(np.array([0, 0, 0, 1, 2]), 8)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_augmentation_keeps_shape_dtype_range_and_the_face(tiny):
+    chip = tiny[1].chips[0]
+    outputs = [augment_chip(tf.constant(chip), tf.constant([7, i])).numpy() for i in range(8)]
+    for out in outputs:
+        assert out.shape == (CHIP_SIZE, CHIP_SIZE, 3) and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 255.0
+        # still the same face: correlates with the chip or its mirror
+        best = max(np.corrcoef(out.ravel(), c.ravel())[0, 1] for c in (chip, chip[:, ::-1]))
+        assert best > 0.6
+    np.testing.assert_array_equal(outputs[0], augment_chip(tf.constant(chip), tf.constant([7, 0])).numpy())
+    assert not np.allclose(outputs[0], outputs[1])
+    assert not np.allclose(outputs[0], chip.astype(np.float32))
+
+    chip_set = tiny[1]
+    batches = pk_batches(chip_set.labels, 6, rng=np.random.default_rng(1))
+    x, y = next(iter(make_dataset(tf.constant(chip_set.chips), chip_set.labels, batches, seed=1)))
+    assert x.shape == (6, CHIP_SIZE, CHIP_SIZE, 3) and x.dtype == tf.float32
+    assert np.array_equal(y.numpy(), chip_set.labels[batches[0]])
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def test_training_step_smoke(tiny, weights):
+    import keras
+
+    chip_set = tiny[1]
+    model = build_embedder("dlib_resnet", weights)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    step = make_train_step(model, keras.optimizers.Adam(1e-3), margin=0.5, strategy="semi_hard")
+    batches = pk_batches(chip_set.labels, 8, rng=np.random.default_rng(0))
+    for x, y in make_dataset(tf.constant(chip_set.chips), chip_set.labels, np.resize(batches, (2, 8)), seed=0):
+        loss, active = step(x, y)
+        assert np.isfinite(float(loss)) and float(loss) > 0 and 0.0 < float(active) <= 1.0
+    changed = [not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights, strict=True)]
+    assert all(changed)
+
+
+# --------------------------------------------------------------------------- the guard
+
+
+def scripted_metrics(monkeypatch, aucs: list[float], deployed: list[float] | None = None) -> list[float]:
+    """Replace the validation metric: call i returns AUC aucs[i] (before training, then each epoch)."""
+    calls: list[float] = []
+
+    def fake(distances, same):
+        i = len(calls)
+        calls.append(aucs[i])
+        at_threshold = deployed[i] if deployed else 0.9
+        return {"accuracy": 0.9, "auc": aucs[i], "threshold": 0.4, "deployed_accuracy": at_threshold}
+
+    monkeypatch.setattr(training, "verification_metrics", fake)
+    return calls
+
+
+def fake_step(monkeypatch, raise_at: int | None = None) -> None:
+    """A step without tracing: nudges the last weights, or raises KeyboardInterrupt at call `raise_at`."""
+    calls = []
+
+    def factory(model, *_args, **_kwargs):
+        def step(x, y):
+            calls.append(1)
+            if raise_at is not None and len(calls) >= raise_at:
+                raise KeyboardInterrupt
+            model.trainable_variables[-1].assign_add(tf.fill(model.trainable_variables[-1].shape, 0.01))
+            return tf.constant(0.3), tf.constant(0.5)
+
+        return step
+
+    monkeypatch.setattr(training, "make_train_step", factory)
+
+
+def run_command(data: Path, weights: Path, tmp_path: Path, epochs: int = 1, learning_rate: float = 1e-3) -> int:
+    return train_command(
+        data_dir=str(data), weights_dir=str(weights), database_dir=str(tmp_path / "db"), backbone="dlib_resnet",
+        imagenet_weights=None, epochs=epochs, margin=0.5, batch_size=32, learning_rate=learning_rate,
+        strategy="semi_hard", detector="hog", log_dir=str(tmp_path / "logs"), validation_split=0.2, as_json=True,
+    )
+
+
+def last_json(capsys) -> dict:
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    return json.loads(out[-1])
+
+
+def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tmp_path, monkeypatch, capsys):
+    calls = scripted_metrics(monkeypatch, [0.90, 0.95])
+    fake_step(monkeypatch)  # real steps: test_training_step_smoke and the CLI test
+    assert run_command(tiny[0], weights, tmp_path) == 0
+    record = last_json(capsys)
+    assert len(calls) == 2
+    saved = trained_weights_path(weights, "dlib_resnet")
+    assert record["saved"] is True and record["weights"] == str(saved) and saved.exists()
+    assert record["val_before"]["auc"] == 0.9 and record["val_after"]["auc"] == 0.95
+    assert not [p for p in weights.iterdir() if p.name.startswith(".")]  # atomic: no temp file left
+    trained = build_embedder("dlib_resnet", weights)
+    assert fingerprint(trained) != fingerprint(build_embedder("dlib_resnet", weights, trained=False))
+    assert (tmp_path / "db" / CHIPS_CACHE_FILE).exists()
+    from facenet.database import load_database
+
+    database = load_database(tmp_path / "db", fingerprint(trained))
+    assert database is not None and len(database) == 5
+
+    run_dir = next((tmp_path / "logs").iterdir())
+    assert {"pca_before.png", "pca_after.png"} <= {p.name for p in run_dir.iterdir()}
+    from tensorflow.core.util import event_pb2
+
+    tags = set()
+    for event_file in run_dir.glob("events.out.tfevents.*"):
+        for record_bytes in tf.data.TFRecordDataset(str(event_file)):
+            tags |= {v.tag for v in event_pb2.Event.FromString(record_bytes.numpy()).summary.value}
+    assert {"train/loss", "train/active_fraction", "val/auc", "val/accuracy"} <= tags
+
+
+def test_guard_keeps_previous_weights_when_not_better(tiny, weights, tmp_path, monkeypatch, capsys):
+    previous = save_trained_weights(build_embedder("dlib_resnet", weights, trained=False), weights, "dlib_resnet")
+    original = previous.read_bytes()
+    scripted_metrics(monkeypatch, [0.95, 0.94, 0.95])
+    fake_step(monkeypatch)
+    assert run_command(tiny[0], weights, tmp_path, epochs=2) == 0
+    record = last_json(capsys)
+    assert record["saved"] is False and record["weights"] == str(previous)
+    assert record["val_after"]["auc"] == 0.95  # the last epoch's, equal to the start: not strictly better
+    assert previous.read_bytes() == original
+    assert not (tmp_path / "db" / "faces.npz").exists()
+
+
+def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny, weights, tmp_path, monkeypatch,
+                                                                            capsys):
+    scripted_metrics(monkeypatch, [0.95, 0.99], deployed=[0.9, 0.6])
+    fake_step(monkeypatch)
+    assert run_command(tiny[0], weights, tmp_path) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["saved"] is False and not trained_weights_path(weights, "dlib_resnet").exists()
+    assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
+    assert "off the calibrated threshold" in captured.err
+
+
+def test_interrupt_leaves_previous_weights(tiny, weights, tmp_path, monkeypatch, capsys):
+    previous = save_trained_weights(build_embedder("dlib_resnet", weights, trained=False), weights, "dlib_resnet")
+    original = previous.read_bytes()
+    scripted_metrics(monkeypatch, [0.90, 0.99])
+    fake_step(monkeypatch, raise_at=1)
+    assert run_command(tiny[0], weights, tmp_path, epochs=3) == 130
+    assert last_json(capsys)["saved"] is False and previous.read_bytes() == original
+
+
+def test_interrupt_after_a_better_epoch_saves_it(tiny, weights, tmp_path, monkeypatch, capsys):
+    scripted_metrics(monkeypatch, [0.90, 0.99])
+    fake_step(monkeypatch, raise_at=2)  # epoch 1 is one batch; epoch 2's first step is interrupted
+    assert run_command(tiny[0], weights, tmp_path, epochs=3) == 130
+    record = last_json(capsys)
+    assert record["saved"] is True and Path(record["weights"]).exists()
+    assert record["val_after"]["auc"] == 0.99
+
+
+def test_too_few_people_fails_with_one_line(tmp_path, weights, detector, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(PEOPLE / "Juanes", data / "Juanes")
+    (data / "Jon_Voight").mkdir()
+    shutil.copy(PEOPLE / "Jon_Voight" / "Jon_Voight_0001.jpg", data / "Jon_Voight")
+    code = run_command(data, weights, tmp_path)
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error")]
+    assert code == 2 and not captured.out
+    assert errors == ["error: training needs at least 2 people with 2 or more usable photos; found 1"]
+    assert run_command(tmp_path / "missing", weights, tmp_path) == 2
+    assert "missing: data folder not found" in capsys.readouterr().err
+
+
+def test_validation_needs_a_person_with_three_photos(tmp_path):
+    chips = np.zeros((4, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+    chip_set = training.ChipSet(chips, np.array([0, 0, 1, 1], np.int32), ["a", "b"], ["1", "2", "3", "4"])
+    with pytest.raises(TrainingError, match="3 or more usable photos"):
+        training.train(chip_set, tmp_path)
+
+
+# --------------------------------------------------------------------------- PCA plot
+
+
+def test_pca_and_plot(tmp_path):
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=16)
+    points = np.outer(rng.normal(size=30), direction) + 1e-3 * rng.normal(size=(30, 16))
+    coords, share = pca_2d(points)
+    assert share[0] > 0.99 and np.std(coords[:, 1]) < 1e-2 * np.std(coords[:, 0])
+    labels = np.repeat(np.arange(3), 10)
+    path = save_pca_plot(tmp_path / "p.png", points, labels, ["a", "b", "c"], "test", highlight=np.array([0, 10]))
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 300
+    with pytest.raises(ValueError):
+        pca_2d(points[:1])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_trains_and_prints_one_json_line(tmp_path, weights):
+    data = make_data_dir(tmp_path)
+    command = [sys.executable, "main.py", "-t", "True", "-e", "1", "--json", "--data_dir", str(data),
+               "--database_dir", str(tmp_path / "db"), "-wp", str(weights), "--tensorboard_dir", str(tmp_path / "l")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[-1])
+    assert set(record) == {"val_before", "val_after", "saved", "weights", "seconds"}
+    assert isinstance(record["saved"], bool) and record["seconds"] > 0
+    assert Path(record["weights"]).exists() and "epoch 1/1" in done.stderr
+    assert record["saved"] == trained_weights_path(weights, "dlib_resnet").exists()
