@@ -128,7 +128,8 @@ class FaceDatabase:
     """Enrolled people's centroids and the nearest-centroid lookup with a gallery-size-aware threshold.
 
     `threshold` is the default for a person with the gallery's median number of photos; each person's own
-    default (`thresholds[i]`, from their photo count) is what `identify` applies unless overridden.
+    default (`thresholds[i]`, from their photo count) is what `identify` applies unless overridden. Both are
+    multiplied by `distance_scale`, the spread of fine-tuned weights relative to the calibrated model.
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class FaceDatabase:
         fingerprint: str,
         photo_counts: list[int] | np.ndarray | None = None,
         target_far: float = GALLERY_FAR,
+        distance_scale: float = 1.0,
     ) -> None:
         self.names = list(names)
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
@@ -147,11 +149,12 @@ class FaceDatabase:
         self.photo_counts = counts
         self.fingerprint = fingerprint
         self.target_far = target_far
+        self.distance_scale = distance_scale
         people = len(self.names)
-        by_count = {int(k): gallery_threshold(people, int(k), target_far) for k in np.unique(counts)}
+        by_count = {int(k): distance_scale * gallery_threshold(people, int(k), target_far) for k in np.unique(counts)}
         self.thresholds = np.array([by_count[int(k)] for k in counts], dtype=np.float64)
         typical = int(np.median(counts)) if people else 1
-        self.threshold = gallery_threshold(people, typical, target_far)
+        self.threshold = distance_scale * gallery_threshold(people, typical, target_far)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -310,7 +313,8 @@ def load_database(database_dir: str | Path, fingerprint: str | None = None) -> F
         log.warning("%s: made by other weights (%s, not %s)", path, manifest["fingerprint"], fingerprint)
         return None
     people = manifest["people"]
-    return FaceDatabase([p["name"] for p in people], centroids, manifest["fingerprint"], [p["photos"] for p in people])
+    return FaceDatabase([p["name"] for p in people], centroids, manifest["fingerprint"], [p["photos"] for p in people],
+                        distance_scale=float(manifest.get("distance_scale", 1.0)))
 
 
 def _load_stored(path: Path, fingerprint: str) -> tuple[_Stored, str | None]:
@@ -414,8 +418,10 @@ def _quality(
     names: list[str],
     centroids: np.ndarray,
     used: list[tuple[str, int, np.ndarray]],
+    far: float = VERIFY_THRESHOLD,
 ) -> None:
-    """Flag photos far from their person's other photos (leave-one-out centroid) or nearer another person."""
+    """Flag photos farther than `far` from their person's other photos (leave-one-out centroid) or nearer
+    another person."""
     if not used:
         return
     person = np.array([p for _, p, _ in used])
@@ -439,7 +445,7 @@ def _quality(
                 report.mislabeled.append({"path": path, "person": name, "closer_to": names[j],
                                           "distance": round(float(own[i]), 4),
                                           "distance_to_other": round(float(d_other), 4)})
-            elif own[i] > VERIFY_THRESHOLD:
+            elif own[i] > far:
                 report.far_from_own.append({"path": path, "person": name, "distance": round(float(own[i]), 4)})
 
 
@@ -560,15 +566,17 @@ def sync_database(
         return new_vectors[sha] if sha in new_vectors else stored.embeddings[stored.rows[sha]]
 
     names, centroids, counts, used = _enroll_people(data_dir, people, photos, results, vector, report)
-    database = FaceDatabase(names, centroids, embedder.fingerprint, counts)
+    scale = getattr(embedder, "distance_scale", 1.0)
+    database = FaceDatabase(names, centroids, embedder.fingerprint, counts, distance_scale=scale)
     report.threshold = round(database.threshold, 4)
-    _quality(report, names, centroids, used)
+    _quality(report, names, centroids, used, far=VERIFY_THRESHOLD * scale)
 
     embedded = sorted(sha for sha, result in results.items() if result["reason"] is None)
     manifest = {
         "format": DATABASE_FORMAT,
         "version": DATABASE_VERSION,
         "fingerprint": embedder.fingerprint,
+        "distance_scale": scale,
         "photos": photos,
         "results": dict(sorted(results.items())),
         "embedded": embedded,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from facenet.config import CHIP_SIZE, EMBEDDING_DIM, TTA_PADDINGS
 from facenet.faces import Face, face_chips
-from facenet.model import fingerprint
+from facenet.model import build_embedder, distance_scale, fingerprint
 
 BATCH = 64
 """Faces per forward pass: bounds memory on a crowded frame or a big enrollment."""
@@ -18,11 +20,14 @@ class Embedder:
     """Compiled forward pass of an embedding model (a `tf.function` with one fixed signature).
 
     Calling the function directly avoids `model.predict`'s per-call overhead (about 10x for one face).
+    `distance_scale` multiplies every calibrated distance threshold: 1.0 for the pretrained model, the value
+    saved by training for fine-tuned weights (see `load_embedder`).
     """
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model, distance_scale: float = 1.0) -> None:
         self.model = model
         self.fingerprint = fingerprint(model)
+        self.distance_scale = distance_scale
 
         @tf.function(
             input_signature=[tf.TensorSpec([None, CHIP_SIZE, CHIP_SIZE, 3], tf.uint8)], reduce_retracing=True
@@ -54,6 +59,16 @@ class Embedder:
         if not faces:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         return self.embed_tta([face_chips(image, faces, padding) for padding in TTA_PADDINGS])
+
+
+def load_embedder(
+    backbone: str = "dlib_resnet", weights_dir: str | Path = "weights", imagenet_weights: str | Path | None = None
+) -> Embedder:
+    """The embedder recognition uses: trained weights when present, with the distance scale saved beside them."""
+    model = build_embedder(backbone, weights_dir, trained=True, imagenet_weights=imagenet_weights)
+    embedder = Embedder(model)
+    embedder.distance_scale = distance_scale(weights_dir, backbone, embedder.fingerprint)
+    return embedder
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

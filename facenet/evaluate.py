@@ -544,11 +544,10 @@ def lfw_command(
         example = min(paths)
         return _fail(f"{lfw_dir}: none of the {len(paths)} images of {pairs} is there (e.g. {example})", 2)
 
-    from facenet.embed import Embedder
+    from facenet.embed import load_embedder
     from facenet.faces import FaceDetector
-    from facenet.model import build_embedder
 
-    embedder = Embedder(build_embedder(backbone, weights_dir))
+    embedder = load_embedder(backbone, weights_dir)
     try:
         report, distances, same = evaluate_pairs(pair_list, folds, FaceDetector(detector), embedder, flip, train_list)
     except ValueError as error:

@@ -113,11 +113,47 @@ def build_embedder(
     return model
 
 
-def save_trained_weights(model: keras.Model, weights_dir: str | Path, backbone: str) -> Path:
-    """Write fine-tuned weights atomically (temp file + rename); returns the path."""
+def save_trained_weights(
+    model: keras.Model, weights_dir: str | Path, backbone: str, distance_scale: float = 1.0
+) -> Path:
+    """Write fine-tuned weights atomically (temp file + rename), with their distance scale beside them.
+
+    `distance_scale` says how far the new embedding spreads faces compared with the one the thresholds were
+    calibrated for (ratio of median different-person distances); recognition multiplies its thresholds by it.
+    """
     path = trained_weights_path(weights_dir, backbone)
     atomic_write(path, lambda tmp: model.save_weights(tmp))
+    record = {"fingerprint": fingerprint(model), "distance_scale": float(distance_scale)}
+    atomic_write(_scale_path(weights_dir, backbone), lambda tmp: tmp.write_text(json.dumps(record) + "\n"))
     return path
+
+
+def _scale_path(weights_dir: str | Path, backbone: str) -> Path:
+    return Path(weights_dir) / f"{backbone}_trained.json"
+
+
+def distance_scale(weights_dir: str | Path, backbone: str, model_fingerprint: str) -> float:
+    """The distance scale saved with trained weights whose fingerprint is `model_fingerprint`; else 1.0.
+
+    A record of other weights (or an unreadable one) is ignored with a warning: the thresholds then stay
+    those calibrated for the pretrained model.
+    """
+    path = _scale_path(weights_dir, backbone)
+    if not path.exists():
+        return 1.0
+    try:
+        record = json.loads(path.read_text())
+        scale = float(record["distance_scale"])
+        if record["fingerprint"] != model_fingerprint:
+            if trained_weights_path(weights_dir, backbone).exists():
+                log.warning("%s: belongs to other weights; thresholds not rescaled", path)
+            return 1.0
+        if not 0.0 < scale < float("inf"):
+            raise ValueError(f"invalid scale {scale}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("%s: unreadable distance scale (%s); thresholds not rescaled", path, error)
+        return 1.0
+    return scale
 
 
 def fingerprint(model: keras.Model) -> str:

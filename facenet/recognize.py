@@ -213,10 +213,9 @@ def _bad_threshold(threshold: float | None) -> bool:
 
 def _load_embedder(backbone: str, weights_dir: str | Path) -> Embedder:
     # TensorFlow is imported only here: argument errors, a missing camera or photo fail in a fraction of a second.
-    from facenet.embed import Embedder
-    from facenet.model import build_embedder
+    from facenet.embed import load_embedder
 
-    return Embedder(build_embedder(backbone, weights_dir))
+    return load_embedder(backbone, weights_dir)
 
 
 def _write_photo(path: Path, image: np.ndarray) -> None:
@@ -498,7 +497,6 @@ def verify_command(
         return 2
     if _bad_threshold(threshold):
         return _usage_error(f"--threshold must be in (0, 2] (unit-sphere distance), got {threshold}")
-    threshold = config.VERIFY_THRESHOLD if threshold is None else float(threshold)
     face_detector = FaceDetector(detector)
     chips, failed = [], False
     for path in paths:
@@ -523,6 +521,8 @@ def verify_command(
     except (OSError, ValueError) as error:
         log.error("cannot load the model: %s", error)
         return 1
+    if threshold is None:
+        threshold = round(config.VERIFY_THRESHOLD * embedder.distance_scale, 4)
     first, second = embedder.embed(np.stack(chips))
     distance = float(np.linalg.norm(first - second))
     same = distance <= threshold

@@ -32,11 +32,17 @@ from tqdm import tqdm
 
 from facenet.config import CHIP_PADDING, CHIP_SIZE, PRETRAINED_FILE, VERIFY_THRESHOLD
 from facenet.console import emit_json, progress
-from facenet.embed import Embedder
+from facenet.embed import Embedder, load_embedder
 from facenet.faces import FaceDetector, face_chip
 from facenet.files import atomic_write, file_sha256
 from facenet.images import ImageError, is_image_file, list_images, load_image
-from facenet.model import build_embedder, pretrained_dlib_resnet, save_trained_weights, trained_weights_path
+from facenet.model import (
+    build_embedder,
+    distance_scale,
+    pretrained_dlib_resnet,
+    save_trained_weights,
+    trained_weights_path,
+)
 from facenet.triplet import STRATEGIES, triplet_loss
 
 log = logging.getLogger(__name__)
@@ -235,12 +241,15 @@ def validation_pairs(
     return np.r_[pos_a, neg_a].astype(np.int64), np.r_[pos_b, neg_b].astype(np.int64), same
 
 
-def verification_metrics(distances: np.ndarray, same: np.ndarray) -> dict[str, float]:
+def verification_metrics(
+    distances: np.ndarray, same: np.ndarray, deployed_threshold: float = VERIFY_THRESHOLD
+) -> dict[str, float]:
     """Verification figures of `distance <= t` on (distances, same) pairs.
 
     accuracy: at the best threshold `threshold` (midway between the two distances it separates);
     auc: the chance that a same-person pair is closer than a different-person pair (ties count half);
-    deployed_accuracy: at VERIFY_THRESHOLD, the distance recognition was calibrated with.
+    deployed_accuracy: at `deployed_threshold`, the threshold recognition would use (VERIFY_THRESHOLD times the
+    weights' distance scale).
     """
     distances, same = np.asarray(distances, np.float64), np.asarray(same, bool)
     pos, neg = np.sort(distances[same]), np.sort(distances[~same])
@@ -259,7 +268,7 @@ def verification_metrics(distances: np.ndarray, same: np.ndarray) -> dict[str, f
         "accuracy": float(correct[best] / len(distances)),
         "auc": auc,
         "threshold": float(threshold),
-        "deployed_accuracy": float(np.mean((distances <= VERIFY_THRESHOLD) == same)),
+        "deployed_accuracy": float(np.mean((distances <= deployed_threshold) == same)),
     }
 
 
@@ -267,8 +276,10 @@ def _better(candidate: dict[str, float], best: dict[str, float], start: dict[str
     """The guard: a strictly higher AUC than the best so far (or the same AUC and a strictly higher best-threshold
     accuracy), and no lower accuracy than at the start at the calibrated threshold recognition uses.
 
-    AUC and best-threshold accuracy do not see the scale of distances; fine-tuning tends to spread the embeddings
-    (distances double), which leaves AUC intact but breaks every calibrated threshold: the last condition.
+    AUC and best-threshold accuracy do not see the scale of distances; fine-tuning spreads the embeddings (with
+    -m 0.5 distances about double). Saved weights carry their distance scale (median different-person distance
+    relative to the start), which rescales every calibrated threshold; the last condition checks the rescaled
+    threshold really works on the held-out pairs.
     """
     return _ranks_better(candidate, best) and candidate["deployed_accuracy"] >= start["deployed_accuracy"]
 
@@ -580,11 +591,18 @@ def train(
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)  # slots made here, not inside the traced step
         embedder = Embedder(model)
+        start_scale = distance_scale(weights_dir, backbone, embedder.fingerprint)
         step = make_train_step(model, optimizer, margin, strategy, distribution, jit_compile)
+        reference: dict[str, float] = {}
 
         def validate() -> tuple[dict[str, float], np.ndarray]:
+            """Metrics on the held-out pairs, at the threshold rescaled by how far the embedding has spread."""
             embeddings = embedder.embed(chip_set.chips)
-            return verification_metrics(_distances(embeddings, pair_a, pair_b), same), embeddings
+            distances = _distances(embeddings, pair_a, pair_b)
+            median = float(np.median(distances[~same]))
+            scale = start_scale * median / reference.setdefault("median", median)
+            metrics = verification_metrics(distances, same, VERIFY_THRESHOLD * scale)
+            return {**metrics, "distance_scale": scale}, embeddings
 
         before, embeddings = validate()
         log.info("validation before training (%d pairs, %d held-out photos): %s", len(same), len(held), _fmt(before))
@@ -694,16 +712,14 @@ def _rebuild_database(data_dir: str | Path, database_dir: str | Path, weights_di
     try:
         from facenet.database import sync_database
 
-        embedder = Embedder(build_embedder(backbone, weights_dir, trained=True))
-        database, _ = sync_database(data_dir, database_dir, embedder, detector)
+        database, _ = sync_database(data_dir, database_dir, load_embedder(backbone, weights_dir), detector)
     except Exception as error:  # noqa: BLE001 - the weights are saved; recognition rebuilds a stale database
         log.warning("database not rebuilt (%s); the next recognition run rebuilds it", error)
         return "not rebuilt (see the warning above)"
     return f"rebuilt with the new weights ({len(database)} people)"
 
 
-_OFF_THRESHOLD = (f" (some ranked pairs better but moved distances off the calibrated threshold {VERIFY_THRESHOLD}:"
-                  " try a lower -lr)")
+_OFF_THRESHOLD = " (some ranked pairs better, but the rescaled threshold lost accuracy: try a lower -lr)"
 
 
 def _short(metrics: dict[str, float]) -> str:
@@ -712,7 +728,8 @@ def _short(metrics: dict[str, float]) -> str:
 
 def _fmt(metrics: dict[str, float]) -> str:
     return (f"accuracy {metrics['accuracy']:.4f} (threshold {metrics['threshold']:.3f}), AUC {metrics['auc']:.4f}, "
-            f"accuracy at the calibrated {VERIFY_THRESHOLD} {metrics['deployed_accuracy']:.4f}")
+            f"accuracy at the rescaled threshold {VERIFY_THRESHOLD * metrics['distance_scale']:.3f} "
+            f"{metrics['deployed_accuracy']:.4f}")
 
 
 def train_command(
@@ -750,7 +767,7 @@ def train_command(
         weights = _current_weights(weights_dir, backbone, imagenet_weights)
         database = "unchanged"
         if result.improved:
-            weights = str(save_trained_weights(model, weights_dir, backbone))
+            weights = str(save_trained_weights(model, weights_dir, backbone, result.val_after["distance_scale"]))
             if result.interrupted:
                 database = "will be rebuilt by the next recognition run"
             else:

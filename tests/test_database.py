@@ -402,3 +402,23 @@ def test_threshold_override_and_score():
     assert match_score(0.0, 0.4) == 100.0 and match_score(0.4, 0.4) == 50.0 and match_score(2.0, 0.4) < 1
     scores = match_score(np.linspace(0, 2, 50), 0.4)
     assert np.all(np.diff(scores) < 0)
+
+
+def test_distance_scale_multiplies_every_threshold():
+    rng = np.random.default_rng(3)
+    centroids = rng.normal(size=(4, 128))
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    plain = FaceDatabase(["a", "b", "c", "d"], centroids, "x", [1, 2, 3, 3])
+    spread = FaceDatabase(["a", "b", "c", "d"], centroids, "x", [1, 2, 3, 3], distance_scale=2.0)
+    np.testing.assert_allclose(spread.thresholds, 2.0 * plain.thresholds)
+    assert spread.threshold == pytest.approx(2.0 * plain.threshold)
+    # a face at 1.5x the plain threshold from "a": Unknown for the calibrated model, "a" for the spread one
+    direction = rng.normal(size=128)
+    direction -= direction @ centroids[0] * centroids[0]
+    direction /= np.linalg.norm(direction)
+    d = 1.5 * plain.thresholds[0]
+    angle = 2 * np.arcsin(d / 2)
+    face = (np.cos(angle) * centroids[0] + np.sin(angle) * direction)[None]
+    assert plain.identify(face)[0].name == UNKNOWN
+    match = spread.identify(face)[0]
+    assert match.name == "a" and match.distance == pytest.approx(d, abs=1e-4)

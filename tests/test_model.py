@@ -11,6 +11,7 @@ from facenet.config import PRETRAINED_FILE
 from facenet.files import atomic_write
 from facenet.model import (
     build_embedder,
+    distance_scale,
     fingerprint,
     save_trained_weights,
     trained_weights_path,
@@ -79,3 +80,20 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["db.json"]
     atomic_write(target, lambda tmp: tmp.write_text("new"))
     assert target.read_text() == "new"
+
+
+def test_distance_scale_belongs_to_its_weights(weights_dir, tmp_path, caplog):
+    folder = tmp_path / "w"
+    shutil.copytree(weights_dir, folder)
+    model = build_embedder("dlib_resnet", folder)
+    assert distance_scale(folder, "dlib_resnet", fingerprint(model)) == 1.0  # nothing trained yet
+    kernel = model.get_layer("descriptor").kernel
+    kernel.assign(kernel.numpy() * 0.5)
+    save_trained_weights(model, folder, "dlib_resnet", distance_scale=2.25)
+    trained = build_embedder("dlib_resnet", folder)
+    assert distance_scale(folder, "dlib_resnet", fingerprint(trained)) == 2.25
+    assert distance_scale(folder, "dlib_resnet", "0123456789abcdef") == 1.0  # another model's record
+    assert "belongs to other weights" in caplog.text
+    (folder / "dlib_resnet_trained.json").write_text("{broken")
+    assert distance_scale(folder, "dlib_resnet", fingerprint(trained)) == 1.0
+    assert "unreadable distance scale" in caplog.text

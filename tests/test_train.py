@@ -15,9 +15,10 @@ import tensorflow as tf
 
 import facenet.train as training
 from facenet.config import CHIP_SIZE, PRETRAINED_FILE
+from facenet.database import gallery_threshold
 from facenet.faces import face_chip
 from facenet.images import load_image
-from facenet.model import build_embedder, fingerprint, save_trained_weights, trained_weights_path
+from facenet.model import build_embedder, distance_scale, fingerprint, save_trained_weights, trained_weights_path
 from facenet.train import (
     CHIPS_CACHE_FILE,
     TrainingError,
@@ -235,7 +236,7 @@ def scripted_metrics(monkeypatch, aucs: list[float], deployed: list[float] | Non
     """Replace the validation metric: call i returns AUC aucs[i] (before training, then each epoch)."""
     calls: list[float] = []
 
-    def fake(distances, same):
+    def fake(distances, same, deployed_threshold):
         i = len(calls)
         calls.append(aucs[i])
         at_threshold = deployed[i] if deployed else 0.9
@@ -293,6 +294,13 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
 
     database = load_database(tmp_path / "db", fingerprint(trained))
     assert database is not None and len(database) == 5
+    # the saved weights carry their spread relative to the start; the rebuilt database's thresholds follow it
+    scale = record["val_after"]["distance_scale"]
+    assert record["val_before"]["distance_scale"] == 1.0 and scale > 0
+    assert distance_scale(weights, "dlib_resnet", fingerprint(trained)) == pytest.approx(scale, abs=1e-4)
+    assert database.distance_scale == pytest.approx(scale, abs=1e-4)
+    expected = database.distance_scale * gallery_threshold(5, int(np.median(database.photo_counts)))
+    assert database.threshold == pytest.approx(expected)
 
     run_dir = next((tmp_path / "logs").iterdir())
     assert {"pca_before.png", "pca_after.png"} <= {p.name for p in run_dir.iterdir()}
@@ -327,7 +335,7 @@ def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny,
     record = json.loads(captured.out)
     assert record["saved"] is False and not trained_weights_path(weights, "dlib_resnet").exists()
     assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
-    assert "off the calibrated threshold" in captured.err
+    assert "the rescaled threshold lost accuracy" in captured.err
 
 
 def test_interrupt_leaves_previous_weights(tiny, weights, tmp_path, monkeypatch, capsys):
