@@ -53,7 +53,10 @@ flags.DEFINE_string(
 flags.DEFINE_float("margin", 0.5, "Triplet loss margin (unit-sphere Euclidean distance).", short_name="m")
 flags.DEFINE_integer("epochs", 20, "Training epochs.", short_name="e")
 flags.DEFINE_integer("batch_size", 32, "Training batch size (P identities x K photos).", short_name="bs")
-flags.DEFINE_float("learning_rate", 1e-4, "Training learning rate.", short_name="lr")
+flags.DEFINE_float(
+    "learning_rate", None, "Training learning rate (default per backbone: 1e-6 dlib_resnet, 1e-4 resnet50).",
+    short_name="lr",
+)
 flags.DEFINE_enum(
     "detector", "hog", ["hog", "cnn"], "Face detector: hog (fast, CPU) or cnn (accurate, slow without a GPU).",
     short_name="d",

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import time
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -51,7 +50,7 @@ from facenet.console import progress
 from facenet.embed import normalize
 from facenet.faces import face_chip
 from facenet.files import atomic_write, file_sha256
-from facenet.images import ImageError, is_image_file, list_images, load_image
+from facenet.images import ImageError, list_people, load_image
 
 if TYPE_CHECKING:
     from facenet.embed import Embedder
@@ -358,19 +357,6 @@ def _write_report(database_dir: Path, report: EnrollmentReport) -> None:
 # --------------------------------------------------------------------------- sync
 
 
-def _scan(data_dir: Path, database_dir: Path) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
-    """(person name, photos) per immediate subfolder, sorted; and the photos lying directly in data_dir."""
-    people, loose = [], []
-    for entry in sorted(data_dir.iterdir()):
-        if entry.name.startswith(".") or entry.resolve() == database_dir.resolve():
-            continue
-        if entry.is_dir():
-            people.append((unicodedata.normalize("NFC", entry.name), list_images(entry)))
-        elif is_image_file(entry):
-            loose.append(entry)
-    return people, loose
-
-
 def _examine(
     pending: dict[str, Path], embedder: Embedder, detector: FaceDetector
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
@@ -534,7 +520,7 @@ def sync_database(
 
     stored, report.rebuilt = _load_stored(path, embedder.fingerprint)
     old_results = stored.manifest["results"]
-    people, loose = _scan(data_dir, database_dir)
+    people, loose = list_people(data_dir, skip=database_dir)
     if loose:
         report.ignored = [p.name for p in loose]
         log.warning("%s: %d photo(s) directly in the data folder ignored; put them in %s/<person name>/",

@@ -239,8 +239,8 @@ def build_dlib_resnet(name: str = "dlib_resnet") -> keras.Model:
         return layers.ReLU()(PadAdd()([y, skip]))
 
     inputs = keras.Input((CHIP_SIZE, CHIP_SIZE, 3), name="chip")
-    x = layers.Normalization(
-        mean=list(DLIB_MEAN_RGB), variance=[DLIB_INPUT_SCALE**2] * 3, name="dlib_preprocess"
+    x = layers.Normalization(  # float32 always: the variance 256**2 overflows float16 under mixed precision
+        mean=list(DLIB_MEAN_RGB), variance=[DLIB_INPUT_SCALE**2] * 3, name="dlib_preprocess", dtype="float32"
     )(inputs)
     x = _conv(x, 32, 7, 2, "conv_stem")
     x = Affine(name="affine_stem")(x)

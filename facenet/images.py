@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -80,3 +81,23 @@ def is_image_file(path: str | Path) -> bool:
 def list_images(folder: str | Path) -> list[Path]:
     """All image files below `folder`, recursively, in a stable sorted order; other files are ignored."""
     return sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
+
+
+def list_people(
+    data_dir: str | Path, skip: str | Path | None = None
+) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
+    """The enrollment layout `data_dir/<person name>/**/photo`: (person, photos) per subfolder, sorted, names
+    NFC-normalised (the same name typed on macOS or Linux); and the photos lying loose in data_dir itself.
+
+    Hidden entries and `skip` (e.g. a database folder kept inside data_dir) are left out.
+    """
+    skip_path = Path(skip).resolve() if skip is not None else None
+    people, loose = [], []
+    for entry in sorted(Path(data_dir).iterdir()):
+        if entry.name.startswith(".") or entry.resolve() == skip_path:
+            continue
+        if entry.is_dir():
+            people.append((unicodedata.normalize("NFC", entry.name), list_images(entry)))
+        elif is_image_file(entry):
+            loose.append(entry)
+    return people, loose

@@ -100,7 +100,7 @@ def build_embedder(
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     raw = pretrained_dlib_resnet(weights_dir) if backbone == "dlib_resnet" else resnet50_trunk(imagenet_weights)
-    outputs = layers.UnitNormalization(name="unit_sphere")(raw.output)
+    outputs = layers.UnitNormalization(name="unit_sphere", dtype="float32")(raw.output)
     model = keras.Model(raw.input, outputs, name=f"{backbone}_embedder")
     path = trained_weights_path(weights_dir, backbone)
     if trained and path.exists():

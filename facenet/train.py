@@ -19,7 +19,6 @@ import contextlib
 import logging
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,12 +29,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from facenet.config import CHIP_PADDING, CHIP_SIZE, PRETRAINED_FILE, VERIFY_THRESHOLD
+from facenet.config import CHIP_PADDING, CHIP_SIZE, LEARNING_RATES, PRETRAINED_FILE, VERIFY_THRESHOLD
 from facenet.console import emit_json, progress
 from facenet.embed import Embedder, load_embedder
 from facenet.faces import FaceDetector, face_chip
 from facenet.files import atomic_write, file_sha256
-from facenet.images import ImageError, is_image_file, list_images, load_image
+from facenet.images import ImageError, list_people, load_image
 from facenet.model import (
     build_embedder,
     distance_scale,
@@ -94,18 +93,10 @@ class ChipSet:
 
 def scan_people(data_dir: str | Path) -> list[tuple[str, list[Path]]]:
     """(person, photos) per immediate subfolder of data_dir, sorted; photos lying directly in it are ignored."""
-    data_dir = Path(data_dir)
-    people, loose = [], 0
-    for entry in sorted(data_dir.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            people.append((unicodedata.normalize("NFC", entry.name), list_images(entry)))
-        elif is_image_file(entry):
-            loose += 1
+    people, loose = list_people(data_dir)
     if loose:
         log.warning("%s: %d photo(s) directly in the data folder ignored; put them in %s/<person name>/",
-                    data_dir, loose, data_dir)
+                    data_dir, len(loose), data_dir)
     return people
 
 
@@ -741,7 +732,7 @@ def train_command(
     epochs: int,
     margin: float,
     batch_size: int,
-    learning_rate: float,
+    learning_rate: float | None,
     strategy: str,
     detector: str,
     log_dir: str,
@@ -755,6 +746,8 @@ def train_command(
     next run to rebuild). With `as_json` the last stdout line is {val_before, val_after, saved, weights, seconds}.
     """
     started = time.monotonic()
+    if learning_rate is None:
+        learning_rate = LEARNING_RATES.get(backbone, 1e-4)
     try:
         _check_settings(epochs, margin, batch_size, learning_rate, strategy, validation_split)
         face_detector = FaceDetector(detector)
