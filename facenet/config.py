@@ -27,6 +27,25 @@ LEARNING_RATES = {"dlib_resnet": 1e-6, "resnet50": 1e-4}
 """Default Adam learning rates: the pretrained dlib ResNet is already near-perfect and 1e-4 wrecks it within an
 epoch (LFW AUC 0.9996 -> 0.95); resnet50 trains from scratch."""
 
+CHIPS_CACHE_FILE = "chips_cache.npz"
+"""Aligned training chips cached in the database folder, keyed by photo sha256 + detector + chip geometry."""
+
+PHOTOS_PER_PERSON = 4
+"""K of a P x K batch: photos of each identity in a batch (clamped to what a person has)."""
+
+JITTER_PIXELS = 4
+"""Augmentation: the chip is reflect-padded by this much and randomly cropped back (a shift of +-4 px)."""
+
+BRIGHTNESS_DELTA = 20.0
+CONTRAST_RANGE = (0.8, 1.2)
+"""Augmentation: brightness shift (0..255 scale) and contrast factor ranges."""
+
+SPLIT_SEED = 4
+"""Seed of the validation split, of the validation pairs and of the batches: runs are reproducible."""
+
+MIN_BATCH = 4
+"""Smallest useful batch: two identities with two photos each."""
+
 DETECTORS = ("hog", "cnn")
 HOG_UPSAMPLE = 1
 """Times HOG upsamples a photo: 1 finds faces down to about 40 px."""

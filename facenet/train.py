@@ -29,7 +29,20 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from facenet.config import CHIP_PADDING, CHIP_SIZE, LEARNING_RATES, PRETRAINED_FILE, VERIFY_THRESHOLD
+from facenet.config import (
+    BRIGHTNESS_DELTA,
+    CHIP_PADDING,
+    CHIP_SIZE,
+    CHIPS_CACHE_FILE,
+    CONTRAST_RANGE,
+    JITTER_PIXELS,
+    LEARNING_RATES,
+    MIN_BATCH,
+    PHOTOS_PER_PERSON,
+    PRETRAINED_FILE,
+    SPLIT_SEED,
+    VERIFY_THRESHOLD,
+)
 from facenet.console import emit_json, progress
 from facenet.embed import Embedder, load_embedder
 from facenet.faces import FaceDetector, face_chip
@@ -45,26 +58,6 @@ from facenet.model import (
 from facenet.triplet import STRATEGIES, triplet_loss
 
 log = logging.getLogger(__name__)
-
-# Training constants (candidates for facenet/config.py).
-CHIPS_CACHE_FILE = "chips_cache.npz"
-"""Aligned training chips cached in the database folder, keyed by photo sha256 + detector + chip geometry."""
-
-PHOTOS_PER_PERSON = 4
-"""K of a P x K batch: photos of each identity in a batch (clamped to what a person has)."""
-
-JITTER_PIXELS = 4
-"""Augmentation: the chip is reflect-padded by this much and randomly cropped back (a shift of +-4 px)."""
-
-BRIGHTNESS_DELTA = 20.0
-CONTRAST_RANGE = (0.8, 1.2)
-"""Augmentation: brightness shift (0..255 scale) and contrast factor ranges."""
-
-SPLIT_SEED = 4
-"""Seed of the validation split, of the validation pairs and of the batches: runs are reproducible."""
-
-MIN_BATCH = 4
-"""Smallest useful batch: two identities with two photos each."""
 
 INTERRUPTED_EXIT = 130
 
