@@ -93,10 +93,17 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str]) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    _setup_logging()
+    with logging_redirect_tqdm():  # log lines printed above progress bars, not through them
+        return run_mode(argv)
+
+
+def run_mode(argv: list[str]) -> int:
     if len(argv) > 1:
         print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags take True/False as values)", file=sys.stderr)
         return 2
-    _setup_logging()
     from facenet.console import import_tensorflow_quietly
 
     import_tensorflow_quietly()
