@@ -45,6 +45,7 @@ from facenet.config import (
 )
 from facenet.console import emit_json, progress
 from facenet.embed import Embedder, load_embedder
+from facenet.evaluate import accuracy_at, auc, best_threshold
 from facenet.faces import FaceDetector, face_chip
 from facenet.files import atomic_write, file_sha256
 from facenet.images import ImageError, list_people, load_image
@@ -228,31 +229,18 @@ def validation_pairs(
 def verification_metrics(
     distances: np.ndarray, same: np.ndarray, deployed_threshold: float = VERIFY_THRESHOLD
 ) -> dict[str, float]:
-    """Verification figures of `distance <= t` on (distances, same) pairs.
+    """Verification figures of `distance <= t` on (distances, same) pairs, with the LFW protocol's metrics.
 
-    accuracy: at the best threshold `threshold` (midway between the two distances it separates);
-    auc: the chance that a same-person pair is closer than a different-person pair (ties count half);
-    deployed_accuracy: at `deployed_threshold`, the threshold recognition would use (VERIFY_THRESHOLD times the
-    weights' distance scale).
+    accuracy and threshold: the best-accuracy threshold (`evaluate.best_threshold`); auc: the chance that a
+    same-person pair is closer than a different-person pair; deployed_accuracy: at `deployed_threshold`, the
+    threshold recognition would use (VERIFY_THRESHOLD times the weights' distance scale).
     """
-    distances, same = np.asarray(distances, np.float64), np.asarray(same, bool)
-    pos, neg = np.sort(distances[same]), np.sort(distances[~same])
-    below = np.searchsorted(neg, pos, side="left")
-    ties = np.searchsorted(neg, pos, side="right") - below
-    auc = float(np.sum(len(neg) - below - ties + 0.5 * ties) / (len(pos) * len(neg)))
-    values = np.unique(distances)
-    thresholds = np.r_[values[0] - 1.0, values]  # the first accepts nothing
-    correct = np.searchsorted(pos, thresholds, side="right") + len(neg) - np.searchsorted(neg, thresholds, "right")
-    best = int(np.argmax(correct))
-    if best == 0:
-        threshold = np.nextafter(values[0], -np.inf)
-    else:
-        threshold = (values[best - 1] + values[best]) / 2 if best < len(values) else values[-1]
+    threshold, accuracy = best_threshold(distances, same)
     return {
-        "accuracy": float(correct[best] / len(distances)),
-        "auc": auc,
-        "threshold": float(threshold),
-        "deployed_accuracy": float(np.mean((distances <= deployed_threshold) == same)),
+        "accuracy": accuracy,
+        "auc": auc(distances, same),
+        "threshold": threshold,
+        "deployed_accuracy": accuracy_at(distances, same, deployed_threshold),
     }
 
 
