@@ -37,12 +37,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+"""EXIF orientations that swap width and height when the photo is turned upright."""
+
+
 def load_image(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     """Decode a photo to an (H, W, 3) uint8 RGB array, upright per its EXIF orientation.
 
     Photos larger than `max_side` are downscaled (JPEGs decode directly at reduced size),
     so a huge file cannot exhaust memory. Raises ImageError naming the file otherwise.
     """
+    return load_image_scaled(path, max_side)[0]
+
+
+def load_image_scaled(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+    """`load_image`, plus the (x, y) factors mapping its pixels back to the file's own upright pixels
+    (above 1 when a huge photo was downscaled), so boxes can be reported in the file's coordinates."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -56,6 +67,9 @@ def load_image(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
                 if max(width, height) > max_side:
                     img.draft("RGB", (max_side, max_side))
                     img.thumbnail((max_side, max_side))
+                scale = (width / img.size[0], height / img.size[1])
+                if img.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
+                    scale = scale[::-1]
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
                 rgb.load()
@@ -69,7 +83,7 @@ def load_image(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
         raise ImageError(path, "not a readable image (unknown or corrupt format)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageError(path, f"cannot decode image ({error})") from None
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(rgb, dtype=np.uint8), scale
 
 
 def is_image_file(path: str | Path) -> bool:

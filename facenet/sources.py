@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from facenet.config import VIDEO_EXTENSIONS
-from facenet.images import is_image_file, load_image
+from facenet.images import is_image_file, load_image_scaled
 
 # FFmpeg reads this once, when OpenCV first opens a video: keep it from printing its own lines on a bad file.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-EXIF_ORIENTATION = 0x0112
 
 DEFAULT_FPS = 25.0
 """Frame rate assumed when a video or camera does not report one."""
@@ -104,25 +100,10 @@ def collect_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] = 
     return found, errors
 
 
-def _file_scale(path: Path, image: np.ndarray) -> tuple[float, float]:
-    """(x, y) factors from the loaded image to the upright size the file declares (1, 1 when unknown)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        with img:
-            width, height = img.size
-            if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                width, height = height, width
-    except Exception:  # noqa: BLE001 - the photo itself was readable; only the header is re-read here
-        return 1.0, 1.0
-    return width / image.shape[1], height / image.shape[0]
-
-
 def read_photo(item: Input) -> Frame:
     """The photo as a Frame (EXIF-upright RGB, huge ones downscaled); raises images.ImageError naming the file."""
-    image = load_image(item.path)
-    return Frame(item.source, None, image, _file_scale(item.path, image))
+    image, scale = load_image_scaled(item.path)
+    return Frame(item.source, None, image, scale)
 
 
 def _silence_opencv() -> None:
