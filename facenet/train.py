@@ -455,7 +455,7 @@ class TrainResult:
     active: list[float] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     off_threshold: bool = False
-    """An epoch ranked pairs better than the start but was refused: its distances no longer fit the threshold."""
+    """An epoch ranked pairs better than the start but was refused: the rescaled threshold lost accuracy."""
 
 
 def _scalar_metadata() -> bytes:
@@ -551,8 +551,8 @@ def train(
     first_batches = pk_batches(train_labels, batch_size, photos_per_person, np.random.default_rng(seed))
     logs = _Logs(log_dir)
     if backbone == "dlib_resnet" and tf.config.list_physical_devices("GPU"):
-        # Convert and cache under float32 first: converted under mixed_float16 the model is broken (its input
-        # variance, 256**2, overflows float16) and would be cached so. The cached model keeps float32 layers.
+        # Convert and cache under float32 first: converted under mixed_float16 the cached model would keep
+        # float16 layers, and every later recognition run would compute in float16.
         pretrained_dlib_resnet(weights_dir)
     with device_setup() as distribution:
         replicas = distribution.num_replicas_in_sync
