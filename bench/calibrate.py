@@ -1,9 +1,13 @@
-"""Calibrate the decision thresholds on LFW View 1 DevTrain; prints the constants kept in facenet/config.py.
+"""Calibrate the decision constants of each model on LFW View 1 DevTrain; prints what facenet/config.py keeps.
 
-    python bench/calibrate.py [--lfw_dir ../shared/faces/lfw_dev]
+    python bench/calibrate.py [--lfw_dir ../shared/faces/lfw_dev] [--detector yunet] [--weights_dir weights]
 
-Every lfw_dev photo is embedded once (largest face; detector fallbacks when HOG finds none) and cached
-in bench/results/, keyed by the embedder's fingerprint, so reruns take seconds.
+Every lfw_dev photo is embedded once through the FacePipeline with enrollment's face choice (the largest face,
+the pipeline's fallback chain; photos without a face are left out as enrollment leaves them out), by both
+branches of the fused model (dlib and SFace unit vectors), cached in bench/results/ by model id and detector.
+Then, on DevTrain only: the SFace weight of the fused embedding (best DevTrain accuracy, AUC breaking ties),
+and per model the 1:1 threshold and the stranger-distance model behind the gallery thresholds. DevTest
+accuracy at the DevTrain threshold is printed for information, never used for a choice.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,43 +22,49 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenet.console import progress  # noqa: E402
 from facenet.embed import normalize  # noqa: E402
-from facenet.faces import face_chip  # noqa: E402
-from facenet.images import ImageError, list_images, load_image  # noqa: E402
+from facenet.evaluate import accuracy_at, auc, best_threshold, parse_pairs  # noqa: E402
+from facenet.images import list_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 LFW_DEV = ROOT.parent / "shared" / "faces" / "lfw_dev"
+WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+"""SFace weights of the fused embedding tried on DevTrain."""
 
 
-def lfw_embeddings(lfw_dir: Path, embedder, detector) -> dict[str, np.ndarray]:
-    """Embeddings of every photo under `lfw_dir`: {"paths", "names", "embeddings", "how"}, cached per model."""
-    cache = RESULTS / f"lfw_dev_{embedder.fingerprint}_{detector.kind}.npz"
+def branch_embeddings(lfw_dir: Path, detector: str, weights_dir: Path) -> dict[str, np.ndarray]:
+    """{"paths", "names", "dlib", "sface", "how"}: both branches' unit vectors of every lfw_dev photo with a face."""
+    import keras
+
+    from facenet.pipeline import FacePipeline
+
+    pipeline = FacePipeline(detector, "fused", weights_dir, pretrained=True)
+    cache = RESULTS / f"lfw_dev_{pipeline.embedder.fingerprint}_{detector}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    paths = list_images(lfw_dir)
-    chips, how, kept = [], [], []
-    start = time.perf_counter()
-    for path in progress(paths, "embedding lfw_dev", unit="photo"):
-        try:
-            image = load_image(path)
-        except ImageError as error:
-            print(f"skipped {error}", file=sys.stderr)
+    fused = pipeline.embedder.model
+    branches = keras.Model(fused.inputs, [fused.get_layer("dlib_unit").output, fused.get_layer("sface_unit").output])
+    paths, how, chips = [], [], {"dlib": [], "sface": []}
+    for path, subject, image in pipeline.read_subjects(list_images(lfw_dir), "largest", desc="lfw_dev"):
+        if subject.face is None:
+            print(f"left out {path}: {subject.reason}", file=sys.stderr)
             continue
-        faces = detector.detect(image)
-        face, found = (faces[0], "detected") if faces else detector.detect_or_fallback(image)
-        chips.append(face_chip(image, face))
-        how.append(found)
-        kept.append(path)
-    embeddings = embedder.embed(np.stack(chips))
-    elapsed = time.perf_counter() - start
-    print(f"embedded {len(kept)} photos in {elapsed:.0f} s ({len(kept) / elapsed:.1f} photos/s)", file=sys.stderr)
+        for kind, chip in pipeline.chips(image, [subject.face]).items():
+            chips[kind].append(chip[0])
+        paths.append(path)
+        how.append(subject.how)
+    dlib_vectors, sface_vectors = [], []
+    for start in range(0, len(paths), 64):
+        d, s = branches([np.stack(chips[k][start : start + 64]).astype(np.float32) for k in ("dlib", "sface")])
+        dlib_vectors.append(np.asarray(d))
+        sface_vectors.append(np.asarray(s))
     result = {
-        "paths": np.array([str(p.relative_to(lfw_dir)) for p in kept]),
-        "names": np.array([p.parent.name for p in kept]),
-        "embeddings": normalize(embeddings),
+        "paths": np.array([str(p.relative_to(lfw_dir)) for p in paths]),
+        "names": np.array([p.parent.name for p in paths]),
+        "dlib": np.concatenate(dlib_vectors),
+        "sface": np.concatenate(sface_vectors),
         "how": np.array(how),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -63,52 +72,33 @@ def lfw_embeddings(lfw_dir: Path, embedder, detector) -> dict[str, np.ndarray]:
     return result
 
 
-def read_pairs(path: Path) -> list[tuple[str, str, bool]]:
-    """LFW pairs file -> (relative path A, relative path B, same person)."""
-
-    def photo(name: str, number: str) -> str:
-        return f"{name}/{name}_{int(number):04d}.jpg"
-
-    pairs = []
-    for line in Path(path).read_text().splitlines()[1:]:
-        fields = line.split()
-        if len(fields) == 3:
-            pairs.append((photo(fields[0], fields[1]), photo(fields[0], fields[2]), True))
-        elif len(fields) == 4:
-            pairs.append((photo(fields[0], fields[1]), photo(fields[2], fields[3]), False))
-    return pairs
+def fused(data: dict, weight: float) -> np.ndarray:
+    """The fused embedding for an SFace weight: what the fused Keras model computes."""
+    return normalize(np.concatenate([data["dlib"], weight * data["sface"]], axis=1))
 
 
-def pair_distances(data: dict, pairs: list[tuple[str, str, bool]]) -> tuple[np.ndarray, np.ndarray]:
+def pair_distances(data: dict, embeddings: np.ndarray, pairs_file: Path, lfw_dir: Path
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Unit-sphere distances of the pairs whose two photos were embedded, and their same/different labels."""
+    pairs, _, _ = parse_pairs(pairs_file, lfw_dir)
     row = {path: i for i, path in enumerate(data["paths"])}
-    kept = [(row[a], row[b], same) for a, b, same in pairs if a in row and b in row]
+    kept = [(row[a], row[b], p.same) for p in pairs
+            if (a := str(p.a.relative_to(lfw_dir))) in row and (b := str(p.b.relative_to(lfw_dir))) in row]
     a, b, same = (np.array(column) for column in zip(*kept, strict=True))
-    return np.linalg.norm(data["embeddings"][a] - data["embeddings"][b], axis=1), same.astype(bool)
+    return np.linalg.norm(embeddings[a] - embeddings[b], axis=1), same.astype(bool)
 
 
-def best_accuracy_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """The middle of the widest run of thresholds with the best same/different accuracy, and that accuracy."""
-    order = np.argsort(distances)
-    cut = np.sort(distances)
-    # accuracy when the threshold sits just above cut[i]: pairs 0..i called "same"
-    correct = np.cumsum(same[order]) + (~same).sum() - np.cumsum(~same[order])
-    best = correct.max()
-    i = int(np.argmax(correct))
-    upper = cut[i + 1] if i + 1 < len(cut) else cut[i] + 0.01
-    return float((cut[i] + upper) / 2), float(best / len(distances))
+def people_of(pairs_file: Path, lfw_dir: Path) -> set[str]:
+    pairs, _, _ = parse_pairs(pairs_file, lfw_dir)
+    return {path.parent.name for p in pairs for path in (p.a, p.b)}
 
 
-def people_of(pairs: list[tuple[str, str, bool]]) -> set[str]:
-    return {path.split("/")[0] for a, b, _ in pairs for path in (a, b)}
-
-
-def impostor_model(data: dict, people: set[str], max_photos: int = 6, seed: int = 0) -> dict:
+def impostor_model(data: dict, embeddings: np.ndarray, people: set[str], max_photos: int = 6, seed: int = 0) -> dict:
     """Distances from photos to other people's centroids of k = 1..max_photos photos: mean per k, pooled std.
 
     The mean falls with k (an averaged face is nearer to everyone) as a + b / k; the spread does not change.
     """
-    names, embeddings = data["names"], data["embeddings"]
+    names = data["names"]
     mask = np.isin(names, sorted(people))
     probes, probe_names = embeddings[mask], names[mask]
     rng = np.random.default_rng(seed)
@@ -131,9 +121,10 @@ def impostor_model(data: dict, people: set[str], max_photos: int = 6, seed: int 
     return {"mean_many": float(intercept), "mean_one": float(intercept + slope), "std": float(np.mean(stds))}
 
 
-def impostor_z_table(data: dict, people: set[str], fars: tuple[float, ...]) -> list[tuple[float, float]]:
+def impostor_z_table(data: dict, embeddings: np.ndarray, people: set[str], fars: tuple[float, ...]
+                     ) -> list[tuple[float, float]]:
     """Standardised lower quantiles of photo-to-photo impostor distances (all pairs of different people)."""
-    names, embeddings = data["names"], data["embeddings"]
+    names = data["names"]
     mask = np.isin(names, sorted(people))
     vectors, labels = embeddings[mask], names[mask]
     parts = []
@@ -148,46 +139,50 @@ def impostor_z_table(data: dict, people: set[str], fars: tuple[float, ...]) -> l
     return [(far, float((np.quantile(impostor, far) - mean) / std)) for far in fars]
 
 
-def load_models(weights_dir: Path):
-    """The pretrained embedder and the HOG detector, as the CLI builds them."""
-    from facenet.embed import Embedder
-    from facenet.faces import FaceDetector
-    from facenet.model import build_embedder
+def choose_weight(data: dict, lfw_dir: Path) -> float:
+    """The SFace weight of the fused embedding with the best DevTrain accuracy (AUC breaks ties)."""
+    scores = {}
+    for weight in WEIGHTS:
+        distances, same = pair_distances(data, fused(data, weight), lfw_dir / "pairsDevTrain.txt", lfw_dir)
+        scores[weight] = (best_threshold(distances, same)[1], auc(distances, same))
+        print(f"  fused, SFace weight {weight}: DevTrain accuracy {scores[weight][0]:.2%}, AUC {scores[weight][1]:.5f}",
+              file=sys.stderr)
+    return max(WEIGHTS, key=lambda w: scores[w])
 
-    return Embedder(build_embedder("dlib_resnet", weights_dir, trained=False)), FaceDetector("hog")
+
+def calibrate(name: str, data: dict, embeddings: np.ndarray, lfw_dir: Path) -> None:
+    """Print the `Calibration` of one model (DevTrain), with DevTest accuracy at its threshold for information."""
+    distances, same = pair_distances(data, embeddings, lfw_dir / "pairsDevTrain.txt", lfw_dir)
+    verify, train_accuracy = best_threshold(distances, same)
+    test_distances, test_same = pair_distances(data, embeddings, lfw_dir / "pairsDevTest.txt", lfw_dir)
+    print(f"{name}: 1:1 threshold {verify:.4f}, DevTrain accuracy {train_accuracy:.2%} ({len(same)} pairs), "
+          f"DevTest accuracy {accuracy_at(test_distances, test_same, verify):.2%} ({len(test_same)} pairs)",
+          file=sys.stderr)
+    people = people_of(lfw_dir / "pairsDevTrain.txt", lfw_dir)
+    model = impostor_model(data, embeddings, people)
+    log_fars = (-1.0, -1.5, -2.0, -2.5, -3.0, -3.5, -4.0, -4.5, -5.0, -5.5, -6.0)
+    table = impostor_z_table(data, embeddings, people, tuple(10.0**e for e in log_fars))
+    z = ", ".join(f"({log_far}, {value:.3f})" for log_far, (_, value) in zip(log_fars, table, strict=True))
+    print(f'    "{name}": Calibration(\n        verify_threshold={verify:.4f},\n'
+          f"        impostor_mean_one={model['mean_one']:.4f},\n        impostor_mean_many={model['mean_many']:.4f},\n"
+          f"        impostor_std={model['std']:.4f},\n        impostor_z=({z}),\n    ),")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw_dir", type=Path, default=LFW_DEV)
     parser.add_argument("--weights_dir", type=Path, default=ROOT / "weights")
+    parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--fusion_weight", type=float, default=None, help="skip the search; use this SFace weight")
     args = parser.parse_args()
-    embedder, detector = load_models(args.weights_dir)
-    data = lfw_embeddings(args.lfw_dir, embedder, detector)
-    train = read_pairs(args.lfw_dir / "pairsDevTrain.txt")
-    test = read_pairs(args.lfw_dir / "pairsDevTest.txt")
-
-    distances, same = pair_distances(data, train)
-    verify, train_accuracy = best_accuracy_threshold(distances, same)
-    test_distances, test_same = pair_distances(data, test)
-    test_accuracy = float(((test_distances <= verify) == test_same).mean())
-    print(f"1:1 verification: threshold {verify:.4f}, DevTrain accuracy {train_accuracy:.2%} ({len(same)} pairs), "
-          f"DevTest accuracy {test_accuracy:.2%} ({len(test_same)} pairs)", file=sys.stderr)
-
-    people = people_of(train)
-    model = impostor_model(data, people)
-    log_fars = (-1.0, -1.5, -2.0, -2.5, -3.0, -3.5, -4.0, -4.5, -5.0, -5.5, -6.0)
-    table = impostor_z_table(data, people, tuple(10.0**e for e in log_fars))
-    print(f"# --- derived by bench/calibrate.py on LFW View 1 DevTrain ({len(people)} people), embedder "
-          f"{embedder.fingerprint}")
-    print(f"VERIFY_THRESHOLD = {verify:.4f}")
-    print(f"IMPOSTOR_MEAN_ONE = {model['mean_one']:.4f}")
-    print(f"IMPOSTOR_MEAN_MANY = {model['mean_many']:.4f}")
-    print(f"IMPOSTOR_STD = {model['std']:.4f}")
-    print("IMPOSTOR_Z = (")
-    for log_far, (_, z) in zip(log_fars, table, strict=True):
-        print(f"    ({log_far}, {z:.3f}),")
-    print(")")
+    data = branch_embeddings(args.lfw_dir, args.detector, args.weights_dir)
+    print(f"{len(data['paths'])} photos embedded; fallbacks: "
+          f"{dict(zip(*np.unique(data['how'], return_counts=True), strict=True))}", file=sys.stderr)
+    weight = args.fusion_weight if args.fusion_weight is not None else choose_weight(data, args.lfw_dir)
+    print(f"# --- derived by bench/calibrate.py --detector {args.detector} on LFW View 1 DevTrain")
+    print(f"FUSION_SFACE_WEIGHT = {weight}")
+    for name, embeddings in (("dlib", data["dlib"]), ("sface", data["sface"]), ("fused", fused(data, weight))):
+        calibrate(name, data, embeddings, args.lfw_dir)
 
 
 if __name__ == "__main__":

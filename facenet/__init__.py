@@ -1,0 +1,24 @@
+"""facenet: face recognition that installs with one command and works offline (TensorFlow 2 / Keras 3).
+
+The public API (see `facenet.api`): `verify`, `Gallery`, `detect_faces`, `embed_faces`, `embed_face`, `load_image`,
+`pipeline` (the shared `FacePipeline`). TensorFlow loads on first use, not on import.
+"""
+
+from facenet.api import (
+    Gallery,
+    ImageError,
+    Match,
+    NoFaceError,
+    Verification,
+    detect_faces,
+    embed_face,
+    embed_faces,
+    load_image,
+    pipeline,
+    verify,
+)
+
+__version__ = "0.2.0"
+
+__all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces", "embed_face",
+           "embed_faces", "load_image", "pipeline", "verify"]

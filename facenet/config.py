@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -21,11 +22,27 @@ DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
 
 DLIB_INPUT_SCALE = 256.0
 
-DEFAULT_BACKBONE = "dlib_resnet"
-BACKBONES = ("dlib_resnet", "resnet50")
-LEARNING_RATES = {"dlib_resnet": 1e-6, "resnet50": 1e-4}
-"""Default Adam learning rates: the pretrained dlib ResNet is already near-perfect and 1e-4 wrecks it within an
-epoch (LFW AUC 0.9996 -> 0.95); resnet50 trains from scratch."""
+MODELS = ("fused", "sface", "dlib", "resnet50")
+"""Embedding models: `dlib` (dlib's face ResNet twin, 128-d), `sface` (OpenCV Zoo's SFace twin, 128-d), `fused`
+(both unit vectors concatenated, SFace weighted by FUSION_SFACE_WEIGHT, re-normalised: 256-d) and `resnet50`
+(Keras' ResNet50 trunk on dlib chips, for training from scratch on big data)."""
+
+DEFAULT_MODEL = "fused"
+
+CHIP_KINDS = {"dlib": ("dlib",), "sface": ("sface",), "fused": ("dlib", "sface"), "resnet50": ("dlib",)}
+"""The aligned chips each model reads, in the order of its inputs: `dlib` = 150x150 dlib chip (5-point dlib
+landmarks), `sface` = 112x112 crop from YuNet's 5 points (OpenCV's alignCrop geometry)."""
+
+FUSION_SFACE_WEIGHT = 1.0
+"""Weight of the SFace unit vector in the fused embedding (the dlib one weighs 1), chosen on LFW DevTrain by
+bench/calibrate.py."""
+
+LEARNING_RATES = {"dlib": 1e-6, "sface": 1e-6, "fused": 1e-6, "resnet50": 1e-4}
+"""Default Adam learning rates: the pretrained models are already near-perfect and 1e-4 wrecks the dlib ResNet
+within an epoch (LFW AUC 0.9996 -> 0.95); resnet50 trains from scratch."""
+
+BACKBONE_ALIASES = {"dlib_resnet": "dlib"}
+"""Old `--backbone` names still accepted."""
 
 CHIPS_CACHE_FILE = "chips_cache.npz"
 """Aligned training chips cached in the database folder, keyed by photo sha256 + detector + chip geometry."""
@@ -46,12 +63,19 @@ SPLIT_SEED = 4
 MIN_BATCH = 4
 """Smallest useful batch: two identities with two photos each."""
 
-DETECTORS = ("hog", "cnn")
+DETECTORS = ("yunet", "hog", "cnn")
+DEFAULT_DETECTOR = "yunet"
 HOG_UPSAMPLE = 1
 """Times HOG upsamples a photo: 1 finds faces down to about 40 px."""
 
 HOG_THRESHOLD = 0.2
 """Minimum HOG detection score: drops the weakest false alarms (a badge, a pattern), keeps real faces."""
+
+HOW_TEXT = {
+    "sensitive": "found by the detector's sensitive pass",
+    "centre": "used a centre box (no face found)",
+}
+"""How a photo's subject was found when the detector's first pass found nothing (the pipeline's fallback chain)."""
 
 VIDEO_DETECT_SIDE = 320
 """Video frames are detected at this longest side (boxes mapped back): the fast path for 640x480 streams."""
@@ -103,7 +127,7 @@ DATABASE_FILE = "faces.npz"
 """The database: one .npz file (no pickle) holding the embeddings, the centroids and a JSON manifest."""
 
 DATABASE_FORMAT = "facenet-face-database"
-DATABASE_VERSION = 1
+DATABASE_VERSION = 2
 """Bumped when the layout changes: an older or newer file is rebuilt, never misread."""
 
 ENROLLMENT_REPORT = "enrollment_report"
@@ -112,34 +136,118 @@ ENROLLMENT_REPORT = "enrollment_report"
 ENROLL_CHUNK = 256
 """Enrollment chips embedded per batch: bounds memory when thousands of photos are new."""
 
-VERIFY_THRESHOLD = 0.4391
-"""1:1 same/different distance: the best-accuracy threshold on LFW DevTrain pairs (98.9%; DevTest 98.2%)."""
+
+@dataclass(frozen=True)
+class Calibration:
+    """One model's calibrated decision constants (unit-sphere Euclidean distances), from LFW View 1 DevTrain.
+
+    verify_threshold: the best-accuracy 1:1 threshold on DevTrain pairs. A stranger's distance to the centroid of
+    k photos of someone has mean impostor_mean_many + (impostor_mean_one - impostor_mean_many) / k and spread
+    impostor_std; impostor_z maps log10(false-accept rate) to the standardised quantile of that distance (the
+    measured lower tail, a little heavier than a Gaussian's; beyond the table the Gaussian tail is scaled to meet
+    its last point).
+    """
+
+    verify_threshold: float
+    impostor_mean_one: float
+    impostor_mean_many: float
+    impostor_std: float
+    impostor_z: tuple[tuple[float, float], ...]
+
+
+CALIBRATION: dict[str, Calibration] = {
+    "dlib": Calibration(
+        verify_threshold=0.4391,
+        impostor_mean_one=0.5733,
+        impostor_mean_many=0.5359,
+        impostor_std=0.0623,
+        impostor_z=((-1.0, -1.304), (-1.5, -1.881), (-2.0, -2.343), (-2.5, -2.748), (-3.0, -3.120), (-3.5, -3.467),
+                    (-4.0, -3.795), (-4.5, -4.081), (-5.0, -4.346), (-5.5, -4.548), (-6.0, -4.867)),
+    ),
+}
+"""Per model: printed by `python bench/calibrate.py --model M`; rerun it and paste its output after changing a
+model, its detector route or its alignment. `resnet50` (trained from scratch) borrows dlib's."""
+
+
+def calibration(model: str) -> Calibration:
+    """The calibrated constants of `model` (resnet50 and unknown names fall back to dlib's)."""
+    return CALIBRATION.get(model, CALIBRATION["dlib"])
+
 
 GALLERY_FAR = 0.01
 """Default share of strangers (people not enrolled) that may be named as someone, whatever the gallery size."""
 
-IMPOSTOR_MEAN_ONE = 0.5733
-IMPOSTOR_MEAN_MANY = 0.5359
-"""Mean distance of a stranger to the centroid of k photos of someone: MANY + (ONE - MANY) / k."""
-
-IMPOSTOR_STD = 0.0623
-"""Spread of those stranger distances (the same for every k)."""
-
-IMPOSTOR_Z = (
-    (-1.0, -1.304),
-    (-1.5, -1.881),
-    (-2.0, -2.343),
-    (-2.5, -2.748),
-    (-3.0, -3.120),
-    (-3.5, -3.467),
-    (-4.0, -3.795),
-    (-4.5, -4.081),
-    (-5.0, -4.346),
-    (-5.5, -4.548),
-    (-6.0, -4.867),
-)
-"""(log10 of a false-accept rate, standardised stranger-distance quantile): the measured lower tail, a little
-heavier than a Gaussian's; below 1e-6 the Gaussian tail is scaled to meet the last point."""
-
 SCORE_STEEPNESS = 4.0
 """Match score = 100 / (1 + (distance / threshold) ** SCORE_STEEPNESS): 100 identical, 50 at the threshold."""
+
+# --- SFace (OpenCV Zoo face embedding, converted to Keras by facenet/sface.py)
+
+SFACE_PRETRAINED_FILE = "sface_pretrained.keras"
+"""Cache of the Keras twin of SFace, converted once from the zoo ONNX file (a .json beside it names its source)."""
+
+SFACE_CHIP_SIZE = 112
+"""Side of the aligned RGB chip SFace embeds (OpenCV's alignCrop size)."""
+
+
+# --- where the command line finds its files: a source checkout or an installed package (facenet/cli) ---------------
+
+WEIGHTS_HOME_ENV = "FACENET_HOME"
+"""Environment variable naming the weights folder of an installed package (a source checkout uses its weights/)."""
+
+
+def _checkout_root() -> Path | None:
+    """The source checkout holding this package (a folder with facenet/, main.py and weights/), or None if installed."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "facenet").is_dir() and (root / "main.py").is_file() and (root / "weights").is_dir():
+        return root
+    return None
+
+
+def default_weights_dir() -> Path:
+    """Default --weights_path: the checkout's weights/; installed, $FACENET_HOME or $XDG_CACHE_HOME/facenet/weights.
+
+    Absolute, so that running from another folder never scatters a second weights/ there.
+    """
+    import os
+
+    root = _checkout_root()
+    if root is not None:
+        return root / "weights"
+    home = os.environ.get(WEIGHTS_HOME_ENV)
+    if home:
+        return Path(home).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"  # XDG: ignore relative
+    return base / "facenet" / "weights"
+
+
+def default_examples_dir() -> Path | None:
+    """Default --input: the checkout's examples/photos; None when installed (then --input is required)."""
+    root = _checkout_root()
+    photos = root / "examples" / "photos" if root is not None else None
+    return photos if photos is not None and photos.is_dir() else None
+
+
+# --- YuNet (OpenCV Zoo face detector, facenet/yunet.py; numbers measured as its docstring records) ---------------
+
+YUNET_SCORE_THRESHOLD = 0.85
+"""Minimum YuNet score: finds faces of ~20 px and up in a full-resolution frame (36 px: 180/180 found), keeps
+dogs.jpg, rocket.jpg and coins.png empty (best non-face scores: dogs 0.77, others <= 0.57 at every scale)."""
+
+YUNET_FALLBACK_SCORE = 0.6
+"""Score of the sensitive (fallback) pass: above every non-dog non-face measured (<= 0.57), finds 12 px faces."""
+
+YUNET_NMS_THRESHOLD = 0.3
+"""IoU above which the weaker of two overlapping boxes is dropped (OpenCV's default)."""
+
+YUNET_TOP_K = 5000
+"""Candidates kept before non-maximum suppression (OpenCV's default)."""
+
+YUNET_MAX_SIDE = 1280
+"""Longest side YuNet reads: larger photos are downscaled (a 4032x3024 photo: faces from ~50 px, ~0.4 s)."""
+
+YUNET_FULL_FACE_SIDE = 480
+"""YuNet misses faces larger than ~500 px: a copy whose shorter side is above this also gets the coarse pass."""
+
+YUNET_COARSE_SIDE = 320
+"""Shorter side of the coarse pass's copy: a face filling the photo is found there."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,27 +33,20 @@ from facenet.config import (
     DATABASE_FILE,
     DATABASE_FORMAT,
     DATABASE_VERSION,
-    EMBEDDING_DIM,
     ENROLL_CHUNK,
     ENROLLMENT_REPORT,
     GALLERY_FAR,
-    IMPOSTOR_MEAN_MANY,
-    IMPOSTOR_MEAN_ONE,
-    IMPOSTOR_STD,
-    IMPOSTOR_Z,
     SCORE_STEEPNESS,
     UNKNOWN,
-    VERIFY_THRESHOLD,
+    Calibration,
+    calibration,
 )
-from facenet.console import progress
 from facenet.embed import normalize
-from facenet.faces import face_chip
 from facenet.files import atomic_write, file_sha256
-from facenet.images import ImageError, list_people, load_image
+from facenet.images import list_people
 
 if TYPE_CHECKING:
-    from facenet.embed import Embedder
-    from facenet.faces import FaceDetector
+    from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +59,25 @@ NO_FACE = "no face"
 # --------------------------------------------------------------------------- thresholds and scores
 
 
-def _z(far: float) -> float:
+def _z(far: float, table: tuple[tuple[float, float], ...]) -> float:
     """Standardised stranger-distance quantile at a false-accept rate: the measured table, Gaussian beyond it."""
     far = min(max(far, 1e-300), 1.0 - 1e-12)
     log_far = np.log10(far)
-    (high_log, high_z), (low_log, low_z) = IMPOSTOR_Z[0], IMPOSTOR_Z[-1]
+    (high_log, high_z), (low_log, low_z) = table[0], table[-1]
     gaussian = NormalDist().inv_cdf
     if log_far > high_log:
         return gaussian(far) * high_z / gaussian(10.0**high_log)
     if log_far < low_log:
         return gaussian(far) * low_z / gaussian(10.0**low_log)
-    logs, zs = zip(*reversed(IMPOSTOR_Z), strict=True)
+    logs, zs = zip(*reversed(table), strict=True)
     return float(np.interp(log_far, logs, zs))
 
 
-def impostor_quantile(far: float, photos: int = 1) -> float:
+def impostor_quantile(far: float, photos: int = 1, model: str = "dlib") -> float:
     """Distance below which a share `far` of strangers falls from the centroid of `photos` photos of someone."""
-    mean = IMPOSTOR_MEAN_MANY + (IMPOSTOR_MEAN_ONE - IMPOSTOR_MEAN_MANY) / max(int(photos), 1)
-    return float(mean + IMPOSTOR_STD * _z(far))
+    c: Calibration = calibration(model)
+    mean = c.impostor_mean_many + (c.impostor_mean_one - c.impostor_mean_many) / max(int(photos), 1)
+    return float(mean + c.impostor_std * _z(far, c.impostor_z))
 
 
 def comparison_far(people: int, target_far: float = GALLERY_FAR) -> float:
@@ -92,13 +85,13 @@ def comparison_far(people: int, target_far: float = GALLERY_FAR) -> float:
     return float(-np.expm1(np.log1p(-target_far) / max(int(people), 1)))
 
 
-def gallery_threshold(people: int, photos: int = 1, target_far: float = GALLERY_FAR) -> float:
+def gallery_threshold(people: int, photos: int = 1, target_far: float = GALLERY_FAR, model: str = "dlib") -> float:
     """Default threshold for someone enrolled with `photos` photos in a gallery of `people` people.
 
     Falls as the gallery grows (more people, more chances for a stranger to land near one of them) and rises
     slightly with fewer photos per person (a one-photo centroid sits farther from everyone).
     """
-    return impostor_quantile(comparison_far(people, target_far), photos)
+    return impostor_quantile(comparison_far(people, target_far), photos, model)
 
 
 def match_score(distance: float | np.ndarray, threshold: float | np.ndarray) -> float | np.ndarray:
@@ -128,7 +121,8 @@ class FaceDatabase:
 
     `threshold` is the default for a person with the gallery's median number of photos; each person's own
     default (`thresholds[i]`, from their photo count) is what `identify` applies unless overridden. Both are
-    multiplied by `distance_scale`, the spread of fine-tuned weights relative to the calibrated model.
+    multiplied by `distance_scale`, the spread of fine-tuned weights relative to the calibrated model. `model`
+    (one of MODELS) picks the calibrated constants; `fingerprint` identifies the weights that made the centroids.
     """
 
     def __init__(
@@ -139,9 +133,14 @@ class FaceDatabase:
         photo_counts: list[int] | np.ndarray | None = None,
         target_far: float = GALLERY_FAR,
         distance_scale: float = 1.0,
+        model: str = "dlib",
+        dim: int | None = None,
     ) -> None:
         self.names = list(names)
-        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        centroids = np.asarray(centroids, dtype=np.float32)
+        self.dim = int(dim or (centroids.shape[-1] if centroids.ndim == 2 and centroids.shape[-1] else 128))
+        self.centroids = np.ascontiguousarray(centroids).reshape(-1, self.dim)
+        self.model = model
         if len(self.names) != len(self.centroids):
             raise ValueError(f"{len(self.names)} names for {len(self.centroids)} centroids")
         counts = np.ones(len(self.names), int) if photo_counts is None else np.asarray(photo_counts, int)
@@ -150,10 +149,11 @@ class FaceDatabase:
         self.target_far = target_far
         self.distance_scale = distance_scale
         people = len(self.names)
-        by_count = {int(k): distance_scale * gallery_threshold(people, int(k), target_far) for k in np.unique(counts)}
+        by_count = {int(k): distance_scale * gallery_threshold(people, int(k), target_far, model)
+                    for k in np.unique(counts)}
         self.thresholds = np.array([by_count[int(k)] for k in counts], dtype=np.float64)
         typical = int(np.median(counts)) if people else 1
-        self.threshold = distance_scale * gallery_threshold(people, typical, target_far)
+        self.threshold = distance_scale * gallery_threshold(people, typical, target_far, model)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -164,7 +164,7 @@ class FaceDatabase:
         One matrix product for all faces: d^2 = 2 - 2 x.c on the unit sphere. `threshold` replaces every
         person's default. With nobody enrolled every face is UNKNOWN at distance FARTHEST (2.0).
         """
-        x = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        x = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         if len(self) == 0:
             limit = self.threshold if threshold is None else threshold
             return [Match(UNKNOWN, FARTHEST, match_score(FARTHEST, limit)) for _ in range(len(x))]
@@ -198,9 +198,12 @@ class EnrollmentReport:
     several_faces: list[dict[str, Any]] = field(default_factory=list)
     """{"path", "faces"}: used, with the largest face."""
     far_from_own: list[dict[str, Any]] = field(default_factory=list)
-    """{"path", "person", "distance"}: farther than VERIFY_THRESHOLD from the person's other photos."""
+    """{"path", "person", "distance"}: farther than the model's verify threshold from the person's other photos."""
     mislabeled: list[dict[str, Any]] = field(default_factory=list)
-    """{"path", "person", "closer_to", "distance", "distance_to_other"}: nearer another person than its own."""
+    """{"path", "person", "closer_to", "distance", "distance_to_other"}: nearer another person than its own;
+    left out of the person's centroid."""
+    duplicates: list[dict[str, str]] = field(default_factory=list)
+    """{"path", "same_as"}: byte-identical copies of a photo already enrolled (counted once)."""
     not_enrolled: list[str] = field(default_factory=list)
     """People folders without a usable photo."""
     ignored: list[str] = field(default_factory=list)
@@ -224,10 +227,13 @@ class EnrollmentReport:
         return asdict(self)
 
     def to_text(self) -> str:
-        photos = sum(len(paths) for paths in self.people.values())
+        used = sum(len(paths) for paths in self.people.values())
+        excluded = sum(1 for m in self.mislabeled if m.get("excluded"))
+        files = used + len(self.skipped) + len(self.duplicates) + excluded
         lines = [
-            f"Enrollment: {len(self.people)} people, {photos} photos ({self.embedded} embedded, "
-            f"{self.reused} reused, {self.pruned} pruned) -> {self.database}",
+            f"Enrollment: {len(self.people)} people, {used} of {files} photos used ({len(self.skipped)} skipped, "
+            f"{len(self.duplicates)} duplicates, {excluded} left out as likely mislabeled); {self.examined} photos "
+            f"examined now, {self.reused} reused, {self.pruned} pruned -> {self.database}",
             f"Default threshold {self.threshold:.3f} (at most {GALLERY_FAR:.0%} of strangers named)",
         ]
         if self.rebuilt:
@@ -243,10 +249,12 @@ class EnrollmentReport:
                 "Likely mislabeled",
                 [
                     f"{s['path']}: closer to {s['closer_to']} ({s['distance_to_other']:.3f}) than to {s['person']} "
-                    f"({s['distance']:.3f})"
+                    f"({s['distance']:.3f})" + ("; left out of the centroid" if s.get("excluded") else "")
                     for s in self.mislabeled
                 ],
             ),
+            ("Duplicates (byte-identical, counted once)", [f"{d['path']}: same as {d['same_as']}"
+                                                          for d in self.duplicates]),
             ("Not enrolled (no usable photo)", self.not_enrolled),
             ("Ignored (photos directly in the data folder)", self.ignored),
         ]
@@ -270,7 +278,7 @@ class _Stored:
 
     @classmethod
     def empty(cls) -> _Stored:
-        return cls({"photos": [], "results": {}, "embedded": [], "people": []}, np.zeros((0, EMBEDDING_DIM)))
+        return cls({"photos": [], "results": {}, "embedded": [], "people": []}, np.zeros((0, 0), np.float32))
 
 
 def _read(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -282,10 +290,8 @@ def _read(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     if manifest.get("format") != DATABASE_FORMAT or manifest.get("version") != DATABASE_VERSION:
         raise ValueError(f"format {manifest.get('format')!r} version {manifest.get('version')!r}, "
                          f"expected {DATABASE_FORMAT!r} version {DATABASE_VERSION}")
-    if embeddings.shape != (len(manifest["embedded"]), EMBEDDING_DIM) or centroids.shape != (
-        len(manifest["people"]),
-        EMBEDDING_DIM,
-    ):
+    dim = int(manifest.get("dim", 0))
+    if embeddings.shape != (len(manifest["embedded"]), dim) or centroids.shape != (len(manifest["people"]), dim):
         raise ValueError("array shapes do not match the manifest")
     if not (np.isfinite(embeddings).all() and np.isfinite(centroids).all()):
         raise ValueError("non-finite values")
@@ -313,7 +319,8 @@ def load_database(database_dir: str | Path, fingerprint: str | None = None) -> F
         return None
     people = manifest["people"]
     return FaceDatabase([p["name"] for p in people], centroids, manifest["fingerprint"], [p["photos"] for p in people],
-                        distance_scale=float(manifest.get("distance_scale", 1.0)))
+                        distance_scale=float(manifest.get("distance_scale", 1.0)), model=manifest["model"],
+                        dim=manifest["dim"])
 
 
 def _load_stored(path: Path, fingerprint: str) -> tuple[_Stored, str | None]:
@@ -333,16 +340,16 @@ def _load_stored(path: Path, fingerprint: str) -> tuple[_Stored, str | None]:
 
 
 def _write_database(path: Path, manifest: dict[str, Any], embeddings: np.ndarray, centroids: np.ndarray) -> None:
+    dim = manifest["dim"]
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez(
                 handle,
                 manifest=np.frombuffer(json.dumps(manifest, ensure_ascii=False).encode("utf-8"), np.uint8),
-                embeddings=np.asarray(embeddings, np.float32).reshape(-1, EMBEDDING_DIM),
-                centroids=np.asarray(centroids, np.float32).reshape(-1, EMBEDDING_DIM),
+                embeddings=np.asarray(embeddings, np.float32).reshape(-1, dim),
+                centroids=np.asarray(centroids, np.float32).reshape(-1, dim),
             )
-            handle.flush()
-            os.fsync(handle.fileno())
 
     atomic_write(path, write)
 
@@ -357,45 +364,26 @@ def _write_report(database_dir: Path, report: EnrollmentReport) -> None:
 # --------------------------------------------------------------------------- sync
 
 
-def _examine(
-    pending: dict[str, Path], embedder: Embedder, detector: FaceDetector
-) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
-    """Detect and embed each distinct new photo (largest face); chips are embedded in batches."""
+def examine_photos(pending: dict[str, Path], pipeline: FacePipeline) -> tuple[dict[str, dict[str, Any]],
+                                                                          dict[str, np.ndarray]]:
+    """Detect and embed each distinct new photo (its largest face, through the pipeline's fallback chain).
+
+    Returns the per-photo result ({"reason", "faces", "box", "how", "detector"}; reason None when embedded) and
+    the vectors, keyed like `pending` (by content hash).
+    """
     results: dict[str, dict[str, Any]] = {}
     vectors: dict[str, np.ndarray] = {}
-    if not pending:
-        return results, vectors
-    chips: list[np.ndarray] = []
-    waiting: list[str] = []
-
-    def flush() -> None:
-        if chips:
-            for sha, vector in zip(waiting, embedder.embed(np.stack(chips)), strict=True):
-                vectors[sha] = vector
-            chips.clear()
-            waiting.clear()
-
-    for sha, path in progress(pending.items(), "enrolling", total=len(pending), unit="photo"):
-        result: dict[str, Any] = {"reason": None, "faces": 0, "box": None, "detector": detector.kind}
-        try:
-            image = load_image(path)
-            faces = detector.detect(image)
-        except ImageError as error:
-            result["reason"] = f"unreadable: {error.reason}"
+    shas = {path: sha for sha, path in pending.items()}
+    found = pipeline.embed_photos(list(pending.values()), "largest", chunk=ENROLL_CHUNK, desc="enrolling")
+    for path, result in found.items():
+        subject, sha = result.subject, shas[path]
+        results[sha] = {"reason": subject.reason, "faces": subject.faces, "how": subject.how,
+                        "box": None if subject.face is None else [int(v) for v in subject.face.box],
+                        "detector": pipeline.detector.kind}
+        if result.vector is None:
+            log.warning("%s: skipped, %s", path, subject.reason)
         else:
-            result["faces"] = len(faces)
-            if faces:
-                result["box"] = [int(v) for v in faces[0].box]
-                chips.append(face_chip(image, faces[0]))
-                waiting.append(sha)
-            else:
-                result["reason"] = NO_FACE
-        if result["reason"]:
-            log.warning("%s: skipped, %s", path, result["reason"])
-        results[sha] = result
-        if len(chips) >= ENROLL_CHUNK:
-            flush()
-    flush()
+            vectors[sha] = result.vector
     return results, vectors
 
 
@@ -403,36 +391,51 @@ def _quality(
     report: EnrollmentReport,
     names: list[str],
     centroids: np.ndarray,
+    counts: list[int],
     used: list[tuple[str, int, np.ndarray]],
-    far: float = VERIFY_THRESHOLD,
-) -> None:
-    """Flag photos farther than `far` from their person's other photos (leave-one-out centroid) or nearer
-    another person."""
+    far: float,
+) -> tuple[list[str], np.ndarray, list[int]]:
+    """Flag photos nearer another person than their own (leave-one-out centroid: likely mislabeled) or farther than
+    `far` from their person's other photos; mislabeled photos leave their person's centroid (the README's promise).
+
+    Returns names, centroids and photo counts without the mislabeled photos.
+    """
     if not used:
-        return
+        return names, centroids, counts
     person = np.array([p for _, p, _ in used])
     vectors = np.stack([v for _, _, v in used]).astype(np.float32)
-    sums = np.zeros((len(names), EMBEDDING_DIM), np.float64)
+    sums = np.zeros((len(names), vectors.shape[1]), np.float64)
     np.add.at(sums, person, vectors)
-    counts = np.bincount(person, minlength=len(names))
-    others = normalize(sums[person] - vectors)
-    own = np.linalg.norm(vectors - others, axis=1)
-    for start in range(0, len(vectors), 1024):
-        block = slice(start, start + 1024)
-        similarity = vectors[block] @ centroids.T
-        similarity[np.arange(len(similarity)), person[block]] = -np.inf
-        nearest = similarity.argmax(axis=1) if len(names) > 1 else np.zeros(len(similarity), int)
-        other = np.sqrt(np.clip(2.0 - 2.0 * similarity[np.arange(len(similarity)), nearest], 0.0, 4.0))
-        for i, j, d_other in zip(range(start, start + len(similarity)), nearest, other, strict=True):
-            if counts[person[i]] < 2:
-                continue
-            path, name = used[i][0], names[person[i]]
-            if len(names) > 1 and d_other < own[i]:
-                report.mislabeled.append({"path": path, "person": name, "closer_to": names[j],
-                                          "distance": round(float(own[i]), 4),
-                                          "distance_to_other": round(float(d_other), 4)})
-            elif own[i] > far:
-                report.far_from_own.append({"path": path, "person": name, "distance": round(float(own[i]), 4)})
+    own = np.linalg.norm(vectors - normalize(sums[person] - vectors), axis=1)
+    similarity = vectors @ centroids.T
+    similarity[np.arange(len(vectors)), person] = -np.inf
+    nearest = similarity.argmax(axis=1)
+    other = np.sqrt(np.clip(2.0 - 2.0 * similarity[np.arange(len(vectors)), nearest], 0.0, 4.0))
+    keep = np.ones(len(vectors), bool)
+    for i, (path, p, _) in enumerate(used):
+        if counts[p] < 2:
+            continue
+        if len(names) > 1 and other[i] < own[i]:
+            keep[i] = False
+            report.mislabeled.append({"path": path, "person": names[p], "closer_to": names[nearest[i]],
+                                      "distance": round(float(own[i]), 4),
+                                      "distance_to_other": round(float(other[i]), 4), "excluded": True})
+        elif own[i] > far:
+            report.far_from_own.append({"path": path, "person": names[p], "distance": round(float(own[i]), 4)})
+    if keep.all():
+        return names, centroids, counts
+    centroids, counts = centroids.copy(), list(counts)
+    for p in np.unique(person[~keep]):
+        mine = (person == p) & keep
+        if mine.any():
+            centroids[p] = normalize(vectors[mine].mean(axis=0))
+            counts[p] = int(mine.sum())
+            report.people[names[p]] = [used[i][0] for i in np.flatnonzero(mine)]
+        else:  # a person whose every photo looks mislabeled keeps them all
+            for entry in report.mislabeled:
+                if entry["person"] == names[p]:
+                    entry["excluded"] = False
+    return names, centroids, counts
 
 
 def _hash_photos(
@@ -470,22 +473,30 @@ def _enroll_people(
     report: EnrollmentReport,
 ) -> tuple[list[str], np.ndarray, list[int], list[tuple[str, int, np.ndarray]]]:
     """Names, centroids (normalised mean of each person's distinct usable photos), photo counts, and the
-    (path, person index, embedding) of every photo used; fills the report's per-person sections."""
+    (path, person index, embedding) of every photo used; fills the report's per-person sections.
+
+    A byte-identical copy of a photo already seen (in any person's folder) is listed as a duplicate and counts once.
+    """
     names, centroids, counts, used = [], [], [], []
     by_person: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in people}
     for photo in photos:
         by_person[photo["person"]].append(photo)
+    first_seen: dict[str, str] = {}
     for name, _ in people:
-        paths, distinct = [], {}
+        distinct = {}
         for photo in by_person[name]:
-            result = results[photo["sha256"]]
+            sha, rel = photo["sha256"], photo["path"]
+            result = results[sha]
             if result["reason"] is not None:
-                report.skipped.append({"path": photo["path"], "reason": result["reason"]})
+                report.skipped.append({"path": rel, "reason": result["reason"]})
                 continue
+            if sha in first_seen:
+                report.duplicates.append({"path": rel, "same_as": first_seen[sha]})
+                continue
+            first_seen[sha] = rel
             if result["faces"] > 1:
-                report.several_faces.append({"path": photo["path"], "faces": result["faces"]})
-            paths.append(photo["path"])
-            distinct.setdefault(photo["sha256"], photo["path"])
+                report.several_faces.append({"path": rel, "faces": result["faces"]})
+            distinct[sha] = rel
         if not distinct:
             report.not_enrolled.append(name)
             log.warning("%s: no usable photo; %s is not enrolled", data_dir / name, name)
@@ -495,30 +506,32 @@ def _enroll_people(
         names.append(name)
         centroids.append(normalize(vectors.mean(axis=0)))
         counts.append(len(distinct))
-        report.people[name] = paths
+        report.people[name] = list(distinct.values())
     report.skipped.sort(key=lambda s: s["path"])
-    return names, np.stack(centroids) if centroids else np.zeros((0, EMBEDDING_DIM), np.float32), counts, used
+    dim = len(used[0][2]) if used else 0
+    return names, np.stack(centroids) if centroids else np.zeros((0, dim), np.float32), counts, used
 
 
 def sync_database(
-    data_dir: str | Path, database_dir: str | Path, embedder: Embedder, detector: FaceDetector
+    data_dir: str | Path, database_dir: str | Path, pipeline: FacePipeline
 ) -> tuple[FaceDatabase, EnrollmentReport]:
     """Bring `database_dir` in line with the photos of `data_dir` (read only) and return the database and report.
 
-    Unchanged photos are not recomputed; a database made by other weights, corrupt or of another version is
-    rebuilt. A missing data_dir gives an empty database without touching the saved one. Failing to save is
-    a warning: the database is still returned.
+    Unchanged photos are not recomputed; a database made by another model or weights, corrupt or of another
+    version is rebuilt. A missing data_dir gives an empty database without touching the saved one. Failing to
+    save is a warning: the database is still returned.
     """
+    embedder = pipeline.embedder
     data_dir, database_dir = Path(data_dir), Path(database_dir)
     path = database_dir / DATABASE_FILE
-    report = EnrollmentReport(data_dir=str(data_dir), database=str(path), fingerprint=embedder.fingerprint)
+    report = EnrollmentReport(data_dir=str(data_dir), database=str(path), fingerprint=embedder.model_id)
     if not data_dir.is_dir():
         log.warning("%s: data folder not found; no one is enrolled (the saved database is kept)", data_dir)
-        database = FaceDatabase([], np.zeros((0, EMBEDDING_DIM)), embedder.fingerprint)
+        database = _empty_database(embedder)
         report.threshold = database.threshold
         return database, report
 
-    stored, report.rebuilt = _load_stored(path, embedder.fingerprint)
+    stored, report.rebuilt = _load_stored(path, embedder.model_id)
     old_results = stored.manifest["results"]
     people, loose = list_people(data_dir, skip=database_dir)
     if loose:
@@ -534,16 +547,15 @@ def sync_database(
         if result["reason"] is None:
             return sha in stored.rows
         # "no face" may change with another detector; an undecodable file will not
-        return result["reason"] != NO_FACE or result["detector"] == detector.kind
+        return result["reason"] != NO_FACE or result["detector"] == pipeline.detector.kind
 
     pending: dict[str, Path] = {}
     for photo in photos:
-        if reusable(photo["sha256"]):
-            report.reused += 1
-        else:
+        if not reusable(photo["sha256"]):
             pending.setdefault(photo["sha256"], data_dir / photo["path"])
-    new_results, new_vectors = _examine(pending, embedder, detector)
+    new_results, new_vectors = examine_photos(pending, pipeline)
     report.examined, report.embedded = len(new_results), len(new_vectors)
+    report.reused = len({p["sha256"] for p in photos} - set(pending))
     results = {sha: old_results[sha] for sha in {p["sha256"] for p in photos} if sha not in new_results}
     results.update(new_results)
     report.pruned = len(set(old_results) - set(results))
@@ -552,17 +564,23 @@ def sync_database(
         return new_vectors[sha] if sha in new_vectors else stored.embeddings[stored.rows[sha]]
 
     names, centroids, counts, used = _enroll_people(data_dir, people, photos, results, vector, report)
-    scale = getattr(embedder, "distance_scale", 1.0)
-    database = FaceDatabase(names, centroids, embedder.fingerprint, counts, distance_scale=scale)
+    scale = embedder.distance_scale
+    far = calibration(embedder.name).verify_threshold * scale
+    names, centroids, counts = _quality(report, names, centroids, counts, used, far)
+    database = FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=scale, model=embedder.name,
+                            dim=embedder.dim)
     report.threshold = round(database.threshold, 4)
-    _quality(report, names, centroids, used, far=VERIFY_THRESHOLD * scale)
+    _warn_if_emptied(stored.manifest, data_dir, names)
 
     embedded = sorted(sha for sha, result in results.items() if result["reason"] is None)
     manifest = {
         "format": DATABASE_FORMAT,
         "version": DATABASE_VERSION,
-        "fingerprint": embedder.fingerprint,
+        "fingerprint": embedder.model_id,
+        "model": embedder.name,
+        "dim": embedder.dim,
         "distance_scale": scale,
+        "data_dir": str(data_dir.resolve()),
         "photos": photos,
         "results": dict(sorted(results.items())),
         "embedded": embedded,
@@ -571,7 +589,7 @@ def sync_database(
     previous = {key: value for key, value in stored.manifest.items() if key != "written"}
     try:
         if report.rebuilt or previous != manifest:
-            embeddings = np.stack([vector(sha) for sha in embedded]) if embedded else np.zeros((0, EMBEDDING_DIM))
+            embeddings = np.stack([vector(sha) for sha in embedded]) if embedded else np.zeros((0, embedder.dim))
             written = {**manifest, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             _write_database(path, written, embeddings, centroids)
             report.saved = True
@@ -579,3 +597,15 @@ def sync_database(
     except OSError as error:
         log.warning("%s: could not save the database (%s); using it in memory this time", path, error)
     return database, report
+
+
+def _empty_database(embedder) -> FaceDatabase:
+    return FaceDatabase([], np.zeros((0, embedder.dim)), embedder.model_id, model=embedder.name, dim=embedder.dim)
+
+
+def _warn_if_emptied(previous: dict[str, Any], data_dir: Path, names: list[str]) -> None:
+    """A loud warning when a database built from another folder is about to lose everyone."""
+    before, built_from = previous.get("people", []), previous.get("data_dir")
+    if before and not names and built_from and built_from != str(data_dir.resolve()):
+        log.warning("the database held %d people enrolled from %s; %s has nobody, so it is now EMPTY. "
+                    "Run with --data_dir %s to enroll them again.", len(before), built_from, data_dir, built_from)

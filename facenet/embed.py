@@ -1,4 +1,4 @@
-"""Chips -> unit vectors in one compiled, batched forward pass, with optional flip/padding averaging."""
+"""Aligned chips -> unit vectors in one compiled, batched forward pass, with optional flip/padding averaging."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import CHIP_SIZE, EMBEDDING_DIM, TTA_PADDINGS
-from facenet.faces import Face, face_chips
-from facenet.model import build_embedder, distance_scale, fingerprint
+from facenet.config import CHIP_KINDS
+from facenet.model import build_embedder, distance_scale, fingerprint, model_name
 
 BATCH = 64
 """Faces per forward pass: bounds memory on a crowded frame or a big enrollment."""
+
+Chips = dict[str, np.ndarray]
+"""Aligned chips of the same faces per chip kind ("dlib": (N, 150, 150, 3), "sface": (N, 112, 112, 3)), uint8 RGB."""
 
 
 class Embedder:
@@ -21,54 +23,55 @@ class Embedder:
 
     Calling the function directly avoids `model.predict`'s per-call overhead (about 10x for one face).
     `distance_scale` multiplies every calibrated distance threshold: 1.0 for the pretrained model, the value
-    saved by training for fine-tuned weights (see `load_embedder`).
+    saved by training for fine-tuned weights (see `load_embedder`). `name` is the model (one of MODELS): it picks
+    the chip kinds and the calibrated thresholds.
     """
 
-    def __init__(self, model: keras.Model, distance_scale: float = 1.0) -> None:
+    def __init__(self, model: keras.Model, name: str | None = None, distance_scale: float = 1.0) -> None:
         self.model = model
+        self.name = model_name(name or model.name.removesuffix("_embedder"))
+        self.kinds = CHIP_KINDS[self.name]
+        self.dim = int(model.output.shape[-1])
         self.fingerprint = fingerprint(model)
         self.distance_scale = distance_scale
+        specs = [tf.TensorSpec([None, *tensor.shape[1:]], tf.uint8) for tensor in model.inputs]
 
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, CHIP_SIZE, CHIP_SIZE, 3], tf.uint8)], reduce_retracing=True
-        )
-        def forward(chips: tf.Tensor) -> tf.Tensor:
-            return tf.cast(model(tf.cast(chips, tf.float32), training=False), tf.float32)
+        @tf.function(input_signature=specs, reduce_retracing=True)
+        def forward(*chips: tf.Tensor) -> tf.Tensor:
+            inputs = [tf.cast(c, tf.float32) for c in chips]
+            return tf.cast(model(inputs if len(inputs) > 1 else inputs[0], training=False), tf.float32)
 
         self._forward = forward
 
-    def embed(self, chips: np.ndarray) -> np.ndarray:
-        """(N, 150, 150, 3) uint8 RGB chips -> (N, 128) float32 unit vectors."""
-        chips = np.asarray(chips, dtype=np.uint8)
-        if len(chips) == 0:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        parts = [self._forward(chips[i : i + BATCH]).numpy() for i in range(0, len(chips), BATCH)]
+    @property
+    def model_id(self) -> str:
+        """`<model>:<fingerprint>`: what galleries and caches record to know which embedding made them."""
+        return f"{self.name}:{self.fingerprint}"
+
+    def embed(self, chips: Chips) -> np.ndarray:
+        """Chips of N faces (one array per chip kind) -> (N, dim) float32 unit vectors."""
+        arrays = [np.asarray(chips[kind], dtype=np.uint8) for kind in self.kinds]
+        if len(arrays[0]) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        parts = [self._forward(*(a[i : i + BATCH] for a in arrays)).numpy() for i in range(0, len(arrays[0]), BATCH)]
         return np.concatenate(parts)
 
-    def embed_tta(self, chip_sets: list[np.ndarray]) -> np.ndarray:
+    def embed_tta(self, chip_sets: list[Chips]) -> np.ndarray:
         """Average the embeddings of several chip sets of the same faces and their mirrors; re-normalise."""
-        n = len(chip_sets[0])
-        stacked = np.concatenate([np.concatenate([c, c[:, :, ::-1]]) for c in chip_sets])
-        mean = self.embed(stacked).reshape(-1, n, EMBEDDING_DIM).mean(axis=0)
+        n = len(chip_sets[0][self.kinds[0]])
+        stacked = {kind: np.concatenate([np.concatenate([c[kind], c[kind][:, :, ::-1]]) for c in chip_sets])
+                   for kind in self.kinds}
+        mean = self.embed(stacked).reshape(-1, n, self.dim).mean(axis=0)
         return normalize(mean)
-
-    def embed_faces(self, image: np.ndarray, faces: list[Face], tta: bool = False) -> np.ndarray:
-        """Embeddings of the given faces of one RGB image; `tta` averages TTA_PADDINGS chips and mirrors."""
-        if not tta:
-            return self.embed(face_chips(image, faces))
-        if not faces:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        return self.embed_tta([face_chips(image, faces, padding) for padding in TTA_PADDINGS])
 
 
 def load_embedder(
-    backbone: str = "dlib_resnet", weights_dir: str | Path = "weights", imagenet_weights: str | Path | None = None
+    model: str, weights_dir: str | Path, pretrained: bool = False, imagenet_weights: str | Path | None = None
 ) -> Embedder:
-    """The embedder recognition uses: trained weights when present, with the distance scale saved beside them."""
-    model = build_embedder(backbone, weights_dir, trained=True, imagenet_weights=imagenet_weights)
-    embedder = Embedder(model)
-    embedder.distance_scale = distance_scale(weights_dir, backbone, embedder.fingerprint)
-    return embedder
+    """The embedder recognition uses: trained weights when present (unless `pretrained`), with their distance
+    scale. Raises model.WeightsError for an unusable trained-weights file (never a silent fall-back)."""
+    keras_model = build_embedder(model, weights_dir, trained=not pretrained, imagenet_weights=imagenet_weights)
+    return Embedder(keras_model, model, distance_scale(weights_dir, model, pretrained))
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

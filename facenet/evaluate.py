@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from facenet.config import HOW_TEXT
+
 if TYPE_CHECKING:
-    from facenet.embed import Embedder
-    from facenet.faces import Face, FaceDetector
+    from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 
@@ -251,12 +252,6 @@ def tar_at_far(distances, same, far: float = FAR_TARGET, interpolate: bool = Tru
 # --------------------------------------------------------------------------- embedding the images
 
 
-def lfw_face(detector: FaceDetector, image: np.ndarray) -> tuple[Face, str]:
-    """The subject of an LFW photo: the face nearest the image centre (LFW crops are centred on the named
-    person; the largest face is sometimes a bystander), never none (`detect_or_fallback`)."""
-    return detector.detect_or_fallback(image, centre=True)
-
-
 @dataclass
 class ImageEmbeddings:
     """One unit vector per readable image; images whose face needed a fallback (and which); unreadable ones."""
@@ -266,58 +261,26 @@ class ImageEmbeddings:
     failed: dict[Path, str] = field(default_factory=dict)
 
 
-def embed_images(
-    paths: list[Path], detector: FaceDetector, embedder: Embedder, flip: bool = False, chunk: int = 64
-) -> ImageEmbeddings:
-    """Embed the subject face of every image (`lfw_face`: never none), chips batched `chunk` images at a time.
+def embed_images(paths: list[Path], pipeline: FacePipeline, flip: bool = False) -> ImageEmbeddings:
+    """Embed the subject of every image: the face nearest the centre (LFW crops are centred on the named person;
+    the largest face is sometimes a bystander), never none (the pipeline's fallback chain ends in a centre box).
 
-    `flip` averages the chips at TTA_PADDINGS and their mirrors (6 forward passes per image), like
-    `Embedder.embed_faces(..., tta=True)` but batched across images. Unreadable images are logged and skipped.
+    `flip` averages dlib chips at TTA_PADDINGS and every chip's mirror (6 forward passes per image).
+    Unreadable images are logged and skipped.
     """
-    from facenet.config import CHIP_PADDING, TTA_PADDINGS
-    from facenet.console import progress
-    from facenet.faces import face_chip
-    from facenet.images import ImageError, load_image
-
-    paddings = TTA_PADDINGS if flip else (CHIP_PADDING,)
     result = ImageEmbeddings()
-    pending: list[Path] = []
-    chips: list[list[np.ndarray]] = [[] for _ in paddings]
-
-    def flush() -> None:
-        stacks = [np.stack(bucket) for bucket in chips]
-        vectors = embedder.embed_tta(stacks) if flip else embedder.embed(stacks[0])
-        result.vectors.update(zip(pending, vectors, strict=True))
-        pending.clear()
-        for bucket in chips:
-            bucket.clear()
-
-    for path in progress(paths, desc="embedding images", total=len(paths), unit="img"):
-        try:
-            image = load_image(path)
-        except ImageError as error:
-            log.warning("%s", error)
-            result.failed[path] = error.reason
+    found = pipeline.embed_photos(paths, "centre", last_resort=True, tta=flip, desc="embedding images")
+    for path, photo in found.items():
+        subject = photo.subject
+        if photo.vector is None:
+            log.warning("%s: %s", path, subject.reason)
+            result.failed[path] = subject.reason
             continue
-        face, how = lfw_face(detector, image)
-        if how != "detected":
-            result.recovered[path] = how
-            log.info("%s: no face found by %s; %s", path, detector.kind, FALLBACK_TEXT[how])
-        pending.append(path)
-        for padding, bucket in zip(paddings, chips, strict=True):
-            bucket.append(face_chip(image, face, padding))
-        if len(pending) >= chunk:
-            flush()
-    if pending:
-        flush()
+        result.vectors[path] = photo.vector
+        if subject.how != "detected":
+            result.recovered[path] = subject.how
+            log.info("%s: no face found by %s; %s", path, pipeline.detector.kind, HOW_TEXT[subject.how])
     return result
-
-
-FALLBACK_TEXT = {
-    "upsampled": "found after upsampling once more",
-    "cnn": "found by the CNN detector",
-    "centre": "used a centre box (no detector found a face)",
-}
 
 
 def pair_distances(
@@ -398,7 +361,7 @@ def save_roc_png(path: str | Path, distances, same, title: str) -> None:
 
 def format_report(report: dict) -> str:
     """The human-readable LFW report."""
-    how = ", ".join(f"{n} {FALLBACK_TEXT[k]}" for k, n in report["fallback"].items() if n)
+    how = ", ".join(f"{n} {HOW_TEXT[k]}" for k, n in report["fallback"].items() if n)
     if report["threshold_from"] == "cross-validation":
         accuracy_how = f"{report['folds']}-fold, {report['protocol']}; threshold chosen on the other folds"
         threshold_how = "best on all pairs"
@@ -434,8 +397,7 @@ def format_report(report: dict) -> str:
 def evaluate_pairs(
     pairs: list[Pair],
     folds: np.ndarray,
-    detector: FaceDetector,
-    embedder: Embedder,
+    pipeline: FacePipeline,
     flip: bool = False,
     train_pairs: list[Pair] | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -448,7 +410,7 @@ def evaluate_pairs(
     start = time.perf_counter()
     test_paths = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
     train_paths = list(dict.fromkeys(p for pair in train_pairs or [] for p in (pair.a, pair.b)))
-    found = embed_images(list(dict.fromkeys(test_paths + train_paths)), detector, embedder, flip)
+    found = embed_images(list(dict.fromkeys(test_paths + train_paths)), pipeline, flip)
     distances, same, usable = pair_distances(pairs, found, "test pairs")
     excluded = len(pairs) - len(usable)
     if excluded:
@@ -469,7 +431,7 @@ def evaluate_pairs(
     report.update(
         images=sum(p in found.vectors for p in test_paths),
         no_face=sum(fallback.values()),
-        fallback={k: fallback.get(k, 0) for k in FALLBACK_TEXT},
+        fallback={k: fallback.get(k, 0) for k in HOW_TEXT},
         unreadable=sum(p in found.failed for p in test_paths),
         pairs=len(usable),
         matched=int(same.sum()),
@@ -478,8 +440,9 @@ def evaluate_pairs(
         threshold_from="cross-validation",
         **extra,
         flip=flip,
-        detector=detector.kind,
-        model=embedder.fingerprint,
+        detector=pipeline.detector.kind,
+        model=pipeline.model,
+        model_id=pipeline.model_id,
         embedded=len(found.vectors),
         seconds=round(seconds, 2),
         images_per_second=round(len(found.vectors) / seconds, 2),
@@ -512,10 +475,11 @@ def lfw_command(
     flip: bool,
     as_json: bool,
     detector: str,
-    backbone: str,
+    model: str,
     weights_dir: str,
     roc_png: str | None,
     train_pairs: str | None = None,
+    pretrained: bool = False,
 ) -> int:
     """`main.py --lfw_pairs`: the LFW verification report (stdout, or stderr + one JSON line with --json).
 
@@ -544,13 +508,12 @@ def lfw_command(
         example = min(paths)
         return _fail(f"{lfw_dir}: none of the {len(paths)} images of {pairs} is there (e.g. {example})", 2)
 
-    from facenet.embed import load_embedder
-    from facenet.faces import FaceDetector
+    from facenet.pipeline import FacePipeline
 
-    embedder = load_embedder(backbone, weights_dir)
     try:
-        report, distances, same = evaluate_pairs(pair_list, folds, FaceDetector(detector), embedder, flip, train_list)
-    except ValueError as error:
+        pipeline = FacePipeline(detector, model, weights_dir, pretrained)
+        report, distances, same = evaluate_pairs(pair_list, folds, pipeline, flip, train_list)
+    except (ValueError, RuntimeError) as error:
         return _fail(str(error), 1)
     report["pairs_file"] = str(pairs)
     report["protocol"] = "folds of the file" if file_folds >= 2 else "stratified folds within the single set"
@@ -558,7 +521,7 @@ def lfw_command(
         report["threshold_from"] = str(train_pairs)
     report["roc_png"] = None
     if roc_png:
-        title = f"LFW {Path(pairs).name}" + (" (flip TTA)" if flip else "")
+        title = f"LFW {Path(pairs).name}, {model} + {detector}" + (" (flip TTA)" if flip else "")
         try:
             save_roc_png(roc_png, distances, same, title)
             report["roc_png"] = str(roc_png)

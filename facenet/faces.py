@@ -1,4 +1,4 @@
-"""Face detection (dlib HOG or CNN), 5-point landmarks and aligned chips.
+"""dlib's face detectors (HOG or CNN), its 5-point landmarks and its aligned 150x150 chips; the `Face` record.
 
 Box convention, everywhere in the package: `(left, top, right, bottom)` in integer pixels of the
 image given, right/bottom exclusive (like PIL and dlib rectangles' width = right - left).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cache
 
 import dlib
 import numpy as np
@@ -17,10 +18,10 @@ from facenet.config import (
     CHIP_PADDING,
     CHIP_SIZE,
     CNN_DETECTOR_DAT,
-    DETECTORS,
     HOG_THRESHOLD,
     HOG_UPSAMPLE,
     LANDMARKS_DAT,
+    PHOTO_UPSAMPLE_MAX_SIDE,
     model_file,
 )
 
@@ -28,15 +29,27 @@ log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
 
+DLIB_DETECTORS = ("hog", "cnn")
+
 
 @dataclass(frozen=True)
 class Face:
-    """One detected face: its box, detector score, and the 5 landmarks (x, y) dlib aligns with."""
+    """One detected face: its box and detector score, and the landmarks each chip is aligned with.
+
+    `shape`: dlib's 5-point landmarks (eye corners, nose bottom) for the dlib chip; `points`: (5, 2) float32 in
+    YuNet's order (right eye, left eye, nose tip, right and left mouth corners) for the SFace chip. A detector fills
+    what it finds; `FacePipeline` adds what its model's chips need.
+    """
 
     box: Box
     score: float
-    landmarks: np.ndarray
-    shape: dlib.full_object_detection
+    shape: dlib.full_object_detection | None = None
+    points: np.ndarray | None = None
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """dlib's 5 landmarks as a (5, 2) float32 array."""
+        return np.array([(p.x, p.y) for p in self.shape.parts()], dtype=np.float32)
 
     @property
     def area(self) -> int:
@@ -70,18 +83,26 @@ def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
 
 
+@cache
+def _shape_predictor() -> dlib.shape_predictor:
+    return dlib.shape_predictor(str(model_file(LANDMARKS_DAT)))
+
+
+def fit_shape(image: np.ndarray, box: Box) -> dlib.full_object_detection:
+    """dlib's 5-point landmarks fitted inside `box` (a box in dlib's HOG geometry aligns best)."""
+    return _shape_predictor()(np.ascontiguousarray(image), _rect(box))
+
+
 class FaceDetector:
     """dlib face detector + 5-point landmark model; `kind` is "hog" (fast) or "cnn" (MMOD, accurate, slow)."""
 
     def __init__(self, kind: str = "hog", upsample: int = HOG_UPSAMPLE, quiet: bool = False) -> None:
-        if kind not in DETECTORS:
-            raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+        if kind not in DLIB_DETECTORS:
+            raise ValueError(f"unknown dlib detector {kind!r}; choose one of {', '.join(DLIB_DETECTORS)}")
         self.kind = kind
         self.upsample = upsample
         self._hog = dlib.get_frontal_face_detector() if kind == "hog" else None
         self._cnn = dlib.cnn_face_detection_model_v1(str(model_file(CNN_DETECTOR_DAT))) if kind == "cnn" else None
-        self._landmarks = dlib.shape_predictor(str(model_file(LANDMARKS_DAT)))
-        self._fallback: FaceDetector | None = None
         if kind == "cnn" and not dlib.DLIB_USE_CUDA and not quiet:
             log.warning("the CNN detector runs on the CPU here: about 2 s per 640x480 frame (HOG: ~0.05 s)")
 
@@ -93,18 +114,18 @@ class FaceDetector:
 
     def landmarks(self, image: np.ndarray, box: Box, score: float = 0.0) -> Face:
         """Fit the 5-point landmarks inside `box` (any box: detected, mapped back or synthetic)."""
-        shape = self._landmarks(image, _rect(box))
-        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-        return Face(box=box, score=score, landmarks=points, shape=shape)
+        return Face(box=box, score=score, shape=fit_shape(image, box))
 
-    def detect(self, image: np.ndarray, upsample: int | None = None, max_side: int | None = None) -> list[Face]:
+    def detect(self, image: np.ndarray, max_side: int | None = None, sensitive: bool = False) -> list[Face]:
         """Every face in an RGB uint8 image, largest first.
 
-        `max_side` detects on a copy downscaled to that size (boxes mapped back, landmarks fitted
-        at full resolution): the cheap path for video frames.
+        `max_side` detects on a copy downscaled to that size (boxes mapped back, landmarks fitted at full
+        resolution): the cheap path for video frames. `sensitive` upsamples once more (the fallback pass).
+        Photos larger than PHOTO_UPSAMPLE_MAX_SIDE are not upsampled: faces there are large, and upsampling
+        a 4032 px photo would cost seconds and ~200 MB.
         """
         small, factor = _downscale(image, max_side) if max_side else (image, 1.0)
-        upsample = self.upsample if upsample is None else upsample
+        upsample = self.upsample + int(sensitive) if max(image.shape[:2]) <= PHOTO_UPSAMPLE_MAX_SIDE else 0
         height, width = image.shape[:2]
         faces = []
         for rect, score in self._detect_rects(np.ascontiguousarray(small), upsample):
@@ -114,34 +135,9 @@ class FaceDetector:
                 faces.append(self.landmarks(image, box, score))
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
-    def detect_or_fallback(self, image: np.ndarray, centre: bool = False) -> tuple[Face, str]:
-        """One face, never nothing: detector, upsampled once more, the CNN detector, the image centre.
-
-        Picks the largest face, or with `centre` the one nearest the image centre (a portrait's subject when
-        a bystander's face is larger). Returns the face and how it was found ("detected", "upsampled",
-        "cnn", "centre") so callers can report it.
-        """
-        faces = self.detect(image)
-        if faces:
-            return (nearest_centre(faces, image) if centre else faces[0]), "detected"
-        faces = self.detect(image, upsample=self.upsample + 1)
-        if faces:
-            return faces[0], "upsampled"
-        if self.kind == "hog":
-            if self._fallback is None:
-                self._fallback = FaceDetector("cnn", upsample=1, quiet=True)
-            faces = self._fallback.detect(image)
-            if faces:
-                return faces[0], "cnn"
-        height, width = image.shape[:2]
-        side = min(height, width) // 2
-        cx, cy = width // 2, height // 2
-        box = (cx - side // 2, cy - side // 2, cx + side - side // 2, cy + side - side // 2)
-        return self.landmarks(image, box), "centre"
-
 
 def face_chip(image: np.ndarray, face: Face, padding: float = CHIP_PADDING) -> np.ndarray:
-    """The aligned CHIP_SIZE x CHIP_SIZE RGB chip of one face (dlib's 5-point similarity warp)."""
+    """The aligned CHIP_SIZE x CHIP_SIZE RGB chip of one face for the dlib ResNet (dlib's 5-point warp)."""
     return dlib.get_face_chip(np.ascontiguousarray(image), face.shape, size=CHIP_SIZE, padding=padding)
 
 

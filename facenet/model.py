@@ -1,8 +1,8 @@
-"""Building the embedding model for a backbone, caching and loading its weights, and its fingerprint.
+"""Building the embedding model of each of MODELS, caching and loading its weights, and its fingerprint.
 
-The embedder maps an RGB chip (CHIP_SIZE x CHIP_SIZE, values 0..255) to a 128-d unit vector.
-`dlib_resnet` is dlib's pretrained face ResNet, converted once from the installed model package and
-cached in the weights folder; `resnet50` is Keras' ResNet50 trunk (random init or a local ImageNet
+An embedder maps aligned RGB chips (values 0..255; one input per chip kind) to unit vectors. `dlib` is dlib's
+pretrained face ResNet and `sface` OpenCV Zoo's SFace, each converted once into an exact Keras twin and cached in
+the weights folder; `fused` joins both; `resnet50` is Keras' ResNet50 trunk (random init or a local ImageNet
 weights file) for training on large data on a GPU. Fine-tuned weights live beside them and win when present.
 """
 
@@ -18,11 +18,16 @@ import numpy as np
 from keras import layers, ops
 
 from facenet.config import (
-    BACKBONES,
+    BACKBONE_ALIASES,
+    CHIP_KINDS,
     CHIP_SIZE,
+    DEFAULT_MODEL,
     EMBEDDING_DIM,
+    FUSION_SFACE_WEIGHT,
+    MODELS,
     PRETRAINED_FILE,
     RESNET_DAT,
+    SFACE_CHIP_SIZE,
     model_file,
 )
 from facenet.dlib_resnet import convert
@@ -70,7 +75,7 @@ def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
 
 def resnet50_trunk(imagenet_weights: str | Path | None = None) -> keras.Model:
     """Keras ResNet50 (no top) + a 128-d projection; ImageNet weights only from a local file."""
-    inputs = keras.Input((CHIP_SIZE, CHIP_SIZE, 3), name="chip")
+    inputs = keras.Input((CHIP_SIZE, CHIP_SIZE, 3), name="dlib_chip")
     trunk = keras.applications.ResNet50(
         include_top=False, weights=None, input_shape=(CHIP_SIZE, CHIP_SIZE, 3), pooling="avg"
     )
@@ -81,84 +86,136 @@ def resnet50_trunk(imagenet_weights: str | Path | None = None) -> keras.Model:
     return keras.Model(inputs, outputs, name="resnet50")
 
 
-def trained_weights_path(weights_dir: str | Path, backbone: str) -> Path:
-    """Where training saves (and evaluation loads) the fine-tuned weights of a backbone."""
-    return Path(weights_dir) / f"{backbone}_trained.weights.h5"
+def model_name(name: str) -> str:
+    """The canonical model name (old `--backbone` names accepted); ValueError for an unknown one."""
+    name = BACKBONE_ALIASES.get(name, name)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return name
+
+
+def trained_weights_path(weights_dir: str | Path, model: str) -> Path:
+    """Where training saves (and recognition loads) the fine-tuned weights of a model: ONE .npz file holding
+    every weight array and a JSON record (model, fingerprint, distance scale), written atomically as one unit."""
+    return Path(weights_dir) / f"{model_name(model)}_trained.weights.npz"
+
+
+def _chip_input(kind: str) -> keras.KerasTensor:
+    side = SFACE_CHIP_SIZE if kind == "sface" else CHIP_SIZE
+    return keras.Input((side, side, 3), name=f"{kind}_chip")
+
+
+def _raw_branch(kind_model: str, weights_dir: str | Path, imagenet_weights: str | Path | None) -> keras.Model:
+    if kind_model == "dlib":
+        return pretrained_dlib_resnet(weights_dir)
+    if kind_model == "sface":
+        from facenet.sface import pretrained_sface
+
+        return pretrained_sface(weights_dir)
+    return resnet50_trunk(imagenet_weights)
+
+
+def _unit(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+    return layers.UnitNormalization(name=name, dtype="float32")(x)
+
+
+def pretrained_embedder(
+    model: str = DEFAULT_MODEL, weights_dir: str | Path = "weights", imagenet_weights: str | Path | None = None
+) -> keras.Model:
+    """Aligned chips (one input per CHIP_KINDS[model], RGB 0..255) -> unit vectors, with pretrained weights.
+
+    `fused` concatenates the dlib and SFace unit vectors (SFace scaled by FUSION_SFACE_WEIGHT) and re-normalises.
+    """
+    model = model_name(model)
+    if model == "fused":
+        dlib_in, sface_in = _chip_input("dlib"), _chip_input("sface")
+        dlib_unit = _unit(_raw_branch("dlib", weights_dir, None)(dlib_in), "dlib_unit")
+        sface_unit = _unit(_raw_branch("sface", weights_dir, None)(sface_in), "sface_unit")
+        weighted = layers.Rescaling(FUSION_SFACE_WEIGHT, name="sface_weight", dtype="float32")(sface_unit)
+        joined = layers.Concatenate(name="fusion", dtype="float32")([dlib_unit, weighted])
+        return keras.Model([dlib_in, sface_in], _unit(joined, "unit_sphere"), name="fused_embedder")
+    inputs = _chip_input(CHIP_KINDS[model][0])
+    raw = _raw_branch(model, weights_dir, imagenet_weights)
+    return keras.Model(inputs, _unit(raw(inputs), "unit_sphere"), name=f"{model}_embedder")
 
 
 def build_embedder(
-    backbone: str = "dlib_resnet",
+    model: str = DEFAULT_MODEL,
     weights_dir: str | Path = "weights",
     trained: bool = True,
     imagenet_weights: str | Path | None = None,
 ) -> keras.Model:
-    """chip (N, 150, 150, 3) in 0..255 -> (N, 128) unit vectors, for one of BACKBONES.
-
-    With `trained`, fine-tuned weights saved by training are loaded on top when they exist;
-    a corrupt or mismatched file is reported and ignored.
-    """
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    raw = pretrained_dlib_resnet(weights_dir) if backbone == "dlib_resnet" else resnet50_trunk(imagenet_weights)
-    outputs = layers.UnitNormalization(name="unit_sphere", dtype="float32")(raw.output)
-    model = keras.Model(raw.input, outputs, name=f"{backbone}_embedder")
-    path = trained_weights_path(weights_dir, backbone)
+    """The embedding model of `model` (see `pretrained_embedder`), with fine-tuned weights on top when `trained`
+    and they exist. A corrupt or mismatched trained-weights file raises WeightsError: recognition must not fall
+    back silently to other weights than the user trained."""
+    embedder = pretrained_embedder(model, weights_dir, imagenet_weights)
+    path = trained_weights_path(weights_dir, model)
     if trained and path.exists():
-        try:
-            model.load_weights(path)
-            log.info("loaded trained weights %s", path)
-        except Exception as error:  # noqa: BLE001 - a bad file must not stop recognition
-            log.warning("%s: unusable trained weights (%s); using the pretrained model", path, error)
-            return build_embedder(backbone, weights_dir, trained=False, imagenet_weights=imagenet_weights)
-    return model
+        arrays = read_trained(path)[0]
+        current = embedder.get_weights()
+        if [a.shape for a in arrays] != [w.shape for w in current]:
+            raise WeightsError(f"{path}: weights of another architecture; delete the file or pass --pretrained")
+        embedder.set_weights(arrays)
+        log.info("loaded trained weights %s", path)
+    return embedder
 
 
-def save_trained_weights(
-    model: keras.Model, weights_dir: str | Path, backbone: str, distance_scale: float = 1.0
-) -> Path:
-    """Write fine-tuned weights atomically (temp file + rename), with their distance scale beside them.
+class WeightsError(ValueError):
+    """Trained weights that cannot be loaded; the message names the file and the way out."""
+
+
+def save_trained_weights(model: keras.Model, weights_dir: str | Path, name: str, distance_scale: float = 1.0) -> Path:
+    """Write fine-tuned weights and their distance scale atomically, as one file (never one without the other).
 
     `distance_scale` says how far the new embedding spreads faces compared with the one the thresholds were
     calibrated for (ratio of median different-person distances); recognition multiplies its thresholds by it.
     """
-    path = trained_weights_path(weights_dir, backbone)
-    atomic_write(path, lambda tmp: model.save_weights(tmp))
-    record = {"fingerprint": fingerprint(model), "distance_scale": float(distance_scale)}
-    atomic_write(_scale_path(weights_dir, backbone), lambda tmp: tmp.write_text(json.dumps(record) + "\n"))
+    path = trained_weights_path(weights_dir, name)
+    record = {"format": TRAINED_FORMAT, "model": model_name(name), "fingerprint": fingerprint(model),
+              "distance_scale": float(distance_scale)}
+    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, record=np.frombuffer(json.dumps(record).encode(), np.uint8), **arrays)
+
+    atomic_write(path, write)
     return path
 
 
-def _scale_path(weights_dir: str | Path, backbone: str) -> Path:
-    return Path(weights_dir) / f"{backbone}_trained.json"
+TRAINED_FORMAT = "facenet-trained-weights-1"
 
 
-def distance_scale(weights_dir: str | Path, backbone: str, model_fingerprint: str) -> float:
-    """The distance scale saved with trained weights whose fingerprint is `model_fingerprint`; else 1.0.
-
-    A record of other weights (or an unreadable one) is ignored with a warning: the thresholds then stay
-    those calibrated for the pretrained model.
-    """
-    path = _scale_path(weights_dir, backbone)
-    if not path.exists():
-        return 1.0
+def read_trained(path: str | Path) -> tuple[list[np.ndarray], dict]:
+    """(weight arrays, record) of a trained-weights file; WeightsError naming the file when it is unusable."""
     try:
-        record = json.loads(path.read_text())
+        with np.load(path, allow_pickle=False) as data:
+            record = json.loads(data["record"].tobytes().decode())
+            arrays = [data[key] for key in sorted(k for k in data.files if k.startswith("w"))]
+        if record.get("format") != TRAINED_FORMAT:
+            raise ValueError(f"format {record.get('format')!r}")
         scale = float(record["distance_scale"])
-        if record["fingerprint"] != model_fingerprint:
-            if trained_weights_path(weights_dir, backbone).exists():
-                log.warning("%s: belongs to other weights; thresholds not rescaled", path)
-            return 1.0
         if not 0.0 < scale < float("inf"):
-            raise ValueError(f"invalid scale {scale}")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        log.warning("%s: unreadable distance scale (%s); thresholds not rescaled", path, error)
+            raise ValueError(f"invalid distance scale {scale}")
+    except Exception as error:  # noqa: BLE001 - zip, JSON, key errors: one clear line
+        raise WeightsError(f"{path}: unusable trained weights ({error}); delete the file or pass --pretrained "
+                           "to use the pretrained model") from None
+    return arrays, record
+
+
+def distance_scale(weights_dir: str | Path, model: str, pretrained: bool = False) -> float:
+    """The distance scale recorded with the trained weights recognition uses (1.0 for the pretrained model)."""
+    path = trained_weights_path(weights_dir, model)
+    if pretrained or not path.exists():
         return 1.0
-    return scale
+    return float(read_trained(path)[1]["distance_scale"])
 
 
 def fingerprint(model: keras.Model) -> str:
-    """A short hash of every weight: databases made by other weights are detected and rebuilt."""
+    """A short hash of every weight (and of the fusion weight): databases made by other weights are rebuilt."""
     digest = hashlib.sha256(model.name.encode())
+    if any(layer.name == "sface_weight" for layer in model.layers):
+        digest.update(repr(model.get_layer("sface_weight").scale).encode())
     for weight in model.weights:
         digest.update(np.ascontiguousarray(ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()[:16]

@@ -25,13 +25,12 @@ from tqdm import tqdm
 from facenet import config
 from facenet.console import emit_json, progress
 from facenet.draw import Label, Window, annotate
-from facenet.faces import FaceDetector, face_chip, face_chips
-from facenet.images import ImageError, load_image
+from facenet.images import ImageError
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
 
 if TYPE_CHECKING:
     from facenet.database import EnrollmentReport, FaceDatabase
-    from facenet.embed import Embedder
+    from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +44,12 @@ WINDOW_TITLE = "facenet (q or Esc quits)"
 @dataclass(frozen=True)
 class Recognition:
     """One face of a frame: its box (left, top, right, bottom), name (config.UNKNOWN when rejected),
-    distance to the nearest enrolled person and 0-100 match score."""
+    distance to the nearest enrolled person and 0-100 match score (both None when nobody is enrolled)."""
 
     box: tuple[int, int, int, int]
     name: str
-    distance: float
-    score: float
+    distance: float | None
+    score: float | None
 
     def record(self, source: str, frame: int | None) -> dict:
         """The JSON line of this face (non-finite numbers become null: JSON has no NaN)."""
@@ -59,8 +58,8 @@ class Recognition:
             "frame": frame,
             "box": [int(v) for v in self.box],
             "name": self.name,
-            "distance": round(self.distance, 4) if math.isfinite(self.distance) else None,
-            "score": round(self.score, 1) if math.isfinite(self.score) else None,
+            "distance": round(self.distance, 4) if _finite(self.distance) else None,
+            "score": round(self.score, 1) if _finite(self.score) else None,
         }
 
     def label(self) -> Label:
@@ -75,23 +74,25 @@ class Recognition:
         return Recognition(box, self.name, self.distance, self.score)
 
 
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 class Recognizer:
     """Names every face of a frame with one batched embedding and one database lookup.
 
-    For video frames (`video=True`) detection runs on a copy downscaled to config.VIDEO_DETECT_SIDE, and a
-    frame that is unchanged since the last analysed one reuses its results (`reuse_still`).
+    Video frames (`video=True`) are detected as `FacePipeline.detect` does for video, and a frame that is
+    unchanged since the last analysed one reuses its results (`reuse_still`).
     """
 
     def __init__(
         self,
-        embedder: Embedder,
-        detector: FaceDetector,
+        pipeline: FacePipeline,
         database: FaceDatabase,
         threshold: float | None = None,
         reuse_still: bool = True,
     ) -> None:
-        self.embedder = embedder
-        self.detector = detector
+        self.pipeline = pipeline
         self.database = database
         self.threshold = threshold
         self.reuse_still = reuse_still
@@ -121,14 +122,12 @@ class Recognizer:
             self.reused += 1
             return self._last
         self.analysed += 1
-        if video:
-            faces = self.detector.detect(image, max_side=config.VIDEO_DETECT_SIDE)
-        else:
-            upsample = 0 if max(image.shape[:2]) > config.PHOTO_UPSAMPLE_MAX_SIDE else None
-            faces = self.detector.detect(image, upsample=upsample)
+        faces = self.pipeline.detect(image, video=video)
         results = []
-        if faces:
-            matches = self.database.identify(self.embedder.embed(face_chips(image, faces)), self.threshold)
+        if faces and len(self.database) == 0:
+            results = [Recognition(f.box, config.UNKNOWN, None, None) for f in faces]
+        elif faces:
+            matches = self.database.identify(self.pipeline.embed(image, faces), self.threshold)
             results = [Recognition(f.box, m.name, m.distance, m.score) for f, m in zip(faces, matches, strict=True)]
         self._last = results
         return results
@@ -211,11 +210,12 @@ def _bad_threshold(threshold: float | None) -> bool:
     return threshold is not None and not (0.0 < threshold <= 2.0)
 
 
-def _load_embedder(backbone: str, weights_dir: str | Path) -> Embedder:
-    # TensorFlow is imported only here: argument errors, a missing camera or photo fail in a fraction of a second.
-    from facenet.embed import load_embedder
+def load_pipeline(detector: str, model: str, weights_dir: str | Path, pretrained: bool = False) -> FacePipeline:
+    """The face pipeline of the commands. TensorFlow is imported only here: argument errors, a missing camera or
+    photo fail in a fraction of a second."""
+    from facenet.pipeline import FacePipeline
 
-    return load_embedder(backbone, weights_dir)
+    return FacePipeline(detector, model, weights_dir, pretrained)
 
 
 def _write_photo(path: Path, image: np.ndarray) -> None:
@@ -234,7 +234,8 @@ def _emit(results: list[Recognition], source: str, frame: int | None) -> None:
 def _describe(results: list[Recognition]) -> str:
     if not results:
         return "no face found"
-    return ", ".join(f"{r.name} ({r.distance:.2f}, score {r.score:.0f})" for r in results)
+    return ", ".join(f"{r.name} ({r.distance:.2f}, score {r.score:.0f})" if _finite(r.distance) and _finite(r.score)
+                     else r.name for r in results)  # nobody enrolled: the name alone, no made-up number
 
 
 def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary: Summary, as_json: bool) -> None:
@@ -346,14 +347,11 @@ def _run_video(
 
 
 def _sync(
-    data_dir: str | Path, database_dir: str | Path, backbone: str, weights_dir: str | Path, detector: str
-) -> tuple[Embedder, FaceDetector, FaceDatabase, EnrollmentReport]:
+    data_dir: str | Path, database_dir: str | Path, pipeline: FacePipeline
+) -> tuple[FaceDatabase, EnrollmentReport]:
     from facenet.database import sync_database
 
-    embedder = _load_embedder(backbone, weights_dir)
-    face_detector = FaceDetector(detector)
-    database, report = sync_database(data_dir, database_dir, embedder, face_detector)
-    return embedder, face_detector, database, report
+    return sync_database(data_dir, database_dir, pipeline)
 
 
 def _report_text(report: EnrollmentReport, full: bool) -> str:
@@ -370,11 +368,12 @@ def recognize_command(
     data_dir: str | Path,
     database_dir: str | Path,
     weights_dir: str | Path,
-    backbone: str,
+    model: str,
     detector: str,
     threshold: float | None,
     as_json: bool,
     enroll_only: bool,
+    pretrained: bool = False,
 ) -> int:
     """`python main.py -t False`: sync the database with data/, then name every face of the inputs or webcam.
 
@@ -404,8 +403,9 @@ def recognize_command(
             return 1
     try:
         try:
-            embedder, face_detector, database, report = _sync(data_dir, database_dir, backbone, weights_dir, detector)
-        except (OSError, ValueError) as error:
+            pipeline = load_pipeline(detector, model, weights_dir, pretrained)
+            database, report = _sync(data_dir, database_dir, pipeline)
+        except (OSError, ValueError, RuntimeError) as error:
             log.error("cannot load the model or the database: %s", error)
             return 1
         if enroll_only and as_json:
@@ -416,7 +416,7 @@ def recognize_command(
             return 0
         if len(database) == 0:
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
-        recognizer = Recognizer(embedder, face_detector, database, threshold)
+        recognizer = Recognizer(pipeline, database, threshold)
         if camera_source is not None:
             return _run_webcam(camera_source, recognizer, summary, as_json, output_dir)
         return _run_inputs(items, recognizer, summary, as_json, output_dir, data_dir)
@@ -484,46 +484,40 @@ def verify_command(
     as_json: bool,
     threshold: float | None,
     detector: str,
-    backbone: str,
+    model: str,
     weights_dir: str | Path,
+    pretrained: bool = False,
 ) -> int:
     """`--verify=A.jpg,B.jpg`: are the largest faces of two photos the same person?
 
-    Prints same/different and the distance (with --json one object: same, distance, threshold).
-    Exit codes: 0 answered, 1 a photo is unreadable or has no face (named on stderr), 2 bad arguments.
+    Prints same/different and the distance (with --json one object: same, distance, threshold; or, when a photo
+    fails, {"error": …}). Exit codes: 0 answered, 1 a photo is unreadable or has no face (named on stderr),
+    2 bad arguments.
     """
     if len(paths) != 2:
         print(f"usage: python main.py --verify=A.jpg,B.jpg (exactly two photos, got {len(paths)})", file=sys.stderr)
         return 2
     if _bad_threshold(threshold):
         return _usage_error(f"--threshold must be in (0, 2] (unit-sphere distance), got {threshold}")
-    face_detector = FaceDetector(detector)
-    chips, failed = [], False
-    for path in paths:
-        try:
-            image = load_image(path)
-        except ImageError as error:
-            log.error("%s", error)
-            failed = True
-            continue
-        faces = face_detector.detect(image) or face_detector.detect(image, upsample=face_detector.upsample + 1)
-        if not faces:
-            log.error("%s: no face found", path)
-            failed = True
-            continue
-        if len(faces) > 1:
-            log.info("%s: %d faces, comparing the largest", path, len(faces))
-        chips.append(face_chip(image, faces[0]))
-    if failed:
-        return 1
     try:
-        embedder = _load_embedder(backbone, weights_dir)
-    except (OSError, ValueError) as error:
+        pipeline = load_pipeline(detector, model, weights_dir, pretrained)
+    except (OSError, ValueError, RuntimeError) as error:
         log.error("cannot load the model: %s", error)
         return 1
+    found = pipeline.embed_photos([Path(p) for p in paths], "largest", desc="verifying")
+    errors = [f"{path}: {result.subject.reason}" for path, result in found.items() if result.vector is None]
+    for path, result in found.items():
+        if result.subject.faces > 1:
+            log.info("%s: %d faces, comparing the largest", path, result.subject.faces)
+    if errors:
+        for error in errors:
+            log.error("%s", error)
+        if as_json:
+            emit_json({"error": "; ".join(errors)})
+        return 1
     if threshold is None:
-        threshold = round(config.VERIFY_THRESHOLD * embedder.distance_scale, 4)
-    first, second = embedder.embed(np.stack(chips))
+        threshold = round(config.calibration(pipeline.model).verify_threshold * pipeline.embedder.distance_scale, 4)
+    first, second = (found[Path(p)].vector for p in paths)
     distance = float(np.linalg.norm(first - second))
     same = distance <= threshold
     if as_json:

@@ -141,6 +141,8 @@ class VideoSource:
     def open_camera(cls, index: int) -> VideoSource:
         """Open webcam number `index`; SourceError when there is no such camera or it gives no frame."""
         source = f"camera {index}"
+        if index < 0:  # cv2.VideoCapture(-1) means "any camera" and can crash inside OpenCV's backends
+            raise SourceError(source, "a webcam index must be 0 or more")
         _silence_opencv()
         capture = cv2.VideoCapture(index)
         if not capture.isOpened():

@@ -8,7 +8,7 @@ Stages, each a function so that tests and benchmarks can drive them one by one:
 
 The validation guard compares verification on held-out pairs: the trained weights are saved only when the AUC is
 strictly higher than before training (or equal with a strictly higher best-threshold accuracy) AND the accuracy
-at the calibrated threshold recognition uses (VERIFY_THRESHOLD) is not lower: see `_better`.
+at the calibrated threshold recognition uses (the model's verify threshold) is not lower: see `_better`.
 Ctrl-C stops after the current step; only completed (validated) epochs count. TensorBoard scalars and the
 PCA plots (pca_before.png, pca_after.png) go to <log_dir>/<timestamp>/.
 """
@@ -35,28 +35,31 @@ from facenet.config import (
     CHIP_SIZE,
     CHIPS_CACHE_FILE,
     CONTRAST_RANGE,
+    DEFAULT_MODEL,
     JITTER_PIXELS,
     LEARNING_RATES,
     MIN_BATCH,
     PHOTOS_PER_PERSON,
-    PRETRAINED_FILE,
     SPLIT_SEED,
-    VERIFY_THRESHOLD,
+    calibration,
 )
-from facenet.console import emit_json, progress
-from facenet.embed import Embedder, load_embedder
+from facenet.console import emit_json
+from facenet.embed import Embedder
 from facenet.evaluate import accuracy_at, auc, best_threshold
-from facenet.faces import FaceDetector, face_chip
 from facenet.files import atomic_write, file_sha256
-from facenet.images import ImageError, list_people, load_image
+from facenet.images import list_people
 from facenet.model import (
+    WeightsError,
     build_embedder,
     distance_scale,
-    pretrained_dlib_resnet,
+    model_name,
+    pretrained_embedder,
     save_trained_weights,
     trained_weights_path,
 )
+from facenet.pipeline import FacePipeline, empty_chips
 from facenet.triplet import STRATEGIES, triplet_loss
+from facenet.zoo import ZooError
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,10 @@ class TrainingError(ValueError):
 
 @dataclass
 class ChipSet:
-    """The aligned chips of data/: one per usable photo, with its person's index into `names`."""
+    """The aligned chips of data/: one set per usable photo, with its person's index into `names`."""
 
-    chips: np.ndarray
-    """(N, CHIP_SIZE, CHIP_SIZE, 3) uint8 RGB."""
+    chips: dict[str, np.ndarray]
+    """Per chip kind of the model: (N, side, side, 3) uint8 RGB."""
     labels: np.ndarray
     """(N,) int32 person index."""
     names: list[str]
@@ -83,6 +86,9 @@ class ChipSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        return {kind: chips[index] for kind, chips in self.chips.items()}
 
 
 def scan_people(data_dir: str | Path) -> list[tuple[str, list[Path]]]:
@@ -94,35 +100,38 @@ def scan_people(data_dir: str | Path) -> list[tuple[str, list[Path]]]:
     return people
 
 
-def _read_cache(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """{key: chip} and {key: reason the photo gave no chip}; empty when missing, rebuilt with a warning if corrupt."""
+Cached = dict[str, dict[str, np.ndarray]]
+"""{photo key: {chip kind: chip}}."""
+
+
+def _read_cache(path: Path, kinds: tuple[str, ...]) -> tuple[Cached, dict[str, str]]:
+    """Chips by photo key and {key: reason the photo gave no chip}; empty when missing, rebuilt if corrupt."""
     if not path.exists():
         return {}, {}
     try:
         with np.load(path, allow_pickle=False) as data:
-            keys, chips = data["keys"], data["chips"]
-            failed, reasons = data["failed_keys"], data["failed_reasons"]
-            if chips.shape != (len(keys), CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
-                raise ValueError(f"chips of shape {chips.shape} and type {chips.dtype}")
+            keys, failed, reasons = data["keys"], data["failed_keys"], data["failed_reasons"]
+            arrays = {kind: data[f"chips_{kind}"] for kind in kinds}
+            for kind, chips in arrays.items():
+                side = empty_chips(kind).shape[1]
+                if chips.shape != (len(keys), side, side, 3) or chips.dtype != np.uint8:
+                    raise ValueError(f"{kind} chips of shape {chips.shape} and type {chips.dtype}")
             if len(failed) != len(reasons):
                 raise ValueError("failed keys and reasons differ in length")
-            found = dict(zip(keys.tolist(), chips, strict=True))
+            found = {key: {kind: arrays[kind][i] for kind in kinds} for i, key in enumerate(keys.tolist())}
             return found, dict(zip(failed.tolist(), reasons.tolist(), strict=True))
     except Exception as error:  # noqa: BLE001 - any unreadable cache is rebuilt
-        log.warning("%s: corrupt chip cache (%s); detecting faces again", path, error)
+        log.warning("%s: corrupt or other-model chip cache (%s); detecting faces again", path, error)
         return {}, {}
 
 
-def _write_cache(path: Path, chips: dict[str, np.ndarray], failed: dict[str, str]) -> None:
+def _write_cache(path: Path, chips: Cached, failed: dict[str, str], kinds: tuple[str, ...]) -> None:
     def write(tmp: Path) -> None:
+        arrays = {f"chips_{kind}": np.stack([c[kind] for c in chips.values()]) if chips else empty_chips(kind)
+                  for kind in kinds}
         with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                keys=np.array(list(chips), dtype=str),
-                chips=np.stack(list(chips.values())) if chips else np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8),
-                failed_keys=np.array(list(failed), dtype=str),
-                failed_reasons=np.array(list(failed.values()), dtype=str),
-            )
+            np.savez(handle, keys=np.array(list(chips), dtype=str), failed_keys=np.array(list(failed), dtype=str),
+                     failed_reasons=np.array(list(failed.values()), dtype=str), **arrays)
 
     try:
         atomic_write(path, write)
@@ -130,8 +139,32 @@ def _write_cache(path: Path, chips: dict[str, np.ndarray], failed: dict[str, str
         log.warning("%s: could not write the chip cache (%s); faces will be detected again next time", path, error)
 
 
-def load_chips(data_dir: str | Path, detector: FaceDetector, cache_path: str | Path | None = None) -> ChipSet:
-    """The largest face of every photo of data/<person>/ as an aligned chip; detection runs once per photo.
+def _photo_keys(people: list[tuple[str, list[Path]]], suffix: str) -> list[tuple[int, Path, str]]:
+    photos = []
+    for person, (_, files) in enumerate(people):
+        for file in files:
+            try:
+                photos.append((person, file, file_sha256(file) + suffix))
+            except OSError as error:
+                log.warning("%s: skipped, unreadable (%s)", file, error.strerror or error)
+    return photos
+
+
+def _detect_pending(pending: dict[str, Path], pipeline: FacePipeline) -> tuple[Cached, dict[str, str]]:
+    found: Cached = {}
+    failed: dict[str, str] = {}
+    keys = {file: key for key, file in pending.items()}
+    for file, subject, image in pipeline.read_subjects(list(pending.values()), "largest", desc="detecting faces"):
+        if subject.face is None:
+            failed[keys[file]] = subject.reason
+        else:
+            found[keys[file]] = {kind: chips[0] for kind, chips in pipeline.chips(image, [subject.face]).items()}
+    return found, failed
+
+
+def load_chips(data_dir: str | Path, pipeline: FacePipeline, cache_path: str | Path | None = None) -> ChipSet:
+    """The largest face of every photo of data/<person>/ as aligned chips (the pipeline's face choice and fallback
+    chain, as enrollment uses); detection runs once per photo.
 
     Unreadable photos and photos without a face are skipped with one warning line each (also when the
     verdict comes from the cache). The cache holds exactly the current photos and is rewritten atomically
@@ -140,47 +173,30 @@ def load_chips(data_dir: str | Path, detector: FaceDetector, cache_path: str | P
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise TrainingError(f"{data_dir}: data folder not found (expected {data_dir}/<person name>/*.jpg)")
-    cached, cached_failed = _read_cache(Path(cache_path)) if cache_path else ({}, {})
-    suffix = f":{detector.kind}:{CHIP_SIZE}:{CHIP_PADDING}"
-    photos: list[tuple[int, Path, str]] = []
+    kinds = pipeline.embedder.kinds
+    cached, cached_failed = _read_cache(Path(cache_path), kinds) if cache_path else ({}, {})
     people = scan_people(data_dir)
-    for person, (_, files) in enumerate(people):
-        for file in files:
-            try:
-                photos.append((person, file, file_sha256(file) + suffix))
-            except OSError as error:
-                log.warning("%s: skipped, unreadable (%s)", file, error.strerror or error)
+    photos = _photo_keys(people, f":{pipeline.detector.kind}:{'+'.join(kinds)}:{CHIP_SIZE}:{CHIP_PADDING}")
     pending = {key: file for _, file, key in photos if key not in cached and key not in cached_failed}
-    found: dict[str, np.ndarray] = {}
-    failed: dict[str, str] = {}
-    for key, file in progress(pending.items(), "detecting faces", total=len(pending), unit="photo"):
-        try:
-            image = load_image(file)
-        except ImageError as error:
-            failed[key] = f"unreadable ({error.reason})"
-            continue
-        faces = detector.detect(image)
-        if faces:
-            found[key] = face_chip(image, faces[0])
-        else:
-            failed[key] = f"no face found by the {detector.kind} detector"
-    keep_chips = {**cached, **found}
-    keep_failed = {**cached_failed, **failed}
-    chips, labels, paths = [], [], []
-    used_chips, used_failed = {}, {}
+    found, failed = _detect_pending(pending, pipeline)
+    keep_chips, keep_failed = {**cached, **found}, {**cached_failed, **failed}
+    labels, paths = [], []
+    used_chips: Cached = {}
+    used_failed: dict[str, str] = {}
     for person, file, key in photos:
         if key in keep_chips:
             used_chips[key] = keep_chips[key]
-            chips.append(keep_chips[key])
             labels.append(person)
             paths.append(str(file))
         else:
             used_failed[key] = keep_failed[key]
             log.warning("%s: skipped, %s", file, keep_failed[key])
     if cache_path and (found or failed or len(used_chips) != len(cached) or len(used_failed) != len(cached_failed)):
-        _write_cache(Path(cache_path), used_chips, used_failed)
-    stacked = np.stack(chips) if chips else np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
-    return ChipSet(stacked, np.array(labels, np.int32), [name for name, _ in people], paths)
+        _write_cache(Path(cache_path), used_chips, used_failed, kinds)
+    order = [key for _, _, key in photos if key in keep_chips]
+    chips = {kind: np.stack([keep_chips[key][kind] for key in order]) if order else empty_chips(kind)
+             for kind in kinds}
+    return ChipSet(chips, np.array(labels, np.int32), [name for name, _ in people], paths)
 
 
 # --------------------------------------------------------------------------- validation
@@ -227,13 +243,13 @@ def validation_pairs(
 
 
 def verification_metrics(
-    distances: np.ndarray, same: np.ndarray, deployed_threshold: float = VERIFY_THRESHOLD
+    distances: np.ndarray, same: np.ndarray, deployed_threshold: float
 ) -> dict[str, float]:
     """Verification figures of `distance <= t` on (distances, same) pairs, with the LFW protocol's metrics.
 
     accuracy and threshold: the best-accuracy threshold (`evaluate.best_threshold`); auc: the chance that a
     same-person pair is closer than a different-person pair; deployed_accuracy: at `deployed_threshold`, the
-    threshold recognition would use (VERIFY_THRESHOLD times the weights' distance scale).
+    threshold recognition would use (the model's calibrated verify threshold times the weights' distance scale).
     """
     threshold, accuracy = best_threshold(distances, same)
     return {
@@ -345,28 +361,32 @@ def pk_batches(
 
 
 def augment_chip(chip: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """A uint8 (150, 150, 3) chip -> float32 0..255: random mirror, shift of a few pixels, brightness, contrast.
+    """A uint8 (side, side, 3) chip -> float32 0..255: random mirror, shift of a few pixels, brightness, contrast.
 
     Stateless: the same seed (shape (2,) int) gives the same result.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     x = tf.image.stateless_random_flip_left_right(chip, seeds[0])
     pad = [[JITTER_PIXELS, JITTER_PIXELS], [JITTER_PIXELS, JITTER_PIXELS], [0, 0]]
-    x = tf.image.stateless_random_crop(tf.pad(x, pad, mode="REFLECT"), [CHIP_SIZE, CHIP_SIZE, 3], seeds[1])
+    x = tf.image.stateless_random_crop(tf.pad(x, pad, mode="REFLECT"), tf.shape(chip), seeds[1])
     x = tf.cast(x, tf.float32)
     x = tf.image.stateless_random_brightness(x, BRIGHTNESS_DELTA, seeds[2])
     x = tf.image.stateless_random_contrast(x, *CONTRAST_RANGE, seeds[3])
     return tf.clip_by_value(x, 0.0, 255.0)
 
 
-def make_dataset(chips: tf.Tensor, labels: np.ndarray, batches: np.ndarray, seed: int) -> tf.data.Dataset:
-    """Augmented (x float32 (B, 150, 150, 3), y int32 (B,)) batches in the order of `batches` (n, B) indices."""
+def make_dataset(
+    chips: tuple[tf.Tensor, ...], labels: np.ndarray, batches: np.ndarray, seed: int
+) -> tf.data.Dataset:
+    """Augmented (x, y int32 (B,)) batches in the order of `batches` (n, B) indices; x is one float32 batch per
+    chip kind (a tuple, in the model's input order), each augmented with the photo's own seed."""
     flat = batches.reshape(-1)
     seeds = np.stack([np.full(len(flat), seed), np.arange(len(flat))], axis=1).astype(np.int64)
     labels = tf.constant(labels, tf.int32)
 
-    def load(index: tf.Tensor, item_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return augment_chip(tf.gather(chips, index), item_seed), tf.gather(labels, index)
+    def load(index: tf.Tensor, item_seed: tf.Tensor) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
+        x = tuple(augment_chip(tf.gather(kind, index), item_seed) for kind in chips)
+        return x, tf.gather(labels, index)
 
     dataset = tf.data.Dataset.from_tensor_slices((flat, seeds)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batches.shape[1], drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -393,9 +413,9 @@ def make_train_step(
     distribution = distribution or tf.distribute.get_strategy()
     replicas = distribution.num_replicas_in_sync
 
-    def replica_step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def replica_step(x: tuple[tf.Tensor, ...], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
-            embeddings = tf.cast(model(x, training=True), tf.float32)
+            embeddings = tf.cast(model(list(x) if len(x) > 1 else x[0], training=True), tf.float32)
             loss, active = triplet_loss(y, embeddings, margin, strategy)
             scaled = optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled, model.trainable_variables)
@@ -403,7 +423,7 @@ def make_train_step(
         return loss, active
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-    def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def step(x: tuple[tf.Tensor, ...], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         loss, active = distribution.run(replica_step, args=(x, y))
         mean = tf.distribute.ReduceOp.MEAN
         return distribution.reduce(mean, loss, axis=None), distribution.reduce(mean, active, axis=None)
@@ -430,6 +450,14 @@ def device_setup() -> Iterator[tf.distribute.Strategy]:
 
 
 # --------------------------------------------------------------------------- training
+
+
+def freeze_batch_norm(model: keras.Model) -> None:
+    """Batch-norm layers keep their pretrained statistics and scales: P x K batches of a few people would
+    otherwise overwrite statistics learnt on millions of faces (SFace has them; the dlib twin has fixed affines)."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 @dataclass
@@ -519,7 +547,7 @@ def _distances(embeddings: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
 def train(
     chip_set: ChipSet,
     weights_dir: str | Path,
-    backbone: str = "dlib_resnet",
+    name: str = DEFAULT_MODEL,
     imagenet_weights: str | Path | None = None,
     epochs: int = 20,
     margin: float = 0.5,
@@ -532,6 +560,7 @@ def train(
     seed: int = SPLIT_SEED,
     jit_compile: bool = False,
     on_epoch: Callable[[int, keras.Model, dict[str, float]], None] | None = None,
+    pretrained: bool = False,
 ) -> tuple[keras.Model, TrainResult]:
     """Fine-tune the embedder (the current one: trained weights when present) on `chip_set`; save nothing.
 
@@ -550,20 +579,22 @@ def train(
     train_labels = chip_set.labels[train_idx]
     first_batches = pk_batches(train_labels, batch_size, photos_per_person, np.random.default_rng(seed))
     logs = _Logs(log_dir)
-    if backbone == "dlib_resnet" and tf.config.list_physical_devices("GPU"):
-        # Convert and cache under float32 first: converted under mixed_float16 the cached model would keep
+    if name != "resnet50" and tf.config.list_physical_devices("GPU"):
+        # Convert and cache under float32 first: converted under mixed_float16 the cached models would keep
         # float16 layers, and every later recognition run would compute in float16.
-        pretrained_dlib_resnet(weights_dir)
+        pretrained_embedder(name, weights_dir)
     with device_setup() as distribution:
         replicas = distribution.num_replicas_in_sync
         with distribution.scope():
-            model = build_embedder(backbone, weights_dir, trained=True, imagenet_weights=imagenet_weights)
+            model = build_embedder(name, weights_dir, trained=not pretrained, imagenet_weights=imagenet_weights)
+            freeze_batch_norm(model)
             optimizer = keras.optimizers.Adam(learning_rate)
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)  # slots made here, not inside the traced step
-        embedder = Embedder(model)
-        start_scale = distance_scale(weights_dir, backbone, embedder.fingerprint)
+        embedder = Embedder(model, name)
+        start_scale = distance_scale(weights_dir, name, pretrained)
+        verify_threshold = calibration(name).verify_threshold
         step = make_train_step(model, optimizer, margin, strategy, distribution, jit_compile)
         reference: dict[str, float] = {}
 
@@ -573,8 +604,8 @@ def train(
             distances = _distances(embeddings, pair_a, pair_b)
             median = float(np.median(distances[~same]))
             scale = start_scale * median / reference.setdefault("median", median)
-            metrics = verification_metrics(distances, same, VERIFY_THRESHOLD * scale)
-            return {**metrics, "distance_scale": scale}, embeddings
+            metrics = verification_metrics(distances, same, verify_threshold * scale)
+            return {**metrics, "distance_scale": scale, "deployed_threshold": verify_threshold * scale}, embeddings
 
         before, embeddings = validate()
         log.info("validation before training (%d pairs, %d held-out photos): %s", len(same), len(held), _fmt(before))
@@ -586,7 +617,7 @@ def train(
         result.plots.append(logs.plot("pca_before.png", embeddings, chip_set, held, title))
         start_weights, best_weights, best_embeddings = model.get_weights(), None, embeddings
         last: tuple[dict[str, float], np.ndarray] | None = None
-        chips = tf.constant(chip_set.chips)
+        chips = tuple(tf.constant(chip_set.chips[kind]) for kind in embedder.kinds)
         steps_per_epoch = -(-len(first_batches) // replicas)
         # tqdm itself, not console.progress: the bar shows the loss and active fraction via set_postfix.
         bar = tqdm(total=epochs * steps_per_epoch, desc="training", unit="batch", file=sys.stderr,
@@ -668,23 +699,23 @@ def _check_settings(epochs: int, margin: float, batch_size: int, learning_rate: 
         raise TrainingError(f"validation_split must be in [0, 1), got {validation_split}")
 
 
-def _current_weights(weights_dir: str | Path, backbone: str, imagenet_weights: str | None) -> str:
+def _current_weights(weights_dir: str | Path, model: str, imagenet_weights: str | None) -> str:
     """The weights recognition uses when nothing new is saved: trained, else pretrained/ImageNet ('' for none)."""
-    trained = trained_weights_path(weights_dir, backbone)
+    trained = trained_weights_path(weights_dir, model)
     if trained.exists():
         return str(trained)
-    if backbone == "dlib_resnet":
-        return str(Path(weights_dir) / PRETRAINED_FILE)
+    if model != "resnet50":
+        return f"the pretrained {model} model"
     return str(imagenet_weights or "")
 
 
-def _rebuild_database(data_dir: str | Path, database_dir: str | Path, weights_dir: str | Path, backbone: str,
-                      detector: FaceDetector) -> str:
+def _rebuild_database(data_dir: str | Path, database_dir: str | Path, weights_dir: str | Path, model: str,
+                      detector: str) -> str:
     """Re-enroll data/ with the saved weights (a fresh float32 model: the fingerprint recognition will see)."""
     try:
         from facenet.database import sync_database
 
-        database, _ = sync_database(data_dir, database_dir, load_embedder(backbone, weights_dir), detector)
+        database, _ = sync_database(data_dir, database_dir, FacePipeline(detector, model, weights_dir))
     except Exception as error:  # noqa: BLE001 - the weights are saved; recognition rebuilds a stale database
         log.warning("database not rebuilt (%s); the next recognition run rebuilds it", error)
         return "not rebuilt (see the warning above)"
@@ -700,7 +731,7 @@ def _short(metrics: dict[str, float]) -> str:
 
 def _fmt(metrics: dict[str, float]) -> str:
     return (f"accuracy {metrics['accuracy']:.4f} (threshold {metrics['threshold']:.3f}), AUC {metrics['auc']:.4f}, "
-            f"accuracy at the rescaled threshold {VERIFY_THRESHOLD * metrics['distance_scale']:.3f} "
+            f"accuracy at the rescaled threshold {metrics['deployed_threshold']:.3f} "
             f"{metrics['deployed_accuracy']:.4f}")
 
 
@@ -708,7 +739,7 @@ def train_command(
     data_dir: str,
     weights_dir: str,
     database_dir: str,
-    backbone: str,
+    model: str,
     imagenet_weights: str | None,
     epochs: int,
     margin: float,
@@ -719,6 +750,7 @@ def train_command(
     log_dir: str,
     validation_split: float,
     as_json: bool,
+    pretrained: bool = False,
 ) -> int:
     """`main.py -t True`: train, save only if validation improved, rebuild the database; returns the exit code.
 
@@ -728,24 +760,32 @@ def train_command(
     """
     started = time.monotonic()
     if learning_rate is None:
-        learning_rate = LEARNING_RATES.get(backbone, 1e-4)
+        learning_rate = LEARNING_RATES.get(model_name(model), 1e-4)
     try:
         _check_settings(epochs, margin, batch_size, learning_rate, strategy, validation_split)
-        face_detector = FaceDetector(detector)
-        chip_set = load_chips(data_dir, face_detector, Path(database_dir) / CHIPS_CACHE_FILE)
+        pipeline = FacePipeline(detector, model, weights_dir, pretrained)
+        chip_set = load_chips(data_dir, pipeline, Path(database_dir) / CHIPS_CACHE_FILE)
         log.info("%d chips of %d people from %s", len(chip_set), len(set(chip_set.labels.tolist())), data_dir)
-        model, result = train(
-            chip_set, weights_dir, backbone, imagenet_weights, epochs, margin, batch_size, learning_rate,
-            strategy, log_dir, validation_split,
+        trained, result = train(
+            chip_set, weights_dir, pipeline.model, imagenet_weights, epochs, margin, batch_size, learning_rate,
+            strategy, log_dir, validation_split, pretrained=pretrained,
         )
-        weights = _current_weights(weights_dir, backbone, imagenet_weights)
+        weights = _current_weights(weights_dir, pipeline.model, imagenet_weights)
         database = "unchanged"
         if result.improved:
-            weights = str(save_trained_weights(model, weights_dir, backbone, result.val_after["distance_scale"]))
+            weights = str(save_trained_weights(trained, weights_dir, pipeline.model,
+                                               result.val_after["distance_scale"]))
             if result.interrupted:
                 database = "will be rebuilt by the next recognition run"
             else:
-                database = _rebuild_database(data_dir, database_dir, weights_dir, backbone, face_detector)
+                database = _rebuild_database(data_dir, database_dir, weights_dir, pipeline.model, detector)
+    except (WeightsError, ZooError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: cannot save the trained weights ({error}); the previous weights are unchanged",
+              file=sys.stderr)
+        return 1
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

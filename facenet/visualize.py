@@ -1,7 +1,9 @@
-"""A picture of an embedding space: the 2-D PCA projection of the embeddings, one colour per person, as PNG.
+"""A picture of an embedding space: a 2-D projection of the embeddings, one colour per person, as PNG.
 
-PCA is NumPy's SVD of the centred embeddings (no scikit-learn). Matplotlib is used through its object API
-(Figure + the Agg canvas), so no global pyplot state or display backend is touched.
+Two projections: PCA (NumPy's SVD of the centred embeddings; linear, shows the global layout and distances) and
+t-SNE (scikit-learn, imported only when asked for; non-linear, shows which photos cluster together, not how far
+apart the clusters are). Matplotlib is used through its object API (Figure + the Agg canvas), so no global pyplot
+state or display backend is touched.
 """
 
 from __future__ import annotations
@@ -31,6 +33,30 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, np.pad(share, (0, 2 - len(share)))
 
 
+def _tsne_2d(embeddings: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:
+    """(N, D) -> ((N, 2) t-SNE coordinates, the perplexity used): PCA-initialised, seeded, so reproducible.
+
+    The perplexity (30, scikit-learn's default) is clamped to (N - 1) / 3 for small N: each point's
+    neighbourhood of about 3 x perplexity points must fit in the data. Runs on one OpenMP thread: on busy cores
+    libgomp's spinning barriers made the Barnes-Hut iterations 5-10x slower with two threads than with one
+    (2 loaded cores, 40 to 2000 points).
+    """
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(embeddings, np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"t-SNE needs at least two embeddings, got shape {x.shape}")
+    if x.shape[1] < 2:  # a single feature: PCA initialisation needs two
+        x = np.pad(x, ((0, 0), (0, 2 - x.shape[1])))
+    perplexity = min(30.0, (len(x) - 1) / 3)
+    if np.all(x == x[0]):  # no spread: the PCA initialisation would divide by 0 (scikit-learn then segfaults)
+        return np.zeros((len(x), 2)), perplexity
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return tsne.fit_transform(x), perplexity
+
+
 def save_pca_plot(
     path: str | Path,
     embeddings: np.ndarray,
@@ -43,11 +69,44 @@ def save_pca_plot(
 
     `highlight` (indices) are drawn as crosses instead of dots: the held-out validation photos.
     """
+    coords, share = pca_2d(embeddings)
+    axis_names = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
+    return _save_scatter(path, coords, labels, names, title, axis_names, highlight)
+
+
+def save_tsne_plot(
+    path: str | Path,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    title: str,
+    highlight: np.ndarray | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write the t-SNE scatter of `embeddings` to a PNG, atomically; drawn like `save_pca_plot`.
+
+    Needs scikit-learn. Raises ValueError for fewer than two embeddings.
+    """
+    coords, perplexity = _tsne_2d(embeddings, seed)
+    axis_names = (f"t-SNE 1 (perplexity {perplexity:.3g})", "t-SNE 2")
+    return _save_scatter(path, coords, labels, names, title, axis_names, highlight)
+
+
+def _save_scatter(
+    path: str | Path,
+    coords: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    title: str,
+    axis_names: tuple[str, str],
+    highlight: np.ndarray | None,
+) -> Path:
+    """The drawing both plots share: one colour per person, `highlight` as crosses, legend up to
+    LEGEND_MAX_PEOPLE people; written to `path` as PNG through a temp file."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    coords, share = pca_2d(embeddings)
     labels = np.asarray(labels)
     marked = np.zeros(len(labels), bool)
     if highlight is not None:
@@ -64,8 +123,8 @@ def save_pca_plot(
         if np.any(mine & marked):
             axes.scatter(*coords[mine & marked].T, s=44, color=colour, marker="x")
     axes.set_title(title, fontsize=10)
-    axes.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
-    axes.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
+    axes.set_xlabel(axis_names[0])
+    axes.set_ylabel(axis_names[1])
     if len(people) <= LEGEND_MAX_PEOPLE:
         axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     if highlight is not None and marked.any():

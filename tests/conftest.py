@@ -1,4 +1,9 @@
-"""Shared fixtures: the real pretrained embedder and detector, and the photos in tests/data."""
+"""Shared fixtures: the real pretrained dlib embedder, the HOG detector, the face pipeline made of both, and the
+photos in tests/data.
+
+The expectations of the tests were calibrated on dlib + HOG, so the fixtures name them explicitly (the library's
+defaults are YuNet + the fused model).
+"""
 
 from __future__ import annotations
 
@@ -19,14 +24,24 @@ def weights_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(weights_dir):
+    """The pretrained dlib ResNet twin as an `Embedder` (chips in as {"dlib": (N, 150, 150, 3)})."""
     from facenet.embed import Embedder
     from facenet.model import build_embedder
 
-    return Embedder(build_embedder("dlib_resnet", weights_dir))
+    return Embedder(build_embedder("dlib", weights_dir, trained=False), "dlib")
 
 
 @pytest.fixture(scope="session")
 def detector():
+    """dlib's HOG detector (with its 5-point landmarks)."""
     from facenet.faces import FaceDetector
 
     return FaceDetector("hog")
+
+
+@pytest.fixture(scope="session")
+def pipeline(detector, embedder):
+    """HOG + dlib as one `FacePipeline`: what enrollment, recognition, training and evaluation run through."""
+    from facenet.pipeline import FacePipeline
+
+    return FacePipeline(detector, embedder)

@@ -23,6 +23,8 @@ MAIN = ROOT / "main.py"
 DATA = Path(__file__).parent / "data"
 PEOPLE, MISC = DATA / "people", DATA / "misc"
 JSON_KEYS = {"source", "frame", "box", "name", "distance", "score"}
+DLIB_HOG = ("--model", "dlib", "-d", "hog")
+"""The model and detector the expectations were calibrated on (the defaults are fused + YuNet)."""
 
 
 def photo(folder: str, number: int) -> Path:
@@ -105,7 +107,7 @@ def test_t_false_recognises_every_input_and_names_each_bad_one(run_dir, weights_
     weights_before = sorted(p.name for p in weights_dir.iterdir())
     data_before = snapshot(run_dir / "data")
     result = run_main("-t", "False", "-wc", "False", "--input", "inputs", "--json", "--data_dir", "data",
-                      "--database_dir", "db", "-wp", str(weights_dir), "--output_dir", "out", cwd=run_dir)
+                      "--database_dir", "db", "-wp", str(weights_dir), "--output_dir", "out", *DLIB_HOG, cwd=run_dir)
     err = result.stderr
     assert "Traceback" not in err and result.returncode == 1, err  # 1: some inputs were bad
 
@@ -149,11 +151,13 @@ def test_corrupt_database_is_rebuilt_with_a_warning(run_dir, weights_dir):
     data_before = snapshot(run_dir / "data")
     database.write_bytes(database.read_bytes()[:200])  # a half-written file
     result = run_main("-t", "false", "--enroll", "--json", "--data_dir", "data", "--database_dir", "db",
-                      "-wp", str(weights_dir), cwd=run_dir)
+                      "-wp", str(weights_dir), *DLIB_HOG, cwd=run_dir)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     (report,) = records(result.stdout)
     assert sorted(report["people"]) == ["George Clooney", "Juanes"] and report["not_enrolled"] == ["Nobody"]
-    assert report["rebuilt"].startswith("unreadable")
+    assert report["rebuilt"].startswith("unreadable") and report["fingerprint"].startswith("dlib:")
+    assert report["skipped"] == [{"path": "Nobody/broken.jpg", "reason": report["skipped"][0]["reason"]}]
+    assert report["skipped"][0]["reason"].startswith("unreadable: ")
     assert [line for line in naming(result.stderr, "faces.npz") if "unreadable" in line]
     assert snapshot(run_dir / "data") == data_before
 
@@ -172,7 +176,7 @@ def test_missing_webcam_is_one_line_and_exit_1(tmp_path):
 
 def test_verify_json_and_its_errors(tmp_path, weights_dir):
     a, b = photo("Juanes", 1), photo("Juanes", 3)
-    result = run_main(f"--verify={a},{b}", "--json", "-wp", str(weights_dir), cwd=tmp_path)
+    result = run_main(f"--verify={a},{b}", "--json", "-wp", str(weights_dir), *DLIB_HOG, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (answer,) = records(result.stdout)
     assert set(answer) == {"same", "distance", "threshold"} and answer["same"] is True
@@ -181,9 +185,51 @@ def test_verify_json_and_its_errors(tmp_path, weights_dir):
     assert result.returncode == 2 and segments(result.stderr) == [
         "usage: python main.py --verify=A.jpg,B.jpg (exactly two photos, got 1)"]
 
-    result = run_main(f"--verify={MISC / 'dogs.jpg'},{b}", "--json", cwd=tmp_path)
-    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
-    assert naming(result.stderr, "dogs.jpg") == [f"ERROR: {MISC / 'dogs.jpg'}: no face found"]
+    # a faceless photo: exit 1, one line on stderr naming it, and with --json exactly one JSON object on stdout
+    result = run_main(f"--verify={MISC / 'dogs.jpg'},{b}", "--json", "-wp", str(weights_dir), *DLIB_HOG,
+                      cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert naming(result.stderr, "dogs.jpg") == [f"ERROR: {MISC / 'dogs.jpg'}: no face"]
+    assert len(result.stdout.splitlines()) == 1
+    (error,) = records(result.stdout)
+    assert error == {"error": f"{MISC / 'dogs.jpg'}: no face"}
+
+
+def test_unusable_trained_weights_are_one_line_and_exit_1(tmp_path, weights_dir, run_dir):
+    folder = tmp_path / "w"
+    shutil.copytree(weights_dir, folder)
+    corrupt = folder / "dlib_trained.weights.npz"
+    corrupt.write_bytes(b"PK\x03\x04 a half-written zip file")
+    a, b = photo("Juanes", 1), photo("Juanes", 3)
+    for args in ([f"--verify={a},{b}", "--json"],
+                 ["-t", "True", "-e", "1", "--data_dir", str(run_dir / "data"), "--database_dir", str(tmp_path / "db"),
+                  "--tensorboard_dir", str(tmp_path / "logs")]):
+        result = run_main(*args, "-wp", str(folder), *DLIB_HOG, cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert all(set(record) == {"error"} for record in records(result.stdout))  # never an answer
+        (line,) = [s for s in segments(result.stderr) if str(corrupt) in s]
+        assert "unusable trained weights" in line and "--pretrained" in line
+        assert [s for s in segments(result.stderr) if s.lower().startswith("error")] == [line]
+    assert corrupt.read_bytes() == b"PK\x03\x04 a half-written zip file"  # left for the user to decide
+    assert not (tmp_path / "logs").exists()
+
+    # --pretrained ignores the trained file: the same answer as with the pretrained model alone
+    result = run_main(f"--verify={a},{b}", "--json", "--pretrained", "-wp", str(folder), *DLIB_HOG, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (answer,) = records(result.stdout)
+    plain = run_main(f"--verify={a},{b}", "--json", "-wp", str(weights_dir), *DLIB_HOG, cwd=tmp_path)
+    assert answer == records(plain.stdout)[0] and answer["same"] is True
+
+
+def test_nobody_enrolled_prints_null_distances(tmp_path, weights_dir):
+    (tmp_path / "data").mkdir()
+    result = run_main("-t", "False", "--input", str(photo("Juanes", 3)), "--json", "--data_dir", "data",
+                      "--database_dir", "db", "-wp", str(weights_dir), "--output_dir", "out", *DLIB_HOG, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (face,) = records(result.stdout)
+    assert set(face) == JSON_KEYS and (face["name"], face["distance"], face["score"]) == ("Unknown", None, None)
+    assert '"distance": null' in result.stdout
+    assert any("nobody is enrolled" in line for line in segments(result.stderr))
 
 
 @pytest.mark.parametrize(("words", "train", "web_cam"), [(["-t", "False", "-wc", "True"], False, True),

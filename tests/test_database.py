@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import facenet.database
-from facenet.config import DATABASE_FILE, ENROLLMENT_REPORT, UNKNOWN, VERIFY_THRESHOLD
+from facenet.config import DATABASE_FILE, DATABASE_VERSION, ENROLLMENT_REPORT, UNKNOWN, calibration
 from facenet.database import (
     FaceDatabase,
     Match,
@@ -21,7 +22,9 @@ from facenet.database import (
     match_score,
     sync_database,
 )
+from facenet.embed import normalize
 from facenet.images import load_image
+from facenet.pipeline import FacePipeline
 
 DATA = Path(__file__).parent / "data"
 PEOPLE = DATA / "people"
@@ -59,20 +62,47 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
             if p.is_file()}
 
 
-def face_embedding(path: Path, embedder, detector) -> np.ndarray:
+VERIFY_THRESHOLD = calibration("dlib").verify_threshold
+FIRST_LINE = re.compile(
+    r"^Enrollment: (?P<people>\d+) people, (?P<used>\d+) of (?P<files>\d+) photos used \((?P<skipped>\d+) skipped, "
+    r"(?P<duplicates>\d+) duplicates, (?P<left_out>\d+) left out as likely mislabeled\); (?P<examined>\d+) photos "
+    r"examined now, (?P<reused>\d+) reused, (?P<pruned>\d+) pruned -> "
+)
+
+
+def face_embedding(path: Path, pipeline) -> np.ndarray:
     image = load_image(path)
-    faces = detector.detect(image)
+    faces = pipeline.detect(image)
     assert faces, path
-    return embedder.embed_faces(image, faces[:1])
+    return pipeline.embed(image, faces[:1])
+
+
+def first_line(report) -> dict[str, int]:
+    """The counts of the report's first line; they must add up to the photos in the people's folders."""
+    match = FIRST_LINE.match(report.to_text().splitlines()[0])
+    assert match, report.to_text().splitlines()[0]
+    counts = {key: int(value) for key, value in match.groupdict().items()}
+    assert counts["used"] + counts["skipped"] + counts["duplicates"] + counts["left_out"] == counts["files"], counts
+    assert counts["used"] == sum(len(paths) for paths in report.people.values())
+    assert (counts["examined"], counts["reused"], counts["pruned"]) == (report.examined, report.reused,
+                                                                         report.pruned)
+    return counts
+
+
+def photos_in_folders(data_dir: Path) -> int:
+    """Image files inside the people's folders (what the report's "of N photos" counts)."""
+    from facenet.images import list_people
+
+    return sum(len(files) for _, files in list_people(data_dir)[0])
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory, embedder, detector):
+def base(tmp_path_factory, pipeline):
     """The GALLERY enrolled once: (data_dir, database_dir, database, report, data snapshot taken before)."""
     root = tmp_path_factory.mktemp("base")
     data_dir = make_data(root / "data", GALLERY)
     before = snapshot(data_dir)
-    database, report = sync_database(data_dir, root / "database", embedder, detector)
+    database, report = sync_database(data_dir, root / "database", pipeline)
     return data_dir, root / "database", database, report, before
 
 
@@ -89,31 +119,36 @@ class OtherWeights:
     """The same network under another fingerprint: what a retrained model looks like to the database."""
 
     fingerprint = "0123456789abcdef"
+    model_id = f"dlib:{fingerprint}"
 
     def __init__(self, embedder) -> None:
         self._embedder = embedder
 
-    def embed(self, chips: np.ndarray) -> np.ndarray:
-        return self._embedder.embed(chips)
+    def __getattr__(self, name: str):
+        return getattr(self._embedder, name)
 
 
 # --------------------------------------------------------------------------- enrollment and lookup
 
 
-def test_enrolls_and_names_held_out_photos(base, embedder, detector):
+def test_enrolls_and_names_held_out_photos(base, pipeline):
     _, database_dir, database, report, _ = base
     assert database.names == sorted(GALLERY)
     assert database.centroids.shape == (3, 128)
     assert np.allclose(np.linalg.norm(database.centroids, axis=1), 1.0, atol=1e-5)
     assert report.embedded == report.examined == PHOTOS and report.reused == 0
     assert {name: len(paths) for name, paths in report.people.items()} == {n: len(p) for n, p in GALLERY.items()}
-    assert report.skipped == [] and report.not_enrolled == []
+    assert report.skipped == [] and report.not_enrolled == [] and report.duplicates == []
+    assert first_line(report) == {"people": 3, "used": PHOTOS, "files": PHOTOS, "skipped": 0,
+                                                  "duplicates": 0, "left_out": 0, "examined": PHOTOS, "reused": 0,
+                                                  "pruned": 0}
+    assert report.fingerprint == pipeline.model_id and report.fingerprint.startswith("dlib:")
     for name, photo in HELD_OUT.items():
-        (match,) = database.identify(face_embedding(photo, embedder, detector))
+        (match,) = database.identify(face_embedding(photo, pipeline))
         assert match.name == name, (photo, match)
         assert match.distance < database.threshold and match.score > 50
     for photo in STRANGERS:
-        (match,) = database.identify(face_embedding(photo, embedder, detector))
+        (match,) = database.identify(face_embedding(photo, pipeline))
         assert match.name == UNKNOWN, (photo, match)
         assert match.distance > database.threshold and match.score < 50
 
@@ -136,58 +171,78 @@ def test_report_and_database_files_keep_unicode_names(base):
     loaded = load_database(database_dir)
     assert loaded.names == sorted(GALLERY)
     assert np.allclose(loaded.centroids, base[2].centroids)
+    assert (loaded.model, loaded.dim, loaded.fingerprint) == ("dlib", 128, report.fingerprint)
 
 
-def test_data_dir_bytes_and_mtimes_unchanged(base, embedder, detector):
+def test_manifest_records_the_model_its_dimension_and_the_data_folder(base, pipeline):
+    data_dir, database_dir = base[0], base[1]
+    with np.load(database_dir / DATABASE_FILE, allow_pickle=False) as stored:
+        manifest = json.loads(stored["manifest"].tobytes().decode("utf-8"))
+        assert stored["embeddings"].shape == (PHOTOS, 128) and stored["centroids"].shape == (3, 128)
+    assert manifest["version"] == DATABASE_VERSION == 2
+    assert (manifest["model"], manifest["dim"], manifest["fingerprint"]) == ("dlib", 128, pipeline.model_id)
+    assert manifest["data_dir"] == str(data_dir.resolve())
+    assert {r["detector"] for r in manifest["results"].values()} == {"hog"}
+    assert {r["how"] for r in manifest["results"].values()} == {"detected"}
+
+
+def test_data_dir_bytes_and_mtimes_unchanged(base, pipeline):
     data_dir, database_dir, _, _, before = base
     assert snapshot(data_dir) == before
-    sync_database(data_dir, database_dir, embedder, detector)
+    sync_database(data_dir, database_dir, pipeline)
     assert snapshot(data_dir) == before
 
 
 # --------------------------------------------------------------------------- incremental sync
 
 
-def test_unchanged_data_recomputes_nothing(base, copy, embedder, detector):
+def test_unchanged_data_recomputes_nothing(base, copy, pipeline):
     data_dir, database_dir = copy
+    # the copied data lives in another folder: the manifest records the new one, nothing is recomputed
+    database, report = sync_database(data_dir, database_dir, pipeline)
+    assert (report.embedded, report.examined, report.hashed, report.pruned) == (0, 0, 0, 0)
+    assert report.reused == PHOTOS and report.saved
+    assert np.array_equal(database.centroids, base[2].centroids)
+    # and now nothing changed at all: the database file is not even rewritten
     written = (database_dir / DATABASE_FILE).read_bytes()
-    database, report = sync_database(data_dir, database_dir, embedder, detector)
+    database, report = sync_database(data_dir, database_dir, pipeline)
     assert (report.embedded, report.examined, report.hashed, report.pruned) == (0, 0, 0, 0)
     assert report.reused == PHOTOS and not report.saved
     assert (database_dir / DATABASE_FILE).read_bytes() == written
     assert np.array_equal(database.centroids, base[2].centroids)
 
 
-def test_added_photo_is_the_only_one_embedded(base, copy, embedder, detector):
+def test_added_photo_is_the_only_one_embedded(base, copy, pipeline):
     data_dir, database_dir = copy
     shutil.copy2(HELD_OUT["Ada Lovelace"], data_dir / "Ada Lovelace")
-    database, report = sync_database(data_dir, database_dir, embedder, detector)
-    assert (report.embedded, report.reused) == (1, PHOTOS)
+    database, report = sync_database(data_dir, database_dir, pipeline)
+    assert (report.embedded, report.examined, report.reused) == (1, 1, PHOTOS)
+    assert first_line(report)["files"] == PHOTOS + 1
     assert len(report.people["Ada Lovelace"]) == 4
     assert database.photo_counts[database.names.index("Ada Lovelace")] == 4
     row = database.names.index("Ada Lovelace")
     assert not np.allclose(database.centroids[row], base[2].centroids[row])
     # and the saved file now holds it: another sync embeds nothing
-    assert sync_database(data_dir, database_dir, embedder, detector)[1].embedded == 0
+    assert sync_database(data_dir, database_dir, pipeline)[1].embedded == 0
 
 
-def test_removed_photo_and_person_are_pruned(copy, embedder, detector):
+def test_removed_photo_and_person_are_pruned(copy, pipeline):
     data_dir, database_dir = copy
     (data_dir / "Ada Lovelace" / "Paul_Tagliabue_0003.jpg").unlink()
     shutil.rmtree(data_dir / "José Ñúñez")
-    database, report = sync_database(data_dir, database_dir, embedder, detector)
+    database, report = sync_database(data_dir, database_dir, pipeline)
     assert database.names == ["Ada Lovelace", "Martha Burk"]
     assert report.embedded == 0 and report.pruned == 3
     assert report.people["Ada Lovelace"] == [f"Ada Lovelace/Paul_Tagliabue_000{i}.jpg" for i in (1, 2)]
     assert load_database(database_dir).names == ["Ada Lovelace", "Martha Burk"]
 
 
-def test_renamed_and_moved_photos_are_not_recomputed(base, copy, embedder, detector):
+def test_renamed_and_moved_photos_are_not_recomputed(base, copy, pipeline):
     data_dir, database_dir = copy
     (data_dir / "Ada Lovelace").rename(data_dir / "Ada King")
     (data_dir / "Martha Burk" / "2003").mkdir()
     (data_dir / "Martha Burk" / "Martha_Burk_0002.jpg").rename(data_dir / "Martha Burk" / "2003" / "renamed.jpg")
-    database, report = sync_database(data_dir, database_dir, embedder, detector)
+    database, report = sync_database(data_dir, database_dir, pipeline)
     assert report.embedded == 0 and report.examined == 0 and report.reused == PHOTOS
     assert report.hashed == 4  # the three moved with their folder and the renamed one: read, not recomputed
     assert database.names == ["Ada King", "José Ñúñez", "Martha Burk"]
@@ -196,11 +251,11 @@ def test_renamed_and_moved_photos_are_not_recomputed(base, copy, embedder, detec
     assert "Martha Burk/2003/renamed.jpg" in report.people["Martha Burk"]
 
 
-def test_changed_photo_is_embedded_again(copy, embedder, detector):
+def test_changed_photo_is_embedded_again(copy, pipeline):
     data_dir, database_dir = copy
     target = data_dir / "Ada Lovelace" / "Paul_Tagliabue_0001.jpg"
     target.write_bytes(HELD_OUT["Ada Lovelace"].read_bytes())
-    _, report = sync_database(data_dir, database_dir, embedder, detector)
+    _, report = sync_database(data_dir, database_dir, pipeline)
     assert (report.embedded, report.reused, report.pruned) == (1, PHOTOS - 1, 1)
 
 
@@ -209,16 +264,18 @@ def test_changed_photo_is_embedded_again(copy, embedder, detector):
 
 def test_other_weights_rebuild_everything(copy, embedder, detector, caplog):
     data_dir, database_dir = copy
+    other = FacePipeline(detector, OtherWeights(embedder))
     with caplog.at_level(logging.INFO, logger="facenet.database"):
-        database, report = sync_database(data_dir, database_dir, OtherWeights(embedder), detector)
+        database, report = sync_database(data_dir, database_dir, other)
     assert report.embedded == PHOTOS and report.reused == 0
-    assert "other weights" in report.rebuilt
+    assert "other weights" in report.rebuilt and OtherWeights.model_id in report.rebuilt
     assert any("other weights" in r.getMessage() for r in caplog.records)
-    assert database.fingerprint == OtherWeights.fingerprint == load_database(database_dir).fingerprint
+    assert database.fingerprint == OtherWeights.model_id == load_database(database_dir).fingerprint
+    assert report.fingerprint == OtherWeights.model_id
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other version"])
-def test_corrupt_database_is_rebuilt_with_one_warning(copy, embedder, detector, caplog, damage):
+def test_corrupt_database_is_rebuilt_with_one_warning(copy, pipeline, caplog, damage):
     data_dir, database_dir = copy
     path = database_dir / DATABASE_FILE
     if damage == "garbage":
@@ -231,14 +288,14 @@ def test_corrupt_database_is_rebuilt_with_one_warning(copy, embedder, detector, 
             np.savez(handle, manifest=np.frombuffer(manifest, np.uint8), embeddings=np.zeros((0, 128)),
                      centroids=np.zeros((0, 128)))
     with caplog.at_level(logging.WARNING):
-        database, report = sync_database(data_dir, database_dir, embedder, detector)
+        database, report = sync_database(data_dir, database_dir, pipeline)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and DATABASE_FILE in warnings[0].getMessage(), warnings
     assert report.rebuilt.startswith("unreadable") and report.embedded == PHOTOS
     assert load_database(database_dir).names == sorted(GALLERY)
 
 
-def test_crash_mid_write_leaves_the_previous_database(base, copy, embedder, detector, monkeypatch):
+def test_crash_mid_write_leaves_the_previous_database(base, copy, pipeline, monkeypatch):
     data_dir, database_dir = copy
     before = (database_dir / DATABASE_FILE).read_bytes()
     shutil.copy2(HELD_OUT["Ada Lovelace"], data_dir / "Ada Lovelace")
@@ -252,17 +309,17 @@ def test_crash_mid_write_leaves_the_previous_database(base, copy, embedder, dete
 
     monkeypatch.setattr(facenet.database.np, "savez", dies_half_way)
     with pytest.raises(Killed):
-        sync_database(data_dir, database_dir, embedder, detector)
+        sync_database(data_dir, database_dir, pipeline)
     monkeypatch.undo()
     assert (database_dir / DATABASE_FILE).read_bytes() == before
     assert load_database(database_dir).names == sorted(GALLERY)
     # a temp file left by a harder crash (kill -9) is ignored too
     (database_dir / f".{Path(DATABASE_FILE).stem}.x1y2z3.npz").write_bytes(b"PK\x03\x04 half")
-    _, report = sync_database(data_dir, database_dir, embedder, detector)
+    _, report = sync_database(data_dir, database_dir, pipeline)
     assert (report.embedded, report.reused, report.rebuilt) == (1, PHOTOS, None)
 
 
-def test_unwritable_database_dir_warns_and_goes_on(copy, embedder, detector, caplog, monkeypatch):
+def test_unwritable_database_dir_warns_and_goes_on(copy, pipeline, caplog, monkeypatch):
     data_dir, database_dir = copy
     shutil.copy2(HELD_OUT["Ada Lovelace"], data_dir / "Ada Lovelace")
 
@@ -271,7 +328,7 @@ def test_unwritable_database_dir_warns_and_goes_on(copy, embedder, detector, cap
 
     monkeypatch.setattr(facenet.database, "atomic_write", disk_full)
     with caplog.at_level(logging.WARNING):
-        database, report = sync_database(data_dir, database_dir, embedder, detector)
+        database, report = sync_database(data_dir, database_dir, pipeline)
     assert len(database) == 3 and report.embedded == 1
     assert any("could not save" in r.getMessage() for r in caplog.records)
 
@@ -279,7 +336,7 @@ def test_unwritable_database_dir_warns_and_goes_on(copy, embedder, detector, cap
 # --------------------------------------------------------------------------- bad input
 
 
-def test_bad_photos_are_skipped_with_reasons(tmp_path, embedder, detector, caplog):
+def test_bad_photos_are_skipped_with_reasons(tmp_path, pipeline, caplog):
     data_dir = make_data(tmp_path / "data", {"Ada Lovelace": GALLERY["Ada Lovelace"][:2]})
     broken = data_dir / "Broken Person"
     broken.mkdir()
@@ -294,7 +351,7 @@ def test_bad_photos_are_skipped_with_reasons(tmp_path, embedder, detector, caplo
     before = snapshot(data_dir)
 
     with caplog.at_level(logging.WARNING):
-        database, report = sync_database(data_dir, tmp_path / "database", embedder, detector)
+        database, report = sync_database(data_dir, tmp_path / "database", pipeline)
     reasons = {s["path"]: s["reason"] for s in report.skipped}
     assert set(reasons) == {"Broken Person/empty.jpg", "Broken Person/truncated.jpg", "Broken Person/notes.jpg",
                             "Dog/dogs.jpg"}
@@ -304,45 +361,169 @@ def test_bad_photos_are_skipped_with_reasons(tmp_path, embedder, detector, caplo
     assert reasons["Dog/dogs.jpg"] == "no face"
     assert report.not_enrolled == ["Broken Person", "Dog"] and database.names == ["Ada Lovelace"]
     assert report.ignored == ["loose.jpg"]
+    counts = first_line(report)  # loose.jpg and the junk files are not photos of anyone: not counted
+    assert (counts["used"], counts["skipped"], counts["files"]) == (2, 4, photos_in_folders(data_dir)) == (2, 4, 6)
     messages = "\n".join(r.getMessage() for r in caplog.records)
     for name in ("empty.jpg", "truncated.jpg", "notes.jpg", "dogs.jpg", "Broken Person", "data folder ignored"):
         assert name in messages
     assert "readme" not in json.dumps(report.to_dict()) and "junk" not in messages
     assert snapshot(data_dir) == before
     # their verdicts are remembered: a second sync reads nothing again
-    _, again = sync_database(data_dir, tmp_path / "database", embedder, detector)
+    _, again = sync_database(data_dir, tmp_path / "database", pipeline)
     assert again.examined == 0 and again.skipped == report.skipped
+    assert again.reused == 6 and first_line(again)["files"] == 6
 
 
-def test_mislabeled_photo_is_flagged(copy, embedder, detector):
+def test_mislabeled_photo_is_flagged_and_left_out_of_the_centroid(base, copy, pipeline):
     data_dir, database_dir = copy
-    shutil.copy2(HELD_OUT["Martha Burk"], data_dir / "Ada Lovelace" / "holiday.jpg")
-    _, report = sync_database(data_dir, database_dir, embedder, detector)
+    shutil.copy2(HELD_OUT["Martha Burk"], data_dir / "Ada Lovelace" / "holiday.jpg")  # Martha in Ada's folder
+    database, report = sync_database(data_dir, database_dir, pipeline)
     assert [(s["path"], s["closer_to"]) for s in report.mislabeled] == [("Ada Lovelace/holiday.jpg", "Martha Burk")]
     (flag,) = report.mislabeled
-    assert flag["distance_to_other"] < flag["distance"]
-    assert "Likely mislabeled" in report.to_text()
+    assert flag["distance_to_other"] < flag["distance"] and flag["excluded"] is True
+    text = report.to_text()
+    assert "Likely mislabeled (1):" in text and "holiday.jpg: closer to Martha Burk" in text
+    assert "left out of the centroid" in text
+    assert first_line(report) == {"people": 3, "used": PHOTOS, "files": PHOTOS + 1, "skipped": 0, "duplicates": 0,
+                                  "left_out": 1, "examined": 1, "reused": PHOTOS, "pruned": 0}
+    assert report.embedded == 1  # it was embedded (and kept in the database), just not averaged into Ada
+
+    # Ada's centroid is the mean of her other three photos only
+    ada = GALLERY["Ada Lovelace"]
+    assert report.people["Ada Lovelace"] == [f"Ada Lovelace/{p.name}" for p in ada]
+    row = database.names.index("Ada Lovelace")
+    assert database.photo_counts[row] == 3
+    others = pipeline.embed_photos([data_dir / "Ada Lovelace" / p.name for p in ada])
+    expected = normalize(np.mean([v.vector for v in others.values()], axis=0))
+    np.testing.assert_allclose(database.centroids[row], expected, atol=1e-5)
+    np.testing.assert_allclose(database.centroids[row], base[2].centroids[row], atol=1e-6)
+    with_holiday = normalize(np.mean([*[v.vector for v in others.values()],
+                                      face_embedding(HELD_OUT["Martha Burk"], pipeline)[0]], axis=0))
+    assert np.linalg.norm(database.centroids[row] - with_holiday) > 0.05  # so the comparison above can fail
+    saved = load_database(database_dir)
+    np.testing.assert_allclose(saved.centroids[row], expected, atol=1e-5)
+    assert saved.photo_counts[row] == 3
+    # the held-out photo of Ada is still named Ada, the mislabeled one is named Martha
+    assert database.identify(face_embedding(HELD_OUT["Ada Lovelace"], pipeline))[0].name == "Ada Lovelace"
+    assert database.identify(face_embedding(HELD_OUT["Martha Burk"], pipeline))[0].name == "Martha Burk"
 
 
-def test_photo_of_someone_else_is_far_from_own_centroid(tmp_path, embedder, detector):
+def test_every_photo_flagged_keeps_them_all():
+    """A person whose photos all look like someone else keeps them (never enrolled with nothing); a person with one
+    intruder among good photos loses only the intruder."""
+    rng = np.random.default_rng(5)
+    e0, e1 = np.eye(2, 128)
+
+    def near(direction: np.ndarray, spread: float) -> np.ndarray:
+        noise = rng.standard_normal(128)
+        return unit((direction + spread * noise / np.linalg.norm(noise))[None])[0]
+
+    used = [("A/1", 0, near(e0, 0.5)), ("A/2", 0, near(e0, 0.5)),
+            *[(f"B/{i}", 1, near(e0, 0.05)) for i in range(3)],
+            *[(f"C/{i}", 2, near(e1, 0.05)) for i in range(3)], ("C/intruder", 2, near(e0, 0.05))]
+    names, counts = ["A", "B", "C"], [2, 3, 4]
+    centroids = unit(np.stack([np.mean([v for _, p, v in used if p == i], axis=0) for i in range(3)]))
+    report = facenet.database.EnrollmentReport("data", "db")
+    report.people = {name: [path for path, p, _ in used if p == i] for i, name in enumerate(names)}
+    kept_names, kept, kept_counts = facenet.database._quality(report, names, centroids.copy(), counts, used, far=10.0)
+    assert {m["path"]: m["excluded"] for m in report.mislabeled} == {"A/1": False, "A/2": False, "C/intruder": True}
+    assert kept_names == names and kept_counts == [2, 3, 3]
+    np.testing.assert_allclose(kept[:2], centroids[:2])
+    np.testing.assert_allclose(kept[2], unit(np.mean([v for path, _, v in used if path.startswith("C/") and
+                                                       path != "C/intruder"], axis=0)[None])[0], atol=1e-6)
+    assert report.people["A"] == ["A/1", "A/2"] and report.people["C"] == ["C/0", "C/1", "C/2"]
+    lines = report.to_text().splitlines()
+    assert [line for line in lines if "left out of the centroid" in line] == [
+        next(line for line in lines if line.strip().startswith("C/intruder"))]
+    assert first_line(report)["left_out"] == 1 and first_line(report)["files"] == len(used)
+
+
+def test_duplicates_count_once_and_are_reported(base, copy, pipeline):
+    data_dir, database_dir = copy
+    original = data_dir / "Ada Lovelace" / "Paul_Tagliabue_0001.jpg"
+    shutil.copy2(original, data_dir / "Ada Lovelace" / "zz_copy.jpg")
+    shutil.copy2(original, data_dir / "José Ñúñez" / original.name)  # the same bytes enrolled as someone else
+    database, report = sync_database(data_dir, database_dir, pipeline)
+    assert report.duplicates == [
+        {"path": "Ada Lovelace/zz_copy.jpg", "same_as": "Ada Lovelace/Paul_Tagliabue_0001.jpg"},
+        {"path": f"José Ñúñez/{original.name}", "same_as": "Ada Lovelace/Paul_Tagliabue_0001.jpg"},
+    ]
+    assert (report.examined, report.embedded, report.reused, report.hashed) == (0, 0, PHOTOS, 2)
+    assert {n: len(p) for n, p in report.people.items()} == {n: len(p) for n, p in GALLERY.items()}
+    assert f"José Ñúñez/{original.name}" not in report.people["José Ñúñez"]
+    assert list(database.photo_counts) == list(base[2].photo_counts)
+    np.testing.assert_allclose(database.centroids, base[2].centroids, atol=1e-6)
+    assert report.mislabeled == []
+    assert first_line(report) == {"people": 3, "used": PHOTOS, "files": PHOTOS + 2, "skipped": 0, "duplicates": 2,
+                                  "left_out": 0, "examined": 0, "reused": PHOTOS, "pruned": 0}
+    assert "Duplicates (byte-identical, counted once) (2):" in report.to_text()
+    saved = json.loads((database_dir / f"{ENROLLMENT_REPORT}.json").read_text(encoding="utf-8"))
+    assert saved["duplicates"] == report.duplicates
+
+
+def test_examined_counts_distinct_photos(tmp_path, pipeline):
+    data_dir = make_data(tmp_path / "data", {"Ada Lovelace": GALLERY["Ada Lovelace"][:2]})
+    shutil.copy2(GALLERY["Ada Lovelace"][0], data_dir / "Ada Lovelace" / "zz_again.jpg")
+    (data_dir / "Dog").mkdir()
+    shutil.copy2(MISC / "dogs.jpg", data_dir / "Dog" / "dogs.jpg")
+    shutil.copy2(MISC / "dogs.jpg", data_dir / "Dog" / "dogs copy.jpg")
+    database, report = sync_database(data_dir, tmp_path / "database", pipeline)
+    assert (report.examined, report.embedded, report.reused) == (3, 2, 0)  # 5 files, 3 distinct photos
+    assert [d["path"] for d in report.duplicates] == ["Ada Lovelace/zz_again.jpg"]
+    assert sorted(s["path"] for s in report.skipped) == ["Dog/dogs copy.jpg", "Dog/dogs.jpg"]
+    assert database.photo_counts.tolist() == [2]
+    assert first_line(report) == {"people": 1, "used": 2, "files": 5, "skipped": 2, "duplicates": 1, "left_out": 0,
+                                  "examined": 3, "reused": 0, "pruned": 0}
+    _, again = sync_database(data_dir, tmp_path / "database", pipeline)
+    assert (again.examined, again.reused) == (0, 3) and first_line(again)["files"] == 5
+
+
+def test_photo_of_someone_else_is_far_from_own_centroid(tmp_path, pipeline):
     gallery = {"Ada Lovelace": [*GALLERY["Ada Lovelace"], STRANGERS[0]]}
-    _, report = sync_database(make_data(tmp_path / "data", gallery), tmp_path / "db", embedder, detector)
+    _, report = sync_database(make_data(tmp_path / "data", gallery), tmp_path / "db", pipeline)
     assert [s["path"] for s in report.far_from_own] == ["Ada Lovelace/Mary_Carey_0001.jpg"]
     assert report.far_from_own[0]["distance"] > VERIFY_THRESHOLD
 
 
-def test_empty_or_missing_data_dir(tmp_path, embedder, detector, caplog):
+def test_empty_or_missing_data_dir(tmp_path, pipeline, caplog):
     (tmp_path / "data").mkdir()
-    database, report = sync_database(tmp_path / "data", tmp_path / "database", embedder, detector)
+    database, report = sync_database(tmp_path / "data", tmp_path / "database", pipeline)
     assert len(database) == 0 and report.people == {} and report.embedded == 0
     matches = database.identify(np.eye(3, 128, dtype=np.float32))
     assert [m.name for m in matches] == [UNKNOWN] * 3 and all(m.score < 50 for m in matches)
     assert database.identify(np.zeros((0, 128), np.float32)) == []
     assert load_database(tmp_path / "database").names == []
     with caplog.at_level(logging.WARNING):
-        missing, _ = sync_database(tmp_path / "nowhere", tmp_path / "database", embedder, detector)
+        missing, _ = sync_database(tmp_path / "nowhere", tmp_path / "database", pipeline)
     assert len(missing) == 0 and "not found" in caplog.text
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_emptying_a_database_enrolled_from_another_folder_warns_loudly(base, copy, pipeline, tmp_path, caplog):
+    _, database_dir = copy  # its manifest says it was enrolled from base's data folder
+    enrolled_from = str(base[0].resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with caplog.at_level(logging.WARNING):
+        database, report = sync_database(elsewhere, database_dir, pipeline)
+    assert len(database) == 0 and report.people == {}
+    loud = [r for r in caplog.records if "EMPTY" in r.getMessage()]
+    assert len(loud) == 1 and loud[0].levelno == logging.WARNING
+    message = loud[0].getMessage()
+    assert "3 people" in message and enrolled_from in message and str(elsewhere) in message
+    assert f"--data_dir {enrolled_from}" in message
+    assert load_database(database_dir).names == []
+
+
+def test_emptying_the_folder_the_database_came_from_is_not_the_loud_case(copy, pipeline, caplog):
+    data_dir, database_dir = copy
+    sync_database(data_dir, database_dir, pipeline)  # now enrolled from this very folder
+    for person in list(data_dir.iterdir()):
+        shutil.rmtree(person)
+    with caplog.at_level(logging.WARNING):
+        database, _ = sync_database(data_dir, database_dir, pipeline)
+    assert len(database) == 0
+    assert not [r for r in caplog.records if "EMPTY" in r.getMessage()]
 
 
 # --------------------------------------------------------------------------- lookup maths
@@ -378,6 +559,8 @@ def test_default_threshold_falls_as_the_gallery_grows():
     thresholds = [gallery_threshold(p) for p in sizes]
     assert all(a > b for a, b in zip(thresholds, thresholds[1:], strict=False)), thresholds
     assert 0.1 < thresholds[-1] < thresholds[0] < VERIFY_THRESHOLD + 0.05
+    assert gallery_threshold(12, 3, model="dlib") == gallery_threshold(12, 3)
+    assert gallery_threshold(12, 3, model="resnet50") == gallery_threshold(12, 3)  # borrows dlib's calibration
     # more photos per person: a tighter centroid needs a tighter threshold
     assert gallery_threshold(50, 1) > gallery_threshold(50, 3) > gallery_threshold(50, 10)
     # per-comparison rate keeps the chance of matching anyone at the target
@@ -402,6 +585,20 @@ def test_threshold_override_and_score():
     assert match_score(0.0, 0.4) == 100.0 and match_score(0.4, 0.4) == 50.0 and match_score(2.0, 0.4) < 1
     scores = match_score(np.linspace(0, 2, 50), 0.4)
     assert np.all(np.diff(scores) < 0)
+
+
+def test_other_dimensions_and_models():
+    rng = np.random.default_rng(4)
+    centroids = unit(rng.standard_normal((2, 256)))
+    fused = FaceDatabase(["a", "b"], centroids, "fused:x", [2, 2], model="fused")
+    assert fused.dim == 256 and fused.model == "fused"
+    assert [m.name for m in fused.identify(centroids[::-1])] == ["b", "a"]
+    assert fused.identify(np.zeros((0, 256), np.float32)) == []
+    assert fused.threshold == pytest.approx(gallery_threshold(2, 2, model="fused"))
+    empty = FaceDatabase([], np.zeros((0, 256)), "fused:x", model="fused", dim=256)
+    assert [m.name for m in empty.identify(centroids)] == [UNKNOWN, UNKNOWN]
+    with pytest.raises(ValueError, match="2 names for 1 centroids"):
+        FaceDatabase(["a", "b"], centroids[:1], "fused:x")
 
 
 def test_distance_scale_multiplies_every_threshold():

@@ -75,7 +75,7 @@ def test_keras_twin_matches_dlib_descriptor(embedder, dlib_chips):
     """Raw 128-d output equals dlib's compute_face_descriptor on the same chips to <= 1e-5."""
     import keras
 
-    raw = keras.Model(embedder.model.input, embedder.model.get_layer("descriptor").output)
+    raw = embedder.model.get_layer("dlib_resnet")
     ours = raw(dlib_chips.astype(np.float32)).numpy()
     recognizer = dlib.face_recognition_model_v1(str(model_file(RESNET_DAT)))
     theirs = np.array([recognizer.compute_face_descriptor(chip) for chip in dlib_chips])
@@ -84,8 +84,8 @@ def test_keras_twin_matches_dlib_descriptor(embedder, dlib_chips):
 
 
 def test_embedder_outputs_unit_vectors_that_separate_people(embedder, dlib_chips):
-    vectors = embedder.embed(dlib_chips)
+    vectors = embedder.embed({"dlib": dlib_chips})
     assert vectors.shape == (len(dlib_chips), 128) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    single = np.stack([embedder.embed(chip[None])[0] for chip in dlib_chips])
+    single = np.stack([embedder.embed({"dlib": chip[None]})[0] for chip in dlib_chips])
     np.testing.assert_allclose(single, vectors, atol=1e-5)

@@ -179,7 +179,7 @@ def test_truncated_pairs_file_is_an_error(tmp_path):
 
 def test_command_exits_2_with_one_line_on_bad_input(tmp_path, capsys):
     bad = write(tmp_path, "1\nA\t1\t2\nA\t1\n")
-    common = {"flip": False, "as_json": True, "detector": "hog", "backbone": "dlib_resnet",
+    common = {"flip": False, "as_json": True, "detector": "hog", "model": "dlib",
               "weights_dir": str(tmp_path / "w"), "roc_png": None}
     cases = [
         (dict(pairs=str(bad), lfw_dir=str(tmp_path)), f"{bad}:3:"),
@@ -199,8 +199,7 @@ def test_command_exits_2_with_one_line_on_bad_input(tmp_path, capsys):
 # --------------------------------------------------------------------------- real photos
 
 
-def test_lfw_face_prefers_the_centre_face_to_the_larger_bystander(detector):
-    from facenet.evaluate import lfw_face
+def test_centre_choice_prefers_the_centre_face_to_the_larger_bystander(pipeline, detector):
     from facenet.images import load_image
 
     subject = load_image(LFW_SMALL / "Al_Pacino/Al_Pacino_0001.jpg")
@@ -210,28 +209,34 @@ def test_lfw_face_prefers_the_centre_face_to_the_larger_bystander(detector):
     canvas[125:375, 500:750] = subject  # 250x250 in the middle
     faces = detector.detect(canvas)
     assert len(faces) == 2
-    face, how = lfw_face(detector, canvas)
-    assert how == "detected"
-    centre_x = (face.box[0] + face.box[2]) / 2
+    chosen = pipeline.subject(canvas, "centre", last_resort=True)
+    assert chosen.how == "detected" and chosen.faces == 2
+    centre_x = (chosen.face.box[0] + chosen.face.box[2]) / 2
     assert 500 <= centre_x < 750
-    assert faces[0].box != face.box  # the largest face is the bystander's
+    assert faces[0].box != chosen.face.box  # the largest face is the bystander's
+    assert pipeline.subject(canvas).face.box == faces[0].box  # what enrollment ("largest") would take
 
 
-def test_batched_flip_embeddings_equal_per_image_tta(detector, embedder):
-    from facenet.evaluate import embed_images, lfw_face
+def test_batched_flip_embeddings_equal_per_image_tta(pipeline):
+    from facenet.evaluate import embed_images
     from facenet.images import load_image
 
     paths = sorted(LFW_SMALL.glob("Albert_Costa/*.jpg"))[:3]
-    found = embed_images(paths, detector, embedder, flip=True, chunk=2)  # two flushes
+    batched = pipeline.embed_photos(paths, "centre", last_resort=True, tta=True, chunk=2)  # two flushes
+    found = embed_images(paths, pipeline, flip=True)
+    assert set(found.vectors) == set(paths) and found.recovered == {} and found.failed == {}
     for path in paths:
         image = load_image(path)
-        face, _ = lfw_face(detector, image)
-        expected = embedder.embed_faces(image, [face], tta=True)[0]
+        face = pipeline.subject(image, "centre", last_resort=True).face
+        expected = pipeline.embed(image, [face], tta=True)[0]
+        np.testing.assert_allclose(batched[path].vector, expected, atol=1e-5)
         np.testing.assert_allclose(found.vectors[path], expected, atol=1e-5)
         assert np.linalg.norm(found.vectors[path]) == pytest.approx(1.0, abs=1e-5)
+        plain = pipeline.embed(image, [face])[0]
+        assert not np.allclose(plain, expected, atol=1e-4)  # flip really averaged something
 
 
-def test_unreadable_image_excludes_its_pairs(tmp_path, detector, embedder, caplog):
+def test_unreadable_image_excludes_its_pairs(tmp_path, pipeline, caplog):
     lfw = tmp_path / "lfw"
     shutil.copytree(LFW_SMALL, lfw)
     broken = lfw / "Albert_Costa/Albert_Costa_0006.jpg"
@@ -239,28 +244,57 @@ def test_unreadable_image_excludes_its_pairs(tmp_path, detector, embedder, caplo
     pairs, folds = read_pairs(lfw / "pairs.txt", lfw)
     uses_broken = sum(broken in (p.a, p.b) for p in pairs)
     assert uses_broken == 3
-    report, distances, same = evaluate_pairs(pairs, folds, detector, embedder)
+    report, distances, same = evaluate_pairs(pairs, folds, pipeline)
     assert report["unreadable"] == 1 and report["images"] == 34
     assert report["excluded_pairs"] == uses_broken and report["pairs"] == len(pairs) - uses_broken
     assert len(distances) == report["pairs"] == len(same)
     assert any("Albert_Costa_0006.jpg" in r.getMessage() for r in caplog.records)
-    # Alan_Greenspan_0001 is missed by HOG at upsample 1 and found on the upsampled retry
-    assert report["no_face"] == 1 and report["fallback"]["upsampled"] == 1
+    # Alan_Greenspan_0001 is missed by HOG's first pass and found by its sensitive pass (one more upsampling)
+    assert report["no_face"] == 1 and report["fallback"] == {"sensitive": 1, "centre": 0}
     assert report["accuracy"] >= 0.9
     assert np.median(distances[same]) < report["threshold"] < np.median(distances[~same])
+    assert (report["detector"], report["model"], report["model_id"]) == ("hog", "dlib", pipeline.model_id)
+    assert report["model_id"].startswith("dlib:")
 
 
-def test_threshold_from_train_pairs_is_applied_to_the_test_pairs(detector, embedder):
+def test_a_faceless_image_gets_the_centre_box(tmp_path, pipeline, caplog):
+    from facenet.evaluate import embed_images
+
+    caplog.set_level("INFO", logger="facenet.evaluate")
+    faceless = tmp_path / "rocket.jpg"
+    shutil.copy2(DATA / "misc" / "rocket.jpg", faceless)
+    found = embed_images([faceless, LFW_SMALL / "Alan_Greenspan/Alan_Greenspan_0001.jpg"], pipeline)
+    assert len(found.vectors) == 2 and found.failed == {}
+    assert found.recovered == {faceless: "centre", LFW_SMALL / "Alan_Greenspan/Alan_Greenspan_0001.jpg": "sensitive"}
+    assert "rocket.jpg: no face found by hog; used a centre box" in caplog.text
+
+
+def test_threshold_from_train_pairs_is_applied_to_the_test_pairs(pipeline):
     pairs, folds = read_pairs(SMALL_PAIRS, LFW_SMALL)
     train, test = pairs[:5] + pairs[10:15], pairs[5:10] + pairs[15:]  # 5 + 5 pairs each
-    report, distances, same = evaluate_pairs(test, stratified_folds([p.same for p in test], 5), detector, embedder,
+    report, distances, same = evaluate_pairs(test, stratified_folds([p.same for p in test], 5), pipeline,
                                              train_pairs=train)
     train_report, train_distances, train_same = evaluate_pairs(train, stratified_folds([p.same for p in train], 5),
-                                                               detector, embedder)
+                                                               pipeline)
     assert report["threshold"] == pytest.approx(train_report["best_threshold"])
     assert report["accuracy"] == pytest.approx(np.mean((distances <= report["threshold"]) == same))
     assert report["train_pairs"] == 10 and report["pairs"] == 10
     assert report["images"] == len({p for pair in test for p in pair[:2]})
+
+
+def test_command_with_unusable_trained_weights_exits_1_with_one_line(tmp_path, weights_dir, embedder, capsys):
+    from facenet.model import trained_weights_path
+
+    folder = tmp_path / "w"
+    shutil.copytree(weights_dir, folder)
+    corrupt = trained_weights_path(folder, "dlib")
+    corrupt.write_bytes(b"garbage")
+    code = lfw_command(pairs=str(SMALL_PAIRS), lfw_dir=str(LFW_SMALL), flip=False, as_json=True, detector="hog",
+                       model="dlib", weights_dir=str(folder), roc_png=None)
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and str(corrupt) in line and "--pretrained" in line
 
 
 def test_cli_json_report_on_real_pairs(tmp_path, weights_dir, embedder):
@@ -269,7 +303,8 @@ def test_cli_json_report_on_real_pairs(tmp_path, weights_dir, embedder):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--lfw_pairs", str(SMALL_PAIRS), "--lfw_dir", str(LFW_SMALL),
-         "--json", "--flip", "--weights_path", str(weights_dir), "--roc_png", str(roc_png)],
+         "--json", "--flip", "--weights_path", str(weights_dir), "--roc_png", str(roc_png), "--model", "dlib",
+         "-d", "hog"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -278,7 +313,8 @@ def test_cli_json_report_on_real_pairs(tmp_path, weights_dir, embedder):
     report = json.loads(lines[0])
     assert report.keys() >= JSON_KEYS
     assert report["images"] == 35 and report["pairs"] == 20 and report["flip"] is True
-    assert report["no_face"] == 1
+    assert report["no_face"] == 1 and report["fallback"] == {"sensitive": 1, "centre": 0}
+    assert (report["model"], report["detector"]) == ("dlib", "hog") and report["model_id"] == embedder.model_id
     assert report["accuracy"] >= 0.9
     assert 0 <= report["accuracy_std"] <= 0.5
     assert report["auc"] >= 0.95 and report["eer"] <= 0.1

@@ -18,7 +18,8 @@ import pytest
 from facenet import config, recognize
 from facenet.draw import KNOWN_RGB, UNKNOWN_RGB, Label, Window, annotate, label_text
 from facenet.images import load_image
-from facenet.recognize import OutputNames, Recognizer, recognize_command, verify_command
+from facenet.pipeline import FacePipeline
+from facenet.recognize import OutputNames, Recognition, Recognizer, recognize_command, verify_command
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs
 
 DATA = Path(__file__).parent / "data"
@@ -34,6 +35,7 @@ ENROLLED = {
 HELD_OUT = [("George_Clooney", 5, "George Clooney"), ("Juanes", 3, "Juanes"), ("Adel_Al-Jubeir", 3, "Adél Al-Jubeir")]
 STRANGERS = [("Mary_Carey", 1), ("Paul_Tagliabue", 2)]
 JSON_KEYS = {"source", "frame", "box", "name", "distance", "score"}
+VERIFY_THRESHOLD = config.calibration("dlib").verify_threshold
 
 
 def photo(folder: str, number: int) -> Path:
@@ -76,23 +78,31 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def database(data_dir, embedder, detector):
+def database(data_dir, pipeline):
     from facenet.database import sync_database
 
-    return sync_database(data_dir, data_dir.parent / "database", embedder, detector)[0]
+    return sync_database(data_dir, data_dir.parent / "database", pipeline)[0]
 
 
 @pytest.fixture
-def recognizer(embedder, detector, database) -> Recognizer:
-    return Recognizer(embedder, detector, database)
+def recognizer(pipeline, database) -> Recognizer:
+    return Recognizer(pipeline, database)
 
 
 @pytest.fixture
-def fast_model(monkeypatch, embedder):
-    """The commands use the session's embedder instead of loading the model again (the CLI tests load it)."""
-    monkeypatch.setattr(recognize, "_load_embedder", lambda backbone, weights_dir: embedder)
+def fast_model(monkeypatch, pipeline) -> list[tuple]:
+    """The commands use the session's pipeline instead of loading the model again (the CLI tests load it);
+    returns the (detector, model, weights_dir, pretrained) each command asked for."""
+    asked = []
+
+    def load_pipeline(detector, model, weights_dir, pretrained=False):
+        asked.append((detector, model, weights_dir, pretrained))
+        return pipeline
+
+    monkeypatch.setattr(recognize, "load_pipeline", load_pipeline)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    return asked
 
 
 def json_lines(text: str) -> list[dict]:
@@ -206,16 +216,16 @@ def test_held_out_photos_are_named(recognizer, database, folder, number, name):
 
 
 @pytest.mark.parametrize(("folder", "number"), STRANGERS)
-def test_strangers_are_unknown_until_the_threshold_is_loosened(embedder, detector, database, folder, number):
+def test_strangers_are_unknown_until_the_threshold_is_loosened(pipeline, database, folder, number):
     image = load_image(photo(folder, number))
-    (strict,) = Recognizer(embedder, detector, database).recognize(image)
+    (strict,) = Recognizer(pipeline, database).recognize(image)
     assert strict.name == config.UNKNOWN and strict.distance > database.threshold and strict.score < 50
-    (loose,) = Recognizer(embedder, detector, database, threshold=1.9).recognize(image)
+    (loose,) = Recognizer(pipeline, database, threshold=1.9).recognize(image)
     assert loose.name in ENROLLED and loose.distance == pytest.approx(strict.distance)
 
 
-def test_a_tight_threshold_rejects_even_the_right_person(embedder, detector, database):
-    (result,) = Recognizer(embedder, detector, database, threshold=0.05).recognize(load_image(photo("Juanes", 3)))
+def test_a_tight_threshold_rejects_even_the_right_person(pipeline, database):
+    (result,) = Recognizer(pipeline, database, threshold=0.05).recognize(load_image(photo("Juanes", 3)))
     assert result.name == config.UNKNOWN and result.distance > 0.05
 
 
@@ -229,8 +239,11 @@ def test_every_face_of_a_frame_in_one_batch_and_one_lookup(embedder, detector, d
         def __getattr__(self, attr):
             return getattr(self.target, attr)
 
+        def __len__(self):
+            return len(self.target)
+
         def embed(self, chips):
-            calls["embed"].append(len(chips))
+            calls["embed"].append({kind: len(batch) for kind, batch in chips.items()})
             return self.target.embed(chips)
 
         def identify(self, embeddings, threshold=None):
@@ -238,9 +251,9 @@ def test_every_face_of_a_frame_in_one_batch_and_one_lookup(embedder, detector, d
             return self.target.identify(embeddings, threshold)
 
     image = load_image(MISC / "2008_001322.jpg")
-    results = Recognizer(Spy(embedder, "embed"), detector, Spy(database, "identify")).recognize(image)
+    results = Recognizer(FacePipeline(detector, Spy(embedder, "embed")), Spy(database, "identify")).recognize(image)
     assert [r.box for r in results] == [f.box for f in detector.detect(image)]
-    assert len(results) == 3 and calls == {"embed": [3], "identify": [3]}
+    assert len(results) == 3 and calls == {"embed": [{"dlib": 3}], "identify": [3]}
     assert all(r.name == config.UNKNOWN for r in results)
 
 
@@ -251,11 +264,12 @@ def test_video_frames_detect_downscaled_and_reuse_unchanged_frames(embedder, det
         def __getattr__(self, attr):
             return getattr(detector, attr)
 
-        def detect(self, image, upsample=None, max_side=None):
+        def detect(self, image, max_side=None, sensitive=False):
             seen.append(max_side)
-            return detector.detect(image, upsample=upsample, max_side=max_side)
+            assert not sensitive  # recognition never falls back to the sensitive pass
+            return detector.detect(image, max_side=max_side, sensitive=sensitive)
 
-    recognizer = Recognizer(embedder, CountingDetector(), database)
+    recognizer = Recognizer(FacePipeline(CountingDetector(), embedder), database)
     frame = fit_640x480(load_image(photo("George_Clooney", 5)))
     (first,) = recognizer.recognize(frame, video=True)
     assert first.name == "George Clooney" and seen == [config.VIDEO_DETECT_SIDE]
@@ -267,7 +281,7 @@ def test_video_frames_detect_downscaled_and_reuse_unchanged_frames(embedder, det
     recognizer.reset()
     recognizer.recognize(frame, video=True)
     assert len(seen) == 3 and (recognizer.analysed, recognizer.reused) == (3, 1)
-    every = Recognizer(embedder, CountingDetector(), database, reuse_still=False)
+    every = Recognizer(FacePipeline(CountingDetector(), embedder), database, reuse_still=False)
     every.recognize(frame, video=True)
     every.recognize(frame, video=True)
     assert len(seen) == 5
@@ -291,7 +305,7 @@ def test_exif_rotated_photo_is_found_upright(tmp_path, detector, recognizer):
 def run_recognize(tmp_path, data_dir, inputs, **overrides) -> int:
     arguments = dict(web_cam=False, inputs=[str(p) for p in inputs], camera=0, output_dir=tmp_path / "out",
                      data_dir=data_dir, database_dir=data_dir.parent / "database", weights_dir="unused",
-                     backbone="dlib_resnet", detector="hog", threshold=None, as_json=True, enroll_only=False)
+                     model="dlib", detector="hog", threshold=None, as_json=True, enroll_only=False)
     arguments.update(overrides)
     return recognize_command(**arguments)
 
@@ -307,6 +321,7 @@ def test_recognize_command_names_photos_and_video_frames(tmp_path, data_dir, fas
     write_video(folder / "clip.mp4", [george] * 4 + [stranger] * 3)
 
     assert run_recognize(tmp_path, data_dir, [folder]) == 0
+    assert fast_model == [("hog", "dlib", "unused", False)]
 
     captured = capsys.readouterr()
     records = json_lines(captured.out)
@@ -360,19 +375,79 @@ def test_missing_camera_fails_with_one_line(tmp_path, data_dir, fast_model, capl
         "camera 99: cannot open the webcam (no such camera, or it is in use)"]
 
 
-def test_empty_data_folder_names_everyone_unknown(tmp_path, fast_model, capsys, caplog):
+def test_empty_data_folder_names_everyone_unknown_without_a_placeholder_distance(tmp_path, fast_model, capsys,
+                                                                                 caplog):
     empty = tmp_path / "data"
     empty.mkdir()
     assert run_recognize(tmp_path, empty, [photo("Juanes", 3)]) == 0
-    assert [r["name"] for r in json_lines(capsys.readouterr().out)] == [config.UNKNOWN]
+    (record,) = json_lines(capsys.readouterr().out)
+    assert set(record) == JSON_KEYS
+    assert (record["name"], record["distance"], record["score"]) == (config.UNKNOWN, None, None)  # JSON null
     assert any("nobody is enrolled" in m for m in caplog.messages)
+    # the human output: the name alone, no made-up number
+    assert run_recognize(tmp_path, empty, [photo("Juanes", 3)], as_json=False, output_dir=tmp_path / "out2") == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert line == f"{photo('Juanes', 3)}: {config.UNKNOWN}"
+    assert load_image(tmp_path / "out2" / "Juanes_0003.jpg").shape == load_image(photo("Juanes", 3)).shape
+
+
+def test_nobody_enrolled_gives_unknown_with_no_distance(pipeline):
+    from facenet.database import FaceDatabase
+
+    nobody = FaceDatabase([], np.zeros((0, 128)), pipeline.model_id, model="dlib", dim=128)
+    results = Recognizer(pipeline, nobody).recognize(load_image(MISC / "two_people.jpg"))
+    assert len(results) == 2
+    assert all((r.name, r.distance, r.score) == (config.UNKNOWN, None, None) for r in results)
+    record = results[0].record("x.jpg", None)
+    assert (record["distance"], record["score"]) == (None, None)
+    assert json.loads(json.dumps(record)) == record
+    assert label_text(results[0].label().name, results[0].label().distance) == config.UNKNOWN
+    assert Recognition((0, 0, 1, 1), "Ann", 0.31234, 77.77).record("y", 3) == {
+        "source": "y", "frame": 3, "box": [0, 0, 1, 1], "name": "Ann", "distance": 0.3123, "score": 77.8}
 
 
 def test_enroll_only_prints_the_report_as_one_json_line(tmp_path, data_dir, fast_model, capsys):
     assert run_recognize(tmp_path, data_dir, ["does-not-matter"], enroll_only=True) == 0
     (report,) = json_lines(capsys.readouterr().out)
     assert sorted(report["people"]) == sorted(ENROLLED)
+    assert report["duplicates"] == [] and report["fingerprint"].startswith("dlib:")
     assert not (tmp_path / "out").exists()
+
+
+def test_commands_ask_for_the_model_detector_and_pretrained_flag(tmp_path, data_dir, fast_model, capsys):
+    assert run_recognize(tmp_path, data_dir, ["x"], enroll_only=True, pretrained=True) == 0
+    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", "w",
+                          pretrained=True) == 0
+    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", "w") == 0
+    capsys.readouterr()
+    assert fast_model == [("hog", "dlib", "unused", True), ("hog", "dlib", "w", True), ("hog", "dlib", "w", False)]
+
+
+def test_unusable_trained_weights_stop_the_commands_with_one_line(tmp_path, weights_dir, embedder, caplog, capsys):
+    folder = tmp_path / "w"
+    shutil.copytree(weights_dir, folder)
+    from facenet.model import trained_weights_path
+
+    corrupt = trained_weights_path(folder, "dlib")
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    data = tmp_path / "data"
+    data.mkdir()
+    code = recognize_command(web_cam=False, inputs=[str(photo("Juanes", 3))], camera=0, output_dir=tmp_path / "out",
+                             data_dir=data, database_dir=tmp_path / "db", weights_dir=folder, model="dlib",
+                             detector="hog", threshold=None, as_json=True, enroll_only=False)
+    assert code == 1 and capsys.readouterr().out == ""
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert str(corrupt) in error.getMessage() and "--pretrained" in error.getMessage()
+    assert not (tmp_path / "db").exists() and not (tmp_path / "out").exists()
+    caplog.clear()
+    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", folder) == 1
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert str(corrupt) in error.getMessage()
+    assert capsys.readouterr().out == ""
+    # --pretrained ignores the file
+    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", folder,
+                          pretrained=True) == 0
+    assert json_lines(capsys.readouterr().out)[0]["same"] is True
 
 
 def test_bad_arguments_exit_2(tmp_path, data_dir, fast_model, capsys):
@@ -382,32 +457,51 @@ def test_bad_arguments_exit_2(tmp_path, data_dir, fast_model, capsys):
 
 
 def test_verify_same_and_different_people(fast_model, capsys):
-    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib_resnet", "") == 0
+    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", "") == 0
     assert verify_command([str(photo("Juanes", 1)), str(photo("George_Clooney", 5))], True, None, "hog",
-                          "dlib_resnet", "") == 0
+                          "dlib", "") == 0
     assert verify_command([str(photo("Juanes", 1)), str(photo("George_Clooney", 5))], True, 1.9, "hog",
-                          "dlib_resnet", "") == 0
+                          "dlib", "") == 0
     same, different, loose = json_lines(capsys.readouterr().out)
     assert set(same) == {"same", "distance", "threshold"}
-    assert same["same"] is True and same["distance"] < config.VERIFY_THRESHOLD == same["threshold"]
-    assert different["same"] is False and different["distance"] > config.VERIFY_THRESHOLD
+    assert same["same"] is True and same["distance"] < VERIFY_THRESHOLD == same["threshold"]
+    assert different["same"] is False and different["distance"] > VERIFY_THRESHOLD
     assert loose == {"same": True, "distance": different["distance"], "threshold": 1.9}
+
+
+def test_verify_threshold_follows_the_distance_scale_of_trained_weights(pipeline, monkeypatch, capsys):
+    from facenet.embed import Embedder
+
+    spread = FacePipeline(pipeline.detector, Embedder(pipeline.embedder.model, "dlib", distance_scale=2.0))
+    monkeypatch.setattr(recognize, "load_pipeline", lambda *args, **kwargs: spread)
+    assert verify_command([str(photo("Juanes", 1)), str(photo("George_Clooney", 5))], True, None, "hog", "dlib",
+                          "") == 0
+    (answer,) = json_lines(capsys.readouterr().out)
+    assert answer["threshold"] == round(2.0 * VERIFY_THRESHOLD, 4)
 
 
 def test_verify_prints_a_verdict_for_people(fast_model, capsys):
     assert verify_command([str(photo("Juanes", 1)), str(MISC / "two_people.jpg")], False, None, "hog",
-                          "dlib_resnet", "") == 0
+                          "dlib", "") == 0
     out = capsys.readouterr().out
     assert out.startswith("different people: distance ") and "> threshold" in out
 
 
 def test_verify_errors(fast_model, capsys, caplog):
-    assert verify_command([str(MISC / "dogs.jpg")], False, None, "hog", "dlib_resnet", "") == 2
+    assert verify_command([str(MISC / "dogs.jpg")], False, None, "hog", "dlib", "") == 2
     assert "exactly two photos" in capsys.readouterr().err
-    assert verify_command([str(MISC / "dogs.jpg"), str(photo("Juanes", 1))], False, None, "hog", "dlib_resnet",
-                          "") == 1
-    assert verify_command([str(MISC / "truncated.jpg"), str(photo("Juanes", 1))], True, None, "hog",
-                          "dlib_resnet", "") == 1
+    assert verify_command([str(MISC / "dogs.jpg"), str(photo("Juanes", 1))], False, None, "hog", "dlib", "") == 1
     assert capsys.readouterr().out == ""
-    assert [m for m in caplog.messages if "dogs.jpg" in m] == [f"{MISC / 'dogs.jpg'}: no face found"]
-    assert any(m.startswith(f"{MISC / 'truncated.jpg'}: cannot decode") for m in caplog.messages)
+    assert [m for m in caplog.messages if "dogs.jpg" in m] == [f"{MISC / 'dogs.jpg'}: no face"]
+    caplog.clear()
+    assert verify_command([str(MISC / "truncated.jpg"), str(photo("Juanes", 1))], True, None, "hog", "dlib", "") == 1
+    assert any(m.startswith(f"{MISC / 'truncated.jpg'}: unreadable: cannot decode") for m in caplog.messages)
+    (error,) = json_lines(capsys.readouterr().out)  # --json: exactly one object, naming the photo
+    assert set(error) == {"error"} and error["error"].startswith(f"{MISC / 'truncated.jpg'}: unreadable: ")
+
+
+def test_verify_json_on_a_faceless_photo_prints_one_error_object(fast_model, capsys):
+    assert verify_command([str(MISC / "dogs.jpg"), str(MISC / "rocket.jpg")], True, None, "hog", "dlib", "") == 1
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1
+    assert json.loads(out) == {"error": f"{MISC / 'dogs.jpg'}: no face; {MISC / 'rocket.jpg'}: no face"}

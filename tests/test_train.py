@@ -14,11 +14,19 @@ import pytest
 import tensorflow as tf
 
 import facenet.train as training
-from facenet.config import CHIP_SIZE, PRETRAINED_FILE
+from facenet.config import CHIP_SIZE, PRETRAINED_FILE, calibration
 from facenet.database import gallery_threshold
+from facenet.embed import Embedder
 from facenet.faces import face_chip
 from facenet.images import load_image
-from facenet.model import build_embedder, distance_scale, fingerprint, save_trained_weights, trained_weights_path
+from facenet.model import (
+    build_embedder,
+    distance_scale,
+    fingerprint,
+    read_trained,
+    save_trained_weights,
+    trained_weights_path,
+)
 from facenet.train import (
     CHIPS_CACHE_FILE,
     TrainingError,
@@ -38,6 +46,7 @@ DATA = Path(__file__).parent / "data"
 PEOPLE, MISC = DATA / "people", DATA / "misc"
 ROOT = Path(__file__).parent.parent
 TINY = ("Adel_Al-Jubeir", "Barbra_Streisand", "Jon_Voight", "Juanes")
+VERIFY_THRESHOLD = calibration("dlib").verify_threshold
 SINGLE = "Martha_Burk"
 
 
@@ -52,9 +61,9 @@ def make_data_dir(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, detector) -> tuple[Path, training.ChipSet]:
+def tiny(tmp_path_factory, pipeline) -> tuple[Path, training.ChipSet]:
     data = make_data_dir(tmp_path_factory.mktemp("tiny"))
-    return data, load_chips(data, detector)
+    return data, load_chips(data, pipeline)
 
 
 @pytest.fixture
@@ -70,7 +79,7 @@ def weights(tmp_path, embedder, weights_dir) -> Path:
 # --------------------------------------------------------------------------- chips and cache
 
 
-def test_load_chips_skips_bad_photos_and_caches(tmp_path, detector, caplog, monkeypatch):
+def test_load_chips_skips_bad_photos_and_caches(tmp_path, pipeline, detector, caplog, monkeypatch):
     data = tmp_path / "data"
     for name in ("Juanes", "Jon_Voight"):
         shutil.copytree(PEOPLE / name, data / name)
@@ -80,9 +89,10 @@ def test_load_chips_skips_bad_photos_and_caches(tmp_path, detector, caplog, monk
     cache = tmp_path / "db" / CHIPS_CACHE_FILE
 
     with caplog.at_level(logging.WARNING):
-        first = load_chips(data, detector, cache)
+        first = load_chips(data, pipeline, cache)
     assert len(first) == 6 and first.names == ["Jon_Voight", "Juanes"]
-    assert first.chips.shape == (6, CHIP_SIZE, CHIP_SIZE, 3) and first.chips.dtype == np.uint8
+    assert set(first.chips) == {"dlib"}
+    assert first.chips["dlib"].shape == (6, CHIP_SIZE, CHIP_SIZE, 3) and first.chips["dlib"].dtype == np.uint8
     assert sorted(np.bincount(first.labels).tolist()) == [3, 3]
     assert not any("broken" in p or "dogs" in p or "loose" in p for p in first.paths)
     text = caplog.text
@@ -90,7 +100,8 @@ def test_load_chips_skips_bad_photos_and_caches(tmp_path, detector, caplog, monk
     assert "1 photo(s) directly in the data folder ignored" in text
     path = Path(first.paths[0])
     image = load_image(path)
-    np.testing.assert_array_equal(first.chips[0], face_chip(image, detector.detect(image)[0]))
+    np.testing.assert_array_equal(first.chips["dlib"][0], face_chip(image, detector.detect(image)[0]))
+    np.testing.assert_array_equal(first.take(np.array([1, 0]))["dlib"], first.chips["dlib"][[1, 0]])
     assert cache.exists() and not [p for p in cache.parent.iterdir() if p.name.startswith(".")]
 
     def no_detection(*_args, **_kwargs):
@@ -99,19 +110,21 @@ def test_load_chips_skips_bad_photos_and_caches(tmp_path, detector, caplog, monk
     monkeypatch.setattr(detector, "detect", no_detection)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        again = load_chips(data, detector, cache)
-    np.testing.assert_array_equal(again.chips, first.chips)
+        again = load_chips(data, pipeline, cache)
+    np.testing.assert_array_equal(again.chips["dlib"], first.chips["dlib"])
     assert again.paths == first.paths and "dogs.jpg: skipped, no face" in caplog.text
     monkeypatch.undo()
 
     cache.write_bytes(b"not a zip file")
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        rebuilt = load_chips(data, detector, cache)
-    assert "corrupt chip cache" in caplog.text
-    np.testing.assert_array_equal(rebuilt.chips, first.chips)
+        rebuilt = load_chips(data, pipeline, cache)
+    assert "corrupt or other-model chip cache" in caplog.text
+    np.testing.assert_array_equal(rebuilt.chips["dlib"], first.chips["dlib"])
     with np.load(cache, allow_pickle=False) as stored:
         assert len(stored["keys"]) == 6 and len(stored["failed_keys"]) == 2
+        assert stored["chips_dlib"].shape == (6, CHIP_SIZE, CHIP_SIZE, 3)
+        assert all(key.endswith(":hog:dlib:150:0.25") for key in stored["keys"].tolist())
 
 
 # --------------------------------------------------------------------------- validation
@@ -144,18 +157,23 @@ def test_validation_pairs_are_new_photo_against_known_and_balanced():
 
 def test_verification_metrics_closed_forms():
     same = np.array([True, True, False, False])
-    perfect = verification_metrics(np.array([0.1, 0.2, 0.5, 0.6]), same)
+    perfect = verification_metrics(np.array([0.1, 0.2, 0.5, 0.6]), same, VERIFY_THRESHOLD)
     assert perfect == pytest.approx({"accuracy": 1.0, "auc": 1.0, "threshold": 0.35, "deployed_accuracy": 1.0})
-    reversed_ = verification_metrics(np.array([0.6, 0.5, 0.2, 0.1]), same)
+    reversed_ = verification_metrics(np.array([0.6, 0.5, 0.2, 0.1]), same, VERIFY_THRESHOLD)
     assert reversed_["auc"] == 0.0 and reversed_["accuracy"] == 0.5 and reversed_["deployed_accuracy"] == 0.0
     assert reversed_["threshold"] < 0.1  # accepting nothing is the best rule here
     # one mismatched pair closer than one matched pair: 3 of 4 orderings right; best threshold gets 3 of 4
-    mixed = verification_metrics(np.array([0.1, 0.4, 0.3, 0.6]), same)
+    mixed = verification_metrics(np.array([0.1, 0.4, 0.3, 0.6]), same, VERIFY_THRESHOLD)
     assert mixed["auc"] == 0.75 and mixed["accuracy"] == 0.75 and mixed["deployed_accuracy"] == 0.75
-    assert verification_metrics(np.full(4, 0.3), same)["auc"] == 0.5
+    assert verification_metrics(np.full(4, 0.3), same, VERIFY_THRESHOLD)["auc"] == 0.5
     # the same ranking at twice the distances: AUC and best accuracy unchanged, the calibrated threshold fails
-    spread = verification_metrics(2 * np.array([0.3, 0.35, 0.5, 0.6]), same)
+    spread = verification_metrics(2 * np.array([0.3, 0.35, 0.5, 0.6]), same, VERIFY_THRESHOLD)
     assert spread["auc"] == 1.0 and spread["accuracy"] == 1.0 and spread["deployed_accuracy"] == 0.5
+    # ... and the threshold rescaled by the spread works again
+    assert verification_metrics(2 * np.array([0.3, 0.35, 0.5, 0.6]), same, 2 * VERIFY_THRESHOLD)[
+        "deployed_accuracy"] == 1.0
+    with pytest.raises(TypeError):
+        verification_metrics(np.full(4, 0.3), same)  # no default: the caller names the deployed threshold
 
 
 # --------------------------------------------------------------------------- P x K batches
@@ -192,7 +210,7 @@ def test_pk_batches_refuses_too_few_people():
 
 
 def test_augmentation_keeps_shape_dtype_range_and_the_face(tiny):
-    chip = tiny[1].chips[0]
+    chip = tiny[1].chips["dlib"][0]
     outputs = [augment_chip(tf.constant(chip), tf.constant([7, i])).numpy() for i in range(8)]
     for out in outputs:
         assert out.shape == (CHIP_SIZE, CHIP_SIZE, 3) and out.dtype == np.float32
@@ -206,8 +224,9 @@ def test_augmentation_keeps_shape_dtype_range_and_the_face(tiny):
 
     chip_set = tiny[1]
     batches = pk_batches(chip_set.labels, 6, rng=np.random.default_rng(1))
-    x, y = next(iter(make_dataset(tf.constant(chip_set.chips), chip_set.labels, batches, seed=1)))
-    assert x.shape == (6, CHIP_SIZE, CHIP_SIZE, 3) and x.dtype == tf.float32
+    x, y = next(iter(make_dataset((tf.constant(chip_set.chips["dlib"]),), chip_set.labels, batches, seed=1)))
+    assert isinstance(x, tuple) and len(x) == 1  # one batch per chip kind of the model
+    assert x[0].shape == (6, CHIP_SIZE, CHIP_SIZE, 3) and x[0].dtype == tf.float32
     assert np.array_equal(y.numpy(), chip_set.labels[batches[0]])
 
 
@@ -218,11 +237,12 @@ def test_training_step_smoke(tiny, weights):
     import keras
 
     chip_set = tiny[1]
-    model = build_embedder("dlib_resnet", weights)
+    model = build_embedder("dlib", weights)
     before = [w.numpy().copy() for w in model.trainable_weights]
     step = make_train_step(model, keras.optimizers.Adam(1e-3), margin=0.5, strategy="semi_hard")
     batches = pk_batches(chip_set.labels, 8, rng=np.random.default_rng(0))
-    for x, y in make_dataset(tf.constant(chip_set.chips), chip_set.labels, np.resize(batches, (2, 8)), seed=0):
+    chips = (tf.constant(chip_set.chips["dlib"]),)
+    for x, y in make_dataset(chips, chip_set.labels, np.resize(batches, (2, 8)), seed=0):
         loss, active = step(x, y)
         assert np.isfinite(float(loss)) and float(loss) > 0 and 0.0 < float(active) <= 1.0
     changed = [not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights, strict=True)]
@@ -263,11 +283,13 @@ def fake_step(monkeypatch, raise_at: int | None = None) -> None:
     monkeypatch.setattr(training, "make_train_step", factory)
 
 
-def run_command(data: Path, weights: Path, tmp_path: Path, epochs: int = 1, learning_rate: float = 1e-3) -> int:
+def run_command(data: Path, weights: Path, tmp_path: Path, epochs: int = 1, learning_rate: float = 1e-3,
+                pretrained: bool = False) -> int:
     return train_command(
-        data_dir=str(data), weights_dir=str(weights), database_dir=str(tmp_path / "db"), backbone="dlib_resnet",
+        data_dir=str(data), weights_dir=str(weights), database_dir=str(tmp_path / "db"), model="dlib",
         imagenet_weights=None, epochs=epochs, margin=0.5, batch_size=32, learning_rate=learning_rate,
         strategy="semi_hard", detector="hog", log_dir=str(tmp_path / "logs"), validation_split=0.2, as_json=True,
+        pretrained=pretrained,
     )
 
 
@@ -283,23 +305,30 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
     assert run_command(tiny[0], weights, tmp_path) == 0
     record = last_json(capsys)
     assert len(calls) == 2
-    saved = trained_weights_path(weights, "dlib_resnet")
+    saved = trained_weights_path(weights, "dlib")
     assert record["saved"] is True and record["weights"] == str(saved) and saved.exists()
+    assert saved.name == "dlib_trained.weights.npz"
     assert record["val_before"]["auc"] == 0.9 and record["val_after"]["auc"] == 0.95
+    assert record["val_before"]["deployed_threshold"] == pytest.approx(VERIFY_THRESHOLD, abs=1e-4)
     assert not [p for p in weights.iterdir() if p.name.startswith(".")]  # atomic: no temp file left
-    trained = build_embedder("dlib_resnet", weights)
-    assert fingerprint(trained) != fingerprint(build_embedder("dlib_resnet", weights, trained=False))
+    trained = build_embedder("dlib", weights)
+    assert fingerprint(trained) != fingerprint(build_embedder("dlib", weights, trained=False))
     assert (tmp_path / "db" / CHIPS_CACHE_FILE).exists()
     from facenet.database import load_database
 
-    database = load_database(tmp_path / "db", fingerprint(trained))
-    assert database is not None and len(database) == 5
-    # the saved weights carry their spread relative to the start; the rebuilt database's thresholds follow it
+    model_id = Embedder(trained, "dlib").model_id
+    database = load_database(tmp_path / "db", model_id)
+    assert database is not None and len(database) == 5 and database.fingerprint == model_id
+    # the saved weights carry their spread relative to the start (in the same file); the rebuilt database's
+    # thresholds follow it
     scale = record["val_after"]["distance_scale"]
     assert record["val_before"]["distance_scale"] == 1.0 and scale > 0
-    assert distance_scale(weights, "dlib_resnet", fingerprint(trained)) == pytest.approx(scale, abs=1e-4)
+    assert record["val_after"]["deployed_threshold"] == pytest.approx(VERIFY_THRESHOLD * scale, abs=1e-3)
+    assert read_trained(saved)[1]["distance_scale"] == pytest.approx(scale, abs=1e-4)
+    assert distance_scale(weights, "dlib") == pytest.approx(scale, abs=1e-4)
+    assert distance_scale(weights, "dlib", pretrained=True) == 1.0
     assert database.distance_scale == pytest.approx(scale, abs=1e-4)
-    expected = database.distance_scale * gallery_threshold(5, int(np.median(database.photo_counts)))
+    expected = database.distance_scale * gallery_threshold(5, int(np.median(database.photo_counts)), model="dlib")
     assert database.threshold == pytest.approx(expected)
 
     run_dir = next((tmp_path / "logs").iterdir())
@@ -314,7 +343,7 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
 
 
 def test_guard_keeps_previous_weights_when_not_better(tiny, weights, tmp_path, monkeypatch, capsys):
-    previous = save_trained_weights(build_embedder("dlib_resnet", weights, trained=False), weights, "dlib_resnet")
+    previous = save_trained_weights(build_embedder("dlib", weights, trained=False), weights, "dlib")
     original = previous.read_bytes()
     scripted_metrics(monkeypatch, [0.95, 0.94, 0.95])
     fake_step(monkeypatch)
@@ -333,13 +362,13 @@ def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny,
     assert run_command(tiny[0], weights, tmp_path) == 0
     captured = capsys.readouterr()
     record = json.loads(captured.out)
-    assert record["saved"] is False and not trained_weights_path(weights, "dlib_resnet").exists()
+    assert record["saved"] is False and not trained_weights_path(weights, "dlib").exists()
     assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
     assert "the rescaled threshold lost accuracy" in captured.err
 
 
 def test_interrupt_leaves_previous_weights(tiny, weights, tmp_path, monkeypatch, capsys):
-    previous = save_trained_weights(build_embedder("dlib_resnet", weights, trained=False), weights, "dlib_resnet")
+    previous = save_trained_weights(build_embedder("dlib", weights, trained=False), weights, "dlib")
     original = previous.read_bytes()
     scripted_metrics(monkeypatch, [0.90, 0.99])
     fake_step(monkeypatch, raise_at=1)
@@ -370,11 +399,53 @@ def test_too_few_people_fails_with_one_line(tmp_path, weights, detector, capsys)
     assert "missing: data folder not found" in capsys.readouterr().err
 
 
+def test_failing_to_save_exits_1_with_one_line(tiny, weights, tmp_path, monkeypatch, capsys):
+    previous = save_trained_weights(build_embedder("dlib", weights, trained=False), weights, "dlib")
+    original = previous.read_bytes()
+    scripted_metrics(monkeypatch, [0.90, 0.95])
+    fake_step(monkeypatch)
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training, "save_trained_weights", disk_full)
+    assert run_command(tiny[0], weights, tmp_path) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error")]
+    assert errors == ["error: cannot save the trained weights ([Errno 28] No space left on device); the previous "
+                      "weights are unchanged"]
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert previous.read_bytes() == original
+
+
+def test_corrupt_trained_weights_stop_training_with_one_line(tiny, weights, tmp_path, capsys):
+    corrupt = trained_weights_path(weights, "dlib")
+    corrupt.write_bytes(b"PK\x03\x04 half a zip file")
+    assert run_command(tiny[0], weights, tmp_path) == 1
+    captured = capsys.readouterr()
+    (line,) = [line for line in captured.err.splitlines() if line.strip()]
+    assert line.startswith("error: ") and str(corrupt) in line and "--pretrained" in line
+    assert captured.out == "" and corrupt.read_bytes() == b"PK\x03\x04 half a zip file"
+
+
+def test_pretrained_training_ignores_the_trained_file(tiny, weights, tmp_path, monkeypatch, capsys):
+    """--pretrained: "ignoring fine-tuned weights in --weights_path", for training too: training starts from the
+    pretrained model and an unusable trained file is no obstacle."""
+    corrupt = trained_weights_path(weights, "dlib")
+    corrupt.write_bytes(b"garbage")
+    scripted_metrics(monkeypatch, [0.95, 0.94])
+    fake_step(monkeypatch)
+    code = run_command(tiny[0], weights, tmp_path, pretrained=True)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["saved"] is False and corrupt.read_bytes() == b"garbage"
+
+
 def test_validation_needs_a_person_with_three_photos(tmp_path):
-    chips = np.zeros((4, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+    chips = {"dlib": np.zeros((4, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)}
     chip_set = training.ChipSet(chips, np.array([0, 0, 1, 1], np.int32), ["a", "b"], ["1", "2", "3", "4"])
     with pytest.raises(TrainingError, match="3 or more usable photos"):
-        training.train(chip_set, tmp_path)
+        training.train(chip_set, tmp_path, name="dlib")
 
 
 # --------------------------------------------------------------------------- PCA plot
@@ -402,7 +473,8 @@ def test_pca_and_plot(tmp_path):
 def test_cli_trains_and_prints_one_json_line(tmp_path, weights):
     data = make_data_dir(tmp_path)
     command = [sys.executable, "main.py", "-t", "True", "-e", "1", "--json", "--data_dir", str(data),
-               "--database_dir", str(tmp_path / "db"), "-wp", str(weights), "--tensorboard_dir", str(tmp_path / "l")]
+               "--database_dir", str(tmp_path / "db"), "-wp", str(weights), "--tensorboard_dir", str(tmp_path / "l"),
+               "--model", "dlib", "-d", "hog"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
@@ -410,5 +482,9 @@ def test_cli_trains_and_prints_one_json_line(tmp_path, weights):
     record = json.loads(lines[-1])
     assert set(record) == {"val_before", "val_after", "saved", "weights", "seconds"}
     assert isinstance(record["saved"], bool) and record["seconds"] > 0
-    assert Path(record["weights"]).exists() and "epoch 1/1" in done.stderr
-    assert record["saved"] == trained_weights_path(weights, "dlib_resnet").exists()
+    assert "epoch 1/1" in done.stderr
+    assert record["saved"] == trained_weights_path(weights, "dlib").exists()
+    if record["saved"]:
+        assert record["weights"] == str(trained_weights_path(weights, "dlib"))
+    else:  # nothing trained before and nothing saved now: recognition keeps the pretrained model
+        assert record["weights"] == "the pretrained dlib model"

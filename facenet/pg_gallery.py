@@ -1,0 +1,557 @@
+"""The enrollment gallery in PostgreSQL + pgvector: shared by many clients, enrolled concurrently, searched in SQL.
+
+Tables (created on first enrollment, in the connection's current schema; schema version in `facenet_meta`):
+
+    facenet_meta        one row: schema_version, model_id, dim, created_at
+    facenet_people      id, name (unique), photo_count, centroid vector(dim) (NULL: no usable photo), updated_at
+    facenet_photos      (person_id, path) -> sha256: the photos of each person's folder, by content hash
+    facenet_embeddings  (sha256, model_id) -> result jsonb (what `examine` said) and embedding vector(dim)
+
+One gallery holds ONE embedding model: a gallery made by another model id or dimension is refused with a
+`GalleryError` (mixing models would compare incomparable vectors), or dropped and rebuilt by `sync(rebuild=True)`.
+
+Concurrency contract of `sync` (what makes two clients enrolling at once lose nothing):
+  * a client only ever writes the people of ITS folder: their photos missing from the folder are pruned, people it
+    does not have are never touched (remove a whole person with `remove_person`);
+  * photos are examined (detected + embedded, the slow part) outside any lock; the results are stored in small
+    committed batches keyed by content hash, so a killed enrollment keeps that work but not a half-changed gallery;
+  * the gallery itself (people, photos, centroids) changes in ONE transaction per sync, which locks the folder's
+    people rows (`SELECT ... FOR UPDATE`, in name order, so no deadlock): two syncs of the same person are
+    serialized, syncs of different people run side by side, and readers see the previous state until commit;
+  * centroids (normalized mean of a person's distinct photo vectors) are recomputed inside that transaction for
+    the people whose photos changed.
+Readers (`load`, `nearest`) never create, prune or write anything.
+
+Lookup: `load` for an exact in-memory search (small galleries, or facenet.search.ExactIndex), `nearest` in SQL by
+inner product (`<#>`, centroids are unit vectors) through an HNSW index that `sync` creates once the gallery has
+more than HNSW_MIN_PEOPLE people (below that an exact scan is as fast; measured by bench/bench_pg.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+HNSW_MIN_PEOPLE = 20_000
+"""Gallery size from which `sync` builds the HNSW index (exact scan below it; see bench/bench_pg.py)."""
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH = 100
+"""Candidates the HNSW search keeps (pgvector's default is 40); recall@1 measured by bench/bench_pg.py."""
+EXAMINE_BATCH = 512
+"""Photos per `examine` call; each batch's results are committed, so a killed enrollment keeps them."""
+CONNECT_TIMEOUT = 5
+"""Seconds to wait for the server before giving up (unless the URL says otherwise)."""
+
+_LOCK_SCHEMA = 0x66616365  # advisory lock key: schema creation / rebuild / index creation ("face")
+_TABLES = ("facenet_photos", "facenet_embeddings", "facenet_people", "facenet_meta")
+
+Examine = Callable[[dict[str, Any]], tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]]
+"""pending {sha256: relative path} -> (results {sha256: {"reason": None or why not usable, ...}},
+vectors {sha256: unit vector (dim,)} for the usable ones)."""
+
+
+class GalleryError(Exception):
+    """A one-line, password-free reason why the gallery cannot be used."""
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def mask_url(url: str) -> str:
+    """The URL (or key=value conninfo) with the password removed, for messages and logs."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown without anything after a colon
+        return url.split("@")[-1] if "@" in url else "<database url>"
+    user = info.get("user") or ""
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    db = info.get("dbname") or ""
+    return f"postgresql://{user + '@' if user else ''}{host}{port}/{db}"
+
+
+def _reason(error: BaseException, url: str) -> str:
+    """The first meaningful line of a driver error, without the password."""
+    text = " ".join(str(error).split())
+    for prefix in ("connection failed: ", "FATAL: "):
+        text = text.replace(prefix, "")
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = conninfo_to_dict(url).get("password")
+    except Exception:  # noqa: BLE001
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text[:300]
+
+
+def _register_vector(conn: Any) -> None:
+    """pgvector's adapters, with a loader that gives float32 numpy arrays directly (fast for big loads)."""
+    from pgvector.psycopg import register_vector
+    from psycopg.adapt import Loader
+    from psycopg.types import TypeInfo
+
+    register_vector(conn)
+    info = TypeInfo.fetch(conn, "vector")
+
+    class BinaryLoader(Loader):
+        format = 1  # psycopg.pq.Format.BINARY
+
+        def load(self, data: Any) -> np.ndarray:
+            # pgvector binary: int16 dim, int16 unused, dim big-endian float32
+            return np.frombuffer(data, ">f4", offset=4).astype(np.float32)
+
+    class TextLoader(Loader):
+        def load(self, data: Any) -> np.ndarray:
+            return np.array(json.loads(bytes(data)), np.float32)
+
+    conn.adapters.register_loader(info.oid, BinaryLoader)
+    conn.adapters.register_loader(info.oid, TextLoader)
+
+
+def _vector_text(vector: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(v)) for v in np.asarray(vector, np.float32)) + "]"
+
+
+class PgGallery:
+    """One client's connection to a PostgreSQL gallery. Not shared between threads: open one per thread."""
+
+    def __init__(self, url: str, connect_timeout: int = CONNECT_TIMEOUT) -> None:
+        try:
+            import psycopg
+        except ImportError as error:  # pragma: no cover - requirements.txt has it
+            raise GalleryError("PostgreSQL galleries need psycopg and pgvector: pip install 'psycopg[binary]' "
+                               "pgvector") from error
+        self.url = url
+        self.where = mask_url(url)
+        kwargs = {} if "connect_timeout" in url else {"connect_timeout": connect_timeout}
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, **kwargs)
+        except psycopg.Error as error:
+            raise GalleryError(f"{self.where}: cannot connect: {_reason(error, url)}") from None
+        self._vector_ready = False
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> PgGallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------- schema
+
+    def _table_exists(self, name: str) -> bool:
+        return self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+    def _ensure_vector_type(self) -> None:
+        if not self._vector_ready:
+            _register_vector(self.conn)
+            self._vector_ready = True
+
+    def meta(self) -> dict[str, Any] | None:
+        """{"schema_version", "model_id", "dim", "created_at"} of the gallery, None when there is none yet."""
+        if not self._table_exists("facenet_meta"):
+            return None
+        row = self.conn.execute("SELECT schema_version, model_id, dim, created_at FROM facenet_meta").fetchone()
+        if row is None:
+            return None
+        version = row[0]
+        if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise GalleryError(f"{self.where}: gallery schema version {version} is "
+                               f"{'newer than' if newer else 'unknown to'} this facenet (it reads version "
+                               f"{SCHEMA_VERSION}){'; upgrade facenet' if newer else ''}")
+        return {"schema_version": version, "model_id": row[1], "dim": row[2], "created_at": row[3]}
+
+    def _check_model(self, meta: dict[str, Any], model_id: str, dim: int) -> None:
+        if meta["model_id"] != model_id or meta["dim"] != dim:
+            raise GalleryError(
+                f"{self.where}: the gallery was made by model {meta['model_id']!r} (dim {meta['dim']}), not "
+                f"{model_id!r} (dim {dim}); enroll again with this model (--enroll rebuilds it) or use that model")
+
+    def _ensure_extension(self) -> None:
+        import psycopg
+
+        if self.conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+            return
+        try:
+            self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege:
+            raise GalleryError(f"{self.where}: the database lacks the pgvector extension and this role may not "
+                               "create it; ask an administrator to run: CREATE EXTENSION vector") from None
+        except psycopg.Error as error:
+            raise GalleryError(f"{self.where}: cannot enable the pgvector extension: {_reason(error, self.url)}"
+                               ) from None
+
+    def _ensure_schema(self, model_id: str, dim: int, rebuild: bool) -> dict[str, Any]:
+        """Create the tables if missing (or drop and recreate them for another model when `rebuild`)."""
+        import psycopg
+
+        if not isinstance(dim, int) or dim <= 0:
+            raise GalleryError(f"{self.where}: bad embedding dimension {dim!r}")
+        self._ensure_extension()
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))
+                meta = self.meta()
+                if meta is not None and (meta["model_id"] != model_id or meta["dim"] != dim):
+                    if not rebuild:
+                        self._check_model(meta, model_id, dim)
+                    log.warning("%s: gallery of model %r (dim %d) dropped to enroll %r (dim %d)", self.where,
+                                meta["model_id"], meta["dim"], model_id, dim)
+                    self.conn.execute("DROP TABLE IF EXISTS " + ", ".join(_TABLES) + " CASCADE")
+                    meta = None
+                if meta is None:
+                    self._create_tables(model_id, dim)
+                    meta = self.meta()
+        except psycopg.errors.InsufficientPrivilege as error:
+            raise GalleryError(f"{self.where}: this role may not create the gallery tables: "
+                               f"{_reason(error, self.url)}") from None
+        self._ensure_vector_type()
+        assert meta is not None
+        return meta
+
+    def _create_tables(self, model_id: str, dim: int) -> None:
+        for statement in (
+            """CREATE TABLE IF NOT EXISTS facenet_meta (
+                   singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                   schema_version integer NOT NULL, model_id text NOT NULL, dim integer NOT NULL,
+                   created_at timestamptz NOT NULL DEFAULT now())""",
+            f"""CREATE TABLE IF NOT EXISTS facenet_people (
+                   id bigserial PRIMARY KEY, name text NOT NULL UNIQUE,
+                   photo_count integer NOT NULL DEFAULT 0, centroid vector({dim}),
+                   updated_at timestamptz NOT NULL DEFAULT now())""",
+            f"""CREATE TABLE IF NOT EXISTS facenet_embeddings (
+                   sha256 text NOT NULL, model_id text NOT NULL, result jsonb NOT NULL, embedding vector({dim}),
+                   PRIMARY KEY (sha256, model_id))""",
+            """CREATE TABLE IF NOT EXISTS facenet_photos (
+                   person_id bigint NOT NULL REFERENCES facenet_people (id) ON DELETE CASCADE,
+                   path text NOT NULL, sha256 text NOT NULL, PRIMARY KEY (person_id, path))""",
+            "CREATE INDEX IF NOT EXISTS facenet_photos_sha256 ON facenet_photos (sha256)",
+        ):
+            self.conn.execute(statement)
+        self.conn.execute("INSERT INTO facenet_meta (schema_version, model_id, dim) VALUES (%s, %s, %s)",
+                          (SCHEMA_VERSION, model_id, dim))
+
+    def _reader_meta(self, model_id: str, dim: int | None) -> dict[str, Any] | None:
+        meta = self.meta()
+        if meta is not None:
+            self._check_model(meta, model_id, meta["dim"] if dim is None else dim)
+            self._ensure_vector_type()
+        return meta
+
+    # ----------------------------------------------------------------------- enrollment
+
+    def sync(
+        self,
+        people_photos: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+        examine: Examine,
+        model_id: str,
+        dim: int,
+        rebuild: bool = False,
+        retry: Callable[[dict[str, Any]], bool] | None = None,
+        batch: int = EXAMINE_BATCH,
+    ) -> dict[str, Any]:
+        """Make the gallery's people OF THIS FOLDER follow it: `people_photos` = [(name, [(path, sha256), ...])].
+
+        Only photos whose sha256 has no stored result for `model_id` are passed to `examine` (plus stored
+        failures for which `retry(result)` is true, e.g. "no face" from another detector). People absent from
+        `people_photos` are left alone. Returns a report dict (people, photos, examined, embedded, reused,
+        pruned, skipped, not_enrolled, seconds).
+        """
+        start = time.perf_counter()
+        self._ensure_schema(model_id, dim, rebuild)
+        people = sorted({name for name, _ in people_photos})
+        if len(people) != len(people_photos):
+            raise GalleryError(f"{self.where}: a person is listed twice in the folder")
+        photos = [(name, path, sha) for name, items in people_photos for path, sha in items]
+        report: dict[str, Any] = {"gallery": self.where, "model_id": model_id, "people": len(people),
+                                  "photos": len(photos), "examined": 0, "embedded": 0, "reused": 0, "pruned": 0,
+                                  "skipped": [], "not_enrolled": [], "index": None}
+        with self.conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS facenet_folder_people (name text PRIMARY KEY)")
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS facenet_folder_photos (name text, path text, sha256 text)")
+            cur.execute("TRUNCATE facenet_folder_people, facenet_folder_photos")
+            _copy(cur, "facenet_folder_people (name)", ((n,) for n in people))
+            _copy(cur, "facenet_folder_photos (name, path, sha256)", photos)
+            cur.execute("ANALYZE facenet_folder_photos")
+            pending = self._pending(cur, model_id, retry)
+        report["reused"] = len({sha for _, _, sha in photos}) - len(pending)
+        new_results = self._examine(pending, examine, model_id, dim, batch)
+        report["examined"] = len(new_results)
+        report["embedded"] = sum(1 for r in new_results.values() if r["reason"] is None)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            report.update(self._apply(cur, model_id, dim, new_results))
+        report["index"] = self._maybe_index()
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        return report
+
+    def _pending(self, cur: Any, model_id: str, retry: Callable[[dict[str, Any]], bool] | None) -> dict[str, str]:
+        """{sha256: first relative path} of the folder's photos without a (usable or final) stored result."""
+        cur.execute(
+            """SELECT f.sha256, min(f.path), e.result FROM facenet_folder_photos f
+               LEFT JOIN facenet_embeddings e ON e.sha256 = f.sha256 AND e.model_id = %s
+               WHERE e.sha256 IS NULL OR e.result->>'reason' IS NOT NULL GROUP BY f.sha256, e.result""",
+            (model_id,))
+        return {sha: path for sha, path, result in cur.fetchall()
+                if result is None or (retry is not None and retry(result))}
+
+    def _examine(self, pending: dict[str, str], examine: Examine, model_id: str, dim: int,
+                 batch: int) -> dict[str, dict[str, Any]]:
+        """Run `examine` in batches and commit each batch's results (a cache by content: not yet the gallery)."""
+        results: dict[str, dict[str, Any]] = {}
+        items = list(pending.items())
+        for begin in range(0, len(items), max(batch, 1)):
+            chunk = dict(items[begin : begin + batch])
+            found, vectors = examine(chunk)
+            rows = []
+            for sha in chunk:
+                result = dict(found.get(sha) or {"reason": "not examined"})
+                vector = vectors.get(sha) if result.get("reason") is None else None
+                if result.get("reason") is None:
+                    vector = np.asarray(vector, np.float32).reshape(-1) if vector is not None else None
+                    if vector is None or vector.shape != (dim,) or not np.all(np.isfinite(vector)):
+                        raise GalleryError(f"{self.where}: examine gave no valid {dim}-d vector for "
+                                           f"{chunk[sha]}")
+                result = json.loads(json.dumps(result, default=_plain))
+                results[sha] = result
+                rows.append((sha, model_id, result, vector))
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS facenet_new_results (sha256 text, model_id text, "
+                            "result jsonb, embedding vector)")
+                cur.execute("TRUNCATE facenet_new_results")
+                _copy(cur, "facenet_new_results (sha256, model_id, result, embedding)", rows,
+                      types=("text", "text", "jsonb", "vector"))
+                cur.execute("""INSERT INTO facenet_embeddings (sha256, model_id, result, embedding)
+                               SELECT sha256, model_id, result, embedding FROM facenet_new_results
+                               ON CONFLICT (sha256, model_id) DO UPDATE
+                               SET result = EXCLUDED.result, embedding = EXCLUDED.embedding""")
+        return results
+
+    def _apply(self, cur: Any, model_id: str, dim: int, new_results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The one transaction that changes the gallery: lock this folder's people, prune, add, recompute."""
+        cur.execute("""INSERT INTO facenet_people (name) SELECT name FROM facenet_folder_people ORDER BY name
+                       ON CONFLICT (name) DO NOTHING""")
+        cur.execute("""SELECT p.id FROM facenet_people p JOIN facenet_folder_people f USING (name)
+                       ORDER BY p.name FOR UPDATE OF p""")
+        cur.execute("""DELETE FROM facenet_photos ph USING facenet_people p, facenet_folder_people fp
+                       WHERE ph.person_id = p.id AND p.name = fp.name AND NOT EXISTS (
+                           SELECT 1 FROM facenet_folder_photos f
+                           WHERE f.name = p.name AND f.path = ph.path AND f.sha256 = ph.sha256)
+                       RETURNING ph.person_id, ph.sha256""")
+        removed = cur.fetchall()
+        cur.execute("""INSERT INTO facenet_photos (person_id, path, sha256)
+                       SELECT p.id, f.path, f.sha256 FROM facenet_folder_photos f JOIN facenet_people p USING (name)
+                       ON CONFLICT (person_id, path) DO NOTHING RETURNING person_id""")
+        touched = {row[0] for row in cur.fetchall()} | {person for person, _ in removed}
+        if new_results:  # a stored failure examined again changes people whose photo set did not change
+            cur.execute("""SELECT DISTINCT p.id FROM facenet_folder_photos f JOIN facenet_people p USING (name)
+                           WHERE f.sha256 = ANY(%s)""", (list(new_results),))
+            touched |= {row[0] for row in cur.fetchall()}
+        pruned = len(removed)
+        if removed:  # results of photos no longer anywhere are biometric data we no longer need
+            cur.execute("""DELETE FROM facenet_embeddings e WHERE e.sha256 = ANY(%s) AND NOT EXISTS (
+                               SELECT 1 FROM facenet_photos ph WHERE ph.sha256 = e.sha256)""",
+                        (sorted({sha for _, sha in removed}),))
+        # the folder's photos and what examine said about each: the report
+        cur.execute("""SELECT f.name, f.path, e.result->>'reason' FROM facenet_folder_photos f
+                       LEFT JOIN facenet_embeddings e ON e.sha256 = f.sha256 AND e.model_id = %s
+                       WHERE e.sha256 IS NULL OR e.result->>'reason' IS NOT NULL ORDER BY f.path""", (model_id,))
+        skipped = [{"path": path, "reason": reason or "no stored result (examine it again)"}
+                   for _, path, reason in cur.fetchall()]
+        self._update_centroids(cur, model_id, dim, sorted(touched))
+        cur.execute("""SELECT p.name FROM facenet_people p JOIN facenet_folder_people USING (name)
+                       WHERE p.centroid IS NULL ORDER BY p.name""")
+        not_enrolled = [row[0] for row in cur.fetchall()]
+        return {"pruned": pruned, "touched": len(touched), "skipped": skipped, "not_enrolled": not_enrolled}
+
+    def _update_centroids(self, cur: Any, model_id: str, dim: int, people: list[int]) -> None:
+        """centroid = normalized mean of each person's distinct usable photo vectors (NULL when none)."""
+        if not people:
+            return
+        cur.execute("""SELECT ph.person_id, e.embedding FROM (
+                           SELECT DISTINCT person_id, sha256 FROM facenet_photos WHERE person_id = ANY(%s)) ph
+                       JOIN facenet_embeddings e ON e.sha256 = ph.sha256 AND e.model_id = %s
+                       WHERE e.embedding IS NOT NULL ORDER BY ph.person_id""", (people, model_id), binary=True)
+        sums: dict[int, np.ndarray] = {}
+        counts: dict[int, int] = {}
+        for person, vector in cur:
+            sums[person] = sums.get(person, 0.0) + np.asarray(vector, np.float64)
+            counts[person] = counts.get(person, 0) + 1
+        rows = []
+        for person in people:
+            if person in sums:
+                mean = sums[person] / counts[person]
+                norm = float(np.linalg.norm(mean))
+                rows.append((person, counts[person], (mean / norm if norm > 0 else mean).astype(np.float32)))
+            else:
+                rows.append((person, 0, None))
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS facenet_new_centroids (id bigint, photo_count integer, "
+                    "centroid vector)")
+        cur.execute("TRUNCATE facenet_new_centroids")
+        _copy(cur, "facenet_new_centroids (id, photo_count, centroid)", rows, types=("int8", "int4", "vector"))
+        cur.execute("""UPDATE facenet_people p SET photo_count = n.photo_count, centroid = n.centroid,
+                       updated_at = now() FROM facenet_new_centroids n WHERE p.id = n.id""")
+
+    def _maybe_index(self) -> str | None:
+        """Build the HNSW index once the gallery is big enough (after the sync committed; readers go on)."""
+        exists = self._table_exists("facenet_people_centroid_hnsw")
+        if exists:
+            return "hnsw"
+        people = self.conn.execute("SELECT count(*) FROM facenet_people WHERE centroid IS NOT NULL").fetchone()[0]
+        if people <= HNSW_MIN_PEOPLE:
+            return None
+        self.create_index()
+        return "hnsw (built)"
+
+    def create_index(self, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION) -> float:
+        """Build the HNSW index on the centroids now (inner product); returns the seconds it took."""
+        start = time.perf_counter()
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))
+            self.conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+            self.conn.execute(f"""CREATE INDEX IF NOT EXISTS facenet_people_centroid_hnsw ON facenet_people
+                                  USING hnsw (centroid vector_ip_ops) WITH (m = {int(m)},
+                                  ef_construction = {int(ef_construction)})""")
+        return time.perf_counter() - start
+
+    def drop_index(self) -> None:
+        self.conn.execute("DROP INDEX IF EXISTS facenet_people_centroid_hnsw")
+
+    def remove_person(self, name: str) -> bool:
+        """Remove one person, their photos and the results no other photo uses; False if not enrolled."""
+        if self.meta() is None:
+            return False
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("SELECT id FROM facenet_people WHERE name = %s FOR UPDATE", (name,))
+            row = cur.fetchone()
+            if row is None:
+                return False
+            cur.execute("DELETE FROM facenet_photos WHERE person_id = %s RETURNING sha256", (row[0],))
+            shas = sorted({r[0] for r in cur.fetchall()})
+            cur.execute("DELETE FROM facenet_people WHERE id = %s", (row[0],))
+            cur.execute("""DELETE FROM facenet_embeddings e WHERE e.sha256 = ANY(%s) AND NOT EXISTS (
+                               SELECT 1 FROM facenet_photos ph WHERE ph.sha256 = e.sha256)""", (shas,))
+        return True
+
+    # ----------------------------------------------------------------------- lookup (read only)
+
+    def load(self, model_id: str, dim: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(names, centroids (N, dim) float32, photo counts) of everyone enrolled, by name; empty when no gallery.
+
+        For the exact in-memory lookup (facenet.database.FaceDatabase / facenet.search.ExactIndex).
+        """
+        meta = self._reader_meta(model_id, dim)
+        width = meta["dim"] if meta is not None else (dim or 0)
+        if meta is None:
+            return [], np.zeros((0, width), np.float32), np.zeros(0, int)
+        with self.conn.cursor(binary=True) as cur:
+            cur.execute("""SELECT name, photo_count, centroid FROM facenet_people WHERE centroid IS NOT NULL
+                           ORDER BY name""")
+            rows = cur.fetchall()
+        names = [r[0] for r in rows]
+        counts = np.array([r[1] for r in rows], int)
+        centroids = np.stack([r[2] for r in rows]).astype(np.float32) if rows else np.zeros((0, width), np.float32)
+        return names, centroids, counts
+
+    def nearest(
+        self, queries: np.ndarray, model_id: str, k: int = 1, exact: bool | None = None,
+        ef_search: int = HNSW_EF_SEARCH,
+    ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+        """k nearest centroids of each query by inner product, in SQL: (names [Q][k], similarities (Q, k),
+        photo counts (Q, k)); rows are padded with "" / -inf / 0 when fewer people are enrolled.
+
+        exact=None uses the HNSW index when there is one, True forces an exact scan, False requires the index.
+        """
+        meta = self._reader_meta(model_id, None)
+        queries = np.asarray(queries, np.float32)
+        if queries.ndim == 1:
+            queries = queries[None]
+        names = [[""] * k for _ in range(len(queries))]
+        sims = np.full((len(queries), k), -np.inf, np.float32)
+        counts = np.zeros((len(queries), k), int)
+        if meta is None or len(queries) == 0 or k <= 0:
+            return names, sims, counts
+        if queries.shape[1] != meta["dim"]:
+            raise GalleryError(f"{self.where}: queries of dimension {queries.shape[1]} for a {meta['dim']}-d "
+                               "gallery")
+        if exact is False and not self._table_exists("facenet_people_centroid_hnsw"):
+            raise GalleryError(f"{self.where}: no HNSW index (it is built once the gallery has more than "
+                               f"{HNSW_MIN_PEOPLE} people, or by create_index)")
+        with self.conn.transaction(), self.conn.cursor(binary=True) as cur:
+            if exact:
+                cur.execute("SET LOCAL enable_indexscan = off")
+            else:
+                cur.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), k)}")
+            cur.execute("""SELECT q.i, n.name, n.photo_count, n.sim FROM unnest(%s::vector[]) WITH ORDINALITY
+                           AS q(v, i) CROSS JOIN LATERAL (
+                               SELECT name, photo_count, -(centroid <#> q.v) AS sim FROM facenet_people
+                               WHERE centroid IS NOT NULL ORDER BY centroid <#> q.v LIMIT %s) n
+                           ORDER BY q.i, n.sim DESC""", ([_vector_text(q) for q in queries], k))
+            slot = np.zeros(len(queries), int)
+            for i, name, count, sim in cur.fetchall():
+                row = i - 1
+                names[row][slot[row]], sims[row, slot[row]], counts[row, slot[row]] = name, sim, count
+                slot[row] += 1
+        return names, sims, counts
+
+    def stats(self) -> dict[str, Any]:
+        """People enrolled, photos, stored results and whether the HNSW index exists (for reports)."""
+        if self.meta() is None:
+            return {"people": 0, "photos": 0, "results": 0, "hnsw": False}
+        people, photos, results = self.conn.execute(
+            """SELECT (SELECT count(*) FROM facenet_people WHERE centroid IS NOT NULL),
+                      (SELECT count(*) FROM facenet_photos), (SELECT count(*) FROM facenet_embeddings)""").fetchone()
+        return {"people": people, "photos": photos, "results": results,
+                "hnsw": self._table_exists("facenet_people_centroid_hnsw")}
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and arrays in examine's results."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _copy(cur: Any, target: str, rows: Iterable[Sequence[Any]], types: Sequence[str] | None = None) -> None:
+    """Bulk-load rows with COPY (binary when `types` are given; vectors as numpy arrays)."""
+    if types is None:
+        with cur.copy(f"COPY {target} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    with cur.copy(f"COPY {target} FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+
+
+def folder_photos(data_dir: str | Path, people: Sequence[tuple[str, Sequence[Path]]],
+                  sha256: Callable[[Path], str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """people [(name, [photo paths])] -> [(name, [(path relative to data_dir, sha256)])] for `PgGallery.sync`."""
+    data_dir = Path(data_dir)
+    return [(name, [(p.relative_to(data_dir).as_posix(), sha256(p)) for p in files]) for name, files in people]
+
+
+@contextlib.contextmanager
+def open_gallery(url: str):
+    """`with open_gallery(url) as gallery:` — a PgGallery closed on exit."""
+    gallery = PgGallery(url)
+    try:
+        yield gallery
+    finally:
+        gallery.close()

@@ -1,0 +1,272 @@
+"""Nearest-neighbour search over enrolled vectors (centroids) by inner product, fast enough for millions of people.
+
+`ExactIndex` returns exactly the top k of a plain float32 brute force (ties aside) but reads 4x less memory per
+query: a scan of int8 codes (faiss, SIMD, all cores) keeps a shortlist, the shortlist is re-ranked in float32,
+and a rigorous bound on the int8 error proves that nothing outside the shortlist can beat the k-th re-ranked
+score; a query whose proof fails (near-ties) gets a longer shortlist, up to the whole gallery. Many queries at
+once (>= BLAS_QUERIES) and small galleries (< SMALL_GALLERY) go through blocked float32 matrix products instead,
+which are exact by construction and faster there. Without faiss everything takes that float32 path.
+
+`ApproxIndex` is an HNSW graph (faiss) for galleries beyond what a scan serves in time (~10 M); its shortlist is
+re-ranked in float32 too, so the similarities it returns are exact, only the recall is approximate.
+
+Both take any `dim` (128 for one model, 256 for a fused one) and any vector norms; for unit vectors the inner
+product is the cosine similarity, and the Euclidean distance is sqrt(2 - 2 s).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+try:  # faiss-cpu is a wheel; without it ExactIndex falls back to exact float32 products
+    import faiss
+except ImportError:  # pragma: no cover - exercised only where faiss is missing
+    faiss = None
+
+SHORTLIST = 32
+"""First shortlist length of the int8 scan per query (grown x8 while the exactness proof fails)."""
+
+SMALL_GALLERY = 20_000
+"""Below this many vectors a float32 product is as fast as the int8 scan (measured by bench/bench_search.py)."""
+
+BLAS_QUERIES = 32
+"""From this many queries at once, blocked float32 products beat one int8 scan per query (measured)."""
+
+BLOCK_ELEMENTS = 1 << 21
+"""Scores per block of the float32 path (queries x rows): 8 MB, cache-sized, bounds the memory of a search."""
+
+_EPS32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
+
+
+def _as_matrix(values: np.ndarray, dim: int) -> np.ndarray:
+    """C-contiguous float32 (n, dim); no copy when already so."""
+    matrix = np.ascontiguousarray(values, dtype=np.float32)
+    if matrix.ndim == 1 and matrix.size == dim:
+        matrix = matrix.reshape(1, dim)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise ValueError(f"expected vectors of dimension {dim}, got shape {np.shape(values)}")
+    return matrix
+
+
+def _empty_result(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((queries, k), -1, np.int64), np.full((queries, k), -np.inf, np.float32)
+
+
+def _pad(indices: np.ndarray, similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Widen (Q, k') results to k columns with -1 / -inf (k > number of vectors)."""
+    if indices.shape[1] == k:
+        return indices, similarities
+    out_i, out_s = _empty_result(len(indices), k)
+    out_i[:, : indices.shape[1]] = indices
+    out_s[:, : indices.shape[1]] = similarities
+    return out_i, out_s
+
+
+def _order(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best (score descending, then index ascending) of candidate `indices` with `scores`."""
+    rows = np.arange(len(scores))[:, None]
+    if scores.shape[1] > k:
+        keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        indices, scores = indices[rows, keep], scores[rows, keep]
+    order = np.lexsort((indices, -scores), axis=1)
+    return indices[rows, order], scores[rows, order]
+
+
+def brute_force(vectors: np.ndarray, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Reference top k by float32 inner product, in blocks of rows (memory bounded, exact by construction)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1] if vectors.ndim == 2 else np.shape(queries)[-1]
+    queries = _as_matrix(queries, dim)
+    if len(vectors) == 0 or len(queries) == 0 or k <= 0:
+        return _empty_result(len(queries), max(k, 0))
+    kk = min(k, len(vectors))
+    block = max(BLOCK_ELEMENTS // len(queries), 4 * kk, 1024)
+    best_i: np.ndarray | None = None
+    best_s: np.ndarray | None = None
+    for start in range(0, len(vectors), block):
+        scores = queries @ vectors[start : start + block].T
+        if kk == 1:
+            top = scores.argmax(axis=1)[:, None]
+            cand_i, cand_s = top + start, np.take_along_axis(scores, top, axis=1)
+        else:
+            cand = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if scores.shape[1] > kk else (
+                np.broadcast_to(np.arange(scores.shape[1]), scores.shape))
+            cand_i, cand_s = cand + start, np.take_along_axis(scores, cand, axis=1)
+        if best_i is None:
+            best_i, best_s = cand_i, cand_s
+        else:
+            best_i, best_s = np.concatenate([best_i, cand_i], axis=1), np.concatenate([best_s, cand_s], axis=1)
+        best_i, best_s = _order(best_i, best_s, kk)
+    assert best_i is not None and best_s is not None
+    return _pad(best_i.astype(np.int64), best_s.astype(np.float32), k)
+
+
+class ExactIndex:
+    """Exact top-k inner-product search; see the module docstring for how and why.
+
+    `vectors` (n, dim) is kept by reference when already C-contiguous float32 (the caller's centroid matrix),
+    so the index itself adds the int8 codes only: n * dim bytes (128 MB at 1 M x 128).
+    """
+
+    def __init__(self, vectors: np.ndarray, dim: int | None = None, threads: int | None = None) -> None:
+        array = np.asarray(vectors)
+        self.dim = int(dim if dim is not None else (array.shape[1] if array.ndim == 2 else 0))
+        self.vectors = _as_matrix(array.reshape(-1, self.dim) if array.size == 0 else array, self.dim)
+        self.threads = threads
+        self._faiss = None
+        if faiss is not None and len(self.vectors) >= SMALL_GALLERY:
+            self._build_int8()
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the index adds to the vectors it was given (the int8 codes)."""
+        return len(self.vectors) * self.dim if self._faiss is not None else 0
+
+    @property
+    def method(self) -> str:
+        return "int8 scan + float32 re-rank" if self._faiss is not None else "float32 blocked product"
+
+    def _build_int8(self, chunk: int = 65_536) -> None:
+        """Quantize with one global scale (int8 codes in [-127, 127]) and record the error bounds."""
+        vectors = self.vectors
+        peak = float(np.abs(vectors).max()) if vectors.size else 0.0
+        self._scale = peak / 127.0 if peak > 0 else 1.0
+        self._max_norm = 0.0
+        self._max_error = 0.0
+        index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed,
+                                           faiss.METRIC_INNER_PRODUCT)
+        for start in range(0, len(vectors), chunk):
+            block = vectors[start : start + chunk].astype(np.float64)
+            codes = np.rint(block / self._scale)
+            self._max_norm = max(self._max_norm, float(np.sqrt((block * block).sum(axis=1)).max()))
+            residual = block - codes * self._scale
+            self._max_error = max(self._max_error, float(np.sqrt((residual * residual).sum(axis=1)).max()))
+            index.add(codes.astype(np.float32))
+        self._faiss = index
+        self._check_int8()
+
+    def _check_int8(self) -> None:
+        """The proof needs faiss to return exact integer dot products of integer queries with the codes."""
+        rng = np.random.default_rng(0)
+        probe = rng.integers(-127, 128, (2, self.dim)).astype(np.float32)
+        scores, ids = self._faiss.search(probe, 4)
+        codes = np.rint(self.vectors[ids.ravel()].astype(np.float64) / self._scale).reshape(2, 4, self.dim)
+        expected = np.einsum("qkd,qd->qk", codes, probe.astype(np.float64))
+        if not np.array_equal(scores.astype(np.float64), expected):  # pragma: no cover - a faiss change
+            self._faiss = None
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, dim) queries -> (indices (Q, k) int64, similarities (Q, k) float32), best first.
+
+        Equal to `brute_force` up to ties; k beyond the number of vectors is padded with -1 / -inf.
+        """
+        queries = _as_matrix(queries, self.dim)
+        if len(self) == 0 or len(queries) == 0 or k <= 0:
+            return _empty_result(len(queries), max(k, 0))
+        if self._faiss is None or len(queries) >= BLAS_QUERIES:
+            return brute_force(self.vectors, queries, k)
+        if self.threads is not None:
+            faiss.omp_set_num_threads(self.threads)
+        kk = min(k, len(self))
+        indices = np.empty((len(queries), kk), np.int64)
+        similarities = np.empty((len(queries), kk), np.float32)
+        pending = np.arange(len(queries))
+        shortlist = min(len(self), max(SHORTLIST, 4 * kk))
+        while len(pending):
+            proven = self._search_int8(queries[pending], kk, shortlist, indices, similarities, pending)
+            pending = pending[~proven]
+            shortlist = min(len(self), shortlist * 8)
+        return _pad(indices, similarities, k)
+
+    def _search_int8(
+        self, queries: np.ndarray, k: int, shortlist: int, indices: np.ndarray, similarities: np.ndarray,
+        rows: np.ndarray,
+    ) -> np.ndarray:
+        """Shortlist by int8 scores, re-rank in float32, write rows whose result is proven; return which were.
+
+        With q = s_q q8 + eq and c = s_c c8 + ec (codes q8, c8; residuals eq, ec), the true score q.c differs
+        from the int8 estimate a = s_q s_c (q8.c8) by at most |eq| |c| + s_q |q8| |ec| (Cauchy-Schwarz), and a
+        float32 dot product from the true one by at most d u/(1 - d u) |q| |c|. So when the shortlist's last
+        estimate plus these bounds is below the k-th re-ranked score, no vector left out can reach the top k.
+        """
+        q = queries.astype(np.float64)
+        q_scale = np.abs(q).max(axis=1) / 127.0
+        q_scale[q_scale == 0] = 1.0
+        q_codes = np.rint(q / q_scale[:, None])
+        q_error = np.linalg.norm(q - q_codes * q_scale[:, None], axis=1)
+        rounding = self.dim * _EPS32 / (1 - self.dim * _EPS32)
+        bound = (q_error * self._max_norm + q_scale * np.linalg.norm(q_codes, axis=1) * self._max_error
+                 + 2 * rounding * np.linalg.norm(q, axis=1) * self._max_norm + 1e-12)
+        scores, ids = self._faiss.search(q_codes.astype(np.float32), shortlist)
+        estimate_last = scores[:, -1].astype(np.float64) * q_scale * self._scale
+        exact = np.matmul(self.vectors[ids], queries[:, :, None])[:, :, 0]
+        top_i, top_s = _order(ids, exact, k)
+        proven = (shortlist >= len(self)) | (estimate_last + bound < top_s[:, -1])
+        indices[rows[proven]] = top_i[proven]
+        similarities[rows[proven]] = top_s[proven]
+        return proven
+
+
+class ApproxIndex:
+    """Approximate top-k by an HNSW graph (faiss IndexHNSWFlat, inner product), re-ranked in float32.
+
+    For galleries where even the int8 scan is too slow (about 10 M people). `build_seconds` says what building
+    cost; `ef_search` trades latency for recall (measured in bench/bench_search.py). The returned similarities
+    are exact float32 inner products of the returned vectors.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        dim: int | None = None,
+        connectivity: int = 32,
+        ef_construction: int = 64,
+        ef_search: int = 128,
+        threads: int | None = None,
+    ) -> None:
+        if faiss is None:
+            raise ImportError("ApproxIndex needs faiss: pip install faiss-cpu")
+        array = np.asarray(vectors)
+        self.dim = int(dim if dim is not None else (array.shape[1] if array.ndim == 2 else 0))
+        self.vectors = _as_matrix(array.reshape(-1, self.dim) if array.size == 0 else array, self.dim)
+        self.ef_search = ef_search
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
+        start = time.perf_counter()
+        self._index = faiss.IndexHNSWFlat(self.dim, connectivity, faiss.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = ef_construction
+        for begin in range(0, len(self.vectors), 1 << 18):
+            self._index.add(self.vectors[begin : begin + (1 << 18)])
+        self.build_seconds = time.perf_counter() - start
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, dim) -> (indices (Q, k), similarities (Q, k)), best first; -1 / -inf where nothing was found."""
+        queries = _as_matrix(queries, self.dim)
+        if len(self) == 0 or len(queries) == 0 or k <= 0:
+            return _empty_result(len(queries), max(k, 0))
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.ef_search, k)
+        _, ids = self._index.search(queries, min(k, len(self)), params=params)
+        found = ids >= 0
+        safe = np.where(found, ids, 0)
+        exact = np.matmul(self.vectors[safe], queries[:, :, None])[:, :, 0]
+        exact[~found] = -np.inf
+        top_i, top_s = _order(np.where(found, ids, -1), exact, ids.shape[1])
+        return _pad(top_i.astype(np.int64), top_s.astype(np.float32), k)
+
+
+def default_threads() -> int:
+    """Cores this process may use (what faiss's OpenMP pool is sized to by default)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

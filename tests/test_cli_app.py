@@ -1,0 +1,348 @@
+"""The command line apart from the library (facenet/cli): help and bad values exit before TensorFlow loads, with
+exit codes 0 and 2; defaults that work from any folder; the installable package; plain progress lines off a
+terminal; atomic writes that leave the umask alone and fsync.
+
+Subprocess runs here stop before TensorFlow is imported, so each takes well under a second.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+
+import facenet.config as config
+from facenet import console, files
+from facenet.cli import app as cli
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "main.py"
+FAST_SECONDS = 5.0
+
+
+def run_main(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(MAIN), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=60)
+    return result, time.monotonic() - started
+
+
+@pytest.fixture(autouse=True)
+def fresh_flags():
+    """Each test parses the global flags itself and leaves them unparsed."""
+    cli.FLAGS.unparse_flags()
+    yield
+    cli.FLAGS.unparse_flags()
+
+
+# --- subprocess: the cheap paths, as users type them -------------------------------------------------------------
+
+@pytest.mark.parametrize("word", ["--help", "-h", "--helpfull"])
+def test_help_exits_0_with_the_usage_on_stdout(word, tmp_path):
+    result, seconds = run_main(word, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("python main.py: train the embedding")
+    for flag in ("-t,--train", "-d,--detector: <yunet|hog|cnn>", "--model: <dlib|sface|fused>", "--database_url",
+                 "--loss: <semi_hard|batch_hard|cosface|arcface|sphereface>", "--scale", "--[no]pretrained"):
+        assert flag in result.stdout
+    assert ("absl.logging:" in result.stdout) == (word == "--helpfull")
+    assert seconds < FAST_SECONDS
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["-t", "maybe"], "flag --train=maybe: expected True or False, got 'maybe'"),
+    (["--threshold", "abc"], "flag --threshold=abc: could not convert string to float"),
+    (["--detector", "foo"], "flag --detector=foo: value should be one of <yunet|hog|cnn>"),
+    (["--no_such_flag"], "Unknown command line flag 'no_such_flag'"),
+    (["-e", "x"], "flag --epochs=x: invalid literal for int()"),
+    (["-t", "False", "-wc", "True", "--camera", "-1"], "--camera must be 0 or more (a webcam index), got -1"),
+    (["--threshold", "3"], "--threshold must be in (0, 2]"),
+    (["--threshold", "0"], "--threshold must be in (0, 2]"),
+    (["-t", "True", "-lr", "0"], "--learning_rate (-lr) must be more than 0, got 0.0"),
+    (["-t", "True", "--validation_split", "0"], "--validation_split must be in (0, 1), got 0.0: training keeps new"
+                                                " weights only if they beat the old ones on held-out photos"),
+    (["-e", "0"], "--epochs (-e) must be at least 1, got 0"),
+    (["-bs", "3"], "--batch_size (-bs) must be at least 4"),
+    (["-m", "0"], "--margin (-m) must be more than 0, got 0.0"),
+    (["-t", "False", "-wc", "False", "--input="], "no input to recognise: pass --input"),
+    (["-t", "False", "extra"], "unexpected arguments 'extra' (flags take True/False as values)"),
+])
+def test_bad_flags_exit_2_with_one_line_before_tensorflow(args, says, tmp_path):
+    result, seconds = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert seconds < FAST_SECONDS
+    assert list(tmp_path.iterdir()) == []  # nothing written in the working folder: no weights/, no output/
+
+
+def test_importing_the_cli_loads_no_heavy_module():
+    heavy = "('tensorflow', 'keras', 'cv2', 'dlib')"
+    code = f"import sys, facenet.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+# --- in process: parsing, checks, defaults and dispatch ----------------------------------------------------------
+
+def test_preflight_parses_and_keeps_todays_flags():
+    code, rest = cli.preflight(["main.py", "-t", "True", "-e", "3", "-m", "0.3", "-bs", "8", "-lr", "1e-5",
+                                "-d", "hog", "-wp", "w", "--model", "dlib", "--loss", "arcface", "--scale", "30",
+                                "--pretrained", "--database_url", "postgresql://u@h/db"])
+    assert (code, rest) == (None, ["main.py"])
+    flags = cli.FLAGS
+    assert (flags.train, flags.epochs, flags.margin, flags.batch_size, flags.learning_rate) == (True, 3, 0.3, 8, 1e-5)
+    assert (flags.detector, flags.weights_path, flags.model, flags.loss, flags.scale) == ("hog", "w", "dlib",
+                                                                                          "arcface", 30.0)
+    assert flags.pretrained and flags.database_url == "postgresql://u@h/db"
+
+
+def test_defaults():
+    assert cli.preflight(["facenet"]) == (None, ["facenet"])
+    flags = cli.FLAGS
+    assert (flags.model, flags.detector, flags.loss, flags.scale, flags.pretrained, flags.database_url) == (
+        "fused", "yunet", "semi_hard", None, False, None)
+    assert (flags.train, flags.web_cam, flags.camera, flags.backbone, flags.strategy) == (
+        False, False, 0, "dlib_resnet", "semi_hard")
+    # Absolute defaults: `python /elsewhere/main.py` reads this checkout's weights and example photos.
+    assert flags.weights_path == str(ROOT / "weights")
+    assert flags.input == [str(ROOT / "examples" / "photos")] and Path(flags.input[0]).is_dir()
+
+
+def test_a_parse_does_not_inherit_values_of_an_earlier_one():
+    assert cli.preflight(["facenet", "--camera", "3", "-e", "5"])[0] is None
+    assert cli.preflight(["facenet"])[0] is None
+    assert (cli.FLAGS.camera, cli.FLAGS.epochs) == (0, 20)
+
+
+def test_help_in_process(capsys):
+    assert cli.preflight(["/usr/bin/facenet", "-h"]) == (0, [])
+    out = capsys.readouterr().out
+    assert out.startswith("facenet: train the embedding") and "facenet --verify=A.jpg,B.jpg" in out
+    assert cli.preflight(["facenet", "--", "--help"])[0] == 2  # after `--` it is an argument, not a flag
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--camera", "-2"], "--camera"),
+    (["--threshold", "nan"], "--threshold"),
+    (["--threshold", "2"], None),
+    (["-lr", "-1e-5"], "--learning_rate"),
+    (["-lr", "1e-6"], None),
+    (["--validation_split", "1"], "no photo would be left to train on"),
+    (["--validation_split", "0.5"], None),
+    (["-bs", "4"], None),
+    (["--scale", "0"], "--scale"),
+    (["--scale", "64"], None),
+])
+def test_check_flags(args, problem):
+    cli.FLAGS(["facenet", *args])
+    found = cli.check_flags()
+    assert found is None if problem is None else problem in found
+
+
+@pytest.mark.parametrize("args", [["-t", "True"], ["-wc", "True"], ["--enroll"], ["--verify=a,b"], ["--lfw_pairs=p"]])
+def test_modes_that_read_no_input_do_not_need_one(args):
+    cli.FLAGS(["facenet", "--input=", *args])
+    assert cli.check_arguments(["facenet"]) is None
+
+
+def _command_parameters(module: str, function: str) -> tuple[set[str], set[str]]:
+    """(all, required) parameter names of a *_command, read from the source without importing it."""
+    tree = ast.parse((ROOT / "facenet" / f"{module}.py").read_text())
+    (node,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function]
+    positional = [a.arg for a in node.args.posonlyargs + node.args.args]
+    required = set(positional[: len(positional) - len(node.args.defaults)])
+    required |= {a.arg for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is None}
+    return set(positional) | {a.arg for a in node.args.kwonlyargs}, required
+
+
+@pytest.fixture
+def fake_commands(monkeypatch) -> list[tuple[str, tuple, dict]]:
+    """The *_command functions replaced by recorders (and no TensorFlow): the calls run() makes."""
+    calls: list[tuple[str, tuple, dict]] = []
+    monkeypatch.setattr(console, "import_tensorflow_quietly", lambda: None)
+    fakes = {name: types.ModuleType(f"facenet.{name}") for name in ("recognize", "train", "evaluate")}
+    for module, function in (("recognize", "recognize_command"), ("recognize", "verify_command"),
+                             ("train", "train_command"), ("evaluate", "lfw_command")):
+
+        def record(*args, _name=function, **kwargs):
+            calls.append((_name, args, kwargs))
+            return 0
+
+        setattr(fakes[module], function, record)
+    for name, fake in fakes.items():
+        monkeypatch.setitem(sys.modules, f"facenet.{name}", fake)
+    return calls
+
+
+@pytest.mark.parametrize(("args", "module", "function"), [
+    (["-t", "False", "-wc", "False", "--input", "a.jpg,b"], "recognize", "recognize_command"),
+    (["-t", "True", "-e", "2"], "train", "train_command"),
+    (["--verify=a.jpg,b.jpg"], "recognize", "verify_command"),
+    (["--lfw_pairs=pairs.txt", "--lfw_dir=lfw"], "evaluate", "lfw_command"),
+])
+def test_run_calls_the_mode_with_arguments_it_accepts(args, module, function, fake_commands):
+    cli.FLAGS(["facenet", *args])
+    assert cli.run(["facenet"]) == 0
+    ((name, positional, keywords),) = fake_commands
+    assert name == function
+    accepted, required = _command_parameters(module, function)
+    passed = set(keywords) | ({"paths"} if positional else set())
+    assert passed <= accepted and required <= passed, (passed ^ accepted)
+
+
+def test_run_refuses_bad_arguments_before_importing_anything(fake_commands, capsys):
+    cli.FLAGS(["facenet", "-lr", "0"])
+    assert cli.run(["facenet"]) == 2 and fake_commands == []
+    assert capsys.readouterr().err.startswith("error: --learning_rate")
+
+
+@pytest.mark.parametrize(("args", "model"), [([], "fused"), (["--model", "sface"], "sface"),
+                                             (["--backbone", "resnet50", "--model", "dlib"], "resnet50")])
+def test_run_passes_the_model_and_pretrained(args, model, fake_commands):
+    cli.FLAGS(["facenet", "-t", "True", "--pretrained", *args])
+    assert cli.run(["facenet"]) == 0
+    ((_, _, keywords),) = fake_commands
+    assert (keywords["model"], keywords["pretrained"]) == (model, True)
+
+
+# --- defaults of a checkout and of an installed package (facenet/config.py) -------------------------------------
+
+def test_default_dirs_of_the_checkout():
+    assert config.default_weights_dir() == ROOT / "weights"
+    assert config.default_examples_dir() == ROOT / "examples" / "photos"
+
+
+def test_default_dirs_when_installed(monkeypatch, tmp_path):
+    monkeypatch.setattr(config, "_checkout_root", lambda: None)
+    monkeypatch.setenv("FACENET_HOME", str(tmp_path / "home"))
+    assert config.default_weights_dir() == tmp_path / "home"
+    monkeypatch.delenv("FACENET_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert config.default_weights_dir() == tmp_path / "xdg" / "facenet" / "weights"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # invalid per the XDG spec: ignored
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert config.default_weights_dir() == tmp_path / ".cache" / "facenet" / "weights"
+    assert config.default_examples_dir() is None
+
+
+def test_pyproject_installs_the_command_and_mirrors_requirements():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["name"] == "facenet" and project["project"]["scripts"] == {"facenet": "facenet.cli:main"}
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["facenet*"]
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    wanted = sorted(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip())
+    assert sorted(project["project"]["dependencies"]) == wanted
+
+
+# --- the webcam index guard (facenet/sources.py) -----------------------------------------------------------------
+
+def test_negative_camera_index_is_refused_before_opencv(monkeypatch):
+    from facenet import sources
+
+    def never(*_args):
+        raise AssertionError("cv2.VideoCapture called")
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", never)
+    with pytest.raises(sources.SourceError, match="camera -1: a webcam index must be 0 or more"):
+        sources.VideoSource.open_camera(-1)
+
+
+# --- progress without a terminal (facenet/console.py) ------------------------------------------------------------
+
+def test_progress_off_a_terminal_prints_plain_count_lines(capsys):
+    assert list(console.progress(range(25), "photos", unit="photo")) == list(range(25))
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.splitlines()
+    assert lines[0] == "photos: 3/25 photo (12%)" and len(lines) == 9  # every 10% (3 items), then the end
+    assert lines[-1].startswith("photos: 25/25 photo (100%), done in ")
+
+
+def test_progress_of_an_unknown_total_prints_every_100(capsys):
+    assert sum(1 for _ in console.progress((i for i in range(250)), "frames", unit="frame")) == 250
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:2] == ["frames: 100 frame", "frames: 200 frame"] and lines[2].startswith("frames: 250 frame, done")
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar(monkeypatch, capsys):
+    monkeypatch.setattr(console, "_stderr_is_terminal", lambda: True)
+    assert list(console.progress([1, 2, 3], "photos")) == [1, 2, 3]
+    assert "\r" in capsys.readouterr().err
+
+
+# --- atomic writes (facenet/files.py) ----------------------------------------------------------------------------
+
+def _process_umask() -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines() if Path("/proc/self/status").exists() else []:
+        if line.startswith("Umask:"):
+            return int(line.split(":")[1], 8)
+    return None
+
+
+@pytest.fixture
+def fsynced(monkeypatch) -> list[Path]:
+    """os.fsync recorded (the path of each fd) and os.umask forbidden."""
+    seen: list[Path] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def umask(_mask: int) -> int:
+        raise AssertionError("os.umask called after import")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "umask", umask)
+    return seen
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fsynced fds")
+def test_atomic_write_fsyncs_file_and_folder_and_keeps_the_umask(tmp_path, fsynced):
+    target = tmp_path / "sub" / "out.txt"
+    errors: list[BaseException] = []
+
+    def write_in_a_thread() -> None:
+        try:
+            files.atomic_write(target, lambda tmp: tmp.write_text("new"))
+        except BaseException as error:  # noqa: BLE001 - reported by the assert below
+            errors.append(error)
+
+    thread = threading.Thread(target=write_in_a_thread)
+    thread.start()
+    thread.join()
+    assert errors == [] and target.read_text() == "new"
+    assert len(fsynced) == 2 and fsynced[0].parent == target.parent and fsynced[0].name.startswith(".out.")
+    assert fsynced[1] == target.parent  # the folder, after the rename
+    assert stat.S_IMODE(target.stat().st_mode) == files.FILE_MODE == 0o666 & ~files.UMASK
+    if _process_umask() is not None:
+        assert _process_umask() == files.UMASK
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_write_failure_leaves_the_old_file_and_no_temp(tmp_path, fsynced):
+    target = tmp_path / "db.npz"
+    target.write_bytes(b"old")
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        files.atomic_write(target, half_then_fail)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["db.npz"]
+    assert fsynced == []
+
