@@ -1,14 +1,15 @@
 """1:N identification: accuracy on enrolled people, rejection of strangers, lookup and enrollment speed.
 
-    python bench/bench_identify.py [--people ../shared/faces/people] [--lfw_dir ../shared/faces/lfw_dev]
+    python bench/bench_identify.py [--model fused] [--people ../shared/faces/people] [--lfw_dir ../shared/faces/lfw_dev]
 
 (a) enroll `people` (all but the last photo of each person) with sync_database, query each held-out photo
     and 200 faces of LFW people who are not enrolled (strangers, from DevTest: calibration only saw DevTrain);
 (b) the same with a gallery built from lfw_dev (every person with >= 6 photos: 5 enrolled, the rest queried);
 (c) how the default holds strangers out as the gallery grows (DevTest people only, 10 random draws);
-(d) lookup time for 100k and 1M enrolled people (synthetic unit vectors), enrollment photos/s.
-Each at the default (gallery-size-aware) threshold and at a few fixed thresholds. Results also go to
-bench/results/identify.json; lfw_dev embeddings are cached there (first run about 3 minutes on 2 cores).
+(e) enrollment photos/s. (Lookup speed at 100k-10M people: bench/bench_search.py.)
+Each at the default (gallery-size-aware) threshold and at a few fixed thresholds. Every photo goes through the
+FacePipeline with enrollment's face choice (bench/calibrate.py's cached lfw_dev embeddings of both branches; the
+fused vectors are formed as the fused model forms them). Results also go to bench/results/identify_<model>.json.
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibrate import LFW_DEV, RESULTS, ROOT, lfw_embeddings, load_models, people_of, read_pairs  # noqa: E402
+from calibrate import LFW_DEV, RESULTS, ROOT, branch_embeddings, fused, people_of  # noqa: E402
 
-from facenet.config import EMBEDDING_DIM, UNKNOWN, VERIFY_THRESHOLD  # noqa: E402
+from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN, calibration  # noqa: E402
 from facenet.database import FaceDatabase, sync_database  # noqa: E402
 from facenet.embed import normalize  # noqa: E402
-from facenet.images import list_images, load_image  # noqa: E402
+from facenet.images import list_images  # noqa: E402
+from facenet.pipeline import FacePipeline  # noqa: E402
 
-FIXED = (0.35, 0.40, VERIFY_THRESHOLD, 0.50)
+FIXED = (0.8, 0.9, 1.0, 1.15)
+"""Fixed thresholds tried, as multiples of the model's calibrated 1:1 threshold."""
 STRANGERS = 200
+MODEL = "fused"
 
 
 def rates(database: FaceDatabase, probes: np.ndarray, truth: list[str], strangers: np.ndarray, threshold=None):
@@ -50,7 +54,8 @@ def table(title: str, database: FaceDatabase, probes, truth, strangers) -> dict:
     """Print and return the figures at the default threshold and at the FIXED ones."""
     print(f"\n{title}: {len(database)} people enrolled, {len(truth)} enrolled queries, {len(strangers)} strangers")
     rows = {"default": rates(database, probes, truth, strangers)}
-    rows.update({f"{t:.4g}": rates(database, probes, truth, strangers, t) for t in FIXED})
+    verify = calibration(database.model).verify_threshold
+    rows.update({f"{f * verify:.4g}": rates(database, probes, truth, strangers, f * verify) for f in FIXED})
     print(f"  {'threshold':>24} {'named':>8} {'strangers rejected':>19}")
     for label, (named, rejected) in rows.items():
         shown = f"default {database.threshold:.3f} (typ.)" if label == "default" else label
@@ -83,11 +88,11 @@ def in_memory_gallery(data: dict, people: dict[str, list[int]], enrolled: int | 
         for row in rows[len(keep) :]:
             probes.append(data["embeddings"][row])
             truth.append(name)
-    database = FaceDatabase(names, np.stack(centroids), "bench", counts)
+    database = FaceDatabase(names, np.stack(centroids), "bench", counts, model=MODEL)
     return database, np.stack(probes), truth
 
 
-def bench_people(people_dir: Path, data: dict, test_people: set[str], embedder, detector) -> dict:
+def bench_people(people_dir: Path, data: dict, test_people: set[str], pipeline: FacePipeline) -> dict:
     """(a): real enrollment through sync_database, real queries of the held-out photos."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, held_out = Path(tmp) / "data", []
@@ -98,16 +103,12 @@ def bench_people(people_dir: Path, data: dict, test_people: set[str], embedder, 
                 shutil.copy2(photo, data_dir / folder.name / photo.name)
             held_out.append(photos[-1])
         start = time.perf_counter()
-        database, report = sync_database(data_dir, Path(tmp) / "database", embedder, detector)
+        database, report = sync_database(data_dir, Path(tmp) / "database", pipeline)
         seconds = time.perf_counter() - start
     print(f"\n(a) enrollment: {report.examined} photos in {seconds:.1f} s ({report.examined / seconds:.1f} photos/s), "
           f"{len(report.skipped)} skipped, {len(report.several_faces)} with several faces", file=sys.stderr)
-    chips = []
-    for photo in held_out:
-        image = load_image(photo)
-        faces = detector.detect(image)
-        face = faces[0] if faces else detector.detect_or_fallback(image)[0]
-        chips.append(embedder.embed_faces(image, [face])[0])
+    found = pipeline.embed_photos(held_out, "largest", last_resort=True)
+    chips = [found[photo].vector for photo in held_out]
     truth = [p.parent.name for p in held_out]
     strangers = data["embeddings"][stranger_rows(data, set(truth), test_people, STRANGERS)]
     result = table("(a) shared/faces/people, last photo held out", database, np.stack(chips), truth, strangers)
@@ -142,44 +143,24 @@ def bench_growth(data: dict, test_people: set[str], draws: int = 10) -> dict:
     strangers = data["embeddings"][[rows[0] for n, rows in sorted(people.items()) if len(rows) == 1]]
     print(f"\n(c) gallery growth: DevTest people, all but one photo enrolled, {len(strangers)} strangers, "
           f"{draws} random galleries per size")
-    print(f"  {'people':>6} {'default thr':>11} {'named':>7} {'rejected':>9} | {'0.42 named':>10} {'rejected':>9}")
+    print(f"  {'people':>6} {'default thr':>11} {'named':>7} {'rejected':>9} | {'1:1 thr named':>13} {'rejected':>9}")
     result = {}
     for size in (12, 50, 200, len(multi)):
         figures = []
         for seed in range(draws if size < len(multi) else 1):
             chosen = np.random.default_rng(seed).choice(multi, size=size, replace=False)
             database, probes, truth = in_memory_gallery(data, {n: people[n] for n in chosen}, enrolled=None)
+            fixed = calibration(MODEL).verify_threshold
             figures.append((database.threshold, *rates(database, probes, truth, strangers),
-                            *rates(database, probes, truth, strangers, 0.42)))
+                            *rates(database, probes, truth, strangers, fixed)))
         mean = np.mean(figures, axis=0)
-        print(f"  {size:6d} {mean[0]:11.3f} {mean[1]:7.1%} {mean[2]:9.1%} | {mean[3]:10.1%} {mean[4]:9.1%}")
-        result[size] = dict(zip(("threshold", "named", "rejected", "named_0.42", "rejected_0.42"), mean.tolist(),
+        print(f"  {size:6d} {mean[0]:11.3f} {mean[1]:7.1%} {mean[2]:9.1%} | {mean[3]:13.1%} {mean[4]:9.1%}")
+        result[size] = dict(zip(("threshold", "named", "rejected", "named_fixed", "rejected_fixed"), mean.tolist(),
                                 strict=True))
     return result
 
 
-def bench_lookup() -> dict:
-    """(d): identify() time for 1 and 10 faces against 100k and 1M synthetic people."""
-    rng = np.random.default_rng(0)
-    result = {}
-    print("\n(d) lookup time (median of 20), synthetic unit vectors")
-    for people in (100_000, 1_000_000):
-        centroids = normalize(rng.standard_normal((people, EMBEDDING_DIM), dtype=np.float32))
-        database = FaceDatabase([f"p{i}" for i in range(people)], centroids, "synthetic")
-        for faces in (1, 10):
-            queries = normalize(rng.standard_normal((faces, EMBEDDING_DIM), dtype=np.float32))
-            database.identify(queries)
-            times = []
-            for _ in range(20):
-                start = time.perf_counter()
-                database.identify(queries)
-                times.append(time.perf_counter() - start)
-            result[f"{people}x{faces}"] = float(np.median(times))
-            print(f"  {people:>9,} people, {faces:2d} face(s): {np.median(times) * 1000:7.1f} ms")
-    return result
-
-
-def bench_enroll_speed(lfw_dir: Path, embedder, detector, photos: int = 300) -> dict:
+def bench_enroll_speed(lfw_dir: Path, pipeline: FacePipeline, photos: int = 300) -> dict:
     """Enrollment photos/s from scratch (detect + embed + save), and a re-sync with nothing changed."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
@@ -187,10 +168,10 @@ def bench_enroll_speed(lfw_dir: Path, embedder, detector, photos: int = 300) -> 
             (data_dir / photo.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy2(photo, data_dir / photo.parent.name / photo.name)
         start = time.perf_counter()
-        _, report = sync_database(data_dir, Path(tmp) / "database", embedder, detector)
+        _, report = sync_database(data_dir, Path(tmp) / "database", pipeline)
         first = time.perf_counter() - start
         start = time.perf_counter()
-        sync_database(data_dir, Path(tmp) / "database", embedder, detector)
+        sync_database(data_dir, Path(tmp) / "database", pipeline)
         again = time.perf_counter() - start
     print(f"\n(e) enrollment of {report.examined} lfw_dev photos: {first:.1f} s = {report.examined / first:.1f} "
           f"photos/s; re-sync with nothing changed: {again * 1000:.0f} ms")
@@ -203,19 +184,26 @@ def main() -> None:
     parser.add_argument("--people", type=Path, default=ROOT.parent / "shared" / "faces" / "people")
     parser.add_argument("--lfw_dir", type=Path, default=LFW_DEV)
     parser.add_argument("--weights_dir", type=Path, default=ROOT / "weights")
+    parser.add_argument("--model", default="fused", choices=("fused", "sface", "dlib"))
+    parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--skip_enroll_speed", action="store_true")
     args = parser.parse_args()
-    embedder, detector = load_models(args.weights_dir)
-    data = lfw_embeddings(args.lfw_dir, embedder, detector)
-    test_people = people_of(read_pairs(args.lfw_dir / "pairsDevTest.txt"))
+    global MODEL
+    MODEL = args.model
+    data = branch_embeddings(args.lfw_dir, args.detector, args.weights_dir)
+    data["embeddings"] = fused(data, FUSION_SFACE_WEIGHT) if MODEL == "fused" else data[MODEL]
+    pipeline = FacePipeline(args.detector, MODEL, args.weights_dir, pretrained=True)
+    test_people = people_of(args.lfw_dir / "pairsDevTest.txt", args.lfw_dir)
     results = {
-        "a_people": bench_people(args.people, data, test_people, embedder, detector),
+        "model": MODEL,
+        "a_people": bench_people(args.people, data, test_people, pipeline),
         "b_lfw_gallery": bench_lfw_gallery(data, test_people),
         "c_growth": bench_growth(data, test_people),
-        "d_lookup_seconds": bench_lookup(),
-        "e_enroll": bench_enroll_speed(args.lfw_dir, embedder, detector),
     }
+    if not args.skip_enroll_speed:
+        results["e_enroll"] = bench_enroll_speed(args.lfw_dir, pipeline)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "identify.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"identify_{MODEL}.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

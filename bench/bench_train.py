@@ -1,14 +1,14 @@
 """Training on real data: does fine-tuning help on people it never saw, how fast is a step, does the CLI finish?
 
-    python bench/bench_train.py [--lfw_dir ../shared/faces/lfw_dev] [--epochs 20] [--margin 0.5]
+    python bench/bench_train.py [--lfw_dir ../shared/faces/lfw_dev] [--epochs 20] [--losses semi_hard cosface]
 
 (a) speed: images/s of the training step (batch 32, P x K = 8 x 4) for dlib_resnet and resnet50 (from scratch);
     resnet50's loss over a few dozen steps (it must fall);
 (b) dlib_resnet fine-tuned on lfw_dev people with >= 4 photos, three quarters of them (symlinks in a temp dir;
     shared/ is only read); verification on the DISJOINT quarter (all same-person pairs + as many different-person
     pairs, no TTA) before training and after every epoch, next to the run's own held-out guard figures (AUC,
-    best-threshold accuracy and threshold, accuracy at the calibrated VERIFY_THRESHOLD); at the CLI's default
-    learning rate 1e-4 and at 1e-6;
+    best-threshold accuracy and threshold, accuracy at the calibrated VERIFY_THRESHOLD); for each of --losses (a
+    triplet loss with -m --margin, margin losses with their own defaults) at each of --learning_rates;
 (c) the issue's "done means": `python main.py -t True -e 20 -m 0.5` on a data/ of 20 lfw_dev people (fresh
     weights folder), wall time; again on all the training people with -lr 1e-6, and when weights were saved,
     `-t False` recognises with them.
@@ -35,10 +35,12 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from facenet.config import calibration  # noqa: E402
 from facenet.embed import Embedder  # noqa: E402
-from facenet.faces import FaceDetector  # noqa: E402
 from facenet.images import list_images  # noqa: E402
+from facenet.margin import MARGIN_LOSSES  # noqa: E402
 from facenet.model import build_embedder  # noqa: E402
+from facenet.pipeline import FacePipeline  # noqa: E402
 from facenet.train import (  # noqa: E402
     load_chips,
     make_dataset,
@@ -52,6 +54,7 @@ RESULTS = ROOT / "bench" / "results"
 LFW_DEV = ROOT.parent / "shared" / "faces" / "lfw_dev"
 MIN_PHOTOS = 4
 SEED = 4
+VERIFY_THRESHOLD = calibration("dlib").verify_threshold
 
 
 def link_people(names: list[str], lfw_dir: Path, target: Path) -> Path:
@@ -80,7 +83,7 @@ def step_speed(backbone: str, chips: np.ndarray, labels: np.ndarray, steps: int,
     rng = np.random.default_rng(SEED)
     batches = np.concatenate([pk_batches(labels, 32, rng=rng) for _ in range(steps // 10 + 2)])[: steps + 1]
     losses, seconds = [], 0.0
-    for i, (x, y) in enumerate(make_dataset(tf.constant(chips), labels, batches, SEED)):
+    for i, (x, y) in enumerate(make_dataset((chips,), labels, batches, SEED)):
         started = time.perf_counter()
         loss, _ = step(x, y)
         losses.append(float(loss))
@@ -93,26 +96,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw_dir", type=Path, default=LFW_DEV)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--margin", type=float, default=0.5)
+    parser.add_argument("--margin", type=float, default=0.5, help="triplet losses' margin")
+    parser.add_argument("--losses", nargs="+", default=["semi_hard", "cosface"])
     parser.add_argument("--learning_rates", type=float, nargs="+", default=[1e-4, 1e-6])
     parser.add_argument("--resnet_steps", type=int, default=60)
     parser.add_argument("--skip_cli", action="store_true")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report: dict = {"device": "CPU, 2 cores", "epochs": args.epochs, "margin": args.margin}
+    report: dict = {"device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU", "epochs": args.epochs,
+                    "margin": args.margin}
 
     people = sorted(p.name for p in args.lfw_dir.iterdir() if len(list_images(p)) >= MIN_PHOTOS)
     rng = np.random.default_rng(SEED)
     order = rng.permutation(len(people))
     held_people = sorted(people[i] for i in order[: len(people) // 4])
     train_people = sorted(people[i] for i in order[len(people) // 4 :])
-    detector = FaceDetector("hog")
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         tmp = Path(tmp)
         weights = tmp / "weights"
+        pipeline = FacePipeline("hog", "dlib", weights)
         started = time.perf_counter()
-        train_set = load_chips(link_people(train_people, args.lfw_dir, tmp / "train"), detector, tmp / "train.npz")
-        held_set = load_chips(link_people(held_people, args.lfw_dir, tmp / "held"), detector, tmp / "held.npz")
+        train_set = load_chips(link_people(train_people, args.lfw_dir, tmp / "train"), pipeline, tmp / "train.npz")
+        held_set = load_chips(link_people(held_people, args.lfw_dir, tmp / "held"), pipeline, tmp / "held.npz")
         print(f"{len(train_set)} training photos of {len(train_people)} people, {len(held_set)} photos of "
               f"{len(held_people)} disjoint people; detection {time.perf_counter() - started:.0f} s", file=sys.stderr)
         report["train"] = {"people": len(train_people), "photos": len(train_set)}
@@ -121,7 +126,7 @@ def main() -> None:
         # (a) step speed
         report["speed"] = {}
         for backbone, steps in (("dlib_resnet", 20), ("resnet50", args.resnet_steps)):
-            result = step_speed(backbone, train_set.chips, train_set.labels, steps, weights)
+            result = step_speed(backbone, train_set.chips["dlib"], train_set.labels, steps, weights)
             losses = result["losses"]
             result["loss_first10"] = round(float(np.mean(losses[:10])), 4)
             result["loss_last10"] = round(float(np.mean(losses[-10:])), 4)
@@ -131,13 +136,15 @@ def main() -> None:
                   f"{result['loss_first10']}, last 10 {result['loss_last10']}", file=sys.stderr)
         keras.backend.clear_session()
 
-        # (b) fine-tuning, judged on disjoint people, at the CLI's default learning rate and lower ones
+        # (b) fine-tuning with each loss, judged on disjoint people, at each learning rate
         pa, pb, same = disjoint_pairs(held_set.labels, np.random.default_rng(SEED))
         report["finetune"] = {}
-        for learning_rate in args.learning_rates:
-            report["finetune"][str(learning_rate)] = finetune(
-                train_set, held_set, (pa, pb, same), tmp / f"weights_{learning_rate}", args, learning_rate)
-            keras.backend.clear_session()
+        for loss in args.losses:
+            for learning_rate in args.learning_rates:
+                report["finetune"][f"{loss} {learning_rate}"] = finetune(
+                    train_set, held_set, (pa, pb, same), tmp / f"weights_{loss}_{learning_rate}", args, learning_rate,
+                    loss)
+                keras.backend.clear_session()
 
         # (c) the CLI on 20 people at the default learning rate; on all training people at the lowest one,
         # where the guard saved in (b), then recognition with the saved weights
@@ -155,30 +162,34 @@ def brief(metrics: dict) -> str:
             f"acc@calibrated {metrics['deployed_accuracy']:.4f}")
 
 
-def finetune(train_set, held_set, pairs, weights: Path, args, learning_rate: float) -> dict:
+def finetune(train_set, held_set, pairs, weights: Path, args, learning_rate: float, loss: str) -> dict:
     """train() with the disjoint people's verification measured after every epoch (and before: epoch 0)."""
     pa, pb, same = pairs
     curve, embedders = [], {}
+    tag = f"{loss} lr {learning_rate:g}"
+
+    def disjoint(model: keras.Model) -> dict:
+        emb = embedders.setdefault(id(model), Embedder(model, "dlib")).embed(held_set.chips)
+        return verification_metrics(np.linalg.norm(emb[pa] - emb[pb], axis=1), same, VERIFY_THRESHOLD)
 
     def on_epoch(epoch: int, model: keras.Model, metrics: dict) -> None:
-        emb = embedders.setdefault(id(model), Embedder(model)).embed(held_set.chips)
-        disjoint = verification_metrics(np.linalg.norm(emb[pa] - emb[pb], axis=1), same)
-        curve.append({"epoch": epoch, "guard": metrics, "disjoint": disjoint})
-        print(f"lr {learning_rate:g} epoch {epoch}: guard {brief(metrics)} | disjoint {brief(disjoint)}",
+        curve.append({"epoch": epoch, "guard": metrics, "disjoint": disjoint(model)})
+        print(f"{tag} epoch {epoch}: guard {brief(metrics)} | disjoint {brief(curve[-1]['disjoint'])}",
               file=sys.stderr)
 
     started = time.perf_counter()
-    model, result = train(train_set, weights, "dlib_resnet", epochs=args.epochs, margin=args.margin,
-                          learning_rate=learning_rate, log_dir=None, on_epoch=on_epoch)
+    margin = None if loss in MARGIN_LOSSES else args.margin
+    model, result = train(train_set, weights, "dlib", epochs=args.epochs, margin=margin, learning_rate=learning_rate,
+                          log_dir=None, on_epoch=on_epoch, loss=loss)
     seconds = time.perf_counter() - started
-    emb = Embedder(model).embed(held_set.chips)
-    kept = verification_metrics(np.linalg.norm(emb[pa] - emb[pb], axis=1), same)
-    print(f"lr {learning_rate:g}: kept {'epoch ' + str(result.best_epoch) if result.improved else 'the start'}; "
+    kept = disjoint(model)
+    print(f"{tag}: kept {'epoch ' + str(result.best_epoch) if result.improved else 'the start'}; "
           f"disjoint {brief(kept)}; {seconds:.0f} s", file=sys.stderr)
-    return {"seconds": round(seconds, 1), "steps": result.steps, "images_per_s": round(result.images_per_second, 1),
-            "disjoint_pairs": int(len(same)), "guard_pairs": result.pairs, "improved": result.improved,
-            "best_epoch": result.best_epoch, "disjoint_kept_model": kept, "curve": curve,
-            "epoch_loss": result.losses, "epoch_active": result.active}
+    return {"loss": loss, "seconds": round(seconds, 1), "steps": result.steps,
+            "images_per_s": round(result.images_per_second, 1), "disjoint_pairs": int(len(same)),
+            "guard_pairs": result.pairs, "improved": result.improved, "best_epoch": result.best_epoch,
+            "disjoint_kept_model": kept, "curve": curve, "epoch_loss": result.losses, "epoch_active": result.active,
+            "epoch_head_accuracy": result.head_accuracy}
 
 
 def cli_run(data: Path, tmp: Path, args, learning_rate: float | None) -> dict:

@@ -89,7 +89,7 @@ def bench_ours(video_path: Path, recognizer: Recognizer, out: Path, expected: li
     summary = Summary()
     start = time.perf_counter()
     with VideoSource.open_file(video_path) as video:
-        recognize_stream(video, recognizer, summary, as_json=False, out=out, window=None)
+        recognize_stream(video, recognizer, summary, out=out, window=None)
     seconds = time.perf_counter() - start
     recognizer.recognize = original
     correct = sum(n == e for n, e in zip(named, expected, strict=False))

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import CHIP_KINDS
+from facenet.config import CHIP_KINDS, INFERENCE_RUNTIME
 from facenet.model import build_embedder, distance_scale, fingerprint, model_name
 
 BATCH = 64
@@ -27,7 +27,9 @@ class Embedder:
     the chip kinds and the calibrated thresholds.
     """
 
-    def __init__(self, model: keras.Model, name: str | None = None, distance_scale: float = 1.0) -> None:
+    def __init__(
+        self, model: keras.Model, name: str | None = None, distance_scale: float = 1.0, tflite: Path | None = None
+    ) -> None:
         self.model = model
         self.name = model_name(name or model.name.removesuffix("_embedder"))
         self.kinds = CHIP_KINDS[self.name]
@@ -42,6 +44,19 @@ class Embedder:
             return tf.cast(model(inputs if len(inputs) > 1 else inputs[0], training=False), tf.float32)
 
         self._forward = forward
+        self._tflite_path = tflite
+        self._runner = None
+
+    def _run(self, *chips: np.ndarray) -> np.ndarray:
+        """One batch through TFLite when a cache path was given (converted on first use), else the tf.function."""
+        if self._tflite_path is None:
+            return self._forward(*chips).numpy()
+        if self._runner is None:
+            from facenet.tflite import TFLiteRunner, cached_tflite
+
+            names = [tensor.name for tensor in self.model.inputs]
+            self._runner = TFLiteRunner(cached_tflite(self.model, self._tflite_path), names=names)
+        return self._runner(*chips)
 
     @property
     def model_id(self) -> str:
@@ -53,7 +68,7 @@ class Embedder:
         arrays = [np.asarray(chips[kind], dtype=np.uint8) for kind in self.kinds]
         if len(arrays[0]) == 0:
             return np.zeros((0, self.dim), np.float32)
-        parts = [self._forward(*(a[i : i + BATCH] for a in arrays)).numpy() for i in range(0, len(arrays[0]), BATCH)]
+        parts = [self._run(*(a[i : i + BATCH] for a in arrays)) for i in range(0, len(arrays[0]), BATCH)]
         return np.concatenate(parts)
 
     def embed_tta(self, chip_sets: list[Chips]) -> np.ndarray:
@@ -66,12 +81,17 @@ class Embedder:
 
 
 def load_embedder(
-    model: str, weights_dir: str | Path, pretrained: bool = False, imagenet_weights: str | Path | None = None
+    model: str, weights_dir: str | Path, pretrained: bool = False, imagenet_weights: str | Path | None = None,
+    runtime: str = INFERENCE_RUNTIME,
 ) -> Embedder:
     """The embedder recognition uses: trained weights when present (unless `pretrained`), with their distance
-    scale. Raises model.WeightsError for an unusable trained-weights file (never a silent fall-back)."""
+    scale, run by `runtime` ("tflite": a converted copy cached in weights_dir; "tf": the Keras model). Raises
+    model.WeightsError for an unusable trained-weights file (never a silent fall-back)."""
     keras_model = build_embedder(model, weights_dir, trained=not pretrained, imagenet_weights=imagenet_weights)
-    return Embedder(keras_model, model, distance_scale(weights_dir, model, pretrained))
+    embedder = Embedder(keras_model, model, distance_scale(weights_dir, model, pretrained))
+    if runtime == "tflite":
+        embedder._tflite_path = Path(weights_dir) / f"{embedder.name}_{embedder.fingerprint}.tflite"
+    return embedder
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

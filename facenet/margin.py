@@ -195,6 +195,13 @@ class NormalizedClassifier(keras.layers.Layer):
         self.kernel.assign(kernel.astype(self.kernel.dtype))
 
 
+def _model_input(x):
+    """A tuple of batches (one per model input, as facenet.train's datasets give) as the model takes it."""
+    if isinstance(x, (tuple, list)):
+        return list(x) if len(x) > 1 else x[0]
+    return x
+
+
 def make_margin_train_step(
     model: keras.Model,
     head: NormalizedClassifier,
@@ -209,7 +216,8 @@ def make_margin_train_step(
     """`step(x, y) -> (loss, accuracy)`: one update of the embedding model and the head on a batch.
 
     Like `facenet.train.make_train_step`: loss in float32, `optimizer.scale_loss` for a LossScaleOptimizer,
-    per-replica loss divided by the replicas under a distribution. `y` holds class indices into the head;
+    per-replica loss divided by the replicas under a distribution. `x` is one batch, or a tuple/list of batches
+    (one per model input, as facenet.train's datasets give them); `y` holds class indices into the head;
     `accuracy` is the share of the batch whose nearest class vector (plain cosine, no margin) is its own.
     The head is built from the model's output size and the optimizer built on both variable sets here, outside
     the traced step, when they are not yet (under a distribution: call this inside its scope). An optimizer
@@ -227,7 +235,7 @@ def make_margin_train_step(
     def replica_step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         y = tf.cast(tf.reshape(y, [-1]), tf.int32)
         with tf.GradientTape() as tape:
-            embeddings = tf.cast(model(x, training=True), tf.float32)
+            embeddings = tf.cast(model(_model_input(x), training=True), tf.float32)
             cosine = tf.cast(head(embeddings, training=True), tf.float32)
             value = margin_loss(y, cosine, loss, scale, margin, anneal)
             scaled = optimizer.scale_loss(value / replicas)

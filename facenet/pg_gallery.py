@@ -30,6 +30,7 @@ more than HNSW_MIN_PEOPLE people (below that an exact scan is as fast; measured 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -57,8 +58,8 @@ _LOCK_SCHEMA = 0x66616365  # advisory lock key: schema creation / rebuild / inde
 _TABLES = ("facenet_photos", "facenet_embeddings", "facenet_people", "facenet_meta")
 
 Examine = Callable[[dict[str, Any]], tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]]
-"""pending {sha256: relative path} -> (results {sha256: {"reason": None or why not usable, ...}},
-vectors {sha256: unit vector (dim,)} for the usable ones)."""
+"""pending {sha256: relative path of one photo with those bytes} -> (results {sha256: {"reason": None or why
+not usable, ...}}, vectors {sha256: unit vector (dim,)} for the usable ones)."""
 
 
 class GalleryError(Exception):
@@ -97,6 +98,21 @@ def _reason(error: BaseException, url: str) -> str:
     if password:
         text = text.replace(str(password), "***")
     return text[:300]
+
+
+def _gallery_errors(method: Callable) -> Callable:
+    """Turn a lost connection or tables dropped underneath (a rebuild by another client) into a GalleryError."""
+
+    @functools.wraps(method)
+    def wrapper(self: PgGallery, *args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
+        try:
+            return method(self, *args, **kwargs)
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable) as error:
+            raise GalleryError(f"{self.where}: {_reason(error, self.url)}") from None
+
+    return wrapper
 
 
 def _register_vector(conn: Any) -> None:
@@ -258,6 +274,7 @@ class PgGallery:
 
     # ----------------------------------------------------------------------- enrollment
 
+    @_gallery_errors
     def sync(
         self,
         people_photos: Sequence[tuple[str, Sequence[tuple[str, str]]]],
@@ -293,12 +310,18 @@ class PgGallery:
             cur.execute("ANALYZE facenet_folder_photos")
             pending = self._pending(cur, model_id, retry)
         report["reused"] = len({sha for _, _, sha in photos}) - len(pending)
+        mark = time.perf_counter()
         new_results = self._examine(pending, examine, model_id, dim, batch)
         report["examined"] = len(new_results)
         report["embedded"] = sum(1 for r in new_results.values() if r["reason"] is None)
+        report["examine_s"] = round(time.perf_counter() - mark, 3)
+        mark = time.perf_counter()
         with self.conn.transaction(), self.conn.cursor() as cur:
             report.update(self._apply(cur, model_id, dim, new_results))
+        report["write_s"] = round(time.perf_counter() - mark, 3)
+        mark = time.perf_counter()
         report["index"] = self._maybe_index()
+        report["index_s"] = round(time.perf_counter() - mark, 3)
         report["seconds"] = round(time.perf_counter() - start, 3)
         return report
 
@@ -420,6 +443,7 @@ class PgGallery:
         self.create_index()
         return "hnsw (built)"
 
+    @_gallery_errors
     def create_index(self, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION) -> float:
         """Build the HNSW index on the centroids now (inner product); returns the seconds it took."""
         start = time.perf_counter()
@@ -434,6 +458,7 @@ class PgGallery:
     def drop_index(self) -> None:
         self.conn.execute("DROP INDEX IF EXISTS facenet_people_centroid_hnsw")
 
+    @_gallery_errors
     def remove_person(self, name: str) -> bool:
         """Remove one person, their photos and the results no other photo uses; False if not enrolled."""
         if self.meta() is None:
@@ -452,6 +477,7 @@ class PgGallery:
 
     # ----------------------------------------------------------------------- lookup (read only)
 
+    @_gallery_errors
     def load(self, model_id: str, dim: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(names, centroids (N, dim) float32, photo counts) of everyone enrolled, by name; empty when no gallery.
 
@@ -470,6 +496,7 @@ class PgGallery:
         centroids = np.stack([r[2] for r in rows]).astype(np.float32) if rows else np.zeros((0, width), np.float32)
         return names, centroids, counts
 
+    @_gallery_errors
     def nearest(
         self, queries: np.ndarray, model_id: str, k: int = 1, exact: bool | None = None,
         ef_search: int = HNSW_EF_SEARCH,
@@ -511,6 +538,7 @@ class PgGallery:
                 slot[row] += 1
         return names, sims, counts
 
+    @_gallery_errors
     def stats(self) -> dict[str, Any]:
         """People enrolled, photos, stored results and whether the HNSW index exists (for reports)."""
         if self.meta() is None:

@@ -29,7 +29,7 @@ from facenet.config import (
     TTA_PADDINGS,
     VIDEO_DETECT_SIDE,
 )
-from facenet.console import progress
+from facenet.progress import progress
 from facenet.embed import Chips, Embedder, load_embedder
 from facenet.faces import Face, FaceDetector, face_chip, fit_shape
 from facenet.images import ImageError, load_image

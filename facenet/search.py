@@ -29,14 +29,14 @@ except ImportError:  # pragma: no cover - exercised only where faiss is missing
 SHORTLIST = 32
 """First shortlist length of the int8 scan per query (grown x8 while the exactness proof fails)."""
 
-SMALL_GALLERY = 20_000
+SMALL_GALLERY = 30_000
 """Below this many vectors a float32 product is as fast as the int8 scan (measured by bench/bench_search.py)."""
 
-BLAS_QUERIES = 32
+BLAS_QUERIES = 64
 """From this many queries at once, blocked float32 products beat one int8 scan per query (measured)."""
 
-BLOCK_ELEMENTS = 1 << 21
-"""Scores per block of the float32 path (queries x rows): 8 MB, cache-sized, bounds the memory of a search."""
+BLOCK_ELEMENTS = 1 << 23
+"""Scores per block of the float32 path (queries x rows): 32 MB, bounds the memory of a search."""
 
 _EPS32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
 
@@ -139,15 +139,24 @@ class ExactIndex:
         self._scale = peak / 127.0 if peak > 0 else 1.0
         self._max_norm = 0.0
         self._max_error = 0.0
-        index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed,
-                                           faiss.METRIC_INNER_PRODUCT)
-        for start in range(0, len(vectors), chunk):
-            block = vectors[start : start + chunk].astype(np.float64)
-            codes = np.rint(block / self._scale)
-            self._max_norm = max(self._max_norm, float(np.sqrt((block * block).sum(axis=1)).max()))
-            residual = block - codes * self._scale
-            self._max_error = max(self._max_error, float(np.sqrt((residual * residual).sum(axis=1)).max()))
-            index.add(codes.astype(np.float32))
+        # one shard per core, searched by parallel threads: a single query uses every core
+        shards = max(1, min(self.threads or default_threads(), len(vectors) // 4096 or 1))
+        bounds = np.linspace(0, len(vectors), shards + 1).astype(int)
+        self._parts = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            part = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_direct_signed,
+                                              faiss.METRIC_INNER_PRODUCT)
+            for start in range(lo, hi, chunk):
+                block = vectors[start : min(start + chunk, hi)].astype(np.float64)
+                codes = np.rint(block / self._scale)
+                self._max_norm = max(self._max_norm, float(np.sqrt((block * block).sum(axis=1)).max()))
+                residual = block - codes * self._scale
+                self._max_error = max(self._max_error, float(np.sqrt((residual * residual).sum(axis=1)).max()))
+                part.add(codes.astype(np.float32))
+            self._parts.append(part)  # IndexShards does not own its shards: keep them alive here
+        index = faiss.IndexShards(self.dim, True, True)  # threaded, ids continue from shard to shard
+        for part in self._parts:
+            index.add_shard(part)
         self._faiss = index
         self._check_int8()
 
@@ -179,9 +188,12 @@ class ExactIndex:
         pending = np.arange(len(queries))
         shortlist = min(len(self), max(SHORTLIST, 4 * kk))
         while len(pending):
+            if shortlist * 4 > len(self):  # near-ties everywhere: a float32 scan is cheaper than a huge shortlist
+                indices[pending], similarities[pending] = brute_force(self.vectors, queries[pending], kk)
+                break
             proven = self._search_int8(queries[pending], kk, shortlist, indices, similarities, pending)
             pending = pending[~proven]
-            shortlist = min(len(self), shortlist * 8)
+            shortlist *= 8
         return _pad(indices, similarities, k)
 
     def _search_int8(
@@ -207,7 +219,7 @@ class ExactIndex:
         estimate_last = scores[:, -1].astype(np.float64) * q_scale * self._scale
         exact = np.matmul(self.vectors[ids], queries[:, :, None])[:, :, 0]
         top_i, top_s = _order(ids, exact, k)
-        proven = (shortlist >= len(self)) | (estimate_last + bound < top_s[:, -1])
+        proven = estimate_last + bound < top_s[:, -1]
         indices[rows[proven]] = top_i[proven]
         similarities[rows[proven]] = top_s[proven]
         return proven

@@ -12,13 +12,9 @@ ONNX nodes (stable names, for fine-tuning). Anything this walker does not expect
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import re
-import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -440,52 +436,3 @@ def pretrained_sface(weights_dir: str | Path) -> keras.Model:
     except OSError as error:
         log.warning("could not cache the converted model in %s (%s); will convert again next time", weights_dir, error)
     return model
-
-
-def to_tflite(model: keras.Model) -> bytes:
-    """The model as a float32 TFLite flatbuffer with a free batch size (faster than TF on a few CPU cores)."""
-    import tensorflow as tf
-
-    # from_keras_model: a hand-made concrete function of a Keras 3 model converts to NaN-producing TFLite (TF 2.21)
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints the temporary SavedModel's signature
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-
-
-class TFLiteRunner:
-    """Runs a `to_tflite` flatbuffer on chips (N, H, W, 3), float32 or uint8, any N; returns (N, D) float32.
-
-    Batches of up to `max_batch` chips go through one interpreter, resized only when the batch size changes.
-    Calls are serialised by a lock (a TFLite interpreter is not thread-safe).
-    """
-
-    def __init__(self, model_bytes: bytes, num_threads: int = 2, max_batch: int = 32) -> None:
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's notice about ai_edge_litert
-            self.interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=num_threads)
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.max_batch = max_batch
-        self.batch = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, chips: np.ndarray) -> np.ndarray:
-        chips = np.asarray(chips)
-        if chips.ndim != 4 or tuple(chips.shape[1:]) != tuple(self.input["shape"][1:]):
-            raise ValueError(f"expected chips (N, {', '.join(map(str, self.input['shape'][1:]))}), got {chips.shape}")
-        chips = chips.astype(np.float32, copy=False)
-        outputs = []
-        with self.lock:
-            for start in range(0, len(chips), self.max_batch):
-                batch = np.ascontiguousarray(chips[start : start + self.max_batch])
-                if len(batch) != self.batch:
-                    self.interpreter.resize_tensor_input(self.input["index"], batch.shape, strict=True)
-                    self.interpreter.allocate_tensors()
-                    self.batch = len(batch)
-                self.interpreter.set_tensor(self.input["index"], batch)
-                self.interpreter.invoke()
-                outputs.append(self.interpreter.get_tensor(self.output["index"]).copy())
-        if not outputs:
-            return np.zeros((0, *self.output["shape"][1:]), np.float32)
-        return np.concatenate(outputs)

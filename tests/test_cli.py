@@ -129,7 +129,8 @@ def test_t_false_recognises_every_input_and_names_each_bad_one(run_dir, weights_
     written = sorted(p.name for p in (run_dir / "out" / "inputs").iterdir())
     assert written == ["alex-lacamoire.png", "camera.png", "clip.mp4", "coins.png", "george_exif.jpg", "huge.jpg",
                        "juanes16.png"]
-    assert sorted(p.name for p in weights_dir.iterdir()) == weights_before
+    # recognition adds only its TFLite copy of the model (converted once, like the .keras twin) to the weights
+    assert sorted(p.name for p in weights_dir.iterdir() if p.suffix != ".tflite") == weights_before
     assert not (run_dir / "logs").exists()
 
     # Each bad input: one line naming it and the reason.
@@ -207,6 +208,9 @@ def test_unusable_trained_weights_are_one_line_and_exit_1(tmp_path, weights_dir,
         result = run_main(*args, "-wp", str(folder), *DLIB_HOG, cwd=tmp_path)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert all(set(record) == {"error"} for record in records(result.stdout))  # never an answer
+        if args[0].startswith("--verify"):  # --verify --json: the failure is its one JSON answer
+            (failure,) = records(result.stdout)
+            assert failure["error"].startswith("cannot load the model: ") and str(corrupt) in failure["error"]
         (line,) = [s for s in segments(result.stderr) if str(corrupt) in s]
         assert "unusable trained weights" in line and "--pretrained" in line
         assert [s for s in segments(result.stderr) if s.lower().startswith("error")] == [line]

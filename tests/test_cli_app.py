@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import tokenize
 import tomllib
 import types
 from pathlib import Path
@@ -21,8 +22,9 @@ from pathlib import Path
 import pytest
 
 import facenet.config as config
-from facenet import console, files
+from facenet import files, progress
 from facenet.cli import app as cli
+from facenet.cli import console
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "main.py"
@@ -158,9 +160,24 @@ def test_modes_that_read_no_input_do_not_need_one(args):
     assert cli.check_arguments(["facenet"]) is None
 
 
+def _dispatch() -> dict[str, str]:
+    """{command function: module} of the `from facenet… import *_command` lines in app.run, read from the source."""
+    tree = ast.parse((ROOT / "facenet" / "cli" / "app.py").read_text())
+    (run,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "run"]
+    return {alias.name: node.module for node in ast.walk(run) if isinstance(node, ast.ImportFrom)
+            for alias in node.names if alias.name.endswith("_command")}
+
+
+def test_every_mode_is_dispatched_to_a_command_outside_the_library_modules():
+    modules = _dispatch()
+    assert set(modules) == {"recognize_command", "verify_command", "lfw_command", "train_command"}
+    assert {modules[name] for name in ("recognize_command", "verify_command", "lfw_command")} == {
+        "facenet.cli.recognize_command", "facenet.cli.verify_command", "facenet.cli.lfw_command"}
+
+
 def _command_parameters(module: str, function: str) -> tuple[set[str], set[str]]:
     """(all, required) parameter names of a *_command, read from the source without importing it."""
-    tree = ast.parse((ROOT / "facenet" / f"{module}.py").read_text())
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
     (node,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function]
     positional = [a.arg for a in node.args.posonlyargs + node.args.args]
     required = set(positional[: len(positional) - len(node.args.defaults)])
@@ -173,34 +190,42 @@ def fake_commands(monkeypatch) -> list[tuple[str, tuple, dict]]:
     """The *_command functions replaced by recorders (and no TensorFlow): the calls run() makes."""
     calls: list[tuple[str, tuple, dict]] = []
     monkeypatch.setattr(console, "import_tensorflow_quietly", lambda: None)
-    fakes = {name: types.ModuleType(f"facenet.{name}") for name in ("recognize", "train", "evaluate")}
-    for module, function in (("recognize", "recognize_command"), ("recognize", "verify_command"),
-                             ("train", "train_command"), ("evaluate", "lfw_command")):
+    fakes: dict[str, types.ModuleType] = {}
+    for function, module in _dispatch().items():
 
         def record(*args, _name=function, **kwargs):
             calls.append((_name, args, kwargs))
             return 0
 
-        setattr(fakes[module], function, record)
-    for name, fake in fakes.items():
-        monkeypatch.setitem(sys.modules, f"facenet.{name}", fake)
+        setattr(fakes.setdefault(module, types.ModuleType(module)), function, record)
+    for module, fake in fakes.items():
+        monkeypatch.setitem(sys.modules, module, fake)
     return calls
 
 
-@pytest.mark.parametrize(("args", "module", "function"), [
-    (["-t", "False", "-wc", "False", "--input", "a.jpg,b"], "recognize", "recognize_command"),
-    (["-t", "True", "-e", "2"], "train", "train_command"),
-    (["--verify=a.jpg,b.jpg"], "recognize", "verify_command"),
-    (["--lfw_pairs=pairs.txt", "--lfw_dir=lfw"], "evaluate", "lfw_command"),
+@pytest.mark.parametrize(("args", "function"), [
+    (["-t", "False", "-wc", "False", "--input", "a.jpg,b"], "recognize_command"),
+    (["-t", "True", "-e", "2"], "train_command"),
+    (["--verify=a.jpg,b.jpg"], "verify_command"),
+    (["--lfw_pairs=pairs.txt", "--lfw_dir=lfw"], "lfw_command"),
 ])
-def test_run_calls_the_mode_with_arguments_it_accepts(args, module, function, fake_commands):
+def test_run_calls_the_mode_with_arguments_it_accepts(args, function, fake_commands):
     cli.FLAGS(["facenet", *args])
     assert cli.run(["facenet"]) == 0
     ((name, positional, keywords),) = fake_commands
     assert name == function
-    accepted, required = _command_parameters(module, function)
+    accepted, required = _command_parameters(_dispatch()[function], function)
     passed = set(keywords) | ({"paths"} if positional else set())
     assert passed <= accepted and required <= passed, (passed ^ accepted)
+
+
+@pytest.mark.parametrize(("argv0", "prog"), [("/usr/local/bin/facenet", "facenet"), ("/src/main.py", "python main.py"),
+                                             ("/src/facenet/cli/__main__.py", "python -m facenet.cli")])
+def test_verify_is_told_the_name_of_the_program_for_its_usage_line(argv0, prog, fake_commands):
+    cli.FLAGS([argv0, "--verify=a.jpg"])
+    assert cli.run([argv0]) == 0
+    ((name, _, keywords),) = fake_commands
+    assert (name, keywords["prog"]) == ("verify_command", prog)
 
 
 def test_run_refuses_bad_arguments_before_importing_anything(fake_commands, capsys):
@@ -216,6 +241,60 @@ def test_run_passes_the_model_and_pretrained(args, model, fake_commands):
     assert cli.run(["facenet"]) == 0
     ((_, _, keywords),) = fake_commands
     assert (keywords["model"], keywords["pretrained"]) == (model, True)
+
+
+# --- the library returns values and raises errors; only facenet/cli prints and exits ------------------------------
+
+def _library_modules() -> list[Path]:
+    """Every facenet/*.py and facenet/<package>/**.py, except the command line (facenet/cli/)."""
+    package = ROOT / "facenet"
+    return sorted(p for p in package.rglob("*.py") if p.relative_to(package).parts[0] != "cli")
+
+
+def _code_tokens(path: Path) -> list[tokenize.TokenInfo]:
+    """The file's tokens without strings and comments: docstring examples (`print(match.name)`) do not count."""
+    with path.open("rb") as handle:
+        return [t for t in tokenize.tokenize(handle.readline) if t.type not in (tokenize.STRING, tokenize.COMMENT)]
+
+
+def _output_calls(path: Path) -> list[str]:
+    """`line: what` for each print(, sys.exit, sys.stdout, emit_json and import of facenet.cli in a module's code."""
+    tokens = _code_tokens(path)
+    found = []
+    for i, token in enumerate(tokens):
+        after = [t.string for t in tokens[i + 1: i + 3]]
+        if token.type != tokenize.NAME:
+            continue
+        if token.string == "print" and after[:1] == ["("]:
+            found.append(f"{token.start[0]}: print(")
+        elif token.string == "sys" and after in ([".", "exit"], [".", "stdout"]):
+            found.append(f"{token.start[0]}: sys.{after[1]}")
+        elif token.string in ("exit", "quit", "SystemExit") and after[:1] == ["("] and tokens[i - 1].string != ".":
+            found.append(f"{token.start[0]}: {token.string}(")
+        elif token.string == "emit_json":
+            found.append(f"{token.start[0]}: emit_json")
+        elif token.string == "facenet" and after == [".", "cli"]:
+            found.append(f"{token.start[0]}: imports facenet.cli")
+    return found
+
+
+def test_the_scan_finds_what_it_looks_for(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text('"""print(x) in a docstring"""\nimport sys\nfrom facenet.cli.console import emit_json\n'
+                      'print("a")  # print(b)\nsys.exit(1)\nsys.stdout.write("x")\nfingerprint(model)\n')
+    assert _output_calls(module) == ["3: imports facenet.cli", "3: emit_json", "4: print(", "5: sys.exit",
+                                     "6: sys.stdout"]
+
+
+def test_library_modules_never_print_exit_or_emit_json():
+    modules = _library_modules()
+    assert {"recognize.py", "evaluate.py", "metrics.py", "lfw.py", "progress.py"} <= {p.name for p in modules}
+    offenders = {}
+    for path in modules:
+        found = _output_calls(path)
+        if found:
+            offenders[str(path.relative_to(ROOT))] = found
+    assert offenders == {}, "the library printed, exited or used the CLI's output helpers (move that to facenet/cli)"
 
 
 # --- defaults of a checkout and of an installed package (facenet/config.py) -------------------------------------
@@ -260,10 +339,10 @@ def test_negative_camera_index_is_refused_before_opencv(monkeypatch):
         sources.VideoSource.open_camera(-1)
 
 
-# --- progress without a terminal (facenet/console.py) ------------------------------------------------------------
+# --- progress without a terminal (facenet/progress.py) -----------------------------------------------------------
 
 def test_progress_off_a_terminal_prints_plain_count_lines(capsys):
-    assert list(console.progress(range(25), "photos", unit="photo")) == list(range(25))
+    assert list(progress.progress(range(25), "photos", unit="photo")) == list(range(25))
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b" not in err
     lines = err.splitlines()
@@ -272,14 +351,14 @@ def test_progress_off_a_terminal_prints_plain_count_lines(capsys):
 
 
 def test_progress_of_an_unknown_total_prints_every_100(capsys):
-    assert sum(1 for _ in console.progress((i for i in range(250)), "frames", unit="frame")) == 250
+    assert sum(1 for _ in progress.progress((i for i in range(250)), "frames", unit="frame")) == 250
     lines = capsys.readouterr().err.splitlines()
     assert lines[:2] == ["frames: 100 frame", "frames: 200 frame"] and lines[2].startswith("frames: 250 frame, done")
 
 
 def test_progress_on_a_terminal_is_a_tqdm_bar(monkeypatch, capsys):
-    monkeypatch.setattr(console, "_stderr_is_terminal", lambda: True)
-    assert list(console.progress([1, 2, 3], "photos")) == [1, 2, 3]
+    monkeypatch.setattr(progress, "_stderr_is_terminal", lambda: True)
+    assert list(progress.progress([1, 2, 3], "photos")) == [1, 2, 3]
     assert "\r" in capsys.readouterr().err
 
 

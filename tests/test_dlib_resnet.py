@@ -73,7 +73,6 @@ def test_truncated_model_file_is_rejected(tmp_path):
 
 def test_keras_twin_matches_dlib_descriptor(embedder, dlib_chips):
     """Raw 128-d output equals dlib's compute_face_descriptor on the same chips to <= 1e-5."""
-    import keras
 
     raw = embedder.model.get_layer("dlib_resnet")
     ours = raw(dlib_chips.astype(np.float32)).numpy()

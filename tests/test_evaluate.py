@@ -13,20 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facenet.evaluate import (
-    PairsError,
-    auc,
-    best_threshold,
-    eer,
-    evaluate_pairs,
-    kfold_accuracy,
-    lfw_command,
-    parse_pairs,
-    read_pairs,
-    roc,
-    stratified_folds,
-    tar_at_far,
-)
+from facenet.cli.lfw_command import lfw_command
+from facenet.lfw import PairsError, evaluate_pairs, parse_pairs, read_pairs
+from facenet.metrics import auc, best_threshold, eer, kfold_accuracy, roc, stratified_folds, tar_at_far
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -117,6 +106,37 @@ def test_kfold_mean_and_population_std():
 def test_metrics_reject_a_single_class():
     with pytest.raises(ValueError):
         auc([0.1, 0.2], [True, True])
+
+
+def test_facenet_evaluate_still_re_exports_the_metrics_and_pairs_functions():
+    from facenet import evaluate, lfw, lfw_plot, metrics
+
+    for name in ("accuracy_at", "auc", "best_threshold", "eer", "kfold_accuracy", "roc", "tar_at_far",
+                 "stratified_folds", "verification_metrics", "FAR_TARGET", "N_FOLDS"):
+        assert getattr(evaluate, name) is getattr(metrics, name), name
+    for name in ("Pair", "PairsError", "parse_pairs", "read_pairs", "embed_images", "evaluate_pairs"):
+        assert getattr(evaluate, name) is getattr(lfw, name), name
+    assert evaluate.save_roc_png is lfw_plot.save_roc_png
+    assert not hasattr(evaluate, "lfw_command") and not hasattr(evaluate, "format_report")  # the CLI's now
+
+
+def test_roc_png_and_the_text_report(tmp_path):
+    from facenet.cli.lfw_command import format_report
+    from facenet.lfw_plot import save_roc_png
+    from facenet.metrics import verification_metrics
+
+    distances, same = labelled([0.1, 0.2, 0.3, 0.6], [0.4, 0.5, 0.7, 0.8])
+    save_roc_png(tmp_path / "roc.png", distances, same, "test")
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = verification_metrics(distances, same, [0, 1, 0, 1, 0, 1, 0, 1])
+    report.update(pairs_file="p.txt", matched=4, mismatched=4, images=8, flip=False, fallback={"sensitive": 0,
+                  "centre": 1}, threshold_from="cross-validation", protocol="folds of the file", no_face=1,
+                  unreadable=0, excluded_pairs=0, roc_png=str(tmp_path / "roc.png"), seconds=1.0, embedded=8,
+                  images_per_second=8.0)
+    text = format_report(report)
+    assert text.startswith("LFW verification on p.txt: 4 matched + 4 mismatched pairs, 8 images\n")
+    assert "  AUC            0.8750" in text and f"  ROC curve      {tmp_path / 'roc.png'}" in text
+    assert "no face        1 of 8 images: 1 used a centre box" in text
 
 
 # --------------------------------------------------------------------------- pairs files
@@ -218,8 +238,8 @@ def test_centre_choice_prefers_the_centre_face_to_the_larger_bystander(pipeline,
 
 
 def test_batched_flip_embeddings_equal_per_image_tta(pipeline):
-    from facenet.evaluate import embed_images
     from facenet.images import load_image
+    from facenet.lfw import embed_images
 
     paths = sorted(LFW_SMALL.glob("Albert_Costa/*.jpg"))[:3]
     batched = pipeline.embed_photos(paths, "centre", last_resort=True, tta=True, chunk=2)  # two flushes
@@ -258,9 +278,9 @@ def test_unreadable_image_excludes_its_pairs(tmp_path, pipeline, caplog):
 
 
 def test_a_faceless_image_gets_the_centre_box(tmp_path, pipeline, caplog):
-    from facenet.evaluate import embed_images
+    from facenet.lfw import embed_images
 
-    caplog.set_level("INFO", logger="facenet.evaluate")
+    caplog.set_level("INFO", logger="facenet.lfw")
     faceless = tmp_path / "rocket.jpg"
     shutil.copy2(DATA / "misc" / "rocket.jpg", faceless)
     found = embed_images([faceless, LFW_SMALL / "Alan_Greenspan/Alan_Greenspan_0001.jpg"], pipeline)

@@ -15,11 +15,15 @@ import cv2
 import numpy as np
 import pytest
 
-from facenet import config, recognize
+from facenet import config
+from facenet.cli import common
+from facenet.cli.recognize_command import output_exclusions, recognize_command
+from facenet.cli.recognize_output import OutputNames
+from facenet.cli.verify_command import verify_command
 from facenet.draw import KNOWN_RGB, UNKNOWN_RGB, Label, Window, annotate, label_text
 from facenet.images import load_image
 from facenet.pipeline import FacePipeline
-from facenet.recognize import OutputNames, Recognition, Recognizer, recognize_command, verify_command
+from facenet.recognize import Recognition, Recognizer, UnverifiablePhotos, verify_photos
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs
 
 DATA = Path(__file__).parent / "data"
@@ -99,7 +103,7 @@ def fast_model(monkeypatch, pipeline) -> list[tuple]:
         asked.append((detector, model, weights_dir, pretrained))
         return pipeline
 
-    monkeypatch.setattr(recognize, "load_pipeline", load_pipeline)
+    monkeypatch.setattr(common, "load_pipeline", load_pipeline)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     return asked
@@ -443,7 +447,12 @@ def test_unusable_trained_weights_stop_the_commands_with_one_line(tmp_path, weig
     assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", folder) == 1
     (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert str(corrupt) in error.getMessage()
-    assert capsys.readouterr().out == ""
+    (answer,) = json_lines(capsys.readouterr().out)  # --json: the failure is the one answer on stdout too
+    assert set(answer) == {"error"} and answer["error"] == error.getMessage()
+    assert answer["error"].startswith("cannot load the model: ")
+    caplog.clear()
+    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], False, None, "hog", "dlib", folder) == 1
+    assert capsys.readouterr().out == ""  # without --json stdout stays empty
     # --pretrained ignores the file
     assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", folder,
                           pretrained=True) == 0
@@ -473,7 +482,7 @@ def test_verify_threshold_follows_the_distance_scale_of_trained_weights(pipeline
     from facenet.embed import Embedder
 
     spread = FacePipeline(pipeline.detector, Embedder(pipeline.embedder.model, "dlib", distance_scale=2.0))
-    monkeypatch.setattr(recognize, "load_pipeline", lambda *args, **kwargs: spread)
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: spread)
     assert verify_command([str(photo("Juanes", 1)), str(photo("George_Clooney", 5))], True, None, "hog", "dlib",
                           "") == 0
     (answer,) = json_lines(capsys.readouterr().out)
@@ -489,7 +498,11 @@ def test_verify_prints_a_verdict_for_people(fast_model, capsys):
 
 def test_verify_errors(fast_model, capsys, caplog):
     assert verify_command([str(MISC / "dogs.jpg")], False, None, "hog", "dlib", "") == 2
-    assert "exactly two photos" in capsys.readouterr().err
+    assert capsys.readouterr().err == "usage: facenet --verify=A.jpg,B.jpg (exactly two photos, got 1)\n"
+    assert verify_command(["a", "b", "c"], True, None, "hog", "dlib", "", prog="python -m facenet.cli") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "usage: python -m facenet.cli --verify=A.jpg,B.jpg (exactly two photos, got 3)\n"
+    assert fast_model == []  # refused before loading anything
     assert verify_command([str(MISC / "dogs.jpg"), str(photo("Juanes", 1))], False, None, "hog", "dlib", "") == 1
     assert capsys.readouterr().out == ""
     assert [m for m in caplog.messages if "dogs.jpg" in m] == [f"{MISC / 'dogs.jpg'}: no face"]
@@ -505,3 +518,65 @@ def test_verify_json_on_a_faceless_photo_prints_one_error_object(fast_model, cap
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 1
     assert json.loads(out) == {"error": f"{MISC / 'dogs.jpg'}: no face; {MISC / 'rocket.jpg'}: no face"}
+
+
+def test_verify_photos_returns_the_answer_and_raises_on_a_bad_photo(pipeline):
+    answer = verify_photos(pipeline, [photo("Juanes", 1), photo("Juanes", 3)])
+    assert answer.same is True and answer.distance < answer.threshold == VERIFY_THRESHOLD
+    loose = verify_photos(pipeline, [photo("Juanes", 1), photo("George_Clooney", 5)], threshold=1.9)
+    assert loose.same is True and loose.threshold == 1.9
+    with pytest.raises(UnverifiablePhotos) as raised:
+        verify_photos(pipeline, [MISC / "dogs.jpg", MISC / "rocket.jpg"])
+    assert raised.value.problems == [f"{MISC / 'dogs.jpg'}: no face", f"{MISC / 'rocket.jpg'}: no face"]
+    with pytest.raises(ValueError, match="exactly two photos, got 1"):
+        verify_photos(pipeline, [photo("Juanes", 1)])
+
+
+# --------------------------------------------------------------------------- the output folder among the inputs
+
+
+def test_output_folder_apart_from_the_inputs_is_left_out_whole(tmp_path):
+    (tmp_path / "in" / "output").mkdir(parents=True)
+    assert output_exclusions([str(tmp_path / "in")], tmp_path / "in" / "output") == [tmp_path / "in" / "output"]
+    assert output_exclusions([str(tmp_path / "x.jpg")], tmp_path / "out") == [tmp_path / "out"]
+
+
+def test_output_folder_that_is_or_holds_an_input_folder_leaves_out_only_where_it_writes(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    assert output_exclusions([str(photos)], photos) == [photos / "photos"]
+    deep = tmp_path / "out" / "b" / "a"
+    deep.mkdir(parents=True)
+    assert output_exclusions([str(deep)], tmp_path / "out") == [tmp_path / "out" / "a"]
+    # the copies would land among the photos to recognise: refused
+    problem = output_exclusions([str(photos / "sub")], photos)
+    assert problem == (f"--output_dir {photos} would write the annotated copies into the --input folder "
+                       f"{photos / 'sub'}: choose another output folder")
+    (photos / "photos").mkdir()
+    assert isinstance(output_exclusions([str(photos), str(photos / "photos")], photos), str)
+
+
+def test_input_folder_as_its_own_output_folder(tmp_path, data_dir, fast_model, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy2(photo("Juanes", 3), folder / "juanes.jpg")
+    shutil.copy2(photo("George_Clooney", 5), folder / "george.jpg")
+    for run in range(2):  # the second run reads the same two photos, not the copies the first one wrote
+        assert run_recognize(tmp_path, data_dir, [folder], output_dir=folder) == 0, run
+        out, err = capsys.readouterr()
+        assert sorted((Path(r["source"]).name, r["name"]) for r in json_lines(out)) == [
+            ("george.jpg", "George Clooney"), ("juanes.jpg", "Juanes")]
+        assert "nothing to recognise" not in err and "Done: 2 files (2 photos, 0 videos)" in err
+        assert sorted(p.name for p in (folder / "photos").iterdir()) == ["george.jpg", "juanes.jpg"]
+    assert sorted(p.name for p in folder.iterdir()) == ["george.jpg", "juanes.jpg", "photos"]  # inputs untouched
+
+
+def test_output_folder_that_would_mix_copies_with_inputs_exits_2(tmp_path, data_dir, fast_model, capsys):
+    inside = tmp_path / "out" / "inputs"
+    inside.mkdir(parents=True)
+    shutil.copy2(photo("Juanes", 3), inside / "juanes.jpg")
+    assert run_recognize(tmp_path, data_dir, [inside], output_dir=tmp_path / "out") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == (f"error: --output_dir {tmp_path / 'out'} would write the annotated copies "
+                                         f"into the --input folder {inside}: choose another output folder")
+    assert fast_model == [] and sorted(p.name for p in inside.iterdir()) == ["juanes.jpg"]

@@ -17,7 +17,8 @@ from onnx.reference import ReferenceEvaluator
 import facenet.sface as sface
 import facenet.zoo as zoo
 from facenet.config import SFACE_CHIP_SIZE, SFACE_PRETRAINED_FILE
-from facenet.sface import SFaceFormatError, TFLiteRunner, dequantize_linear, pretrained_sface, to_tflite
+from facenet.sface import SFaceFormatError, dequantize_linear, pretrained_sface
+from facenet.tflite import TFLiteRunner, to_tflite
 from facenet.zoo import SFACE_ONNX, YUNET_ONNX, ZooError, zoo_file
 
 PEOPLE = Path(__file__).parent / "data" / "people"

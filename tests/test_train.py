@@ -1,4 +1,5 @@
-"""Training: chip cache, validation split and pairs, P x K batches, augmentation, the step, the guard, the CLI."""
+"""Training: chip cache (memory-mapped), validation split and pairs, P x K batches, augmentation, the steps of every
+loss, the guard, the plots, the CLI."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import facenet.cli.train_command as command
 import facenet.train as training
+import facenet.train.loop as loop
+import facenet.train.validation as validation
+from facenet.cli.train_command import _chosen_loss, train_command
 from facenet.config import CHIP_SIZE, PRETRAINED_FILE, calibration
 from facenet.database import gallery_threshold
 from facenet.embed import Embedder
 from facenet.faces import face_chip
 from facenet.images import load_image
+from facenet.margin import DEFAULTS, NormalizedClassifier
 from facenet.model import (
     build_embedder,
     distance_scale,
@@ -29,14 +35,14 @@ from facenet.model import (
 )
 from facenet.train import (
     CHIPS_CACHE_FILE,
+    LOSSES,
     TrainingError,
     augment_chip,
     load_chips,
+    loss_settings,
     make_dataset,
-    make_train_step,
     pk_batches,
     split_validation,
-    train_command,
     validation_pairs,
     verification_metrics,
 )
@@ -62,8 +68,10 @@ def make_data_dir(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, pipeline) -> tuple[Path, training.ChipSet]:
-    data = make_data_dir(tmp_path_factory.mktemp("tiny"))
-    return data, load_chips(data, pipeline)
+    """The tiny data folder and its chips, read back from a chip cache (memory maps, as training reads them)."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = make_data_dir(root)
+    return data, load_chips(data, pipeline, root / "db" / CHIPS_CACHE_FILE)
 
 
 @pytest.fixture
@@ -74,6 +82,15 @@ def weights(tmp_path, embedder, weights_dir) -> Path:
     for name in (PRETRAINED_FILE, PRETRAINED_FILE + ".json"):
         shutil.copy(weights_dir / name, folder / name)
     return folder
+
+
+def test_the_package_keeps_the_names_of_the_single_module():
+    """facenet.train became a package of stage modules: the old imports keep working."""
+    for name in ("train", "load_chips", "ChipSet", "TrainingError", "split_validation", "validation_pairs",
+                 "pk_batches", "make_dataset", "make_train_step", "verification_metrics", "augment_chip",
+                 "TrainResult", "CHIPS_CACHE_FILE", "device_setup", "freeze_batch_norm", "scan_people"):
+        assert hasattr(training, name), name
+    assert training.make_train_step.__module__ == "facenet.train.step"
 
 
 # --------------------------------------------------------------------------- chips and cache
@@ -103,6 +120,9 @@ def test_load_chips_skips_bad_photos_and_caches(tmp_path, pipeline, detector, ca
     np.testing.assert_array_equal(first.chips["dlib"][0], face_chip(image, detector.detect(image)[0]))
     np.testing.assert_array_equal(first.take(np.array([1, 0]))["dlib"], first.chips["dlib"][[1, 0]])
     assert cache.exists() and not [p for p in cache.parent.iterdir() if p.name.startswith(".")]
+    # the chips are the cache's memory map, not a copy in memory
+    (chips_file,) = cache.parent.glob("chips_cache.*.dlib.npy")
+    assert isinstance(first.chips["dlib"], np.memmap) and Path(first.chips["dlib"].filename) == chips_file
 
     def no_detection(*_args, **_kwargs):
         raise AssertionError("a cached photo was detected again")
@@ -113,6 +133,16 @@ def test_load_chips_skips_bad_photos_and_caches(tmp_path, pipeline, detector, ca
         again = load_chips(data, pipeline, cache)
     np.testing.assert_array_equal(again.chips["dlib"], first.chips["dlib"])
     assert again.paths == first.paths and "dogs.jpg: skipped, no face" in caplog.text
+    assert isinstance(again.chips["dlib"], np.memmap) and Path(again.chips["dlib"].filename) == chips_file
+    # a removed photo: the cache is rewritten (a new generation, the old one deleted), still without detection
+    removed = Path(first.paths[-1])
+    removed.rename(tmp_path / removed.name)
+    fewer = load_chips(data, pipeline, cache)
+    assert len(fewer) == 5 and fewer.paths == first.paths[:-1]
+    np.testing.assert_array_equal(fewer.chips["dlib"], first.chips["dlib"][:5])
+    (newer,) = cache.parent.glob("chips_cache.*.dlib.npy")
+    assert newer != chips_file and Path(fewer.chips["dlib"].filename) == newer
+    (tmp_path / removed.name).rename(removed)
     monkeypatch.undo()
 
     cache.write_bytes(b"not a zip file")
@@ -123,8 +153,38 @@ def test_load_chips_skips_bad_photos_and_caches(tmp_path, pipeline, detector, ca
     np.testing.assert_array_equal(rebuilt.chips["dlib"], first.chips["dlib"])
     with np.load(cache, allow_pickle=False) as stored:
         assert len(stored["keys"]) == 6 and len(stored["failed_keys"]) == 2
-        assert stored["chips_dlib"].shape == (6, CHIP_SIZE, CHIP_SIZE, 3)
         assert all(key.endswith(":hog:dlib:150:0.25") for key in stored["keys"].tolist())
+        (name,) = stored["chip_files"].tolist()
+    assert np.load(cache.parent / name).shape == (6, CHIP_SIZE, CHIP_SIZE, 3)
+
+    # a truncated chips file is a corrupt cache too
+    chips_file = cache.parent / name
+    chips_file.write_bytes(chips_file.read_bytes()[:-1000])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_chips(data, pipeline, cache)
+    assert "corrupt or other-model chip cache" in caplog.text
+    np.testing.assert_array_equal(rebuilt.chips["dlib"], first.chips["dlib"])
+    assert [p.name for p in cache.parent.glob("chips_cache.*.npy")] == [Path(rebuilt.chips["dlib"].filename).name]
+
+
+def test_load_chips_reads_the_single_file_cache_of_earlier_versions(tiny, pipeline, detector, tmp_path, monkeypatch):
+    data, chip_set = tiny
+    with np.load(Path(chip_set.chips["dlib"].filename).parent / CHIPS_CACHE_FILE) as index:
+        keys, failed, reasons = index["keys"], index["failed_keys"], index["failed_reasons"]
+    cache = tmp_path / CHIPS_CACHE_FILE
+    with open(cache, "wb") as handle:
+        np.savez(handle, keys=keys, failed_keys=failed, failed_reasons=reasons, chips_dlib=chip_set.chips["dlib"])
+
+    def no_detection(*_args, **_kwargs):
+        raise AssertionError("a cached photo was detected again")
+
+    monkeypatch.setattr(detector, "detect", no_detection)
+    migrated = load_chips(data, pipeline, cache)
+    assert isinstance(migrated.chips["dlib"], np.memmap) and migrated.paths == chip_set.paths
+    np.testing.assert_array_equal(migrated.chips["dlib"], chip_set.chips["dlib"])
+    with np.load(cache) as index:
+        assert "chips_dlib" not in index.files and "chip_files" in index.files
 
 
 # --------------------------------------------------------------------------- validation
@@ -140,6 +200,32 @@ def test_split_validation_holds_out_per_person_deterministically():
     again = split_validation(labels, 0.2)
     assert np.array_equal(again[1], held)
     assert np.bincount(labels[split_validation(labels, 0.5)[1]], minlength=5).tolist() == [0, 0, 1, 5, 2]
+
+
+def test_validation_pairs_are_capped_and_sampled_with_the_seed():
+    labels = np.repeat(np.arange(40), np.arange(40) % 9 + 1)
+    train, held = split_validation(labels, 0.3)
+    a_all, b_all, same_all = validation_pairs(labels, held, train)
+    assert same_all.sum() > 100  # the cap below really cuts
+    a, b, same = validation_pairs(labels, held, train, max_pairs=100)
+    assert len(a) == 100 and same.sum() == 50 and np.array_equal(same, labels[a] == labels[b])
+    assert all(i in held or j in held for i, j in zip(a, b, strict=True))
+    assert len({(min(i, j), max(i, j)) for i, j in zip(a, b, strict=True)}) == 100
+    assert {*zip(a[same], b[same], strict=True)} <= {*zip(a_all[same_all], b_all[same_all], strict=True)}
+    again = validation_pairs(labels, held, train, max_pairs=100)
+    assert all(np.array_equal(x, y) for x, y in zip((a, b, same), again, strict=True))
+    assert not np.array_equal(validation_pairs(labels, held, train, seed=5, max_pairs=100)[0], a)
+
+
+def test_validation_pairs_of_a_big_data_folder_are_drawn_not_listed():
+    """20,000 held-out x 80,000 training photos: 1.6e9 candidate pairs, never listed; the default cap holds."""
+    labels = np.repeat(np.arange(5000), 20)
+    train, held = split_validation(labels, 0.2)
+    a, b, same = validation_pairs(labels, held, train)
+    assert len(a) == validation.MAX_VALIDATION_PAIRS and same.sum() == len(a) // 2
+    assert np.array_equal(same, labels[a] == labels[b])
+    assert np.all(np.isin(a, held) | np.isin(b, held))
+    assert len(np.unique(np.minimum(a, b) * len(labels) + np.maximum(a, b))) == len(a)
 
 
 def test_validation_pairs_are_new_photo_against_known_and_balanced():
@@ -224,29 +310,86 @@ def test_augmentation_keeps_shape_dtype_range_and_the_face(tiny):
 
     chip_set = tiny[1]
     batches = pk_batches(chip_set.labels, 6, rng=np.random.default_rng(1))
-    x, y = next(iter(make_dataset((tf.constant(chip_set.chips["dlib"]),), chip_set.labels, batches, seed=1)))
+    x, y = next(iter(make_dataset((chip_set.chips["dlib"],), chip_set.labels, batches, seed=1)))
     assert isinstance(x, tuple) and len(x) == 1  # one batch per chip kind of the model
     assert x[0].shape == (6, CHIP_SIZE, CHIP_SIZE, 3) and x[0].dtype == tf.float32
     assert np.array_equal(y.numpy(), chip_set.labels[batches[0]])
+    # the same photos as the chips of the batch (up to the augmentation)
+    for out, index in zip(x[0].numpy(), batches[0], strict=True):
+        chip = chip_set.chips["dlib"][index]
+        assert max(np.corrcoef(out.ravel(), c.ravel())[0, 1] for c in (chip, chip[:, ::-1])) > 0.6
+
+
+def test_dataset_reads_each_batch_from_the_memory_map_not_a_constant_of_all_chips(tiny):
+    chips = tiny[1].chips["dlib"]
+    assert isinstance(chips, np.memmap)
+    batches = pk_batches(tiny[1].labels, 6, rng=np.random.default_rng(1))
+    dataset = make_dataset((chips,), tiny[1].labels, batches, seed=1)
+    graph = dataset._as_serialized_graph().numpy()
+    assert len(graph) < chips.nbytes / 20  # a graph holding the chips (tf.constant) would be bigger than them
 
 
 # --------------------------------------------------------------------------- the step
 
 
-def test_training_step_smoke(tiny, weights):
-    import keras
+def event_tags(run_dir: Path) -> set[str]:
+    """The scalar tags of the TensorBoard event files in run_dir."""
+    from tensorflow.core.util import event_pb2
 
+    tags = set()
+    for event_file in run_dir.glob("events.out.tfevents.*"):
+        for record_bytes in tf.data.TFRecordDataset(str(event_file)):
+            tags |= {v.tag for v in event_pb2.Event.FromString(record_bytes.numpy()).summary.value}
+    return tags
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_each_loss_trains_for_real_and_the_guard_decides(loss, tiny, weights, tmp_path):
+    """One real epoch of each loss on the tiny folder's cached (memory-mapped) chips: every weight trained, finite
+    losses, the plots, the scalars, and the guard's decision carried out (kept only when validation improved)."""
     chip_set = tiny[1]
-    model = build_embedder("dlib", weights)
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    step = make_train_step(model, keras.optimizers.Adam(1e-3), margin=0.5, strategy="semi_hard")
-    batches = pk_batches(chip_set.labels, 8, rng=np.random.default_rng(0))
-    chips = (tf.constant(chip_set.chips["dlib"]),)
-    for x, y in make_dataset(chips, chip_set.labels, np.resize(batches, (2, 8)), seed=0):
-        loss, active = step(x, y)
-        assert np.isfinite(float(loss)) and float(loss) > 0 and 0.0 < float(active) <= 1.0
-    changed = [not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights, strict=True)]
-    assert all(changed)
+    start_model = build_embedder("dlib", weights)
+    start, start_weights = fingerprint(start_model), [w.numpy().copy() for w in start_model.trainable_weights]
+    changed = []
+
+    def on_epoch(epoch, model, _metrics):
+        if epoch == 1:  # the weights the epoch trained, before the guard decides
+            changed.extend(not np.array_equal(a, w.numpy())
+                           for a, w in zip(start_weights, model.trainable_weights, strict=True))
+
+    model, result = training.train(chip_set, weights, "dlib", epochs=1, batch_size=8, learning_rate=1e-4, loss=loss,
+                                   log_dir=tmp_path / "logs", on_epoch=on_epoch)
+    assert changed and all(changed)
+    assert result.loss == loss and result.epochs_run == 1 and result.steps >= 1 and not result.interrupted
+    assert len(result.losses) == 1 and all(np.isfinite(result.losses))
+    second = result.head_accuracy if loss in DEFAULTS else result.active
+    assert len(second) == 1 and 0.0 <= second[0] <= 1.0
+    assert (result.active if loss in DEFAULTS else result.head_accuracy) == []
+    assert result.improved == validation._better(result.val_after, result.val_before, result.val_before)
+    assert (fingerprint(model) != start) == result.improved
+    assert all(np.isfinite(v) for v in result.val_after.values())
+    names = {f"{kind}_{stage}.png" for kind in ("pca", "tsne") for stage in ("before", "after")}
+    assert {p.name for p in result.plots} == names and all(p.exists() for p in result.plots)
+    expected = "train/head_accuracy" if loss in DEFAULTS else "train/active_fraction"
+    assert {"train/loss", expected, "val/auc", "epoch/loss"} <= event_tags(result.run_dir)
+
+
+def test_loss_settings_defaults_and_checks():
+    assert loss_settings("semi_hard") == training.LossSettings("semi_hard", 0.5)
+    assert loss_settings("batch_hard", 0.3) == training.LossSettings("batch_hard", 0.3)
+    for loss, defaults in DEFAULTS.items():
+        settings = loss_settings(loss)
+        assert (settings.margin, settings.scale) == (defaults["margin"], defaults["scale"]) and settings.is_margin
+    assert loss_settings("arcface", 0.3, 64.0) == training.LossSettings("arcface", 0.3, 64.0)
+    with pytest.raises(TrainingError, match="SphereFace margin is an integer"):
+        loss_settings("sphereface", 2.5)
+    with pytest.raises(TrainingError, match="unknown loss"):
+        loss_settings("normface")
+    with pytest.raises(TrainingError, match="margin must be positive"):
+        loss_settings("semi_hard", 0.0)
+    # --loss supersedes the older --strategy, which stays an alias of the triplet losses
+    assert _chosen_loss(None, None) == "semi_hard" and _chosen_loss(None, "batch_hard") == "batch_hard"
+    assert _chosen_loss("cosface", "batch_hard") == "cosface"
 
 
 # --------------------------------------------------------------------------- the guard
@@ -262,15 +405,18 @@ def scripted_metrics(monkeypatch, aucs: list[float], deployed: list[float] | Non
         at_threshold = deployed[i] if deployed else 0.9
         return {"accuracy": 0.9, "auc": aucs[i], "threshold": 0.4, "deployed_accuracy": at_threshold}
 
-    monkeypatch.setattr(training, "verification_metrics", fake)
+    monkeypatch.setattr(validation, "verification_metrics", fake)
     return calls
 
 
-def fake_step(monkeypatch, raise_at: int | None = None) -> None:
-    """A step without tracing: nudges the last weights, or raises KeyboardInterrupt at call `raise_at`."""
-    calls = []
+def fake_step(monkeypatch, raise_at: int | None = None) -> list[tuple]:
+    """A step without tracing: nudges the last weights, or raises KeyboardInterrupt at call `raise_at`.
+    Returns the arguments the step was made with."""
+    calls, made = [], []
 
-    def factory(model, *_args, **_kwargs):
+    def factory(model, *args, **_kwargs):
+        made.append(args)
+
         def step(x, y):
             calls.append(1)
             if raise_at is not None and len(calls) >= raise_at:
@@ -280,16 +426,17 @@ def fake_step(monkeypatch, raise_at: int | None = None) -> None:
 
         return step
 
-    monkeypatch.setattr(training, "make_train_step", factory)
+    monkeypatch.setattr(loop, "make_step", factory)
+    return made
 
 
 def run_command(data: Path, weights: Path, tmp_path: Path, epochs: int = 1, learning_rate: float = 1e-3,
-                pretrained: bool = False) -> int:
+                pretrained: bool = False, loss: str | None = None) -> int:
     return train_command(
         data_dir=str(data), weights_dir=str(weights), database_dir=str(tmp_path / "db"), model="dlib",
-        imagenet_weights=None, epochs=epochs, margin=0.5, batch_size=32, learning_rate=learning_rate,
-        strategy="semi_hard", detector="hog", log_dir=str(tmp_path / "logs"), validation_split=0.2, as_json=True,
-        pretrained=pretrained,
+        imagenet_weights=None, epochs=epochs, margin=None if loss else 0.5, batch_size=32,
+        learning_rate=learning_rate, strategy="semi_hard", detector="hog", log_dir=str(tmp_path / "logs"),
+        validation_split=0.2, as_json=True, pretrained=pretrained, loss=loss,
     )
 
 
@@ -332,7 +479,8 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
     assert database.threshold == pytest.approx(expected)
 
     run_dir = next((tmp_path / "logs").iterdir())
-    assert {"pca_before.png", "pca_after.png"} <= {p.name for p in run_dir.iterdir()}
+    assert {"pca_before.png", "pca_after.png", "tsne_before.png", "tsne_after.png"} <= {
+        p.name for p in run_dir.iterdir()}
     from tensorflow.core.util import event_pb2
 
     tags = set()
@@ -340,6 +488,25 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
         for record_bytes in tf.data.TFRecordDataset(str(event_file)):
             tags |= {v.tag for v in event_pb2.Event.FromString(record_bytes.numpy()).summary.value}
     assert {"train/loss", "train/active_fraction", "val/auc", "val/accuracy"} <= tags
+
+
+def test_margin_loss_head_is_trained_then_discarded(tiny, weights, tmp_path, monkeypatch, capsys):
+    """cosface: a head over the 5 training identities, initialised from their centroids, handed to the step with
+    an optimizer built on model + head; the saved file holds exactly the embedding's weights."""
+    scripted_metrics(monkeypatch, [0.90, 0.95])
+    made = fake_step(monkeypatch)
+    monkeypatch.setattr(command, "_rebuild_database", lambda *_args: "not rebuilt (test)")  # the guard test does
+    assert run_command(tiny[0], weights, tmp_path, loss="cosface") == 0
+    assert last_json(capsys)["saved"] is True
+    ((head, optimizer, settings, *_),) = made
+    assert isinstance(head, NormalizedClassifier) and head.num_classes == 5
+    assert settings == training.LossSettings("cosface", DEFAULTS["cosface"]["margin"], DEFAULTS["cosface"]["scale"])
+    assert optimizer.built and len(optimizer.variables) > 2 * len(head.trainable_variables)
+    columns = np.linalg.norm(head.kernel.numpy(), axis=0)
+    np.testing.assert_allclose(columns, 1.0, atol=1e-5)  # centroids of unit vectors, normalised
+    arrays, _ = read_trained(trained_weights_path(weights, "dlib"))
+    embedding = build_embedder("dlib", weights, trained=False).get_weights()
+    assert [a.shape for a in arrays] == [w.shape for w in embedding]
 
 
 def test_guard_keeps_previous_weights_when_not_better(tiny, weights, tmp_path, monkeypatch, capsys):
@@ -408,7 +575,7 @@ def test_failing_to_save_exits_1_with_one_line(tiny, weights, tmp_path, monkeypa
     def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training, "save_trained_weights", disk_full)
+    monkeypatch.setattr(command, "save_trained_weights", disk_full)
     assert run_command(tiny[0], weights, tmp_path) == 1
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error")]
@@ -470,11 +637,12 @@ def test_pca_and_plot(tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_trains_and_prints_one_json_line(tmp_path, weights):
+def test_cli_trains_with_a_margin_loss_and_prints_one_json_line(tmp_path, weights):
+    """`--loss cosface` without -m: CosFace's own margin (0.35), not the triplet default 0.5 of -m."""
     data = make_data_dir(tmp_path)
     command = [sys.executable, "main.py", "-t", "True", "-e", "1", "--json", "--data_dir", str(data),
                "--database_dir", str(tmp_path / "db"), "-wp", str(weights), "--tensorboard_dir", str(tmp_path / "l"),
-               "--model", "dlib", "-d", "hog"]
+               "--model", "dlib", "-d", "hog", "--loss", "cosface", "-bs", "8"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
@@ -482,7 +650,8 @@ def test_cli_trains_and_prints_one_json_line(tmp_path, weights):
     record = json.loads(lines[-1])
     assert set(record) == {"val_before", "val_after", "saved", "weights", "seconds"}
     assert isinstance(record["saved"], bool) and record["seconds"] > 0
-    assert "epoch 1/1" in done.stderr
+    assert "epoch 1/1" in done.stderr and "head accuracy" in done.stderr
+    assert "cosface loss, margin 0.35, scale 30" in done.stderr
     assert record["saved"] == trained_weights_path(weights, "dlib").exists()
     if record["saved"]:
         assert record["weights"] == str(trained_weights_path(weights, "dlib"))

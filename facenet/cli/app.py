@@ -251,14 +251,14 @@ def run(argv: list[str]) -> int:
     problem = check_arguments(argv)
     if problem:
         return _error(problem)
-    from facenet.console import import_tensorflow_quietly
+    from facenet.cli.console import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     # >>> Extension point: --database_url, --loss and --scale are parsed and checked above but not passed on yet,
     # because the *_command functions below do not take them yet; add them to the calls here once they do. <<<
     model = _model()
     if FLAGS.lfw_pairs:
-        from facenet.evaluate import lfw_command
+        from facenet.cli.lfw_command import lfw_command
 
         return lfw_command(
             pairs=FLAGS.lfw_pairs, lfw_dir=FLAGS.lfw_dir, flip=FLAGS.flip, as_json=FLAGS.json,
@@ -266,23 +266,27 @@ def run(argv: list[str]) -> int:
             train_pairs=FLAGS.lfw_train_pairs, pretrained=FLAGS.pretrained,
         )
     if FLAGS.verify:
-        from facenet.recognize import verify_command
+        from facenet.cli.verify_command import verify_command
 
         return verify_command(
             FLAGS.verify, as_json=FLAGS.json, threshold=FLAGS.threshold, detector=FLAGS.detector,
             model=model, weights_dir=FLAGS.weights_path, pretrained=FLAGS.pretrained,
+            prog=_prog(argv[0] if argv else "facenet"),
         )
     if FLAGS.train:
-        from facenet.train import train_command
+        from facenet.cli.train_command import train_command
 
+        # -m, --loss and --strategy pass on only when given: each loss has its own default margin
         return train_command(
             data_dir=FLAGS.data_dir, weights_dir=FLAGS.weights_path, database_dir=FLAGS.database_dir,
             model=model, imagenet_weights=FLAGS.imagenet_weights, epochs=FLAGS.epochs,
-            margin=FLAGS.margin, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-            strategy=FLAGS.strategy, detector=FLAGS.detector, log_dir=FLAGS.tensorboard_dir,
-            validation_split=FLAGS.validation_split, as_json=FLAGS.json, pretrained=FLAGS.pretrained,
+            margin=FLAGS.margin if FLAGS["margin"].present else None, batch_size=FLAGS.batch_size,
+            learning_rate=FLAGS.learning_rate, strategy=FLAGS.strategy if FLAGS["strategy"].present else None,
+            detector=FLAGS.detector, log_dir=FLAGS.tensorboard_dir, validation_split=FLAGS.validation_split,
+            as_json=FLAGS.json, pretrained=FLAGS.pretrained, loss=FLAGS.loss if FLAGS["loss"].present else None,
+            scale=FLAGS.scale,
         )
-    from facenet.recognize import recognize_command
+    from facenet.cli.recognize_command import recognize_command
 
     return recognize_command(
         web_cam=FLAGS.web_cam, inputs=FLAGS.input or [], camera=FLAGS.camera, output_dir=FLAGS.output_dir,

@@ -1,8 +1,7 @@
-"""What the commands print: JSON lines on stdout, everything human (logs, progress) on stderr."""
+"""Progress of long loops, on stderr so stdout stays clean for --json: a tqdm bar on a terminal, plain lines off one."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -12,13 +11,6 @@ from typing import TypeVar
 from tqdm import tqdm
 
 T = TypeVar("T")
-
-
-def emit_json(record: dict) -> None:
-    """One JSON object per line on stdout (UTF-8 names kept readable)."""
-    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
 
 PLAIN_PROGRESS_EVERY = 100
 """Without a terminal and without a known total, one progress line per this many items."""
@@ -65,27 +57,3 @@ def _plain_progress(items: Iterable[T], desc: str, total: int | None, unit: str)
         if count % every == 0 and count != total:
             line(final=False)
     line(final=True)
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up banner (oneDNN/absl lines on fd 2) hidden.
-
-    TF 2.21 prints them before TF_CPP_MIN_LOG_LEVEL takes effect; they are shown only if the import fails.
-    """
-    import os
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)

@@ -1,0 +1,24 @@
+"""What the commands share: loading the face pipeline, and the --threshold range check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from facenet.pipeline import FacePipeline
+
+
+def load_pipeline(detector: str, model: str, weights_dir: str | Path, pretrained: bool = False) -> FacePipeline:
+    """The face pipeline of the commands. TensorFlow is imported only here: argument errors, a missing camera or
+    photo fail in a fraction of a second. (Tests replace this function to reuse one loaded pipeline.)"""
+    from facenet.pipeline import FacePipeline
+
+    return FacePipeline(detector, model, weights_dir, pretrained)
+
+
+def threshold_problem(threshold: float | None) -> str | None:
+    """The one-line complaint about a --threshold outside (0, 2] (NaN included); None when it is fine or unset."""
+    if threshold is not None and not (0.0 < threshold <= 2.0):
+        return f"--threshold must be in (0, 2] (unit-sphere distance), got {threshold}"
+    return None

@@ -1,0 +1,47 @@
+"""What the commands print: JSON lines on stdout, everything human (errors, logs, progress) on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from facenet.progress import progress
+
+__all__ = ["emit_json", "error", "import_tensorflow_quietly", "progress"]
+
+
+def emit_json(record: dict) -> None:
+    """One JSON object per line on stdout (UTF-8 names kept readable)."""
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str, code: int = 2, prefix: str = "error") -> int:
+    """`error: message` (or another `prefix`) on stderr; returns `code` (default 2: bad arguments or input) for the
+    command to return."""
+    print(f"{prefix}: {message}", file=sys.stderr)
+    return code
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up banner (oneDNN/absl lines on fd 2) hidden.
+
+    TF 2.21 prints them before TF_CPP_MIN_LOG_LEVEL takes effect; they are shown only if the import fails.
+    """
+    import os
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,260 @@
+"""`facenet -t False`: sync the database with data/, then name every face of photos, folders, videos or the webcam.
+
+Outputs: annotated photos/videos in the output folder (names mirror the inputs), JSON lines on stdout with
+--json, a progress bar and a summary on stderr. Bad inputs get one line each and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from facenet import config
+from facenet.cli import common
+from facenet.cli.console import error
+from facenet.cli.recognize_output import (
+    OutputNames,
+    emit_results,
+    photo_suffix,
+    print_enrollment,
+    print_photo,
+    print_summary,
+    write_photo,
+)
+from facenet.draw import Window, annotate
+from facenet.images import ImageError
+from facenet.progress import progress
+from facenet.recognize import FrameHook, Recognizer, Summary, recognize_stream
+from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
+
+if TYPE_CHECKING:
+    from facenet.database import FaceDatabase
+    from facenet.pipeline import FacePipeline
+
+log = logging.getLogger(__name__)
+
+WINDOW_TITLE = "facenet (q or Esc quits)"
+
+
+def _is_or_inside(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def output_exclusions(inputs: list[str], output_dir: Path) -> list[Path] | str:
+    """What collect_inputs leaves out so that annotated copies are never read back as inputs; or, when the copies
+    would land among the photos to recognise, the one-line reason to choose another output folder.
+
+    Usually the whole output folder. When it is an --input folder or holds one (`--input D --output_dir D`), the
+    inputs are read and only the folders this run writes into are left out: <output>/<name of each input folder>
+    (so `D/D/`, where the copies of D's photos go, and where a previous run left them).
+    """
+    output = output_dir.resolve()
+    folders = [Path(given).resolve() for given in inputs if Path(given).is_dir()]
+    if not any(_is_or_inside(folder, output) for folder in folders):
+        return [output_dir]
+    written = [output / folder.name for folder in folders]
+    for target in written:
+        clash = next((folder for folder in folders if _is_or_inside(folder, target)), None)
+        if clash is not None:
+            return (f"--output_dir {output_dir} would write the annotated copies into the --input folder {clash}: "
+                    "choose another output folder")
+    for target in written:
+        if target.is_dir():
+            log.info("%s: left out of the inputs (annotated copies of an earlier run)", target)
+    return written
+
+
+def _collect(inputs: list[str], output_dir: Path, summary: Summary) -> list[Input] | int:
+    """The photos and videos to recognise (each missing one named and counted), or the exit code when none."""
+    exclude = output_exclusions(inputs, output_dir)
+    if isinstance(exclude, str):
+        return error(exclude)
+    items, errors = collect_inputs(inputs, exclude=exclude)
+    for problem in errors:
+        log.warning("%s", problem)
+    summary.errors += len(errors)
+    if not items:
+        log.error("nothing to recognise in %s (no photos or videos found)", ", ".join(map(str, inputs)))
+        return 1
+    return items
+
+
+def _open_camera(camera: int) -> VideoSource | None:
+    """The webcam; None, with one line naming it, when it cannot be opened."""
+    try:
+        return VideoSource.open_camera(camera)
+    except SourceError as problem:
+        log.error("%s", problem)
+        return None
+
+
+def _load(
+    detector: str, model: str, weights_dir: str | Path, pretrained: bool, data_dir: Path, database_dir: str | Path,
+    enroll_only: bool, as_json: bool,
+) -> tuple[FacePipeline, FaceDatabase] | None:
+    """The pipeline and the database synced with data/ (its report printed); None, logged, when either fails."""
+    from facenet.database import sync_database
+
+    try:
+        pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
+        database, report = sync_database(data_dir, database_dir, pipeline)
+    except (OSError, ValueError, RuntimeError) as problem:
+        log.error("cannot load the model or the database: %s", problem)
+        return None
+    print_enrollment(report, enroll_only, as_json)
+    return pipeline, database
+
+
+def recognize_command(
+    web_cam: bool,
+    inputs: list[str],
+    camera: int,
+    output_dir: str | Path,
+    data_dir: str | Path,
+    database_dir: str | Path,
+    weights_dir: str | Path,
+    model: str,
+    detector: str,
+    threshold: float | None,
+    as_json: bool,
+    enroll_only: bool,
+    pretrained: bool = False,
+) -> int:
+    """`python main.py -t False`: sync the database with data/, then name every face of the inputs or webcam.
+
+    Exit codes: 0 done, 1 some input or the camera failed (each named on stderr), 2 bad arguments, 130 Ctrl-C.
+    """
+    problem = common.threshold_problem(threshold)
+    if problem:
+        return error(problem)
+    output_dir, data_dir = Path(output_dir), Path(data_dir)
+    if not enroll_only and output_dir.resolve().is_relative_to(data_dir.resolve()):
+        return error(f"--output_dir {output_dir} is inside --data_dir {data_dir} (never written to)")
+    summary = Summary()
+    camera_source: VideoSource | None = None
+    items: list[Input] = []
+    if not enroll_only and web_cam:
+        camera_source = _open_camera(camera)
+        if camera_source is None:
+            return 1
+    elif not enroll_only:
+        found = _collect(inputs, output_dir, summary)
+        if isinstance(found, int):
+            return found
+        items = found
+    try:
+        loaded = _load(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only, as_json)
+        if loaded is None:
+            return 1
+        if enroll_only:
+            return 0
+        pipeline, database = loaded
+        if len(database) == 0:
+            log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
+        recognizer = Recognizer(pipeline, database, threshold)
+        if camera_source is not None:
+            return _run_webcam(camera_source, recognizer, summary, as_json, output_dir)
+        return _run_inputs(items, recognizer, summary, as_json, output_dir, data_dir)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if camera_source is not None:
+            camera_source.close()
+
+
+def _run_inputs(
+    items: list[Input], recognizer: Recognizer, summary: Summary, as_json: bool, output_dir: Path, data_dir: Path
+) -> int:
+    names = OutputNames(output_dir, items, data_dir)
+    window = None
+    if any(item.kind == "video" for item in items):
+        window, problem = Window.open(WINDOW_TITLE)
+        if problem:
+            log.info("%s: annotated videos are written to %s without a preview window", problem, output_dir)
+    photos = [item for item in items if item.kind == "photo"]
+    try:
+        for item in progress(photos, desc="photos", unit="photo") if len(photos) > 1 else photos:
+            _run_photo(item, recognizer, names, summary, as_json)
+        for item in (item for item in items if item.kind == "video"):
+            if summary.interrupted:
+                break
+            _run_video(item, recognizer, names, summary, as_json, window)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if window is not None:
+            window.close()
+    print_summary(summary, output_dir)
+    if summary.interrupted:
+        return 130
+    return 1 if summary.errors else 0
+
+
+def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary: Summary, as_json: bool) -> None:
+    try:
+        frame = read_photo(item)
+    except ImageError as problem:
+        log.warning("%s", problem)
+        summary.errors += 1
+        return
+    results = recognizer.recognize(frame.image)
+    summary.photos += 1
+    summary.add(results)
+    print_photo(results, item.source, frame.scale, as_json)
+    out = names.path_for(item, photo_suffix(item.path))
+    if out is not None:
+        try:
+            write_photo(out, annotate(frame.image, [r.label() for r in results]))
+        except OSError as problem:
+            log.warning("%s: cannot write %s (%s)", item.source, out, problem)
+            summary.errors += 1
+
+
+def _json_frames(source: str, as_json: bool) -> FrameHook | None:
+    """The per-frame hook of recognize_stream: JSON lines with --json, else nothing."""
+    return (lambda index, results: emit_results(results, source, index)) if as_json else None
+
+
+def _run_video(
+    item: Input, recognizer: Recognizer, names: OutputNames, summary: Summary, as_json: bool, window: Window | None
+) -> None:
+    try:
+        with VideoSource.open_file(item.path, item.source) as video:
+            out = names.path_for(item, ".mp4")
+            recognize_stream(video, recognizer, summary, out, window, on_frame=_json_frames(video.source, as_json))
+    except SourceError as problem:
+        log.warning("%s", problem)
+        summary.errors += 1
+        return
+    except OSError as problem:
+        log.warning("%s: cannot write the annotated video (%s)", item.source, problem)
+        summary.errors += 1
+        return
+    summary.videos += 1
+
+
+def _run_webcam(
+    camera: VideoSource, recognizer: Recognizer, summary: Summary, as_json: bool, output_dir: Path
+) -> int:
+    window, problem = Window.open(WINDOW_TITLE)
+    out = None
+    if window is None:
+        out = output_dir / f"webcam{camera.source.removeprefix('camera ')}.mp4"
+        log.warning("%s: writing the annotated webcam stream to %s (stops after %d frames, or Ctrl-C)",
+                    problem, out, config.HEADLESS_WEBCAM_FRAMES)
+    try:
+        recognize_stream(camera, recognizer, summary, out, window,
+                         max_frames=config.HEADLESS_WEBCAM_FRAMES if window is None else None,
+                         on_frame=_json_frames(camera.source, as_json))
+    except (SourceError, OSError) as failure:
+        log.error("%s", failure)
+        return 1
+    finally:
+        if window is not None:
+            window.close()
+    summary.videos += 1
+    print_summary(summary, output_dir if out else None)
+    return 0

@@ -1,0 +1,160 @@
+"""The training step (triplet mining or a margin loss through a cosine head), the loss settings, the devices."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facenet.margin import DEFAULTS, MARGIN_LOSSES, NormalizedClassifier, check_margin, make_margin_train_step
+from facenet.train.chips import TrainingError
+from facenet.triplet import STRATEGIES, triplet_loss
+
+log = logging.getLogger(__name__)
+
+LOSSES = STRATEGIES + MARGIN_LOSSES
+"""Training losses: semi_hard and batch_hard triplet mining, the cosface, arcface and sphereface margin losses."""
+
+TRIPLET_MARGIN = 0.5
+"""The triplet losses' default margin (unit-sphere Euclidean distance)."""
+
+Step = Callable[[tuple[tf.Tensor, ...], tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss of a run and its parameters: `margin` in the loss's own unit, `scale` (margin losses only)."""
+
+    loss: str
+    margin: float
+    scale: float | None = None
+
+    @property
+    def is_margin(self) -> bool:
+        return self.loss in MARGIN_LOSSES
+
+    @property
+    def second_output(self) -> str:
+        """What the step returns beside the loss: the share of active triplets, or the head's accuracy."""
+        return "head_accuracy" if self.is_margin else "active_fraction"
+
+
+def loss_settings(loss: str, margin: float | None = None, scale: float | None = None) -> LossSettings:
+    """The loss with its defaults filled in (margin.DEFAULTS for margin losses, TRIPLET_MARGIN for triplets);
+    TrainingError for an unknown loss or a margin/scale it cannot use."""
+    if loss not in LOSSES:
+        raise TrainingError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if loss in STRATEGIES:
+        if scale is not None:
+            log.warning("--scale is a setting of the margin losses; ignored with the %s triplet loss", loss)
+        margin = TRIPLET_MARGIN if margin is None else margin
+        if not margin > 0:
+            raise TrainingError(f"the margin must be positive, got {margin}")
+        return LossSettings(loss, float(margin))
+    margin = DEFAULTS[loss]["margin"] if margin is None else margin
+    scale = DEFAULTS[loss]["scale"] if scale is None else scale
+    try:
+        check_margin(loss, scale, margin)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+    return LossSettings(loss, float(margin), float(scale))
+
+
+def make_train_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    margin: float,
+    strategy: str = "semi_hard",
+    distribution: tf.distribute.Strategy | None = None,
+    jit_compile: bool = False,
+) -> Step:
+    """`step(x, y) -> (loss, active_fraction)`: one compiled update on a batch (per replica under a distribution).
+
+    The loss is computed in float32 whatever the compute dtype; the optimizer's `scale_loss` applies the
+    loss scale of a LossScaleOptimizer (mixed precision) and is the identity otherwise. Under
+    MirroredStrategy each replica's batch is its own P x K batch; gradients are summed, so each replica's
+    loss is divided by the number of replicas.
+    """
+    distribution = distribution or tf.distribute.get_strategy()
+    replicas = distribution.num_replicas_in_sync
+
+    def replica_step(x: tuple[tf.Tensor, ...], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            embeddings = tf.cast(model(list(x) if len(x) > 1 else x[0], training=True), tf.float32)
+            loss, active = triplet_loss(y, embeddings, margin, strategy)
+            scaled = optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss, active
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def step(x: tuple[tf.Tensor, ...], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        loss, active = distribution.run(replica_step, args=(x, y))
+        mean = tf.distribute.ReduceOp.MEAN
+        return distribution.reduce(mean, loss, axis=None), distribution.reduce(mean, active, axis=None)
+
+    return step
+
+
+def make_step(
+    model: keras.Model,
+    head: NormalizedClassifier | None,
+    optimizer: keras.optimizers.Optimizer,
+    settings: LossSettings,
+    distribution: tf.distribute.Strategy | None = None,
+    jit_compile: bool = False,
+) -> Step:
+    """The step of `settings.loss`: `step(x, y) -> (loss, active fraction | head accuracy)`; margin losses train
+    `head` together with the model (y: class indices into the head)."""
+    if settings.is_margin:
+        return make_margin_train_step(model, head, optimizer, settings.loss, settings.scale, settings.margin,
+                                      distribution=distribution, jit_compile=jit_compile)
+    return make_train_step(model, optimizer, settings.margin, settings.loss, distribution, jit_compile)
+
+
+def build_optimizer(learning_rate: float, variables: list[tf.Variable]) -> keras.optimizers.Optimizer:
+    """Adam (loss-scaled under mixed float16), its slots made here for `variables`, not inside the traced step."""
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(variables)
+    return optimizer
+
+
+def make_head(classes: int, dim: int, embeddings: np.ndarray, labels: np.ndarray) -> NormalizedClassifier:
+    """A cosine head over `classes` training identities, each class vector its identity's mean embedding."""
+    head = NormalizedClassifier(classes, name="margin_head")
+    head.build((None, dim))
+    head.init_from_centroids(embeddings, labels)
+    return head
+
+
+def freeze_batch_norm(model: keras.Model) -> None:
+    """Batch-norm layers keep their pretrained statistics and scales: P x K batches of a few people would
+    otherwise overwrite statistics learnt on millions of faces (SFace has them; the dlib twin has fixed affines)."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+@contextlib.contextmanager
+def device_setup() -> Iterator[tf.distribute.Strategy]:
+    """GPUs: mixed float16 (set before the model is built) and MirroredStrategy for 2+; CPU: float32 as is.
+
+    The previous dtype policy is restored afterwards, so models built later (the database's) are float32.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    previous = keras.mixed_precision.global_policy()
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    distribution = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    log.info("training on %s", f"{len(gpus)} GPU(s), mixed float16" if gpus else "the CPU, float32")
+    try:
+        yield distribution
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
