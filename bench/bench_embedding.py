@@ -27,27 +27,21 @@ import tensorflow as tf  # noqa: E402
 
 from facenet.config import RESNET_DAT, model_file  # noqa: E402
 from facenet.embed import Embedder  # noqa: E402
-from facenet.faces import FaceDetector, face_chip  # noqa: E402
-from facenet.images import ImageError, list_images, load_image  # noqa: E402
+from facenet.images import list_images  # noqa: E402
 from facenet.model import build_embedder, pretrained_dlib_resnet  # noqa: E402
+from facenet.pipeline import FacePipeline  # noqa: E402
 
 SOURCES = (ROOT.parent / "shared/faces/lfw_dev", ROOT.parent / "shared/faces/people", ROOT / "tests/data/people")
 
 
-def real_chips(count: int, source: Path | None) -> tuple[np.ndarray, Path]:
-    """`count` aligned chips of the largest face of the first photos (sorted) of the first source that exists."""
+def real_chips(count: int, source: Path | None, pipeline: FacePipeline) -> tuple[np.ndarray, Path]:
+    """`count` aligned dlib chips of the subject of the first photos (sorted) of the first source that exists, cut
+    by the FacePipeline as enrollment cuts them."""
     folder = source or next(s for s in SOURCES if s.is_dir())
-    detector = FaceDetector("hog")
     chips = []
-    for path in list_images(folder):
-        try:
-            image = load_image(path)
-        except ImageError as error:
-            print(f"skipped {error}", file=sys.stderr)
-            continue
-        faces = detector.detect(image)
-        if faces:
-            chips.append(face_chip(image, faces[0]))
+    for _, subject, image in pipeline.read_subjects(list_images(folder)[: 2 * count], "largest"):
+        if subject.face is not None:
+            chips.append(pipeline.chips(image, [subject.face])["dlib"][0])
         if len(chips) == count:
             break
     if len(chips) < count:
@@ -77,18 +71,18 @@ def main() -> int:
     parser.add_argument("--weights_path", default=None, help="converted-model cache (default: a temp folder)")
     args = parser.parse_args()
 
-    chips, folder = real_chips(args.chips, args.source)
-    n = len(chips)
     weights_dir = args.weights_path or tempfile.mkdtemp(prefix="bench_weights_")
-    ours = Embedder(build_embedder("dlib_resnet", weights_dir, trained=False))
+    ours = Embedder(build_embedder("dlib", weights_dir, trained=False), "dlib")
+    chips, folder = real_chips(args.chips, args.source, FacePipeline("yunet", ours, weights_dir))
+    n = len(chips)
     facerec = dlib.face_recognition_model_v1(str(model_file(RESNET_DAT)))
     chip_list = [np.ascontiguousarray(c) for c in chips]
 
     rows = best_seconds(
         {
-            ("facenet Embedder (Keras, tf.function)", "1"): lambda: [ours.embed(c[None]) for c in chips],
+            ("facenet Embedder (Keras, tf.function)", "1"): lambda: [ours.embed({"dlib": c[None]}) for c in chips],
             ("dlib compute_face_descriptor(chip)", "1"): lambda: [facerec.compute_face_descriptor(c) for c in chips],
-            ("facenet Embedder (Keras, tf.function)", str(n)): lambda: ours.embed(chips),
+            ("facenet Embedder (Keras, tf.function)", str(n)): lambda: ours.embed({"dlib": chips}),
             ("dlib compute_face_descriptor(list)", str(n)): lambda: facerec.compute_face_descriptor(chip_list),
         },
         args.repeats,

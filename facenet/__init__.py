@@ -1,7 +1,7 @@
 """facenet: face recognition that installs with one command and works offline (TensorFlow 2 / Keras 3).
 
 The public API (see `facenet.api`): `verify`, `Gallery`, `detect_faces`, `embed_faces`, `embed_face`, `load_image`,
-`pipeline` (the shared `FacePipeline`). TensorFlow loads on first use, not on import.
+`face_pipeline` (the shared `FacePipeline`). TensorFlow loads on first use, not on import.
 """
 
 from facenet.api import (
@@ -13,12 +13,12 @@ from facenet.api import (
     detect_faces,
     embed_face,
     embed_faces,
+    face_pipeline,
     load_image,
-    pipeline,
     verify,
 )
 
 __version__ = "0.2.0"
 
 __all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces", "embed_face",
-           "embed_faces", "load_image", "pipeline", "verify"]
+           "embed_faces", "face_pipeline", "load_image", "verify"]

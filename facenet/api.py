@@ -43,7 +43,7 @@ def _pipeline(detector: str, model: str, weights_dir: str, pretrained: bool) -> 
     return FacePipeline(detector, model, weights_dir, pretrained)
 
 
-def pipeline(
+def face_pipeline(
     model: str = DEFAULT_MODEL, detector: str = DEFAULT_DETECTOR, weights_dir: str | Path | None = None,
     pretrained: bool = False,
 ) -> FacePipeline:
@@ -65,24 +65,24 @@ def _name(image: Image) -> str:
 
 def detect_faces(image: Image, **settings) -> list[Face]:
     """Every face of a photo, largest first: `.box`, `.score`, `.points` (5 landmarks) when the detector gives them."""
-    return pipeline(**settings).detect(_rgb(image))
+    return face_pipeline(**settings).detect(_rgb(image))
 
 
 def embed_faces(image: Image, faces: list[Face] | None = None, **settings) -> np.ndarray:
     """Unit vectors (N, dim) of the given faces of a photo (default: every face, largest first)."""
     rgb = _rgb(image)
-    face_pipeline = pipeline(**settings)
-    return face_pipeline.embed(rgb, face_pipeline.detect(rgb) if faces is None else face_pipeline.complete(rgb, faces))
+    shared = face_pipeline(**settings)
+    return shared.embed(rgb, shared.detect(rgb) if faces is None else shared.complete(rgb, faces))
 
 
 def embed_face(image: Image, **settings) -> np.ndarray:
     """The unit vector of a photo's subject (its largest face, through the fallback chain); NoFaceError if none."""
     rgb = _rgb(image)
-    face_pipeline = pipeline(**settings)
-    subject = face_pipeline.subject(rgb, "largest")
+    shared = face_pipeline(**settings)
+    subject = shared.subject(rgb, "largest")
     if subject.face is None:
         raise NoFaceError(f"{_name(image)}: no face found")
-    return face_pipeline.embed(rgb, [subject.face])[0]
+    return shared.embed(rgb, [subject.face])[0]
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,10 @@ class Verification:
 
 def verify(a: Image, b: Image, threshold: float | None = None, **settings) -> Verification:
     """Are the largest faces of two photos the same person? Default threshold: the model's, calibrated on LFW."""
-    face_pipeline = pipeline(**settings)
+    shared = face_pipeline(**settings)
     first, second = embed_face(a, **settings), embed_face(b, **settings)
     if threshold is None:
-        threshold = calibration(face_pipeline.model).verify_threshold * face_pipeline.embedder.distance_scale
+        threshold = calibration(shared.model).verify_threshold * shared.embedder.distance_scale
     distance = float(np.linalg.norm(first - second))
     return Verification(distance <= threshold, distance, float(threshold))
 
@@ -128,7 +128,7 @@ class Gallery:
     ) -> None:
         self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
         self.threshold = threshold
-        self.pipeline = pipeline(**settings)
+        self.pipeline = face_pipeline(**settings)
         self.database: FaceDatabase
         self.report: EnrollmentReport
         self.sync()
@@ -158,4 +158,4 @@ class Gallery:
 
 
 __all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces", "embed_face",
-           "embed_faces", "load_image", "pipeline", "verify"]
+           "embed_faces", "face_pipeline", "load_image", "verify"]

@@ -29,10 +29,10 @@ from facenet.config import (
     TTA_PADDINGS,
     VIDEO_DETECT_SIDE,
 )
-from facenet.progress import progress
 from facenet.embed import Chips, Embedder, load_embedder
 from facenet.faces import Face, FaceDetector, face_chip, fit_shape
 from facenet.images import ImageError, load_image
+from facenet.progress import progress
 
 log = logging.getLogger(__name__)
 

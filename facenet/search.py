@@ -117,7 +117,8 @@ class ExactIndex:
         self.vectors = _as_matrix(array.reshape(-1, self.dim) if array.size == 0 else array, self.dim)
         self.threads = threads
         self._faiss = None
-        if faiss is not None and len(self.vectors) >= SMALL_GALLERY:
+        # integer dot products stay exact in faiss's float32 up to 2**24: 127 * 127 * dim < 2**24 for dim <= 1040
+        if faiss is not None and len(self.vectors) >= SMALL_GALLERY and 127 * 127 * self.dim < 2**24:
             self._build_int8()
 
     def __len__(self) -> int:
@@ -229,8 +230,10 @@ class ApproxIndex:
     """Approximate top-k by an HNSW graph (faiss IndexHNSWFlat, inner product), re-ranked in float32.
 
     For galleries where even the int8 scan is too slow (about 10 M people). `build_seconds` says what building
-    cost; `ef_search` trades latency for recall (measured in bench/bench_search.py). The returned similarities
-    are exact float32 inner products of the returned vectors.
+    cost (~1,200 vectors/s on 2 busy cores: 1 M in 13 min). `ef_search` trades latency for recall@1 against the
+    exact top-1; at 1 M, genuine queries: 0.998 at 512 (4 ms) on random unit vectors, 0.992 at 128 (0.9 ms) on
+    people shaped like real dlib embeddings (bench/bench_search.py). The returned similarities are exact float32
+    inner products of the returned vectors.
     """
 
     def __init__(
@@ -239,7 +242,7 @@ class ApproxIndex:
         dim: int | None = None,
         connectivity: int = 32,
         ef_construction: int = 64,
-        ef_search: int = 128,
+        ef_search: int = 512,
         threads: int | None = None,
     ) -> None:
         if faiss is None:

@@ -425,3 +425,14 @@ def test_atomic_write_failure_leaves_the_old_file_and_no_temp(tmp_path, fsynced)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["db.npz"]
     assert fsynced == []
 
+
+
+def test_ci_runs_exactly_the_readme_set_up_commands():
+    """The README's install command (which installs pytest too) and its test command, in that order, are .ci/run."""
+    readme = (ROOT / "README.md").read_text()
+    setup = readme[readme.index("## Set up"): readme.index("The main commands:")]
+    commands = [line.strip() for line in setup.splitlines() if line.startswith("    python ")]
+    assert len(commands) == 2 and "requirements-dev.txt" in commands[0] and commands[1] == "python -m pytest -q"
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python ")]
+    assert ci == commands
+    assert "pytest" in (ROOT / "requirements-dev.txt").read_text()

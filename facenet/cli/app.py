@@ -73,11 +73,14 @@ flags.DEFINE_string(
     "installed: $FACENET_HOME, else ${XDG_CACHE_HOME:-~/.cache}/facenet/weights).",
     short_name="wp",
 )
-flags.DEFINE_float("margin", 0.5, "Triplet loss margin (unit-sphere Euclidean distance).", short_name="m")
+flags.DEFINE_float(
+    "margin", 0.5, "Margin of the chosen --loss: triplet losses 0.5 (unit-sphere distance); cosface 0.35, arcface 0.5 "
+    "(radians), sphereface 4 (integer) when not given.", short_name="m",
+)
 flags.DEFINE_integer("epochs", 20, "Training epochs.", short_name="e")
 flags.DEFINE_integer("batch_size", 32, "Training batch size (P identities x K photos).", short_name="bs")
 flags.DEFINE_float(
-    "learning_rate", None, "Training learning rate (default per backbone: 1e-6 dlib_resnet, 1e-4 resnet50).",
+    "learning_rate", None, "Training learning rate (default per model: 1e-6 fused, sface and dlib; 1e-4 resnet50).",
     short_name="lr",
 )
 flags.DEFINE_enum(
@@ -118,7 +121,7 @@ flags.DEFINE_integer("camera", 0, "Webcam index.")
 flags.DEFINE_float("threshold", None, "Override the calibrated distance threshold (unit-sphere Euclidean).")
 flags.DEFINE_list("verify", None, "Two photos A,B: same person or not (1:1 verification).")
 flags.DEFINE_bool("enroll", False, "Only sync the database with --data_dir and print the enrollment report.")
-flags.DEFINE_enum("strategy", "semi_hard", ["semi_hard", "batch_hard"], "Triplet mining strategy.")
+flags.DEFINE_enum("strategy", "semi_hard", ["semi_hard", "batch_hard"], "Older name of --loss (triplet mining).")
 flags.DEFINE_enum(
     "loss", "semi_hard", ["semi_hard", "batch_hard", "cosface", "arcface", "sphereface"],
     "Training loss: semi_hard or batch_hard triplet mining, or the cosface, arcface or sphereface margin losses.",
@@ -254,8 +257,6 @@ def run(argv: list[str]) -> int:
     from facenet.cli.console import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    # >>> Extension point: --database_url, --loss and --scale are parsed and checked above but not passed on yet,
-    # because the *_command functions below do not take them yet; add them to the calls here once they do. <<<
     model = _model()
     if FLAGS.lfw_pairs:
         from facenet.cli.lfw_command import lfw_command

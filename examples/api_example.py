@@ -1,0 +1,16 @@
+"""The Python API on the example gallery: python examples/api_example.py (from anywhere)."""
+
+from pathlib import Path
+
+import facenet
+
+HERE = Path(__file__).resolve().parent
+
+same = facenet.verify(HERE / "people/Juanes/Juanes_0001.jpg", HERE / "photos/Juanes_0003.jpg")
+print(f"same person: {same.same} (distance {same.distance:.3f}, threshold {same.threshold:.3f})")
+
+gallery = facenet.Gallery(HERE / "people", HERE.parent / "output" / "api_example_db")
+print(f"enrolled: {', '.join(gallery.people)}")
+for photo in sorted((HERE / "photos").iterdir()):
+    names = [f"{m.name} ({m.score:.0f})" if m.score is not None else m.name for m in gallery.recognize(photo)]
+    print(f"{photo.name}: {', '.join(names) or 'no face'}")
