@@ -609,3 +609,50 @@ def _warn_if_emptied(previous: dict[str, Any], data_dir: Path, names: list[str])
     if before and not names and built_from and built_from != str(data_dir.resolve()):
         log.warning("the database held %d people enrolled from %s; %s has nobody, so it is now EMPTY. "
                     "Run with --data_dir %s to enroll them again.", len(before), built_from, data_dir, built_from)
+
+
+# --------------------------------------------------------------------------- PostgreSQL + pgvector galleries
+
+
+def sync_postgres(
+    data_dir: str | Path, url: str, pipeline: FacePipeline, rebuild: bool = False
+) -> tuple[FaceDatabase, dict[str, Any]]:
+    """Enroll the people of `data_dir` into the shared PostgreSQL gallery at `url` (only THIS folder's people are
+    added, updated or pruned; others' are never touched) and return the whole gallery and the sync's report.
+
+    `rebuild` drops a gallery made by another model (else `pg_gallery.GalleryError`). Photos are detected and
+    embedded by the same pipeline and face choice as the file backend.
+    """
+    from facenet.pg_gallery import PgGallery, folder_photos
+
+    data_dir = Path(data_dir)
+    people, loose = list_people(data_dir)
+    if loose:
+        log.warning("%s: %d photo(s) directly in the data folder ignored", data_dir, len(loose))
+
+    def examine(pending: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+        return examine_photos({sha: data_dir / rel for sha, rel in pending.items()}, pipeline)
+
+    def retry(result: dict[str, Any]) -> bool:  # "no face" may change with another detector
+        return result.get("reason") == NO_FACE and result.get("detector") != pipeline.detector.kind
+
+    with PgGallery(url) as gallery:
+        report = gallery.sync(folder_photos(data_dir, people, file_sha256), examine, pipeline.model_id,
+                              pipeline.embedder.dim, rebuild=rebuild, retry=retry)
+        database = _from_postgres(gallery, pipeline)
+    return database, report
+
+
+def load_postgres(url: str, pipeline: FacePipeline) -> FaceDatabase:
+    """The shared gallery at `url` for reading only (a recognition client never prunes or writes)."""
+    from facenet.pg_gallery import PgGallery
+
+    with PgGallery(url) as gallery:
+        return _from_postgres(gallery, pipeline)
+
+
+def _from_postgres(gallery, pipeline: FacePipeline) -> FaceDatabase:
+    names, centroids, counts = gallery.load(pipeline.model_id, pipeline.embedder.dim)
+    embedder = pipeline.embedder
+    return FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=embedder.distance_scale,
+                        model=embedder.name, dim=embedder.dim)

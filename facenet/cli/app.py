@@ -293,7 +293,7 @@ def run(argv: list[str]) -> int:
         web_cam=FLAGS.web_cam, inputs=FLAGS.input or [], camera=FLAGS.camera, output_dir=FLAGS.output_dir,
         data_dir=FLAGS.data_dir, database_dir=FLAGS.database_dir, weights_dir=FLAGS.weights_path,
         model=model, detector=FLAGS.detector, threshold=FLAGS.threshold, as_json=FLAGS.json,
-        enroll_only=FLAGS.enroll, pretrained=FLAGS.pretrained,
+        enroll_only=FLAGS.enroll, pretrained=FLAGS.pretrained, database_url=FLAGS.database_url,
     )
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from facenet import config
 from facenet.cli import common
-from facenet.cli.console import error
+from facenet.cli.console import emit_json, error
 from facenet.cli.recognize_output import (
     OutputNames,
     emit_results,
@@ -92,19 +92,47 @@ def _open_camera(camera: int) -> VideoSource | None:
 
 def _load(
     detector: str, model: str, weights_dir: str | Path, pretrained: bool, data_dir: Path, database_dir: str | Path,
-    enroll_only: bool, as_json: bool,
+    enroll_only: bool, as_json: bool, database_url: str | None = None,
 ) -> tuple[FacePipeline, FaceDatabase] | None:
-    """The pipeline and the database synced with data/ (its report printed); None, logged, when either fails."""
-    from facenet.database import sync_database
+    """The pipeline and the database synced with data/ (its report printed); None, logged, when either fails.
+
+    With `database_url`: `--enroll` syncs data/ into the shared gallery (rebuilding one of another model);
+    recognition only reads it (no data/ or database/ needed, nothing pruned).
+    """
+    from facenet.database import load_postgres, sync_database, sync_postgres
+    from facenet.pg_gallery import GalleryError
 
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
+        if database_url and enroll_only:
+            database, report = sync_postgres(data_dir, database_url, pipeline, rebuild=True)
+            _print_pg_report(report, len(database), as_json)
+            return pipeline, database
+        if database_url:
+            database = load_postgres(database_url, pipeline)
+            print(f"Gallery {report_where(database_url)}: {len(database)} people (read only)", file=sys.stderr)
+            return pipeline, database
         database, report = sync_database(data_dir, database_dir, pipeline)
-    except (OSError, ValueError, RuntimeError) as problem:
+    except (OSError, ValueError, RuntimeError, GalleryError) as problem:
         log.error("cannot load the model or the database: %s", problem)
         return None
     print_enrollment(report, enroll_only, as_json)
     return pipeline, database
+
+
+def report_where(url: str) -> str:
+    from facenet.pg_gallery import mask_url
+
+    return mask_url(url)
+
+
+def _print_pg_report(report: dict, people: int, as_json: bool) -> None:
+    if as_json:
+        emit_json(report)
+        return
+    print(f"Enrollment into {report['gallery']}: {report['people']} people of this folder, {report['photos']} photos "
+          f"({report['examined']} examined now, {report['reused']} reused, {report['pruned']} pruned, "
+          f"{len(report['skipped'])} skipped); the gallery holds {people} people", file=sys.stderr)
 
 
 def recognize_command(
@@ -121,6 +149,7 @@ def recognize_command(
     as_json: bool,
     enroll_only: bool,
     pretrained: bool = False,
+    database_url: str | None = None,
 ) -> int:
     """`python main.py -t False`: sync the database with data/, then name every face of the inputs or webcam.
 
@@ -145,7 +174,8 @@ def recognize_command(
             return found
         items = found
     try:
-        loaded = _load(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only, as_json)
+        loaded = _load(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only, as_json,
+                       database_url)
         if loaded is None:
             return 1
         if enroll_only:

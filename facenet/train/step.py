@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facenet.config import FUSED_TRAINED_BRANCHES
 from facenet.margin import DEFAULTS, MARGIN_LOSSES, NormalizedClassifier, check_margin, make_margin_train_step
 from facenet.train.chips import TrainingError
 from facenet.triplet import STRATEGIES, triplet_loss
@@ -136,10 +137,14 @@ def make_head(classes: int, dim: int, embeddings: np.ndarray, labels: np.ndarray
 
 def freeze_batch_norm(model: keras.Model) -> None:
     """Batch-norm layers keep their pretrained statistics and scales: P x K batches of a few people would
-    otherwise overwrite statistics learnt on millions of faces (SFace has them; the dlib twin has fixed affines)."""
+    otherwise overwrite statistics learnt on millions of faces (resnet50 has them; SFace's are folded into its
+    convolutions and the dlib twin has fixed affines). In the fused model only FUSED_TRAINED_BRANCHES train."""
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
+    if model.name == "fused_embedder":
+        for branch in ("dlib_resnet", "sface"):
+            model.get_layer(branch).trainable = branch.split("_")[0] in FUSED_TRAINED_BRANCHES
 
 
 @contextlib.contextmanager
