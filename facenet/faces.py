@@ -146,14 +146,3 @@ def face_chips(image: np.ndarray, faces: list[Face], padding: float = CHIP_PADDI
     if not faces:
         return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
     return np.stack([face_chip(image, face, padding) for face in faces])
-
-
-def nearest_centre(faces: list[Face], image: np.ndarray) -> Face:
-    """The face whose box centre is nearest the image centre."""
-    height, width = image.shape[:2]
-
-    def off_centre(face: Face) -> float:
-        left, top, right, bottom = face.box
-        return ((left + right) / 2 - width / 2) ** 2 + ((top + bottom) / 2 - height / 2) ** 2
-
-    return min(faces, key=off_centre)

@@ -47,30 +47,32 @@ class CaffePreprocess(layers.Layer):
         return bgr - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=inputs.dtype)
 
 
-def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
-    """dlib's face ResNet as Keras (raw descriptor): from the cache in `weights_dir`, else converted and cached.
-
-    A cache that is corrupt or was made from a different .dat file is rebuilt with a warning.
-    """
+def cached_conversion(weights_dir: str | Path, name: str, source: Path, convert_source) -> keras.Model:
+    """`convert_source(source)` cached as `weights_dir/name` (+ `.json` with the source's sha256): loaded from the
+    cache when it was made from this very file, else converted again (a stale or corrupt cache with a warning)."""
     weights_dir = Path(weights_dir)
-    cache, meta = weights_dir / PRETRAINED_FILE, weights_dir / (PRETRAINED_FILE + ".json")
-    source = model_file(RESNET_DAT)
+    cache, meta = weights_dir / name, weights_dir / (name + ".json")
     source_hash = file_sha256(source)
     if cache.exists():
         try:
             if json.loads(meta.read_text())["source_sha256"] != source_hash:
-                raise ValueError("made from a different dlib model file")
+                raise ValueError(f"made from a different {source.name}")
             return keras.models.load_model(cache, compile=False)
         except Exception as error:  # noqa: BLE001 - any unreadable cache is rebuilt
             log.warning("%s: stale or corrupt converted model (%s); converting again", cache, error)
     log.info("converting %s to Keras (once) into %s", source.name, cache)
-    model = convert(source)
+    model = convert_source(source)
     try:
         atomic_write(cache, lambda tmp: model.save(tmp))
         atomic_write(meta, lambda tmp: tmp.write_text(json.dumps({"source_sha256": source_hash})))
     except OSError as error:
         log.warning("could not cache the converted model in %s (%s); will convert again next time", weights_dir, error)
     return model
+
+
+def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
+    """dlib's face ResNet as Keras (raw descriptor), converted once from the installed .dat and cached."""
+    return cached_conversion(weights_dir, PRETRAINED_FILE, model_file(RESNET_DAT), convert)
 
 
 def resnet50_trunk(imagenet_weights: str | Path | None = None) -> keras.Model:

@@ -12,7 +12,6 @@ ONNX nodes (stable names, for fine-tuning). Anything this walker does not expect
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from keras import layers
 from onnx import numpy_helper
 
 from facenet.config import SFACE_PRETRAINED_FILE
-from facenet.files import atomic_write, file_sha256
 from facenet.zoo import SFACE_ONNX, zoo_file
 
 log = logging.getLogger(__name__)
@@ -413,26 +411,10 @@ def convert_sface(path: str | Path) -> keras.Model:
 
 
 def pretrained_sface(weights_dir: str | Path) -> keras.Model:
-    """SFace as Keras (raw feature): from the cache in `weights_dir`, else converted from the zoo file and cached.
+    """SFace as Keras (raw feature), converted once from the checksummed zoo file and cached in `weights_dir`.
 
     A cache that is corrupt or was made from a different ONNX file is rebuilt with a warning.
     """
-    weights_dir = Path(weights_dir)
-    cache, meta = weights_dir / SFACE_PRETRAINED_FILE, weights_dir / (SFACE_PRETRAINED_FILE + ".json")
-    source = zoo_file(SFACE_ONNX)
-    source_hash = file_sha256(source)
-    if cache.exists():
-        try:
-            if json.loads(meta.read_text())["source_sha256"] != source_hash:
-                raise ValueError("made from a different SFace model file")
-            return keras.models.load_model(cache, compile=False)
-        except Exception as error:  # noqa: BLE001 - any unreadable cache is rebuilt
-            log.warning("%s: stale or corrupt converted model (%s); converting again", cache, error)
-    log.info("converting %s to Keras (once) into %s", source.name, cache)
-    model = convert_sface(source)
-    try:
-        atomic_write(cache, lambda tmp: model.save(tmp))
-        atomic_write(meta, lambda tmp: tmp.write_text(json.dumps({"source_sha256": source_hash})))
-    except OSError as error:
-        log.warning("could not cache the converted model in %s (%s); will convert again next time", weights_dir, error)
-    return model
+    from facenet.model import cached_conversion
+
+    return cached_conversion(weights_dir, SFACE_PRETRAINED_FILE, zoo_file(SFACE_ONNX), convert_sface)

@@ -94,7 +94,7 @@ def test_bad_cache_is_rebuilt(damage, sface_dir, sface_model, opencv_faces, tmp_
         (tmp_path / SFACE_PRETRAINED_FILE).write_bytes(b"not a keras archive")
     else:
         (tmp_path / (SFACE_PRETRAINED_FILE + ".json")).write_text('{"source_sha256": "another file"}')
-    with caplog.at_level(logging.WARNING, logger="facenet.sface"):
+    with caplog.at_level(logging.WARNING, logger="facenet.model"):
         rebuilt = pretrained_sface(tmp_path)
     assert "converting again" in caplog.text
     chips = _rgb(opencv_faces[0][:2])
