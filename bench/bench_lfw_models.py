@@ -33,24 +33,32 @@ LFW_DEV = ROOT.parent / "shared" / "faces" / "lfw_dev"
 
 
 def branch_vectors(pipeline: FacePipeline, paths: list[Path], flip: bool) -> dict[str, dict[Path, np.ndarray]]:
-    """{"dlib", "sface", "fused"}: {path: unit vector}, averaged over the flip passes as Embedder.embed_tta does."""
+    """{"dlib", "sface", "fused"}: {path: unit vector}, averaged over the flip passes as Embedder.embed_tta does;
+    the chips of every image are gathered first and embedded in batches."""
     import keras
 
     fused = pipeline.embedder.model
     branches = keras.Model(fused.inputs, [fused.get_layer("dlib_unit").output, fused.get_layer("sface_unit").output])
-    out: dict[str, dict[Path, np.ndarray]] = {"dlib": {}, "sface": {}, "fused": {}}
+    kept, chips = [], {"dlib": [], "sface": []}
     for path, subject, image in pipeline.read_subjects(paths, "centre", last_resort=True, desc="lfw images"):
         if subject.face is None:
             continue
         sets = pipeline.tta_chips(image, [subject.face]) if flip else [pipeline.chips(image, [subject.face])]
-        chips = {k: np.concatenate([np.concatenate([c[k], c[k][:, :, ::-1]]) if flip else c[k] for c in sets])
-                 for k in ("dlib", "sface")}
-        d, s = (np.asarray(v) for v in branches([chips["dlib"].astype(np.float32), chips["sface"].astype(np.float32)]))
-        passes = normalize(np.concatenate([d, FUSION_SFACE_WEIGHT * s], axis=1))
-        out["dlib"][path] = normalize(d.mean(axis=0))
-        out["sface"][path] = normalize(s.mean(axis=0))
-        out["fused"][path] = normalize(passes.mean(axis=0))
-    return out
+        for kind in chips:
+            passes = np.concatenate([c[kind] for c in sets])
+            chips[kind].append(np.concatenate([passes, passes[:, :, ::-1]]) if flip else passes)
+        kept.append(path)
+    per_image = len(chips["dlib"][0])
+    dlib_all, sface_all = (np.concatenate(chips[k]) for k in ("dlib", "sface"))
+    outputs = [branches.predict_on_batch([dlib_all[i : i + 64].astype(np.float32),
+                                          sface_all[i : i + 64].astype(np.float32)])
+               for i in range(0, len(dlib_all), 64)]
+    d = np.concatenate([o[0] for o in outputs]).reshape(len(kept), per_image, -1)
+    s = np.concatenate([o[1] for o in outputs]).reshape(len(kept), per_image, -1)
+    passes = normalize(np.concatenate([d, FUSION_SFACE_WEIGHT * s], axis=2))
+    return {"dlib": dict(zip(kept, normalize(d.mean(axis=1)), strict=True)),
+            "sface": dict(zip(kept, normalize(s.mean(axis=1)), strict=True)),
+            "fused": dict(zip(kept, normalize(passes.mean(axis=1)), strict=True))}
 
 
 def report(vectors: dict[Path, np.ndarray], test, train) -> dict:

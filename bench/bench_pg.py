@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -181,7 +182,8 @@ def main() -> None:
     if url is None:
         import pgserver
 
-        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="bench_pg_")) / "data", cleanup_mode="delete")
+        scratch = Path(tempfile.mkdtemp(prefix="bench_pg_"))
+        server = pgserver.get_server(scratch / "data", cleanup_mode="delete")
         url = server.get_uri()
     result: dict = {"server": "pgserver (PostgreSQL 16, pgvector 0.6.2)" if server else "given URL", "sizes": []}
     try:
@@ -215,6 +217,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.cleanup()
+            shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1, default=str))

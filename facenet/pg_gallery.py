@@ -24,7 +24,11 @@ Readers (`load`, `nearest`) never create, prune or write anything.
 
 Lookup: `load` for an exact in-memory search (small galleries, or facenet.search.ExactIndex), `nearest` in SQL by
 inner product (`<#>`, centroids are unit vectors) through an HNSW index that `sync` creates once the gallery has
-more than HNSW_MIN_PEOPLE people (below that an exact scan is as fast; measured by bench/bench_pg.py).
+more than HNSW_MIN_PEOPLE people (below that an exact scan is as fast). Measured on 2 busy cores (bench/bench_pg.py,
+random unit vectors): at 100k people an exact SQL scan takes 91 ms per face, HNSW 4-9 ms with recall@1 1.0 for
+genuine queries at ef_search 100 (index built in 79 s); at 1M the exact scan takes 364 ms, the index 27 min to
+build and recall@1 falls to 0.69 at ef_search 100 (m=16), while `load` takes 4.8 s and ExactIndex then answers
+exactly in ~7 ms: beyond a few 100k people, prefer `load` + ExactIndex in the recognizing process.
 """
 
 from __future__ import annotations
