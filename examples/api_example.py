@@ -1,10 +1,12 @@
 """The Python API on the example gallery: python examples/api_example.py (from anywhere)."""
 
+import sys
 from pathlib import Path
 
-import facenet
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the checkout's package; after `pip install .` the installed one is the same
+
+import facenet  # noqa: E402
 
 same = facenet.verify(HERE / "people/Juanes/Juanes_0001.jpg", HERE / "photos/Juanes_0003.jpg")
 print(f"same person: {same.same} (distance {same.distance:.3f}, threshold {same.threshold:.3f})")
