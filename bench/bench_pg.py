@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_search import median_ms  # noqa: E402
 
 from facenet.pg_gallery import HNSW_EF_SEARCH, PgGallery  # noqa: E402
 
@@ -58,17 +61,6 @@ class Examine:
 def folder(prefix: str, people: int) -> list[tuple[str, list[tuple[str, str]]]]:
     return [(f"{prefix}{i:07d}", [(f"{prefix}{i:07d}/0.jpg", hashlib.sha256(f"{prefix}{i}".encode()).hexdigest())])
             for i in range(people)]
-
-
-def median_ms(run, queries: np.ndarray, faces: int, repeat: int) -> float:
-    run(queries[:faces])
-    times = []
-    for i in range(repeat):
-        batch = queries[(i * faces) % (len(queries) - faces + 1) :][:faces]
-        start = time.perf_counter()
-        run(batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
 
 
 def reset(url: str) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, calibration, default_weights_dir
+from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, default_weights_dir
 from facenet.images import ImageError, load_image
 
 if TYPE_CHECKING:
@@ -99,7 +99,9 @@ def verify(a: Image, b: Image, threshold: float | None = None, **settings) -> Ve
     shared = face_pipeline(**settings)
     first, second = embed_face(a, **settings), embed_face(b, **settings)
     if threshold is None:
-        threshold = calibration(shared.model).verify_threshold * shared.embedder.distance_scale
+        from facenet.recognize import verify_threshold
+
+        threshold = verify_threshold(shared)
     distance = float(np.linalg.norm(first - second))
     return Verification(distance <= threshold, distance, float(threshold))
 

@@ -213,6 +213,9 @@ SFACE_PRETRAINED_FILE = "sface_pretrained.keras"
 SFACE_CHIP_SIZE = 112
 """Side of the aligned RGB chip SFace embeds (OpenCV's alignCrop size)."""
 
+CHIP_SIDES = {"dlib": CHIP_SIZE, "sface": SFACE_CHIP_SIZE}
+"""Side of each chip kind (CHIP_KINDS): the models' inputs and the pipeline's chips."""
+
 
 # --- where the command line finds its files: a source checkout or an installed package (facenet/cli) ---------------
 

@@ -28,7 +28,7 @@ class Embedder:
     """
 
     def __init__(
-        self, model: keras.Model, name: str | None = None, distance_scale: float = 1.0, tflite: Path | None = None
+        self, model: keras.Model, name: str | None = None, distance_scale: float = 1.0, tflite_dir: Path | None = None
     ) -> None:
         self.model = model
         self.name = model_name(name or model.name.removesuffix("_embedder"))
@@ -44,11 +44,11 @@ class Embedder:
             return tf.cast(model(inputs if len(inputs) > 1 else inputs[0], training=False), tf.float32)
 
         self._forward = forward
-        self._tflite_path = tflite
+        self._tflite_path = None if tflite_dir is None else Path(tflite_dir) / f"{self.name}_{self.fingerprint}.tflite"
         self._runner = None
 
     def _run(self, *chips: np.ndarray) -> np.ndarray:
-        """One batch through TFLite when a cache path was given (converted on first use), else the tf.function."""
+        """One batch through TFLite when a cache folder was given (converted on first use), else the tf.function."""
         if self._tflite_path is None:
             return self._forward(*chips).numpy()
         if self._runner is None:
@@ -88,10 +88,8 @@ def load_embedder(
     scale, run by `runtime` ("tflite": a converted copy cached in weights_dir; "tf": the Keras model). Raises
     model.WeightsError for an unusable trained-weights file (never a silent fall-back)."""
     keras_model = build_embedder(model, weights_dir, trained=not pretrained, imagenet_weights=imagenet_weights)
-    embedder = Embedder(keras_model, model, distance_scale(weights_dir, model, pretrained))
-    if runtime == "tflite":
-        embedder._tflite_path = Path(weights_dir) / f"{embedder.name}_{embedder.fingerprint}.tflite"
-    return embedder
+    tflite_dir = Path(weights_dir) if runtime == "tflite" else None
+    return Embedder(keras_model, model, distance_scale(weights_dir, model, pretrained), tflite_dir)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from keras import layers, ops
 from facenet.config import (
     BACKBONE_ALIASES,
     CHIP_KINDS,
+    CHIP_SIDES,
     CHIP_SIZE,
     DEFAULT_MODEL,
     EMBEDDING_DIM,
@@ -27,7 +28,6 @@ from facenet.config import (
     MODELS,
     PRETRAINED_FILE,
     RESNET_DAT,
-    SFACE_CHIP_SIZE,
     model_file,
 )
 from facenet.dlib_resnet import convert
@@ -103,7 +103,7 @@ def trained_weights_path(weights_dir: str | Path, model: str) -> Path:
 
 
 def _chip_input(kind: str) -> keras.KerasTensor:
-    side = SFACE_CHIP_SIZE if kind == "sface" else CHIP_SIZE
+    side = CHIP_SIDES[kind]
     return keras.Input((side, side, 3), name=f"{kind}_chip")
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from facenet.config import (
     CHIP_PADDING,
+    CHIP_SIDES,
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
     DETECTORS,
@@ -222,9 +223,7 @@ def _align():
 
 
 def empty_chips(kind: str) -> np.ndarray:
-    from facenet.config import CHIP_SIZE, SFACE_CHIP_SIZE
-
-    side = SFACE_CHIP_SIZE if kind == "sface" else CHIP_SIZE
+    side = CHIP_SIDES[kind]
     return np.zeros((0, side, side, 3), np.uint8)
 
 

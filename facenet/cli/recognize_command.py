@@ -100,7 +100,7 @@ def _load(
     recognition only reads it (no data/ or database/ needed, nothing pruned).
     """
     from facenet.database import load_postgres, sync_database, sync_postgres
-    from facenet.pg_gallery import GalleryError
+    from facenet.pg_gallery import GalleryError, mask_url
 
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
@@ -110,7 +110,7 @@ def _load(
             return pipeline, database
         if database_url:
             database = load_postgres(database_url, pipeline)
-            print(f"Gallery {report_where(database_url)}: {len(database)} people (read only)", file=sys.stderr)
+            print(f"Gallery {mask_url(database_url)}: {len(database)} people (read only)", file=sys.stderr)
             return pipeline, database
         database, report = sync_database(data_dir, database_dir, pipeline)
     except (OSError, ValueError, RuntimeError, GalleryError) as problem:
@@ -118,12 +118,6 @@ def _load(
         return None
     print_enrollment(report, enroll_only, as_json)
     return pipeline, database
-
-
-def report_where(url: str) -> str:
-    from facenet.pg_gallery import mask_url
-
-    return mask_url(url)
 
 
 def _print_pg_report(report: dict, people: int, as_json: bool) -> None:
