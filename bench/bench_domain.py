@@ -1,20 +1,24 @@
-"""Does fine-tuning help on the user's own camera? Train on a camera domain, judge on other people of that domain.
+"""Does `-t True` help on the user's domain? Train on one set of people of a domain, judge on OTHER people of it.
 
-    python bench/bench_domain.py [--lfw_dir ../shared/faces/lfw_dev] [--model fused] [--loss semi_hard]
-                                 [-e 20] [-m 0.5] [--people 120] [--json]
+    python bench/bench_domain.py --domain mask|camera|lowlight [-e 20] [--loss semi_hard] [-m 0.5] [--json]
 
-The "cheap camera" domain: every lfw_dev photo made grayscale, shrunk to 80 px and blown back up (faces ~34 px of
-detail), saved as JPEG quality 35 (cached in bench/results/domain/). Training: `facenet.train.train` (the code
-behind `python main.py -t True`, with its validation guard) on the domain photos of up to `--people` LFW DevTrain
-people with >= 4 photos. Judged, before and after, on people the training never saw: LFW DevTest pairs in the
-domain and the clean DevTest pairs (10-fold cross-validated accuracy, AUC; the LFW command's face choice). DevTrain
-and DevTest people are disjoint in LFW View 1.
+Domains (bench/domains.py, made once from lfw_dev into bench/results/domains/): surgical masks drawn from the five
+landmarks, a cheap camera (grey, ~30 px faces, blur, JPEG 30), low light. Training: `facenet.fine_tune` (exactly
+what `python main.py -t True -e 20 -m 0.5` runs: guard, weights beside the gallery, gallery rebuilt) on the domain
+photos of every LFW DevTrain person with >= 3 photos. Judged before and after, in one run, on LFW DevTest (people
+training never saw; View 1 DevTrain and DevTest people are disjoint): the 1000 DevTest pairs in the domain and clean
+(10-fold cross-validated accuracy, AUC), clean-vs-domain pairs, and an open-set check: DevTest people with 2+
+photos enrolled from CLEAN photos (all but one), each held-out photo queried in the domain, DevTest people with one
+photo as domain strangers; named / wrongly named / rejected at the default (gallery-size-aware) threshold.
+
+Adapter weights apply to the frozen model's vectors, so "after" vectors are the adapter applied to the "before"
+ones (tests/test_adapter.py checks this equals the trained pipeline); backbone weights are re-embedded.
+Results also go to bench/results/domain_<domain>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -22,108 +26,140 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
 
-from facenet.embed import Embedder  # noqa: E402
-from facenet.lfw import embed_images, pair_distances, parse_pairs, within_set_folds  # noqa: E402
+from domains import DOMAINS, LFW_DEV, ROOT, make_domain  # noqa: E402
+
+from facenet.config import UNKNOWN  # noqa: E402
+from facenet.database import FaceDatabase  # noqa: E402
+from facenet.embed import normalize  # noqa: E402
+from facenet.lfw import parse_pairs, within_set_folds  # noqa: E402
 from facenet.metrics import auc, kfold_accuracy  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
-LFW_DEV = ROOT.parent / "shared" / "faces" / "lfw_dev"
-DOMAIN = ROOT / "bench" / "results" / "domain"
+RESULTS = ROOT / "bench" / "results"
 
 
-def cheap_camera(photo: Path) -> bytes:
-    """Grayscale, 80 px and back, JPEG quality 35: a low-resolution, heavily compressed grey camera."""
-    with Image.open(photo) as image:
-        grey = image.convert("L")
-        small = grey.resize((80, 80 * grey.height // grey.width), Image.BILINEAR)
-        back = small.resize(grey.size, Image.BILINEAR)
-    out = io.BytesIO()
-    back.save(out, format="JPEG", quality=35)
-    return out.getvalue()
+def lfw_people(lfw_dir: Path) -> tuple[list[Path], list[Path], list]:
+    """(DevTrain photos of people with >= 3 photos, every DevTest photo, the DevTest pairs), relative paths."""
+    train_pairs, _, _ = parse_pairs(lfw_dir / "pairsDevTrain.txt", lfw_dir)
+    test_pairs, _, _ = parse_pairs(lfw_dir / "pairsDevTest.txt", lfw_dir)
+    train_people = sorted({p.parent.name for pair in train_pairs for p in (pair.a, pair.b)})
+    train = [photo.relative_to(lfw_dir) for name in train_people
+             for photo in sorted((lfw_dir / name).glob("*.jpg")) if len(list((lfw_dir / name).glob("*.jpg"))) >= 3]
+    test_people = sorted({p.parent.name for pair in test_pairs for p in (pair.a, pair.b)})
+    test = [photo.relative_to(lfw_dir) for name in test_people for photo in sorted((lfw_dir / name).glob("*.jpg"))]
+    return train, test, test_pairs
 
 
-def make_domain(lfw_dir: Path, root: Path = DOMAIN) -> Path:
-    """The domain copy of every lfw_dev photo (same layout), made once."""
-    for photo in sorted(lfw_dir.rglob("*.jpg")):
-        target = root / photo.relative_to(lfw_dir)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(cheap_camera(photo))
-    return root
+def embed(pipeline: FacePipeline, root: Path, photos: list[Path]) -> np.ndarray:
+    """Each photo's subject vector (the LFW face choice: nearest the centre, never none)."""
+    found = pipeline.embed_photos([root / p for p in photos], "centre", last_resort=True, desc=f"{root.name}")
+    return np.stack([found[root / p].vector for p in photos])
 
 
-def training_folder(domain: Path, lfw_dir: Path, people: int, workdir: Path) -> Path:
-    """data/<person>/ links to the domain photos of DevTrain people with >= 4 photos (at most `people`)."""
-    pairs, _, _ = parse_pairs(lfw_dir / "pairsDevTrain.txt", lfw_dir)
-    names = sorted({p.parent.name for pair in pairs for p in (pair.a, pair.b)})
-    chosen = [n for n in names if len(list((domain / n).glob("*.jpg"))) >= 4][:people]
-    data = workdir / "data"
-    for name in chosen:
-        (data / name).mkdir(parents=True)
-        for photo in sorted((domain / name).glob("*.jpg")):
-            (data / name / photo.name).symlink_to(photo)
-    return data
+def verification(vectors_a: np.ndarray, vectors_b: np.ndarray, index: dict[Path, int], pairs: list,
+                 lfw_dir: Path) -> dict:
+    """10-fold CV accuracy and AUC of the pairs, image a from `vectors_a`, image b from `vectors_b`."""
+    a = np.array([index[p.a.relative_to(lfw_dir)] for p in pairs])
+    b = np.array([index[p.b.relative_to(lfw_dir)] for p in pairs])
+    same = np.array([p.same for p in pairs])
+    distances = np.linalg.norm(vectors_a[a] - vectors_b[b], axis=1)
+    accuracy = kfold_accuracy(distances, same, within_set_folds(pairs)).accuracy
+    return {"accuracy": round(100 * accuracy, 2), "auc": round(auc(distances, same), 5)}
 
 
-def verification(pipeline: FacePipeline, root: Path, lfw_dir: Path) -> dict:
-    """10-fold CV accuracy and AUC of the DevTest pairs with images under `root`."""
-    pairs, _, _ = parse_pairs(lfw_dir / "pairsDevTest.txt", root)
-    paths = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
-    found = embed_images(paths, pipeline)
-    distances, same, _ = pair_distances(pairs, found)
-    folds = within_set_folds(pairs)
-    return {"accuracy": kfold_accuracy(distances, same, folds).accuracy, "auc": auc(distances, same)}
+def open_set(clean: np.ndarray, domain: np.ndarray, photos: list[Path], model: str, scale: float) -> dict:
+    """Enrolled from clean photos (all but one per person with 2+), queried with held-out domain photos; people
+    with one photo are domain strangers. Shares named right, named wrongly, rejected (default threshold)."""
+    people: dict[str, list[int]] = {}
+    for i, photo in enumerate(photos):
+        people.setdefault(photo.parent.name, []).append(i)
+    enrolled = {name: rows for name, rows in people.items() if len(rows) >= 2}
+    database = FaceDatabase(sorted(enrolled), np.stack([normalize(clean[enrolled[n][:-1]].mean(axis=0))
+                                                        for n in sorted(enrolled)]),
+                            "bench", [len(enrolled[n]) - 1 for n in sorted(enrolled)], model=model,
+                            distance_scale=scale)
+    probes = [(rows[-1], name) for name, rows in enrolled.items()]
+    matches = database.identify(domain[[row for row, _ in probes]])
+    named = np.mean([m.name == name for m, (_, name) in zip(matches, probes, strict=True)])
+    rejected = np.mean([m.name == UNKNOWN for m in matches])
+    strangers = [rows[0] for rows in people.values() if len(rows) == 1]
+    stranger_rejected = np.mean([m.name == UNKNOWN for m in database.identify(domain[strangers])])
+    return {"people": len(enrolled), "named": round(100 * named, 1), "wrongly_named": round(
+        100 * (1 - named - rejected), 1), "rejected": round(100 * rejected, 1), "strangers": len(strangers),
+        "strangers_rejected": round(100 * stranger_rejected, 1)}
+
+
+def judge(clean: np.ndarray, domain: np.ndarray, index: dict, pairs: list, lfw_dir: Path, photos: list[Path],
+          model: str, scale: float) -> dict:
+    return {"domain": verification(domain, domain, index, pairs, lfw_dir),
+            "clean": verification(clean, clean, index, pairs, lfw_dir),
+            "clean_vs_domain": verification(clean, domain, index, pairs, lfw_dir),
+            "open_set": open_set(clean, domain, photos, model, scale)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", choices=sorted(DOMAINS), default="mask")
     parser.add_argument("--lfw_dir", type=Path, default=LFW_DEV)
     parser.add_argument("--model", default="fused")
-    parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--tune", default="adapter")
     parser.add_argument("--loss", default="semi_hard")
     parser.add_argument("-e", "--epochs", type=int, default=20)
-    parser.add_argument("-m", "--margin", type=float, default=None)
+    parser.add_argument("-m", "--margin", type=float, default=0.5)
     parser.add_argument("-lr", "--learning_rate", type=float, default=None)
-    parser.add_argument("--people", type=int, default=120)
     parser.add_argument("--weights_dir", type=Path, default=ROOT / "weights")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from facenet.config import LEARNING_RATES
-    from facenet.train import load_chips, train
+    import facenet
+    from facenet.model import read_trained, trained_weights_path
+    from facenet.train.adapter import adapter_model
 
-    domain = make_domain(args.lfw_dir)
-    pipeline = FacePipeline(args.detector, args.model, args.weights_dir, pretrained=True)
-    results: dict = {"model": args.model, "loss": args.loss, "epochs": args.epochs}
-    results["before"] = {"domain": verification(pipeline, domain, args.lfw_dir),
-                         "clean": verification(pipeline, args.lfw_dir, args.lfw_dir)}
-    print(f"before: {results['before']}", file=sys.stderr)
+    domain_root = make_domain(args.domain, args.lfw_dir)
+    train, test, pairs = lfw_people(args.lfw_dir)
+    index = {photo: i for i, photo in enumerate(test)}
+    pipeline = FacePipeline("yunet", args.model, args.weights_dir)
+    clean, domain = embed(pipeline, args.lfw_dir, test), embed(pipeline, domain_root, test)
+    results: dict = {"domain": args.domain, "model": args.model, "tune": args.tune, "loss": args.loss,
+                     "epochs": args.epochs, "training": {"people": len({p.parent for p in train}),
+                                                         "photos": len(train)}}
+    results["before"] = judge(clean, domain, index, pairs, args.lfw_dir, test, args.model, 1.0)
+    print(f"before: {json.dumps(results['before'])}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        data = training_folder(domain, args.lfw_dir, args.people, Path(tmp))
-        chips = load_chips(data, pipeline, Path(tmp) / "chips.npz")
-        results["training"] = {"people": len(chips.names), "photos": len(chips)}
-        start = time.perf_counter()
-        margin = {} if args.margin is None else {"margin": args.margin}
-        model, run = train(chips, Path(tmp) / "weights", args.model, epochs=args.epochs, loss=args.loss,
-                           learning_rate=args.learning_rate or LEARNING_RATES[args.model], pretrained=True,
-                           log_dir=None, **margin)
-        results["training"].update(seconds=round(time.perf_counter() - start, 1), improved=run.improved,
-                                   best_epoch=run.best_epoch, val_before=run.val_before, val_after=run.val_after)
-    trained = FacePipeline(pipeline.detector, Embedder(model, args.model))
-    results["after"] = {"domain": verification(trained, domain, args.lfw_dir),
-                        "clean": verification(trained, args.lfw_dir, args.lfw_dir)}
-    gain = results["after"]["domain"]["accuracy"] - results["before"]["domain"]["accuracy"]
-    loss = results["before"]["clean"]["accuracy"] - results["after"]["clean"]["accuracy"]
-    results["domain_gain_points"], results["clean_loss_points"] = round(100 * gain, 2), round(100 * loss, 2)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print(json.dumps(results, indent=1))
+        data, gallery = Path(tmp) / "data", Path(tmp) / "database"
+        for photo in train:
+            (data / photo.parent).mkdir(parents=True, exist_ok=True)
+            (data / photo).symlink_to(domain_root / photo)
+        started = time.perf_counter()
+        done = facenet.fine_tune(data, gallery, model=args.model, weights_dir=args.weights_dir, tune=args.tune,
+                                 epochs=args.epochs, loss=args.loss, margin=args.margin,
+                                 learning_rate=args.learning_rate, log_dir=None)
+        run = done.run
+        results["training"].update(seconds=round(time.perf_counter() - started, 1), saved=done.saved,
+                                   best_epoch=run.best_epoch, epochs_run=run.epochs_run,
+                                   epoch_seconds=run.epoch_seconds, embed_seconds=run.embed_seconds,
+                                   val_before=run.val_before, val_after=run.val_after, gallery=done.gallery)
+        scale = run.val_after["distance_scale"] if done.saved else 1.0
+        if done.saved and read_trained(trained_weights_path(gallery, args.model)).model_weights is None:
+            trained = read_trained(trained_weights_path(gallery, args.model))
+            adapter = adapter_model(clean.shape[1], trained.record["adapter_hidden"], trained.adapter_weights)
+            clean, domain = (np.asarray(adapter(v, training=False)) for v in (clean, domain))
+        elif done.saved:
+            after = FacePipeline("yunet", args.model, args.weights_dir, gallery)
+            clean, domain = embed(after, args.lfw_dir, test), embed(after, domain_root, test)
+    results["after"] = judge(clean, domain, index, pairs, args.lfw_dir, test, args.model, scale)
+    before, after = results["before"], results["after"]
+    results["domain_gain_points"] = round(after["domain"]["accuracy"] - before["domain"]["accuracy"], 2)
+    results["clean_change_points"] = round(after["clean"]["accuracy"] - before["clean"]["accuracy"], 2)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"domain_{args.domain}.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results) if args.json else json.dumps(results, indent=1))
     return 0
 
 

@@ -192,7 +192,7 @@ def main() -> None:
     MODEL = args.model
     data = branch_embeddings(args.lfw_dir, args.detector, args.weights_dir)
     data["embeddings"] = fused(data, FUSION_SFACE_WEIGHT) if MODEL == "fused" else data[MODEL]
-    pipeline = FacePipeline(args.detector, MODEL, args.weights_dir, pretrained=True)
+    pipeline = FacePipeline(args.detector, MODEL, args.weights_dir)
     test_people = people_of(args.lfw_dir / "pairsDevTest.txt", args.lfw_dir)
     results = {
         "model": MODEL,

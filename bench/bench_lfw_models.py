@@ -82,7 +82,7 @@ def main() -> int:
     test = parse_pairs(args.lfw_dir / "pairsDevTest.txt", args.lfw_dir)[0]
     train = parse_pairs(args.lfw_dir / "pairsDevTrain.txt", args.lfw_dir)[0]
     paths = list(dict.fromkeys(p for pair in test + train for p in (pair.a, pair.b)))
-    pipeline = FacePipeline(args.detector, "fused", args.weights_dir, pretrained=True)
+    pipeline = FacePipeline(args.detector, "fused", args.weights_dir)
     results = {}
     for flip in (False, True):
         for model, vectors in branch_vectors(pipeline, paths, flip).items():

@@ -117,7 +117,7 @@ def main() -> int:
     results: dict = {}
     try:
         data, queries = gallery(args.lfw_dir, args.people, workdir)
-        pipelines = [FacePipeline(d, m, args.weights_path, pretrained=True)
+        pipelines = [FacePipeline(d, m, args.weights_path)
                      for d, m in (pair.split(":") for pair in args.pipelines.split(","))]
         for face_px in (int(v) for v in args.sizes.split(",")):
             made = list(make_frames(queries, face_px, pipelines[0]))

@@ -186,7 +186,7 @@ def main() -> int:
         video_path = workdir / "faces_640x480.mp4"
         total = make_video(queries, video_path, args.frames_per_photo)
         expected = frame_truth(truth, args.frames_per_photo)
-        pipeline = FacePipeline(args.detector, args.model, args.weights_path, pretrained=True)
+        pipeline = FacePipeline(args.detector, args.model, args.weights_path)
         database, _ = sync_database(data, workdir / "database", pipeline)
         first = next(iter(VideoSource.open_file(video_path))).image
         pipeline.embed(first, pipeline.detect(first, video=True))  # trace once, untimed

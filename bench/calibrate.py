@@ -40,7 +40,7 @@ def branch_embeddings(lfw_dir: Path, detector: str, weights_dir: Path) -> dict[s
 
     from facenet.pipeline import FacePipeline
 
-    pipeline = FacePipeline(detector, "fused", weights_dir, pretrained=True)
+    pipeline = FacePipeline(detector, "fused", weights_dir)
     cache = RESULTS / f"lfw_dev_{pipeline.embedder.fingerprint}_{detector}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as data:

@@ -1,7 +1,8 @@
 """facenet: face recognition that installs with one command and works offline (TensorFlow 2 / Keras 3).
 
 The public API (see `facenet.api`): `verify`, `Gallery`, `detect_faces`, `embed_faces`, `embed_face`, `load_image`,
-`face_pipeline` (the shared `FacePipeline`). TensorFlow loads on first use, not on import.
+`face_pipeline` (the shared `FacePipeline`), `fine_tune` (training, as `-t True`). TensorFlow loads on first use,
+not on import.
 """
 
 from facenet.api import (
@@ -14,6 +15,7 @@ from facenet.api import (
     embed_face,
     embed_faces,
     face_pipeline,
+    fine_tune,
     load_image,
     verify,
 )
@@ -21,4 +23,4 @@ from facenet.api import (
 __version__ = "0.2.0"
 
 __all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces", "embed_face",
-           "embed_faces", "face_pipeline", "load_image", "verify"]
+           "embed_faces", "face_pipeline", "fine_tune", "load_image", "verify"]

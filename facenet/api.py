@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from facenet.database import EnrollmentReport, FaceDatabase
     from facenet.faces import Face
     from facenet.pipeline import FacePipeline
+    from facenet.train.fine_tune import FineTuneResult
 
 Image = str | Path | np.ndarray
 """A photo: a path, or an RGB uint8 array (H, W, 3)."""
@@ -37,18 +38,27 @@ class NoFaceError(ValueError):
 
 
 @cache
-def _pipeline(detector: str, model: str, weights_dir: str, pretrained: bool) -> FacePipeline:
+def _pipeline(detector: str, model: str, weights_dir: str, trained_dir: str | None, _version: tuple) -> FacePipeline:
     from facenet.pipeline import FacePipeline
 
-    return FacePipeline(detector, model, weights_dir, pretrained)
+    return FacePipeline(detector, model, weights_dir, trained_dir)
 
 
 def face_pipeline(
     model: str = DEFAULT_MODEL, detector: str = DEFAULT_DETECTOR, weights_dir: str | Path | None = None,
-    pretrained: bool = False,
+    pretrained: bool = False, trained_dir: str | Path | None = None,
 ) -> FacePipeline:
-    """The shared `FacePipeline` for these settings (built on first use, then reused)."""
-    return _pipeline(detector, model, str(weights_dir or default_weights_dir()), pretrained)
+    """The shared `FacePipeline` for these settings (built on first use, then reused; rebuilt when the gallery's
+    trained weights change). `trained_dir`: a gallery (database folder) whose fine-tuned weights to use (default:
+    none, the pretrained model); `pretrained=True` ignores them."""
+    from facenet.model import trained_weights_path
+
+    trained = None if pretrained or trained_dir is None else str(Path(trained_dir).resolve())
+    version: tuple = ()
+    if trained is not None:
+        path = trained_weights_path(trained, model)
+        version = (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else ()
+    return _pipeline(detector, model, str(weights_dir or default_weights_dir()), trained, version)
 
 
 def _rgb(image: Image) -> np.ndarray:
@@ -119,7 +129,8 @@ class Match:
 
 class Gallery:
     """The people enrolled from `data_dir/<person name>/` photos, stored in `database_dir` (synced on creation and
-    by `sync()`, as the command line does: only new or changed photos are embedded)."""
+    by `sync()`, as the command line does: only new or changed photos are embedded). The gallery's fine-tuned
+    weights (beside its database, made by `fine_tune`) are used unless `pretrained=True`."""
 
     def __init__(
         self,
@@ -130,7 +141,8 @@ class Gallery:
     ) -> None:
         self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
         self.threshold = threshold
-        self.pipeline = face_pipeline(**settings)
+        self.settings = {"trained_dir": self.database_dir, **settings}
+        self.pipeline = face_pipeline(**self.settings)
         self.database: FaceDatabase
         self.report: EnrollmentReport
         self.sync()
@@ -139,6 +151,7 @@ class Gallery:
         """Bring the database in line with data_dir; returns the enrollment report (also kept as `.report`)."""
         from facenet.database import sync_database
 
+        self.pipeline = face_pipeline(**self.settings)  # new trained weights since the last sync: a new model
         self.database, self.report = sync_database(self.data_dir, self.database_dir, self.pipeline)
         return self.report
 
@@ -154,10 +167,29 @@ class Gallery:
         results = Recognizer(self.pipeline, self.database, self.threshold).recognize(_rgb(image))
         return [Match(r.name, r.box, r.distance, r.score) for r in results]
 
+    def fine_tune(self, **options) -> FineTuneResult:
+        """`fine_tune` this gallery (its data_dir and database_dir, its settings), then sync with the result."""
+        keep = {key: self.settings[key] for key in ("model", "detector", "weights_dir", "pretrained")
+                if key in self.settings}
+        result = fine_tune(self.data_dir, self.database_dir, **{**keep, **options})
+        self.sync()
+        return result
+
     def embeddings(self) -> dict[str, np.ndarray]:
         """Each enrolled person's centroid (unit vector)."""
         return dict(zip(self.database.names, self.database.centroids, strict=True))
 
 
-__all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces", "embed_face",
-           "embed_faces", "face_pipeline", "load_image", "verify"]
+def fine_tune(data_dir: str | Path = "data", database_dir: str | Path = "database", **options) -> FineTuneResult:
+    """Fine-tune a gallery's embedding on its photos, exactly as `python main.py -t True` does: train (an adapter
+    over the frozen model by default), keep the weights only if held-out photos verify better, save them beside the
+    gallery's database, rebuild the gallery. Options: those of `facenet.train.fine_tune.fine_tune` (model,
+    detector, weights_dir, tune, epochs, loss, margin, scale, batch_size, learning_rate, validation_split,
+    pretrained, log_dir)."""
+    from facenet.train.fine_tune import fine_tune as run
+
+    return run(data_dir, database_dir, **options)
+
+
+__all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces",
+           "embed_face", "embed_faces", "face_pipeline", "fine_tune", "load_image", "verify"]

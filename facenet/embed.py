@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import keras
@@ -9,7 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from facenet.config import CHIP_KINDS, INFERENCE_RUNTIME
-from facenet.model import build_embedder, distance_scale, fingerprint, model_name
+from facenet.model import build_embedder, distance_scale, fingerprint, legacy_trained_weights, model_name
+
+log = logging.getLogger(__name__)
 
 BATCH = 64
 """Faces per forward pass: bounds memory on a crowded frame or a big enrollment."""
@@ -81,15 +84,20 @@ class Embedder:
 
 
 def load_embedder(
-    model: str, weights_dir: str | Path, pretrained: bool = False, imagenet_weights: str | Path | None = None,
-    runtime: str = INFERENCE_RUNTIME,
+    model: str, weights_dir: str | Path, trained_dir: str | Path | None = None,
+    imagenet_weights: str | Path | None = None, runtime: str = INFERENCE_RUNTIME,
 ) -> Embedder:
-    """The embedder recognition uses: trained weights when present (unless `pretrained`), with their distance
-    scale, run by `runtime` ("tflite": a converted copy cached in weights_dir; "tf": the Keras model). Raises
-    model.WeightsError for an unusable trained-weights file (never a silent fall-back)."""
-    keras_model = build_embedder(model, weights_dir, trained=not pretrained, imagenet_weights=imagenet_weights)
+    """The embedder recognition uses: the gallery's trained weights in `trained_dir` when it has some (None: the
+    pretrained model), with their distance scale, run by `runtime` ("tflite": a converted copy cached in
+    weights_dir; "tf": the Keras model). Raises model.WeightsError for an unusable trained-weights file (never a
+    silent fall-back)."""
+    legacy = legacy_trained_weights(weights_dir, model)
+    if legacy is not None:
+        log.warning("%s is no longer used: trained weights belong to a gallery now; move it beside that gallery's "
+                    "database (e.g. database/%s) to use it there", legacy, legacy.name)
+    keras_model = build_embedder(model, weights_dir, trained_dir, imagenet_weights)
     tflite_dir = Path(weights_dir) if runtime == "tflite" else None
-    return Embedder(keras_model, model, distance_scale(weights_dir, model, pretrained), tflite_dir)
+    return Embedder(keras_model, model, distance_scale(trained_dir, model), tflite_dir)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 An embedder maps aligned RGB chips (values 0..255; one input per chip kind) to unit vectors. `dlib` is dlib's
 pretrained face ResNet and `sface` OpenCV Zoo's SFace, each converted once into an exact Keras twin and cached in
 the weights folder; `fused` joins both; `resnet50` is Keras' ResNet50 trunk (random init or a local ImageNet
-weights file) for training on large data on a GPU. Fine-tuned weights live beside them and win when present.
+weights file) for training on large data on a GPU. A gallery's fine-tuned weights (an adapter over the frozen
+model, or the whole model) live beside its database and apply only where that gallery is named.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers, ops
 
+from facenet.adapter import adapter_of, with_adapter
 from facenet.config import (
     BACKBONE_ALIASES,
     CHIP_KINDS,
@@ -96,10 +99,14 @@ def model_name(name: str) -> str:
     return name
 
 
-def trained_weights_path(weights_dir: str | Path, model: str) -> Path:
-    """Where training saves (and recognition loads) the fine-tuned weights of a model: ONE .npz file holding
-    every weight array and a JSON record (model, fingerprint, distance scale), written atomically as one unit."""
-    return Path(weights_dir) / f"{model_name(model)}_trained.weights.npz"
+TRAINED_SUFFIX = "_trained.weights.npz"
+
+
+def trained_weights_path(gallery_dir: str | Path, model: str) -> Path:
+    """Where training saves (and recognition loads) a gallery's fine-tuned weights of a model: beside its database
+    (`database/<model>_trained.weights.npz`), so that training on one gallery never changes another. ONE .npz file
+    holding the weight arrays and a JSON record (model, parts, fingerprint, distance scale), written atomically."""
+    return Path(gallery_dir) / f"{model_name(model)}{TRAINED_SUFFIX}"
 
 
 def _chip_input(kind: str) -> keras.KerasTensor:
@@ -144,21 +151,27 @@ def pretrained_embedder(
 def build_embedder(
     model: str = DEFAULT_MODEL,
     weights_dir: str | Path = "weights",
-    trained: bool = True,
+    trained_dir: str | Path | None = None,
     imagenet_weights: str | Path | None = None,
 ) -> keras.Model:
-    """The embedding model of `model` (see `pretrained_embedder`), with fine-tuned weights on top when `trained`
-    and they exist. A corrupt or mismatched trained-weights file raises WeightsError: recognition must not fall
-    back silently to other weights than the user trained."""
+    """The embedding model of `model` (see `pretrained_embedder`), with the fine-tuned weights of the gallery in
+    `trained_dir` on top when it has some (None: the pretrained model). A corrupt or mismatched trained-weights file
+    raises WeightsError: recognition must not fall back silently to other weights than the user trained."""
     embedder = pretrained_embedder(model, weights_dir, imagenet_weights)
-    path = trained_weights_path(weights_dir, model)
-    if trained and path.exists():
-        arrays = read_trained(path)[0]
-        current = embedder.get_weights()
-        if [a.shape for a in arrays] != [w.shape for w in current]:
+    path = None if trained_dir is None else trained_weights_path(trained_dir, model)
+    if path is None or not path.exists():
+        return embedder
+    trained = read_trained(path)
+    if trained.model_weights is not None:
+        if [a.shape for a in trained.model_weights] != [w.shape for w in embedder.get_weights()]:
             raise WeightsError(f"{path}: weights of another architecture; delete the file or pass --pretrained")
-        embedder.set_weights(arrays)
-        log.info("loaded trained weights %s", path)
+        embedder.set_weights(trained.model_weights)
+    if trained.adapter_weights is not None:
+        try:
+            embedder = with_adapter(embedder, trained.record["adapter_hidden"], trained.adapter_weights)
+        except (ValueError, KeyError) as error:
+            raise WeightsError(f"{path}: unusable adapter ({error}); delete the file or pass --pretrained") from None
+    log.info("loaded trained weights %s", path)
     return embedder
 
 
@@ -166,16 +179,25 @@ class WeightsError(ValueError):
     """Trained weights that cannot be loaded; the message names the file and the way out."""
 
 
-def save_trained_weights(model: keras.Model, weights_dir: str | Path, name: str, distance_scale: float = 1.0) -> Path:
-    """Write fine-tuned weights and their distance scale atomically, as one file (never one without the other).
+def save_trained_weights(model: keras.Model, gallery_dir: str | Path, name: str, distance_scale: float = 1.0,
+                         backbone: bool = True, start: str = "pretrained") -> Path:
+    """Write a gallery's fine-tuned weights and their distance scale atomically, as one file (never one without the
+    other).
 
-    `distance_scale` says how far the new embedding spreads faces compared with the one the thresholds were
-    calibrated for (ratio of median different-person distances); recognition multiplies its thresholds by it.
+    `backbone`: the file holds the embedding model's own weights (it was fine-tuned); else only its adapter's (the
+    backbone is the pretrained one). `distance_scale` says how far the new embedding spreads faces compared with the
+    one the thresholds were calibrated for (ratio of median different-person distances); recognition multiplies its
+    thresholds by it. `start` records what training started from ("pretrained" or "trained").
     """
-    path = trained_weights_path(weights_dir, name)
+    path = trained_weights_path(gallery_dir, name)
+    adapter = adapter_of(model)
+    base_weights = [w for layer in model.layers if layer is not adapter for w in layer.get_weights()]
     record = {"format": TRAINED_FORMAT, "model": model_name(name), "fingerprint": fingerprint(model),
-              "distance_scale": float(distance_scale)}
-    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+              "distance_scale": float(distance_scale), "backbone": bool(backbone), "start": start,
+              "adapter_hidden": adapter.hidden if adapter is not None else None}
+    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(base_weights)} if backbone else {}
+    if adapter is not None:
+        arrays.update({f"a{i:04d}": np.asarray(w) for i, w in enumerate(adapter.get_weights())})
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
@@ -185,16 +207,33 @@ def save_trained_weights(model: keras.Model, weights_dir: str | Path, name: str,
     return path
 
 
-TRAINED_FORMAT = "facenet-trained-weights-1"
+TRAINED_FORMAT = "facenet-trained-weights-2"
+OLD_TRAINED_FORMATS = ("facenet-trained-weights-1",)
+"""Format 1 (release 0.2) held the whole model's weights and no adapter: still read."""
 
 
-def read_trained(path: str | Path) -> tuple[list[np.ndarray], dict]:
-    """(weight arrays, record) of a trained-weights file; WeightsError naming the file when it is unusable."""
+@dataclass(frozen=True)
+class TrainedWeights:
+    """A trained-weights file: the model's own weights (None: pretrained backbone), the adapter's (None: no
+    adapter), and the JSON record."""
+
+    model_weights: list[np.ndarray] | None
+    adapter_weights: list[np.ndarray] | None
+    record: dict
+
+    @property
+    def distance_scale(self) -> float:
+        return float(self.record["distance_scale"])
+
+
+def read_trained(path: str | Path) -> TrainedWeights:
+    """The weights and record of a trained-weights file; WeightsError naming the file when it is unusable."""
     try:
         with np.load(path, allow_pickle=False) as data:
             record = json.loads(data["record"].tobytes().decode())
-            arrays = [data[key] for key in sorted(k for k in data.files if k.startswith("w"))]
-        if record.get("format") != TRAINED_FORMAT:
+            model_weights = [data[key] for key in sorted(k for k in data.files if k.startswith("w"))]
+            adapter_weights = [data[key] for key in sorted(k for k in data.files if k.startswith("a"))]
+        if record.get("format") not in (TRAINED_FORMAT, *OLD_TRAINED_FORMATS):
             raise ValueError(f"format {record.get('format')!r}")
         scale = float(record["distance_scale"])
         if not 0.0 < scale < float("inf"):
@@ -202,15 +241,22 @@ def read_trained(path: str | Path) -> tuple[list[np.ndarray], dict]:
     except Exception as error:  # noqa: BLE001 - zip, JSON, key errors: one clear line
         raise WeightsError(f"{path}: unusable trained weights ({error}); delete the file or pass --pretrained "
                            "to use the pretrained model") from None
-    return arrays, record
+    backbone = record.get("backbone", True)
+    return TrainedWeights(model_weights if backbone else None, adapter_weights or None, record)
 
 
-def distance_scale(weights_dir: str | Path, model: str, pretrained: bool = False) -> float:
-    """The distance scale recorded with the trained weights recognition uses (1.0 for the pretrained model)."""
-    path = trained_weights_path(weights_dir, model)
-    if pretrained or not path.exists():
+def distance_scale(trained_dir: str | Path | None, model: str) -> float:
+    """The distance scale recorded with a gallery's trained weights (1.0 for the pretrained model)."""
+    path = None if trained_dir is None else trained_weights_path(trained_dir, model)
+    if path is None or not path.exists():
         return 1.0
-    return float(read_trained(path)[1]["distance_scale"])
+    return read_trained(path).distance_scale
+
+
+def legacy_trained_weights(weights_dir: str | Path, model: str) -> Path | None:
+    """A trained-weights file left in the weights folder by release 0.2 (where they were global), else None."""
+    path = Path(weights_dir) / f"{model_name(model)}{TRAINED_SUFFIX}"
+    return path if path.exists() else None
 
 
 def fingerprint(model: keras.Model) -> str:

@@ -97,10 +97,11 @@ class FacePipeline:
         detector: str | FaceDetector | YuNetFaces = DEFAULT_DETECTOR,
         model: str | Embedder = DEFAULT_MODEL,
         weights_dir: str | Path = "weights",
-        pretrained: bool = False,
+        trained_dir: str | Path | None = None,
     ) -> None:
+        """`trained_dir`: the gallery (database folder) whose fine-tuned weights to use; None: the pretrained model."""
         self.detector = make_detector(detector) if isinstance(detector, str) else detector
-        self.embedder = load_embedder(model, weights_dir, pretrained) if isinstance(model, str) else model
+        self.embedder = load_embedder(model, weights_dir, trained_dir) if isinstance(model, str) else model
 
     @property
     def model(self) -> str:

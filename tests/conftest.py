@@ -28,7 +28,7 @@ def embedder(weights_dir):
     from facenet.embed import Embedder
     from facenet.model import build_embedder
 
-    return Embedder(build_embedder("dlib", weights_dir, trained=False), "dlib")
+    return Embedder(build_embedder("dlib", weights_dir), "dlib")
 
 
 @pytest.fixture(scope="session")

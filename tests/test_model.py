@@ -80,30 +80,31 @@ def test_the_keras_input_is_named_after_the_chip_kind(embedder):
 
 def test_trained_weights_win_and_live_in_one_file(folder):
     before = set(folder.iterdir())
-    model = build_embedder("dlib", folder)
+    model = build_embedder("dlib", folder, folder)
     pretrained_print = fingerprint(model)
     kernel = descriptor(model)
     kernel.assign(kernel.numpy() * -1.0)
     path = save_trained_weights(model, folder, "dlib", distance_scale=1.5)
     assert path == trained_weights_path(folder, "dlib") == folder / "dlib_trained.weights.npz"
     assert set(folder.iterdir()) - before == {path}, "one file: weights and distance scale together, no temp file"
-    arrays, record = read_trained(path)
-    assert record == {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": fingerprint(model),
-                      "distance_scale": 1.5}
-    assert [a.shape for a in arrays] == [w.shape for w in model.get_weights()]
-    reloaded = build_embedder("dlib", folder)
+    trained = read_trained(path)
+    assert trained.record == {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": fingerprint(model),
+                              "distance_scale": 1.5, "backbone": True, "start": "pretrained", "adapter_hidden": None}
+    assert [a.shape for a in trained.model_weights] == [w.shape for w in model.get_weights()]
+    assert trained.adapter_weights is None
+    reloaded = build_embedder("dlib", folder, folder)
     assert fingerprint(reloaded) == fingerprint(model) != pretrained_print
     np.testing.assert_allclose(reloaded(CHIPS).numpy(), model(CHIPS).numpy(), atol=1e-6)
-    assert fingerprint(build_embedder("dlib", folder, trained=False)) == pretrained_print
-    loaded = load_embedder("dlib", folder)
+    assert fingerprint(build_embedder("dlib", folder)) == pretrained_print
+    loaded = load_embedder("dlib", folder, folder)
     assert loaded.fingerprint == fingerprint(model) and loaded.distance_scale == 1.5
-    pretrained = load_embedder("dlib", folder, pretrained=True)
+    pretrained = load_embedder("dlib", folder)
     assert pretrained.fingerprint == pretrained_print and pretrained.distance_scale == 1.0
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_corrupt_trained_weights_raise_naming_the_file(folder, damage):
-    model = build_embedder("dlib", folder)
+    model = build_embedder("dlib", folder, folder)
     pretrained_print = fingerprint(model)
     path = save_trained_weights(model, folder, "dlib", distance_scale=1.2)
     if damage == "garbage":
@@ -112,18 +113,18 @@ def test_corrupt_trained_weights_raise_naming_the_file(folder, damage):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         path.write_bytes(b"")
-    for load in (lambda: build_embedder("dlib", folder), lambda: load_embedder("dlib", folder),
+    for load in (lambda: build_embedder("dlib", folder, folder), lambda: load_embedder("dlib", folder, folder),
                  lambda: distance_scale(folder, "dlib"), lambda: read_trained(path)):
         with pytest.raises(WeightsError, match="unusable trained weights") as error:
             load()
         message = str(error.value)
         assert str(path) in message and "--pretrained" in message and "\n" not in message
     assert isinstance(error.value, ValueError)  # the commands' ValueError handlers turn it into one line
-    # --pretrained ignores the file altogether
-    assert fingerprint(build_embedder("dlib", folder, trained=False)) == pretrained_print
-    pretrained = load_embedder("dlib", folder, pretrained=True)
+    # --pretrained (no gallery named) ignores the file altogether
+    assert fingerprint(build_embedder("dlib", folder)) == pretrained_print
+    pretrained = load_embedder("dlib", folder)
     assert pretrained.fingerprint == pretrained_print and pretrained.distance_scale == 1.0
-    assert distance_scale(folder, "dlib", pretrained=True) == 1.0
+    assert distance_scale(None, "dlib") == 1.0
 
 
 def write_npz(path, record: dict | None, **arrays) -> None:
@@ -152,9 +153,9 @@ def test_trained_weights_of_another_architecture_are_refused(folder):
     write_npz(path, {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": "x", "distance_scale": 1.0},
               w0000=np.zeros(3, np.float32))
     with pytest.raises(WeightsError, match="another architecture") as error:
-        build_embedder("dlib", folder)
+        build_embedder("dlib", folder, folder)
     assert str(path) in str(error.value)
-    assert load_embedder("dlib", folder, pretrained=True).distance_scale == 1.0
+    assert load_embedder("dlib", folder).distance_scale == 1.0
 
 
 def test_resnet50_gives_unit_vectors(tmp_path):
@@ -190,18 +191,18 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_distance_scale_belongs_to_its_weights(folder):
-    model = build_embedder("dlib", folder)
+    model = build_embedder("dlib", folder, folder)
     assert distance_scale(folder, "dlib") == 1.0  # nothing trained yet
     kernel = descriptor(model)
     kernel.assign(kernel.numpy() * 0.5)
     save_trained_weights(model, folder, "dlib", distance_scale=2.25)
     assert distance_scale(folder, "dlib") == 2.25
-    assert distance_scale(folder, "dlib", pretrained=True) == 1.0  # the pretrained model is the calibrated one
+    assert distance_scale(None, "dlib") == 1.0  # the pretrained model is the calibrated one
     assert distance_scale(folder, "sface") == 1.0  # another model's weights: nothing trained for it
-    embedder = load_embedder("dlib", folder)
+    embedder = load_embedder("dlib", folder, folder)
     assert embedder.distance_scale == 2.25 and embedder.fingerprint == fingerprint(model)
     # a later save replaces weights and scale together
     kernel.assign(kernel.numpy() * 2.0)
     save_trained_weights(model, folder, "dlib", distance_scale=1.1)
     assert distance_scale(folder, "dlib") == 1.1
-    assert load_embedder("dlib", folder).fingerprint == fingerprint(model)
+    assert load_embedder("dlib", folder, folder).fingerprint == fingerprint(model)

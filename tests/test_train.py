@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import facenet.cli.train_command as command
+import facenet.train.fine_tune as fine_tune_module
 import facenet.train as training
 import facenet.train.loop as loop
 import facenet.train.validation as validation
@@ -431,13 +431,23 @@ def fake_step(monkeypatch, raise_at: int | None = None) -> list[tuple]:
 
 
 def run_command(data: Path, weights: Path, tmp_path: Path, epochs: int = 1, learning_rate: float = 1e-3,
-                pretrained: bool = False, loss: str | None = None) -> int:
+                pretrained: bool = False, loss: str | None = None, tune: str = "backbone") -> int:
     return train_command(
         data_dir=str(data), weights_dir=str(weights), database_dir=str(tmp_path / "db"), model="dlib",
         imagenet_weights=None, epochs=epochs, margin=None if loss else 0.5, batch_size=32,
         learning_rate=learning_rate, strategy="semi_hard", detector="hog", log_dir=str(tmp_path / "logs"),
-        validation_split=0.2, as_json=True, pretrained=pretrained, loss=loss,
+        validation_split=0.2, as_json=True, pretrained=pretrained, loss=loss, tune=tune,
     )
+
+
+def saved_path(tmp_path: Path) -> Path:
+    """Where training saves the trained weights of the test's gallery (beside its database, tmp_path/db)."""
+    return trained_weights_path(tmp_path / "db", "dlib")
+
+
+def save_pretrained_as_trained(weights: Path, tmp_path: Path) -> Path:
+    (tmp_path / "db").mkdir(exist_ok=True)
+    return save_trained_weights(build_embedder("dlib", weights), tmp_path / "db", "dlib")
 
 
 def last_json(capsys) -> dict:
@@ -452,14 +462,15 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
     assert run_command(tiny[0], weights, tmp_path) == 0
     record = last_json(capsys)
     assert len(calls) == 2
-    saved = trained_weights_path(weights, "dlib")
+    saved = saved_path(tmp_path)
     assert record["saved"] is True and record["weights"] == str(saved) and saved.exists()
     assert saved.name == "dlib_trained.weights.npz"
     assert record["val_before"]["auc"] == 0.9 and record["val_after"]["auc"] == 0.95
     assert record["val_before"]["deployed_threshold"] == pytest.approx(VERIFY_THRESHOLD, abs=1e-4)
-    assert not [p for p in weights.iterdir() if p.name.startswith(".")]  # atomic: no temp file left
-    trained = build_embedder("dlib", weights)
-    assert fingerprint(trained) != fingerprint(build_embedder("dlib", weights, trained=False))
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # atomic: no temp file left
+    assert not (weights / saved.name).exists()  # per gallery, never global
+    trained = build_embedder("dlib", weights, tmp_path / "db")
+    assert fingerprint(trained) != fingerprint(build_embedder("dlib", weights))
     assert (tmp_path / "db" / CHIPS_CACHE_FILE).exists()
     from facenet.database import load_database
 
@@ -471,9 +482,9 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
     scale = record["val_after"]["distance_scale"]
     assert record["val_before"]["distance_scale"] == 1.0 and scale > 0
     assert record["val_after"]["deployed_threshold"] == pytest.approx(VERIFY_THRESHOLD * scale, abs=1e-3)
-    assert read_trained(saved)[1]["distance_scale"] == pytest.approx(scale, abs=1e-4)
-    assert distance_scale(weights, "dlib") == pytest.approx(scale, abs=1e-4)
-    assert distance_scale(weights, "dlib", pretrained=True) == 1.0
+    assert read_trained(saved).distance_scale == pytest.approx(scale, abs=1e-4)
+    assert distance_scale(tmp_path / "db", "dlib") == pytest.approx(scale, abs=1e-4)
+    assert distance_scale(None, "dlib") == 1.0
     assert database.distance_scale == pytest.approx(scale, abs=1e-4)
     expected = database.distance_scale * gallery_threshold(5, int(np.median(database.photo_counts)), model="dlib")
     assert database.threshold == pytest.approx(expected)
@@ -495,7 +506,7 @@ def test_margin_loss_head_is_trained_then_discarded(tiny, weights, tmp_path, mon
     an optimizer built on model + head; the saved file holds exactly the embedding's weights."""
     scripted_metrics(monkeypatch, [0.90, 0.95])
     made = fake_step(monkeypatch)
-    monkeypatch.setattr(command, "_rebuild_database", lambda *_args: "not rebuilt (test)")  # the guard test does
+    monkeypatch.setattr(fine_tune_module, "_rebuild", lambda *_args: "not rebuilt (test)")  # the guard test does
     assert run_command(tiny[0], weights, tmp_path, loss="cosface") == 0
     assert last_json(capsys)["saved"] is True
     ((head, optimizer, settings, *_),) = made
@@ -504,13 +515,13 @@ def test_margin_loss_head_is_trained_then_discarded(tiny, weights, tmp_path, mon
     assert optimizer.built and len(optimizer.variables) > 2 * len(head.trainable_variables)
     columns = np.linalg.norm(head.kernel.numpy(), axis=0)
     np.testing.assert_allclose(columns, 1.0, atol=1e-5)  # centroids of unit vectors, normalised
-    arrays, _ = read_trained(trained_weights_path(weights, "dlib"))
-    embedding = build_embedder("dlib", weights, trained=False).get_weights()
+    arrays = read_trained(saved_path(tmp_path)).model_weights
+    embedding = build_embedder("dlib", weights).get_weights()
     assert [a.shape for a in arrays] == [w.shape for w in embedding]
 
 
 def test_guard_keeps_previous_weights_when_not_better(tiny, weights, tmp_path, monkeypatch, capsys):
-    previous = save_trained_weights(build_embedder("dlib", weights, trained=False), weights, "dlib")
+    previous = save_pretrained_as_trained(weights, tmp_path)
     original = previous.read_bytes()
     scripted_metrics(monkeypatch, [0.95, 0.94, 0.95])
     fake_step(monkeypatch)
@@ -529,13 +540,13 @@ def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny,
     assert run_command(tiny[0], weights, tmp_path) == 0
     captured = capsys.readouterr()
     record = json.loads(captured.out)
-    assert record["saved"] is False and not trained_weights_path(weights, "dlib").exists()
+    assert record["saved"] is False and not saved_path(tmp_path).exists()
     assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
     assert "the rescaled threshold lost accuracy" in captured.err
 
 
 def test_interrupt_leaves_previous_weights(tiny, weights, tmp_path, monkeypatch, capsys):
-    previous = save_trained_weights(build_embedder("dlib", weights, trained=False), weights, "dlib")
+    previous = save_pretrained_as_trained(weights, tmp_path)
     original = previous.read_bytes()
     scripted_metrics(monkeypatch, [0.90, 0.99])
     fake_step(monkeypatch, raise_at=1)
@@ -567,7 +578,7 @@ def test_too_few_people_fails_with_one_line(tmp_path, weights, detector, capsys)
 
 
 def test_failing_to_save_exits_1_with_one_line(tiny, weights, tmp_path, monkeypatch, capsys):
-    previous = save_trained_weights(build_embedder("dlib", weights, trained=False), weights, "dlib")
+    previous = save_pretrained_as_trained(weights, tmp_path)
     original = previous.read_bytes()
     scripted_metrics(monkeypatch, [0.90, 0.95])
     fake_step(monkeypatch)
@@ -575,7 +586,7 @@ def test_failing_to_save_exits_1_with_one_line(tiny, weights, tmp_path, monkeypa
     def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(command, "save_trained_weights", disk_full)
+    monkeypatch.setattr(fine_tune_module, "save_trained_weights", disk_full)
     assert run_command(tiny[0], weights, tmp_path) == 1
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error")]
@@ -586,7 +597,8 @@ def test_failing_to_save_exits_1_with_one_line(tiny, weights, tmp_path, monkeypa
 
 
 def test_corrupt_trained_weights_stop_training_with_one_line(tiny, weights, tmp_path, capsys):
-    corrupt = trained_weights_path(weights, "dlib")
+    corrupt = saved_path(tmp_path)
+    corrupt.parent.mkdir()
     corrupt.write_bytes(b"PK\x03\x04 half a zip file")
     assert run_command(tiny[0], weights, tmp_path) == 1
     captured = capsys.readouterr()
@@ -596,9 +608,10 @@ def test_corrupt_trained_weights_stop_training_with_one_line(tiny, weights, tmp_
 
 
 def test_pretrained_training_ignores_the_trained_file(tiny, weights, tmp_path, monkeypatch, capsys):
-    """--pretrained: "ignoring fine-tuned weights in --weights_path", for training too: training starts from the
+    """--pretrained ignores the gallery's fine-tuned weights for training too: training starts from the
     pretrained model and an unusable trained file is no obstacle."""
-    corrupt = trained_weights_path(weights, "dlib")
+    corrupt = saved_path(tmp_path)
+    corrupt.parent.mkdir()
     corrupt.write_bytes(b"garbage")
     scripted_metrics(monkeypatch, [0.95, 0.94])
     fake_step(monkeypatch)
@@ -642,18 +655,19 @@ def test_cli_trains_with_a_margin_loss_and_prints_one_json_line(tmp_path, weight
     data = make_data_dir(tmp_path)
     command = [sys.executable, "main.py", "-t", "True", "-e", "1", "--json", "--data_dir", str(data),
                "--database_dir", str(tmp_path / "db"), "-wp", str(weights), "--tensorboard_dir", str(tmp_path / "l"),
-               "--model", "dlib", "-d", "hog", "--loss", "cosface", "-bs", "8"]
+               "--model", "dlib", "-d", "hog", "--loss", "cosface", "-bs", "8", "--tune", "backbone"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[-1])
-    assert set(record) == {"val_before", "val_after", "saved", "weights", "seconds"}
+    assert set(record) == {"val_before", "val_after", "saved", "weights", "seconds", "start", "tune"}
+    assert (record["start"], record["tune"]) == ("pretrained", "backbone")
     assert isinstance(record["saved"], bool) and record["seconds"] > 0
     assert "epoch 1/1" in done.stderr and "head accuracy" in done.stderr
     assert "cosface loss, margin 0.35, scale 30" in done.stderr
-    assert record["saved"] == trained_weights_path(weights, "dlib").exists()
+    assert record["saved"] == trained_weights_path(tmp_path / "db", "dlib").exists()
     if record["saved"]:
-        assert record["weights"] == str(trained_weights_path(weights, "dlib"))
+        assert record["weights"] == str(trained_weights_path(tmp_path / "db", "dlib"))
     else:  # nothing trained before and nothing saved now: recognition keeps the pretrained model
         assert record["weights"] == "the pretrained dlib model"

@@ -101,7 +101,13 @@ flags.DEFINE_string(
 flags.DEFINE_enum("backbone", "dlib_resnet", ["dlib_resnet", "resnet50"], "Embedding backbone.")
 flags.DEFINE_string("imagenet_weights", None, "resnet50 only: a local ImageNet weights file (no downloads).")
 flags.DEFINE_bool(
-    "pretrained", False, "use the pretrained models, ignoring fine-tuned weights in --weights_path"
+    "pretrained", False, "Use the pretrained models, ignoring the gallery's fine-tuned weights (in --database_dir); "
+    "with -t True: start training from the pretrained model instead of the gallery's trained weights.",
+)
+flags.DEFINE_enum(
+    "tune", "adapter", ["adapter", "backbone"],
+    "What -t True trains: adapter (a residual adapter over the frozen model: fast, adapts to your camera, masks or "
+    "light) or backbone (the model's own weights, slow on a CPU).",
 )
 flags.DEFINE_bool("json", False, "Machine-readable output: JSON lines on stdout, everything human on stderr.")
 flags.DEFINE_string("lfw_pairs", None, "LFW-format pairs file: run the verification benchmark.")
@@ -249,6 +255,12 @@ def _model() -> str:
     return "resnet50" if FLAGS.backbone == "resnet50" else FLAGS.model
 
 
+def _trained_dir() -> str | None:
+    """Whose fine-tuned weights recognition, --verify and --lfw_pairs use: the gallery's (--database_dir), unless
+    --pretrained."""
+    return None if FLAGS.pretrained else FLAGS.database_dir
+
+
 def run(argv: list[str]) -> int:
     """Run the mode the parsed flags ask for (one call into the package) and return its exit code."""
     problem = check_arguments(argv)
@@ -264,14 +276,14 @@ def run(argv: list[str]) -> int:
         return lfw_command(
             pairs=FLAGS.lfw_pairs, lfw_dir=FLAGS.lfw_dir, flip=FLAGS.flip, as_json=FLAGS.json,
             detector=FLAGS.detector, model=model, weights_dir=FLAGS.weights_path, roc_png=FLAGS.roc_png,
-            train_pairs=FLAGS.lfw_train_pairs, pretrained=FLAGS.pretrained,
+            train_pairs=FLAGS.lfw_train_pairs, trained_dir=_trained_dir(),
         )
     if FLAGS.verify:
         from facenet.cli.verify_command import verify_command
 
         return verify_command(
             FLAGS.verify, as_json=FLAGS.json, threshold=FLAGS.threshold, detector=FLAGS.detector,
-            model=model, weights_dir=FLAGS.weights_path, pretrained=FLAGS.pretrained,
+            model=model, weights_dir=FLAGS.weights_path, trained_dir=_trained_dir(),
             prog=_prog(argv[0] if argv else "facenet"),
         )
     if FLAGS.train:
@@ -285,7 +297,7 @@ def run(argv: list[str]) -> int:
             learning_rate=FLAGS.learning_rate, strategy=FLAGS.strategy if FLAGS["strategy"].present else None,
             detector=FLAGS.detector, log_dir=FLAGS.tensorboard_dir, validation_split=FLAGS.validation_split,
             as_json=FLAGS.json, pretrained=FLAGS.pretrained, loss=FLAGS.loss if FLAGS["loss"].present else None,
-            scale=FLAGS.scale,
+            scale=FLAGS.scale, tune=FLAGS.tune,
         )
     from facenet.cli.recognize_command import recognize_command
 

@@ -9,12 +9,14 @@ if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
 
 
-def load_pipeline(detector: str, model: str, weights_dir: str | Path, pretrained: bool = False) -> FacePipeline:
-    """The face pipeline of the commands. TensorFlow is imported only here: argument errors, a missing camera or
-    photo fail in a fraction of a second. (Tests replace this function to reuse one loaded pipeline.)"""
+def load_pipeline(detector: str, model: str, weights_dir: str | Path,
+                  trained_dir: str | Path | None = None) -> FacePipeline:
+    """The face pipeline of the commands, with the fine-tuned weights of the gallery in `trained_dir` (None: the
+    pretrained model). TensorFlow is imported only here: argument errors, a missing camera or photo fail in a
+    fraction of a second. (Tests replace this function to reuse one loaded pipeline.)"""
     from facenet.pipeline import FacePipeline
 
-    return FacePipeline(detector, model, weights_dir, pretrained)
+    return FacePipeline(detector, model, weights_dir, trained_dir)
 
 
 def threshold_problem(threshold: float | None) -> str | None:

@@ -88,11 +88,12 @@ def lfw_command(
     weights_dir: str,
     roc_png: str | None,
     train_pairs: str | None = None,
-    pretrained: bool = False,
+    trained_dir: str | None = None,
 ) -> int:
     """`main.py --lfw_pairs`: the LFW verification report (stdout, or stderr + one JSON line with --json).
 
-    The threshold is cross-validated within `pairs`, or taken from `train_pairs` when given. Exit codes:
+    `trained_dir`: the gallery whose fine-tuned weights to use (None: pretrained). The threshold is cross-
+    validated within `pairs`, or taken from `train_pairs` when given. Exit codes:
     0 done; 2 bad input (missing file or folder, malformed pairs file, none of the images there);
     1 too few readable images to score. Pairs whose images cannot be read are reported and excluded.
     """
@@ -102,7 +103,7 @@ def lfw_command(
     from facenet.lfw import evaluate_pairs
 
     try:
-        pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
+        pipeline = common.load_pipeline(detector, model, weights_dir, trained_dir)
         report, distances, same = evaluate_pairs(benchmark.pairs, benchmark.folds, pipeline, flip,
                                                  benchmark.train_pairs)
     except (ValueError, RuntimeError) as problem:

@@ -103,7 +103,7 @@ def _load(
     from facenet.pg_gallery import GalleryError, mask_url
 
     try:
-        pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
+        pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
         if database_url and enroll_only:
             database, report = sync_postgres(data_dir, database_url, pipeline, rebuild=True)
             _print_pg_report(report, len(database), as_json)

@@ -27,12 +27,13 @@ def verify_command(
     detector: str,
     model: str,
     weights_dir: str | Path,
-    pretrained: bool = False,
+    trained_dir: str | Path | None = None,
     prog: str = "facenet",
 ) -> int:
     """`--verify=A.jpg,B.jpg`: are the largest faces of two photos the same person?
 
-    Prints same/different and the distance (with --json one object: same, distance, threshold; or, when the model
+    `trained_dir`: the gallery whose fine-tuned weights to use (None: pretrained). Prints same/different and the
+    distance (with --json one object: same, distance, threshold; or, when the model
     or a photo fails, {"error": …}). Exit codes: 0 answered, 1 the model cannot be loaded or a photo is unreadable
     or has no face (named on stderr), 2 bad arguments. `prog` names the command in the usage line.
     """
@@ -44,7 +45,7 @@ def verify_command(
     from facenet.recognize import UnverifiablePhotos, verify_photos
 
     try:
-        pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
+        pipeline = common.load_pipeline(detector, model, weights_dir, trained_dir)
     except (OSError, ValueError, RuntimeError) as failure:
         message = f"cannot load the model: {failure}"
         return _fail(message, [message], as_json)

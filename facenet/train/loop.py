@@ -21,6 +21,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from facenet.config import DEFAULT_MODEL, MIN_BATCH, PHOTOS_PER_PERSON, SPLIT_SEED, calibration
+from facenet.config import learning_rate as default_learning_rate
 from facenet.embed import Embedder
 from facenet.model import build_embedder, distance_scale, pretrained_embedder
 from facenet.train.augment import make_dataset
@@ -81,6 +82,10 @@ class TrainResult:
     loss: str = "semi_hard"
     head_accuracy: list[float] = field(default_factory=list)
     """Per epoch, margin losses: the mean share of the batch the head classified right."""
+    epoch_seconds: list[float] = field(default_factory=list)
+    """Per epoch: seconds of training steps (validation excluded)."""
+    embed_seconds: float = 0.0
+    """Adapter training: seconds of the one-off pass of the frozen model over every photo (and its mirror)."""
 
 
 @dataclass
@@ -107,7 +112,7 @@ class _Options:
     photos_per_person: int
     seed: int
     jit_compile: bool
-    pretrained: bool
+    trained_dir: str | Path | None
 
 
 def check_settings(epochs: int, batch_size: int, learning_rate: float, validation_split: float) -> None:
@@ -145,12 +150,12 @@ class _Run:
         self.chip_set, self.plan, self.settings, self.options = chip_set, plan, settings, options
         self.distribution, self.logs = distribution, logs
         with distribution.scope():
-            self.model = build_embedder(options.name, options.weights_dir, trained=not options.pretrained,
+            self.model = build_embedder(options.name, options.weights_dir, options.trained_dir,
                                         imagenet_weights=options.imagenet_weights)
             freeze_batch_norm(self.model)
         self.embedder = Embedder(self.model, options.name)
         self.chips = tuple(chip_set.chips[kind] for kind in self.embedder.kinds)
-        start_scale = distance_scale(options.weights_dir, options.name, options.pretrained)
+        start_scale = distance_scale(options.trained_dir, options.name)
         self.validate = Validator(self.embedder, chip_set.chips, plan.pairs, plan.plotted, start_scale,
                                   calibration(options.name).verify_threshold)
         self.step = None
@@ -285,7 +290,7 @@ def train(
     epochs: int = 20,
     margin: float | None = None,
     batch_size: int = 32,
-    learning_rate: float = 1e-4,
+    learning_rate: float | None = None,
     strategy: str = "semi_hard",
     log_dir: str | Path | None = None,
     validation_split: float = 0.2,
@@ -293,12 +298,14 @@ def train(
     seed: int = SPLIT_SEED,
     jit_compile: bool = False,
     on_epoch: OnEpoch | None = None,
-    pretrained: bool = False,
+    trained_dir: str | Path | None = None,
     loss: str | None = None,
     scale: float | None = None,
     max_pairs: int = MAX_VALIDATION_PAIRS,
 ) -> tuple[keras.Model, TrainResult]:
-    """Fine-tune the embedder (the current one: trained weights when present) on `chip_set`; save nothing.
+    """Fine-tune the embedding model's own weights on `chip_set` (the backbone; `fine_tune` is the whole contract:
+    guard, save, gallery rebuild); save nothing. Starts from the trained weights of the gallery in `trained_dir`
+    when it has some, else the pretrained model. `learning_rate` None: the model's default (config.LEARNING_RATES).
 
     `loss`: semi_hard | batch_hard (triplet mining) | cosface | arcface | sphereface (margin losses); None: the
     older name `strategy`. `margin` is the chosen loss's margin and `scale` the margin losses' logit scale, each
@@ -309,9 +316,10 @@ def train(
     e.g. for a benchmark's own held-out people. At most `max_pairs` held-out pairs are validated.
     """
     settings = loss_settings(loss or strategy, margin, scale)
+    learning_rate = default_learning_rate(name, "backbone") if learning_rate is None else learning_rate
     check_settings(epochs, batch_size, learning_rate, validation_split)
     options = _Options(name, weights_dir, imagenet_weights, learning_rate, batch_size, photos_per_person, seed,
-                       jit_compile, pretrained)
+                       jit_compile, trained_dir)
     plan = _plan(chip_set, validation_split, options, max_pairs)
     log.info("%s loss, margin %g%s; %d training identities", settings.loss, settings.margin,
              f", scale {settings.scale:g}" if settings.is_margin else "", plan.num_classes)
