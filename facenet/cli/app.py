@@ -98,6 +98,10 @@ flags.DEFINE_string("database_dir", "database", "Where the embedding database li
 flags.DEFINE_string(
     "database_url", None, "PostgreSQL URL of a shared gallery (postgresql://…); default: the file in --database_dir"
 )
+flags.DEFINE_bool(
+    "rebuild_gallery", False, "With --enroll --database_url: allow dropping a shared gallery made by another model "
+    "(everyone in it, every site's people; without it such an enrollment is refused, saying how many would be lost).",
+)
 flags.DEFINE_enum("backbone", "dlib_resnet", ["dlib_resnet", "resnet50"], "Embedding backbone.")
 flags.DEFINE_string("imagenet_weights", None, "resnet50 only: a local ImageNet weights file (no downloads).")
 flags.DEFINE_bool(
@@ -294,6 +298,7 @@ def run(argv: list[str]) -> int:
         data_dir=FLAGS.data_dir, database_dir=FLAGS.database_dir, weights_dir=FLAGS.weights_path,
         model=model, detector=FLAGS.detector, threshold=FLAGS.threshold, as_json=FLAGS.json,
         enroll_only=FLAGS.enroll, pretrained=FLAGS.pretrained, database_url=FLAGS.database_url,
+        rebuild_gallery=FLAGS.rebuild_gallery,
     )
 
 

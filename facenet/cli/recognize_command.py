@@ -92,11 +92,12 @@ def _open_camera(camera: int) -> VideoSource | None:
 
 def _load(
     detector: str, model: str, weights_dir: str | Path, pretrained: bool, data_dir: Path, database_dir: str | Path,
-    enroll_only: bool, as_json: bool, database_url: str | None = None,
+    enroll_only: bool, as_json: bool, database_url: str | None = None, rebuild_gallery: bool = False,
 ) -> tuple[FacePipeline, FaceDatabase] | None:
     """The pipeline and the database synced with data/ (its report printed); None, logged, when either fails.
 
-    With `database_url`: `--enroll` syncs data/ into the shared gallery (rebuilding one of another model);
+    With `database_url`: `--enroll` syncs data/ into the shared gallery (one of another model is refused unless
+    `rebuild_gallery`: dropping it would lose every site's people);
     recognition only reads it (no data/ or database/ needed, nothing pruned).
     """
     from facenet.database import load_postgres, sync_database, sync_postgres
@@ -105,7 +106,7 @@ def _load(
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
         if database_url and enroll_only:
-            database, report = sync_postgres(data_dir, database_url, pipeline, rebuild=True)
+            database, report = sync_postgres(data_dir, database_url, pipeline, rebuild=rebuild_gallery)
             _print_pg_report(report, len(database), as_json)
             return pipeline, database
         if database_url:
@@ -144,6 +145,7 @@ def recognize_command(
     enroll_only: bool,
     pretrained: bool = False,
     database_url: str | None = None,
+    rebuild_gallery: bool = False,
 ) -> int:
     """`python main.py -t False`: sync the database with data/, then name every face of the inputs or webcam.
 
@@ -169,7 +171,7 @@ def recognize_command(
         items = found
     try:
         loaded = _load(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only, as_json,
-                       database_url)
+                       database_url, rebuild_gallery)
         if loaded is None:
             return 1
         if enroll_only:
