@@ -4,7 +4,11 @@ The public API (see `facenet.api`): `verify`, `Gallery`, `detect_faces`, `embed_
 `face_pipeline` (the shared `FacePipeline`). TensorFlow loads on first use, not on import.
 """
 
-from facenet.api import (
+from facenet.quiet import quiet_tensorflow_env
+
+quiet_tensorflow_env()  # before anything imports TensorFlow: its C++ INFO lines are not the library's to print
+
+from facenet.api import (  # noqa: E402
     Gallery,
     ImageError,
     Match,

@@ -23,6 +23,7 @@ from facenet.config import (
     CHIP_SIDES,
     CHIP_SIZE,
     DEFAULT_MODEL,
+    DISTANCE_SCALE_RANGE,
     EMBEDDING_DIM,
     FUSION_SFACE_WEIGHT,
     MODELS,
@@ -31,7 +32,7 @@ from facenet.config import (
     model_file,
 )
 from facenet.dlib_resnet import convert
-from facenet.files import atomic_write, file_sha256
+from facenet.files import atomic_write, file_sha256, read_checked, remove_stale_temps, write_checked
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,15 @@ class CaffePreprocess(layers.Layer):
 
 
 def cached_conversion(weights_dir: str | Path, name: str, source: Path, convert_source) -> keras.Model:
-    """`convert_source(source)` cached as `weights_dir/name` (+ `.json` with the source's sha256): loaded from the
-    cache when it was made from this very file, else converted again (a stale or corrupt cache with a warning)."""
+    """`convert_source(source)` cached as `weights_dir/name` (+ `.json`: the source's sha256 and the cache's own):
+    loaded from the cache when it was made from this very file and its bytes are those written, else converted
+    again (a stale, truncated or altered cache with a one-line warning)."""
     weights_dir = Path(weights_dir)
-    cache, meta = weights_dir / name, weights_dir / (name + ".json")
+    cache = weights_dir / name
     source_hash = file_sha256(source)
     if cache.exists():
         try:
-            if json.loads(meta.read_text())["source_sha256"] != source_hash:
+            if read_checked(cache).get("source_sha256") != source_hash:
                 raise ValueError(f"made from a different {source.name}")
             return keras.models.load_model(cache, compile=False)
         except Exception as error:  # noqa: BLE001 - any unreadable cache is rebuilt
@@ -63,11 +65,20 @@ def cached_conversion(weights_dir: str | Path, name: str, source: Path, convert_
     log.info("converting %s to Keras (once) into %s", source.name, cache)
     model = convert_source(source)
     try:
-        atomic_write(cache, lambda tmp: model.save(tmp))
-        atomic_write(meta, lambda tmp: tmp.write_text(json.dumps({"source_sha256": source_hash})))
+        write_checked(cache, lambda tmp: model.save(tmp), {"source_sha256": source_hash})
     except OSError as error:
         log.warning("could not cache the converted model in %s (%s); will convert again next time", weights_dir, error)
     return model
+
+
+WEIGHTS_FILES = ("*.keras", "*.keras.json", "*_trained.weights.npz", "*.tflite", "*.tflite.json")
+"""What this package writes in a weights folder (temp files of these left by a killed run are removed)."""
+
+
+def remove_weights_temps(weights_dir: str | Path) -> None:
+    """Remove temp files a killed conversion or training left in the weights folder (our own names only)."""
+    for path in remove_stale_temps(Path(weights_dir), WEIGHTS_FILES):
+        log.info("%s: removed a temp file left by an interrupted run", path)
 
 
 def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
@@ -150,6 +161,7 @@ def build_embedder(
     """The embedding model of `model` (see `pretrained_embedder`), with fine-tuned weights on top when `trained`
     and they exist. A corrupt or mismatched trained-weights file raises WeightsError: recognition must not fall
     back silently to other weights than the user trained."""
+    remove_weights_temps(weights_dir)
     embedder = pretrained_embedder(model, weights_dir, imagenet_weights)
     path = trained_weights_path(weights_dir, model)
     if trained and path.exists():
@@ -167,38 +179,60 @@ class WeightsError(ValueError):
 
 
 def save_trained_weights(model: keras.Model, weights_dir: str | Path, name: str, distance_scale: float = 1.0) -> Path:
-    """Write fine-tuned weights and their distance scale atomically, as one file (never one without the other).
+    """Write fine-tuned weights and their distance scale atomically, as one file (never one without the other),
+    with a checksum of both so that a changed file is refused rather than trusted.
 
     `distance_scale` says how far the new embedding spreads faces compared with the one the thresholds were
     calibrated for (ratio of median different-person distances); recognition multiplies its thresholds by it.
+    A scale outside DISTANCE_SCALE_RANGE is refused (ValueError): such weights would misname people.
     """
+    _check_scale(float(distance_scale))
     path = trained_weights_path(weights_dir, name)
+    arrays = [np.asarray(w) for w in model.get_weights()]
     record = {"format": TRAINED_FORMAT, "model": model_name(name), "fingerprint": fingerprint(model),
               "distance_scale": float(distance_scale)}
-    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    record["checksum"] = trained_checksum(record, arrays)
+    named = {f"w{i:04d}": array for i, array in enumerate(arrays)}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, record=np.frombuffer(json.dumps(record).encode(), np.uint8), **arrays)
+            np.savez(handle, record=np.frombuffer(json.dumps(record).encode(), np.uint8), **named)
 
     atomic_write(path, write)
     return path
 
 
-TRAINED_FORMAT = "facenet-trained-weights-1"
+TRAINED_FORMAT = "facenet-trained-weights-2"
+"""Version 2 adds the checksum; a version-1 file is refused like any other unusable one (train again)."""
+
+
+def trained_checksum(record: dict, arrays: list[np.ndarray]) -> str:
+    """sha256 of a trained-weights record (without its checksum) and of every array's dtype, shape and bytes."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in record.items() if k != "checksum"}, sort_keys=True).encode())
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _check_scale(scale: float) -> None:
+    low, high = DISTANCE_SCALE_RANGE
+    if not low <= scale <= high:
+        raise ValueError(f"invalid distance scale {scale} (plausible: {low}..{high})")
 
 
 def read_trained(path: str | Path) -> tuple[list[np.ndarray], dict]:
-    """(weight arrays, record) of a trained-weights file; WeightsError naming the file when it is unusable."""
+    """(weight arrays, record) of a trained-weights file; WeightsError naming the file when it is unusable:
+    unreadable, another format, an implausible distance scale, or bytes other than those training wrote."""
     try:
         with np.load(path, allow_pickle=False) as data:
             record = json.loads(data["record"].tobytes().decode())
             arrays = [data[key] for key in sorted(k for k in data.files if k.startswith("w"))]
         if record.get("format") != TRAINED_FORMAT:
             raise ValueError(f"format {record.get('format')!r}")
-        scale = float(record["distance_scale"])
-        if not 0.0 < scale < float("inf"):
-            raise ValueError(f"invalid distance scale {scale}")
+        _check_scale(float(record["distance_scale"]))
+        if record.get("checksum") != trained_checksum(record, arrays):
+            raise ValueError("checksum mismatch: changed since training wrote it")
     except Exception as error:  # noqa: BLE001 - zip, JSON, key errors: one clear line
         raise WeightsError(f"{path}: unusable trained weights ({error}); delete the file or pass --pretrained "
                            "to use the pretrained model") from None

@@ -7,7 +7,6 @@ second with one line on stderr and exit code 2; --help/-h/--helpfull print the u
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -15,8 +14,6 @@ from typing import NoReturn
 from absl import app, flags
 
 from facenet.config import MIN_BATCH, default_examples_dir, default_weights_dir
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
 
@@ -305,7 +302,10 @@ def run(argv: list[str]) -> int:
 def _absl_main(argv: list[str]) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from facenet.progress import show_progress
+
     _setup_logging()
+    show_progress(True)
     with logging_redirect_tqdm():  # log lines printed above progress bars, not through them
         return run(argv)
 
