@@ -35,14 +35,14 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+def progress(items: Iterable[T], desc: str | None, total: int | None = None, unit: str = "it") -> Iterator[T]:
     """Progress on stderr, so stdout stays clean for --json.
 
     A tqdm bar when stderr is a terminal; otherwise (a log file, a pipe, CI) plain lines, no carriage returns:
     one every 10% of a known total (every 100 items when the total is unknown) and one at the end. Nothing at all
-    (the items as they are) unless `show_progress()` turned it on.
+    (the items as they are) unless `show_progress()` turned it on, or when `desc` is None (an outer loop shows it).
     """
-    if not _shown:
+    if not _shown or desc is None:
         return iter(items)
     if total is None:
         try:

@@ -71,8 +71,8 @@ flags.DEFINE_string(
     short_name="wp",
 )
 flags.DEFINE_float(
-    "margin", 0.5, "Margin of the chosen --loss: triplet losses 0.5 (unit-sphere distance); cosface 0.35, arcface 0.5 "
-    "(radians), sphereface 4 (integer) when not given.", short_name="m",
+    "margin", None, "Margin of the chosen --loss (default per loss: semi_hard and batch_hard 0.5, unit-sphere "
+    "distance; cosface 0.35, arcface 0.5 radians; sphereface 4, an integer).", short_name="m",
 )
 flags.DEFINE_integer("epochs", 20, "Training epochs.", short_name="e")
 flags.DEFINE_integer("batch_size", 32, "Training batch size (P identities x K photos).", short_name="bs")
@@ -156,7 +156,7 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
         return f"--epochs (-e) must be at least 1, got {values.epochs}"
     if values.batch_size < MIN_BATCH:
         return f"--batch_size (-bs) must be at least {MIN_BATCH} (2 people x 2 photos), got {values.batch_size}"
-    if not values.margin > 0:
+    if values.margin is not None and not values.margin > 0:
         return f"--margin (-m) must be more than 0, got {values.margin}"
     if values.scale is not None and not values.scale > 0:
         return f"--scale must be more than 0, got {values.scale}"
@@ -278,11 +278,11 @@ def run(argv: list[str]) -> int:
     if FLAGS.train:
         from facenet.cli.train_command import train_command
 
-        # -m, --loss and --strategy pass on only when given: each loss has its own default margin
+        # -m (None unless given), --loss and --strategy pass on only when given: each loss has its own default margin
         return train_command(
             data_dir=FLAGS.data_dir, weights_dir=FLAGS.weights_path, database_dir=FLAGS.database_dir,
             model=model, imagenet_weights=FLAGS.imagenet_weights, epochs=FLAGS.epochs,
-            margin=FLAGS.margin if FLAGS["margin"].present else None, batch_size=FLAGS.batch_size,
+            margin=FLAGS.margin, batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate, strategy=FLAGS.strategy if FLAGS["strategy"].present else None,
             detector=FLAGS.detector, log_dir=FLAGS.tensorboard_dir, validation_split=FLAGS.validation_split,
             as_json=FLAGS.json, pretrained=FLAGS.pretrained, loss=FLAGS.loss if FLAGS["loss"].present else None,

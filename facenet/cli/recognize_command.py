@@ -118,6 +118,9 @@ def _load(
         log.error("cannot load the model or the database: %s", problem)
         return None
     print_enrollment(report, enroll_only, as_json)
+    if enroll_only and report.save_error:  # --enroll exists to save: not saving it is a failure (exit 1)
+        log.error("enrollment not saved: %s", report.save_error)
+        return None
     return pipeline, database
 
 
@@ -180,6 +183,7 @@ def recognize_command(
         if len(database) == 0:
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
         recognizer = Recognizer(pipeline, database, threshold)
+        _remove_partial_videos(output_dir)
         if camera_source is not None:
             return _run_webcam(camera_source, recognizer, summary, as_json, output_dir)
         return _run_inputs(items, recognizer, summary, as_json, output_dir, data_dir)
@@ -189,6 +193,14 @@ def recognize_command(
     finally:
         if camera_source is not None:
             camera_source.close()
+
+
+def _remove_partial_videos(output_dir: Path) -> None:
+    """Remove the temp files of annotated videos a killed run left in the output folder (our own names only)."""
+    from facenet.files import remove_stale_temps
+
+    for path in remove_stale_temps(output_dir, ["*.mp4"], recursive=True):
+        log.info("%s: removed a partial video left by an interrupted run", path)
 
 
 def _run_inputs(
