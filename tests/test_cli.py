@@ -130,7 +130,8 @@ def test_t_false_recognises_every_input_and_names_each_bad_one(run_dir, weights_
     assert written == ["alex-lacamoire.png", "camera.png", "clip.mp4", "coins.png", "george_exif.jpg", "huge.jpg",
                        "juanes16.png"]
     # recognition adds only its TFLite copy of the model (converted once, like the .keras twin) to the weights
-    assert sorted(p.name for p in weights_dir.iterdir() if p.suffix != ".tflite") == weights_before
+    assert sorted(p.name for p in weights_dir.iterdir()
+                  if not p.name.endswith((".tflite", ".tflite.json"))) == weights_before
     assert not (run_dir / "logs").exists()
 
     # Each bad input: one line naming it and the reason.

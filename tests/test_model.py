@@ -21,6 +21,7 @@ from facenet.model import (
     model_name,
     read_trained,
     save_trained_weights,
+    trained_checksum,
     trained_weights_path,
 )
 
@@ -89,7 +90,7 @@ def test_trained_weights_win_and_live_in_one_file(folder):
     assert set(folder.iterdir()) - before == {path}, "one file: weights and distance scale together, no temp file"
     arrays, record = read_trained(path)
     assert record == {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": fingerprint(model),
-                      "distance_scale": 1.5}
+                      "distance_scale": 1.5, "checksum": trained_checksum(record, arrays)}
     assert [a.shape for a in arrays] == [w.shape for w in model.get_weights()]
     reloaded = build_embedder("dlib", folder)
     assert fingerprint(reloaded) == fingerprint(model) != pretrained_print
@@ -149,7 +150,8 @@ def test_trained_file_with_a_bad_record_is_refused(tmp_path, record, says):
 
 def test_trained_weights_of_another_architecture_are_refused(folder):
     path = trained_weights_path(folder, "dlib")
-    write_npz(path, {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": "x", "distance_scale": 1.0},
+    record = {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": "x", "distance_scale": 1.0}
+    write_npz(path, {**record, "checksum": trained_checksum(record, [np.zeros(3, np.float32)])},
               w0000=np.zeros(3, np.float32))
     with pytest.raises(WeightsError, match="another architecture") as error:
         build_embedder("dlib", folder)
