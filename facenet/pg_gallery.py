@@ -262,9 +262,10 @@ class PgGallery:
                     people = self._people_count()
                     if not rebuild:
                         raise GalleryError(
-                            f"{self.where}: the gallery holds {people} people (every site's) enrolled by model "
-                            f"{meta['model_id']!r}; enrolling with {model_id!r} would drop all {people} of them: "
-                            f"enroll with that model, or pass --rebuild_gallery to drop them and rebuild it")
+                            f"{self.where}: the gallery was made by model {meta['model_id']!r} (dim {meta['dim']}) "
+                            f"and holds {people} people (every site's); enrolling with {model_id!r} (dim {dim}) "
+                            f"would drop all {people} of them: enroll with that model, or pass --rebuild_gallery "
+                            "to drop them and rebuild it")
                     log.warning("%s: gallery of model %r (dim %d) and its %d people dropped to enroll %r (dim %d)",
                                 self.where, meta["model_id"], meta["dim"], people, model_id, dim)
                     self.conn.execute("DROP TABLE IF EXISTS " + ", ".join(_TABLES) + " CASCADE")

@@ -242,18 +242,34 @@ def test_killed_enrollment_resumes_and_the_next_run_clears_its_litter(tmp_path, 
     assert [p for p in litter if p.exists()] == [] and all(p.exists() for p in mine)
 
 
-def test_enroll_that_cannot_save_exits_1_naming_the_file(tmp_path, weights_dir, embedder):
+@pytest.mark.parametrize("blocked", ["database", "report"])
+def test_enroll_that_cannot_save_exits_1_naming_the_file(tmp_path, pipeline, monkeypatch, caplog, capsys, blocked):
+    """The --enroll command (in process, with the test's pipeline): root ignores permissions, so a regular file in
+    the database folder's place, or a folder in the report's, is what cannot be written."""
+    from facenet.cli import common
+    from facenet.cli.recognize_command import recognize_command
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: pipeline)
     data = make_data(tmp_path / "data", {"Juanes": 2})
-    (tmp_path / "blocker").write_text("a file where the database folder should be")
-    result = run_main("--enroll", "--json", "--data_dir", "data", "--database_dir", "blocker/db", "-wp",
-                      str(weights_dir), *DLIB_HOG, cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    (line,) = [s for s in result.stderr.splitlines() if "could not save the database" in s]
-    assert line.startswith(f"WARNING: blocker/db/{DATABASE_FILE}: ")
-    (report,) = [json.loads(line) for line in result.stdout.splitlines()]
-    assert report["save_error"].startswith(f"blocker/db/{DATABASE_FILE}: ") and not report["saved"]
-    assert data.is_dir() and sorted(p.name for p in (data / "Juanes").iterdir()) == [
-        "Juanes_0001.jpg", "Juanes_0002.jpg"]
+    if blocked == "database":
+        (tmp_path / "blocker").write_text("a file where the database folder should be")
+        database_dir, target = tmp_path / "blocker" / "db", tmp_path / "blocker" / "db" / DATABASE_FILE
+    else:
+        database_dir = tmp_path / "db"
+        target = database_dir / f"{ENROLLMENT_REPORT}.json"
+        target.mkdir(parents=True)
+    with caplog.at_level(logging.WARNING):
+        code = recognize_command(web_cam=False, inputs=[], camera=0, output_dir=tmp_path / "out", data_dir=data,
+                                 database_dir=database_dir, weights_dir=tmp_path / "w", model="dlib",
+                                 detector="hog", threshold=None, as_json=True, enroll_only=True)
+    assert code == 1
+    (report,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert report["save_error"].startswith(f"{target}: ")
+    blamed = [r.getMessage() for r in caplog.records if str(target) in r.getMessage()]
+    assert len(blamed) == 1 and ("could not save the database" if blocked == "database" else
+                                 "could not write the enrollment report") in blamed[0]
+    assert report["saved"] == (blocked == "report") == (database_dir / DATABASE_FILE).is_file()
+    assert sorted(p.name for p in (data / "Juanes").iterdir()) == ["Juanes_0001.jpg", "Juanes_0002.jpg"]
 
 
 # --------------------------------------------------------------------------- temp files, progress, noise (10, 14)
@@ -293,23 +309,25 @@ def test_library_progress_is_off_unless_asked_and_plain_off_a_terminal(capfd):
 NOISE = ("oneDNN", "XNNPACK", "cpu_feature_guard", "absl::InitializeLog", "SavedModel", "fingerprint",
          "tf_tfl_flatbuffer", "mlir", "TensorFlow binary is optimized")
 
+FIRST_RUN = """
+import sys
+from pathlib import Path
+import facenet  # sets what TensorFlow reads at import, before anything imports it
+import keras, numpy as np
+from facenet.tflite import TFLiteRunner, cached_tflite
+inputs = keras.Input((8, 8, 3), name="dlib_chip")
+model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
+data = cached_tflite(model, Path(sys.argv[1]) / "tiny.tflite")  # converted: the converter's first run
+print(TFLiteRunner(data)(np.zeros((2, 8, 8, 3), np.float32)).shape)
+"""
 
-def test_first_api_run_prints_nothing_on_stderr(tmp_path, weights_dir, embedder):
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    for name in (PRETRAINED_FILE, PRETRAINED_FILE + ".json"):  # the Keras twin, but no TFLite copy yet
-        shutil.copy(weights_dir / name, weights / name)
-    data = make_data(tmp_path / "data", {"Juanes": 2, "Martha_Burk": 2})
-    script = (f"import facenet\n"
-              f"g = facenet.Gallery({str(data)!r}, {str(tmp_path / 'db')!r}, model='dlib', detector='hog', "
-              f"weights_dir={str(weights)!r})\n"
-              f"print([m.name for m in g.recognize({str(PEOPLE / 'Juanes' / 'Juanes_0003.jpg')!r})])\n")
+
+def test_a_first_run_through_the_library_prints_nothing_on_stderr(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=env)
+    result = subprocess.run([sys.executable, "-c", FIRST_RUN, str(tmp_path)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['Juanes']"
-    assert list(weights.glob("*.tflite")), "the TFLite copy was converted in this run"
+    assert result.stdout.strip() == "(2, 4)" and (tmp_path / "tiny.tflite").is_file()
     noisy = [line for line in result.stderr.splitlines() if any(word in line for word in NOISE)]
-    assert noisy == [] and "enrolling" not in result.stderr, result.stderr
+    assert noisy == [], result.stderr
