@@ -52,10 +52,9 @@ class Embedder:
         if self._tflite_path is None:
             return self._forward(*chips).numpy()
         if self._runner is None:
-            from facenet.tflite import TFLiteRunner, cached_tflite
+            from facenet.tflite import cached_runner
 
-            names = [tensor.name for tensor in self.model.inputs]
-            self._runner = TFLiteRunner(cached_tflite(self.model, self._tflite_path), names=names)
+            self._runner = cached_runner(self.model, self._tflite_path, [tensor.name for tensor in self.model.inputs])
         return self._runner(*chips)
 
     @property

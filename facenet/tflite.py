@@ -42,12 +42,26 @@ def cached_tflite(model: keras.Model, path: Path) -> bytes:
             return data
         except (OSError, ValueError) as error:
             log.warning("%s: stale or corrupt TFLite cache (%s); converting again", path, error)
+    return _convert_and_cache(model, path)
+
+
+def _convert_and_cache(model: keras.Model, path: Path) -> bytes:
     data = to_tflite(model)
     try:
         write_checked(path, lambda tmp: tmp.write_bytes(data))
     except OSError as error:
         log.warning("%s: could not cache the TFLite model (%s)", path, error)
     return data
+
+
+def cached_runner(model: keras.Model, path: Path, names: list[str] | None = None) -> TFLiteRunner:
+    """A `TFLiteRunner` of `cached_tflite(model, path)`; a cache that the interpreter refuses although its checksum
+    holds (made by another TensorFlow version) is converted again, with a one-line warning."""
+    try:
+        return TFLiteRunner(cached_tflite(model, path), names=names)
+    except (ValueError, RuntimeError, StopIteration) as error:
+        log.warning("%s: the interpreter refuses the cached TFLite model (%s); converting again", path, error)
+    return TFLiteRunner(_convert_and_cache(model, path), names=names)
 
 
 class TFLiteRunner:

@@ -19,10 +19,10 @@ import pytest
 
 from facenet.config import CHECKPOINT_PARTS, DATABASE_FILE, ENROLL_CHECKPOINT_PHOTOS, ENROLLMENT_REPORT, PRETRAINED_FILE
 from facenet.database import load_database, sync_database
-from facenet.files import STALE_TEMP_SECONDS, remove_stale_temps
+from facenet.files import STALE_TEMP_SECONDS, read_checked, remove_stale_temps, write_checked
 from facenet.model import WeightsError, pretrained_dlib_resnet, read_trained, save_trained_weights, trained_checksum
 from facenet.progress import progress, progress_bar, show_progress
-from facenet.tflite import TFLiteRunner, cached_tflite
+from facenet.tflite import TFLiteRunner, cached_runner, cached_tflite
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = Path(__file__).parent / "data" / "people"
@@ -81,9 +81,22 @@ def test_damaged_tflite_cache_is_rebuilt_with_one_warning(small_model, tmp_path,
     (warning,) = [r.getMessage() for r in caplog.records]
     assert str(path) in warning and "converting again" in warning and "\n" not in warning
     chips = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 3)).astype(np.float32)
-    np.testing.assert_allclose(TFLiteRunner(rebuilt)(chips), small_model(chips).numpy(), atol=1e-4)
+    np.testing.assert_allclose(TFLiteRunner(rebuilt)(chips), small_model(chips).numpy(), rtol=1e-5, atol=1e-3)
     caplog.clear()
     assert cached_tflite(small_model, path) == path.read_bytes() and not caplog.records  # sound again
+
+
+def test_cache_the_interpreter_refuses_is_converted_again(small_model, tmp_path, caplog):
+    """A cache whose record matches but which TFLite cannot read (say, written by another TensorFlow version)."""
+    path = tmp_path / "dlib_0123.tflite"
+    write_checked(path, lambda tmp: tmp.write_bytes(b"TFL3 from another TensorFlow"))
+    with caplog.at_level(logging.WARNING, logger="facenet.tflite"):
+        runner = cached_runner(small_model, path)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in warning and "converting again" in warning
+    chips = np.ones((1, 8, 8, 3), np.float32)
+    np.testing.assert_allclose(runner(chips), small_model(chips).numpy(), rtol=1e-5, atol=1e-3)
+    assert read_checked(path, path.read_bytes())["sha256"]
 
 
 def test_altered_keras_twin_is_converted_again(embedder, weights_dir, tmp_path, caplog):
@@ -314,7 +327,7 @@ import sys
 from pathlib import Path
 import facenet  # sets what TensorFlow reads at import, before anything imports it
 import keras, numpy as np
-from facenet.tflite import TFLiteRunner, cached_tflite
+from facenet.tflite import TFLiteRunner, cached_runner, cached_tflite
 inputs = keras.Input((8, 8, 3), name="dlib_chip")
 model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
 data = cached_tflite(model, Path(sys.argv[1]) / "tiny.tflite")  # converted: the converter's first run
