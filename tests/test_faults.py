@@ -344,3 +344,16 @@ def test_a_first_run_through_the_library_prints_nothing_on_stderr(tmp_path):
     assert result.stdout.strip() == "(2, 4)" and (tmp_path / "tiny.tflite").is_file()
     noisy = [line for line in result.stderr.splitlines() if any(word in line for word in NOISE)]
     assert noisy == [], result.stderr
+
+
+def test_margin_help_gives_each_loss_its_default_not_one_number():
+    from facenet.cli.app import help_text
+    from facenet.margin import DEFAULTS
+    from facenet.train.step import TRIPLET_MARGIN
+
+    text = help_text()
+    entry = text[text.index("-m,--margin") : text.index("--model")]
+    assert "(default:" not in entry  # no single default: the chosen loss's own applies
+    assert f"batch_hard {TRIPLET_MARGIN:g}" in entry
+    for loss, values in DEFAULTS.items():
+        assert f"{loss} {values['margin']:g}" in entry, (loss, entry)
