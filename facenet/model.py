@@ -184,10 +184,14 @@ def save_trained_weights(model: keras.Model, weights_dir: str | Path, name: str,
 
     `distance_scale` says how far the new embedding spreads faces compared with the one the thresholds were
     calibrated for (ratio of median different-person distances); recognition multiplies its thresholds by it.
-    A scale outside DISTANCE_SCALE_RANGE is refused (ValueError): such weights would misname people.
+    A scale outside DISTANCE_SCALE_RANGE is refused (WeightsError, nothing written): such weights would misname people.
     """
-    _check_scale(float(distance_scale))
     path = trained_weights_path(weights_dir, name)
+    try:
+        _check_scale(float(distance_scale))
+    except ValueError as error:
+        raise WeightsError(f"{path}: not saved, {error}: the training diverged; the previous weights are "
+                           "unchanged") from None
     arrays = [np.asarray(w) for w in model.get_weights()]
     record = {"format": TRAINED_FORMAT, "model": model_name(name), "fingerprint": fingerprint(model),
               "distance_scale": float(distance_scale)}

@@ -421,7 +421,7 @@ def fake_step(monkeypatch, raise_at: int | None = None) -> list[tuple]:
             calls.append(1)
             if raise_at is not None and len(calls) >= raise_at:
                 raise KeyboardInterrupt
-            model.trainable_variables[-1].assign_add(tf.fill(model.trainable_variables[-1].shape, 0.01))
+            model.trainable_variables[-1].assign_add(tf.fill(model.trainable_variables[-1].shape, 0.001))
             return tf.constant(0.3), tf.constant(0.5)
 
         return step
