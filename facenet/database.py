@@ -8,7 +8,10 @@ On disk the database is ONE file, `faces.npz` (np.savez, loaded with allow_pickl
 embeddings, the per-person centroids and a UTF-8 JSON manifest (format version, the embedder fingerprint,
 every photo's path, size, mtime and hash, each distinct photo's detection result). One file means one atomic
 rename: a crash mid-write leaves the previous complete database in place, and the three parts can never
-disagree. Beside it, `enrollment_report.json` / `.txt` say what the last sync did.
+disagree; the manifest records a sha256 of itself and the arrays, so a file changed afterwards (swapped vectors,
+a manifest that disagrees with its arrays) is rebuilt, never trusted. A long sync saves its progress as small
+checkpoint parts (`faces.checkpoint.*.npz`) that a killed sync's successor takes over. Beside it,
+`enrollment_report.json` / `.txt` say what the last sync did.
 
 Lookup: nearest centroid by Euclidean distance on the unit sphere (one matrix product). The default decision
 holds false accepts of strangers down as the gallery grows: a stranger is compared with P people, so each
