@@ -118,8 +118,8 @@ def _load(
         log.error("cannot load the model or the database: %s", problem)
         return None
     print_enrollment(report, enroll_only, as_json)
-    if enroll_only and report.save_error:  # --enroll exists to save: not saving is a failure (exit 1), already
-        return None                        # named in one line by the sync's warning
+    if enroll_only and report.save_error:
+        return None  # --enroll exists to save: not saving is a failure (exit 1), named by the sync's warning
     return pipeline, database
 
 
