@@ -207,4 +207,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from facenet.progress import show_progress
+
+    show_progress(True)  # the library is silent unless asked
     main()

@@ -245,4 +245,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from facenet.progress import show_progress
+
+    show_progress(True)  # the library is silent unless asked
     sys.exit(main())

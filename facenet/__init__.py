@@ -5,7 +5,11 @@ The public API (see `facenet.api`): `verify`, `Gallery`, `detect_faces`, `embed_
 not on import.
 """
 
-from facenet.api import (
+from facenet.quiet import quiet_tensorflow_env
+
+quiet_tensorflow_env()  # before anything imports TensorFlow: its C++ INFO lines are not the library's to print
+
+from facenet.api import (  # noqa: E402
     Gallery,
     ImageError,
     Match,

@@ -165,6 +165,13 @@ ENROLLMENT_REPORT = "enrollment_report"
 ENROLL_CHUNK = 256
 """Enrollment chips embedded per batch: bounds memory when thousands of photos are new."""
 
+ENROLL_CHECKPOINT_PHOTOS = 32
+"""Enrollment saves its progress every this many newly examined photos (a small checkpoint part beside the
+database), so a killed enrollment of thousands of photos resumes instead of starting over."""
+
+CHECKPOINT_PARTS = "faces.checkpoint.*.npz"
+"""Names of those checkpoint parts (removed once the database itself is saved)."""
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -224,6 +231,10 @@ GALLERY_FAR = 0.01
 
 SCORE_STEEPNESS = 4.0
 """Match score = 100 / (1 + (distance / threshold) ** SCORE_STEEPNESS): 100 identical, 50 at the threshold."""
+
+DISTANCE_SCALE_RANGE = (0.2, 5.0)
+"""Plausible distance scales of fine-tuned weights (how much training spread the faces; 1.0 = as calibrated).
+Fine-tuning moves it by a few percent; a file claiming more is refused, since every threshold is multiplied by it."""
 
 # --- SFace (OpenCV Zoo face embedding, converted to Keras by facenet/sface.py)
 

@@ -8,7 +8,10 @@ On disk the database is ONE file, `faces.npz` (np.savez, loaded with allow_pickl
 embeddings, the per-person centroids and a UTF-8 JSON manifest (format version, the embedder fingerprint,
 every photo's path, size, mtime and hash, each distinct photo's detection result). One file means one atomic
 rename: a crash mid-write leaves the previous complete database in place, and the three parts can never
-disagree. Beside it, `enrollment_report.json` / `.txt` say what the last sync did.
+disagree; the manifest records a sha256 of itself and the arrays, so a file changed afterwards (swapped vectors,
+a manifest that disagrees with its arrays) is rebuilt, never trusted. A long sync saves its progress as small
+checkpoint parts (`faces.checkpoint.*.npz`) that a killed sync's successor takes over. Beside it,
+`enrollment_report.json` / `.txt` say what the last sync did.
 
 Lookup: nearest centroid by Euclidean distance on the unit sphere (one matrix product). The default decision
 holds false accepts of strangers down as the gallery grows: a stranger is compared with P people, so each
@@ -19,8 +22,10 @@ by bench/calibrate.py (mean falling with k, a measured lower tail). See the READ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,9 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facenet.config import (
+    CHECKPOINT_PARTS,
     DATABASE_FILE,
     DATABASE_FORMAT,
     DATABASE_VERSION,
+    ENROLL_CHECKPOINT_PHOTOS,
     ENROLL_CHUNK,
     ENROLLMENT_REPORT,
     GALLERY_FAR,
@@ -42,8 +49,9 @@ from facenet.config import (
     calibration,
 )
 from facenet.embed import normalize
-from facenet.files import atomic_write, file_sha256
+from facenet.files import atomic_write, file_sha256, remove_stale_temps
 from facenet.images import list_people
+from facenet.progress import progress_bar
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
@@ -239,6 +247,10 @@ class EnrollmentReport:
     """Why the stored database was discarded (missing, corrupt, other weights), else None."""
     saved: bool = False
     """Whether the database file was (re)written."""
+    resumed: int = 0
+    """Photos whose result came from the checkpoint of an interrupted enrollment (counted in `reused` too)."""
+    save_error: str | None = None
+    """The file that could not be written and why (database or report), else None."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,6 +267,11 @@ class EnrollmentReport:
         ]
         if self.rebuilt:
             lines.append(f"Database rebuilt: {self.rebuilt}")
+        if self.resumed:
+            lines.append(f"Resumed: {self.resumed} photos examined by an interrupted enrollment were not examined "
+                         "again")
+        if self.save_error:
+            lines.append(f"NOT SAVED: {self.save_error}")
         for name, paths in self.people.items():
             shown = ", ".join(Path(p).name for p in paths[:5]) + (f", +{len(paths) - 5} more" if len(paths) > 5 else "")
             lines.append(f"  {name} ({len(paths)}): {shown}")
@@ -308,8 +325,14 @@ def _read(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         raise ValueError(f"format {manifest.get('format')!r} version {manifest.get('version')!r}, "
                          f"expected {DATABASE_FORMAT!r} version {DATABASE_VERSION}")
     dim = int(manifest.get("dim", 0))
-    if embeddings.shape != (len(manifest["embedded"]), dim) or centroids.shape != (len(manifest["people"]), dim):
-        raise ValueError("array shapes do not match the manifest")
+    if centroids.shape != (len(manifest["people"]), dim):
+        raise ValueError(f"the manifest lists {len(manifest['people'])} people of dimension {dim} but the file holds "
+                         f"centroids of shape {centroids.shape}")
+    if embeddings.shape != (len(manifest["embedded"]), dim):
+        raise ValueError(f"the manifest lists {len(manifest['embedded'])} photo embeddings of dimension {dim} but "
+                         f"the file holds {embeddings.shape}")
+    if "checksum" in manifest and manifest["checksum"] != _checksum(manifest, embeddings, centroids):
+        raise ValueError("checksum mismatch: its names or vectors changed since it was written")
     if not (np.isfinite(embeddings).all() and np.isfinite(centroids).all()):
         raise ValueError("non-finite values")
     embedded = set(manifest["embedded"])
@@ -356,33 +379,116 @@ def _load_stored(path: Path, fingerprint: str) -> tuple[_Stored, str | None]:
     return _Stored(manifest, embeddings), None
 
 
-def _write_database(path: Path, manifest: dict[str, Any], embeddings: np.ndarray, centroids: np.ndarray) -> None:
-    dim = manifest["dim"]
+def _checksum(manifest: dict[str, Any], *arrays: np.ndarray) -> str:
+    """sha256 of a manifest (without its own checksum) and of float32 arrays: what the writer wrote, so that a
+    file whose names or vectors were changed afterwards is not trusted."""
+    text = json.dumps({k: v for k, v in manifest.items() if k != "checksum"}, sort_keys=True, ensure_ascii=False)
+    digest = hashlib.sha256(text.encode("utf-8"))
+    for array in arrays:
+        array = np.ascontiguousarray(array, np.float32)
+        digest.update(f"{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _write_npz(path: Path, manifest: dict[str, Any], **arrays: np.ndarray) -> None:
+    """A manifest (JSON, with the checksum of itself and the arrays) and float32 arrays as one .npz, atomically."""
+    arrays = {key: np.asarray(value, np.float32) for key, value in arrays.items()}
+    manifest = {**manifest, "checksum": _checksum(manifest, *arrays.values())}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                manifest=np.frombuffer(json.dumps(manifest, ensure_ascii=False).encode("utf-8"), np.uint8),
-                embeddings=np.asarray(embeddings, np.float32).reshape(-1, dim),
-                centroids=np.asarray(centroids, np.float32).reshape(-1, dim),
-            )
+            np.savez(handle, manifest=np.frombuffer(json.dumps(manifest, ensure_ascii=False).encode("utf-8"),
+                                                    np.uint8), **arrays)
 
     atomic_write(path, write)
 
 
-def _write_report(database_dir: Path, report: EnrollmentReport) -> None:
+def _write_database(path: Path, manifest: dict[str, Any], embeddings: np.ndarray, centroids: np.ndarray) -> None:
+    dim = manifest["dim"]
+    _write_npz(path, manifest, embeddings=np.asarray(embeddings, np.float32).reshape(-1, dim),
+               centroids=np.asarray(centroids, np.float32).reshape(-1, dim))
+
+
+def _write_report(database_dir: Path, report: EnrollmentReport) -> str | None:
+    """Write the report (.json, .txt); the first file that could not be written and why, else None."""
     stem = database_dir / ENROLLMENT_REPORT
-    text = json.dumps(report.to_dict(), ensure_ascii=False, indent=1)
-    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
-    atomic_write(stem.with_suffix(".txt"), lambda tmp: tmp.write_text(report.to_text() + "\n", encoding="utf-8"))
+    for path, text in ((stem.with_suffix(".json"), json.dumps(report.to_dict(), ensure_ascii=False, indent=1)),
+                       (stem.with_suffix(".txt"), report.to_text())):
+        try:
+            atomic_write(path, lambda tmp, text=text: tmp.write_text(text + "\n", encoding="utf-8"))
+        except OSError as error:
+            return f"{path}: could not write the enrollment report ({error.strerror or error})"
+    return None
+
+
+# --------------------------------------------------------------------------- checkpoints of a long enrollment
+
+CHECKPOINT_FORMAT = "facenet-enroll-checkpoint"
+
+
+class _Checkpoint:
+    """Saves what enrollment examined, a part file every ENROLL_CHECKPOINT_PHOTOS photos (only the new results:
+    the cost stays linear), so that a killed enrollment of thousands of photos resumes where it stopped."""
+
+    def __init__(self, database_dir: Path, model_id: str, dim: int) -> None:
+        self.database_dir, self.model_id, self.dim = database_dir, model_id, dim
+        self.token, self.parts, self.failed = secrets.token_hex(4), 0, False
+
+    def save(self, results: dict[str, dict[str, Any]], vectors: dict[str, np.ndarray]) -> None:
+        """One part with these results (atomically); a failure is logged once and enrollment goes on."""
+        if self.failed or not results:
+            return
+        embedded = sorted(vectors)
+        manifest = {"format": CHECKPOINT_FORMAT, "fingerprint": self.model_id, "dim": self.dim,
+                    "results": results, "embedded": embedded}
+        stacked = np.stack([vectors[sha] for sha in embedded]) if embedded else np.zeros((0, self.dim))
+        self.parts += 1
+        path = self.database_dir / CHECKPOINT_PARTS.replace("*", f"{self.token}-{self.parts:05d}")
+        try:
+            _write_npz(path, manifest, embeddings=stacked.reshape(-1, self.dim))
+        except OSError as error:
+            self.failed = True
+            log.warning("%s: could not save enrollment progress (%s)", path, error.strerror or error)
+
+
+def _read_checkpoints(database_dir: Path, model_id: str, dim: int) -> tuple[dict[str, dict[str, Any]],
+                                                                          dict[str, np.ndarray]]:
+    """Results and vectors of an interrupted enrollment by this model; a damaged part is skipped with a warning."""
+    results: dict[str, dict[str, Any]] = {}
+    vectors: dict[str, np.ndarray] = {}
+    for path in sorted(database_dir.glob(CHECKPOINT_PARTS)):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                manifest = json.loads(data["manifest"].tobytes().decode("utf-8"))
+                embeddings = data["embeddings"].astype(np.float32)
+            if manifest.get("format") != CHECKPOINT_FORMAT or manifest.get("checksum") != _checksum(manifest,
+                                                                                                  embeddings):
+                raise ValueError("not a checkpoint, or changed since it was written")
+        except Exception as error:  # noqa: BLE001 - a damaged part only costs its photos being examined again
+            log.warning("%s: unusable enrollment checkpoint (%s); its photos are examined again", path, error)
+            continue
+        if manifest["fingerprint"] != model_id or embeddings.shape != (len(manifest["embedded"]), dim):
+            continue
+        results.update(manifest["results"])
+        vectors.update(zip(manifest["embedded"], embeddings, strict=True))
+    return results, vectors
+
+
+def _clear_checkpoints(database_dir: Path) -> None:
+    for path in database_dir.glob(CHECKPOINT_PARTS):
+        path.unlink(missing_ok=True)
+
+
+DATABASE_FILES = (DATABASE_FILE, f"{ENROLLMENT_REPORT}.*", CHECKPOINT_PARTS)
+"""What enrollment writes in the database folder (temp files of these left by a killed run are removed)."""
 
 
 # --------------------------------------------------------------------------- sync
 
 
-def examine_photos(pending: dict[str, Path], pipeline: FacePipeline) -> tuple[dict[str, dict[str, Any]],
-                                                                          dict[str, np.ndarray]]:
+def examine_photos(pending: dict[str, Path], pipeline: FacePipeline, desc: str | None = "enrolling"
+                   ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Detect and embed each distinct new photo (its largest face, through the pipeline's fallback chain).
 
     Returns the per-photo result ({"reason", "faces", "box", "how", "detector"}; reason None when embedded) and
@@ -391,7 +497,7 @@ def examine_photos(pending: dict[str, Path], pipeline: FacePipeline) -> tuple[di
     results: dict[str, dict[str, Any]] = {}
     vectors: dict[str, np.ndarray] = {}
     shas = {path: sha for sha, path in pending.items()}
-    found = pipeline.embed_photos(list(pending.values()), "largest", chunk=ENROLL_CHUNK, desc="enrolling")
+    found = pipeline.embed_photos(list(pending.values()), "largest", chunk=ENROLL_CHUNK, desc=desc)
     for path, result in found.items():
         subject, sha = result.subject, shas[path]
         results[sha] = {"reason": subject.reason, "faces": subject.faces, "how": subject.how,
@@ -535,8 +641,10 @@ def sync_database(
     """Bring `database_dir` in line with the photos of `data_dir` (read only) and return the database and report.
 
     Unchanged photos are not recomputed; a database made by another model or weights, corrupt or of another
-    version is rebuilt. A missing data_dir gives an empty database without touching the saved one. Failing to
-    save is a warning: the database is still returned.
+    version is rebuilt (so is one whose checksum no longer matches: changed names or vectors). A missing data_dir
+    gives an empty database without touching the saved one. Progress is checkpointed every ENROLL_CHECKPOINT_PHOTOS
+    examined photos, so a killed sync resumes. Failing to save is a warning and `report.save_error` (the file and
+    why): the database is still returned.
     """
     embedder = pipeline.embedder
     data_dir, database_dir = Path(data_dir), Path(database_dir)
@@ -548,8 +656,11 @@ def sync_database(
         report.threshold = database.threshold
         return database, report
 
+    for temp in remove_stale_temps(database_dir, DATABASE_FILES):
+        log.info("%s: removed a temp file left by an interrupted run", temp)
     stored, report.rebuilt = _load_stored(path, embedder.model_id)
-    old_results = stored.manifest["results"]
+    resumed_results, resumed_vectors = _read_checkpoints(database_dir, embedder.model_id, embedder.dim)
+    old_results = {**stored.manifest["results"], **resumed_results}
     people, loose = list_people(data_dir, skip=database_dir)
     if loose:
         report.ignored = [p.name for p in loose]
@@ -562,7 +673,7 @@ def sync_database(
         if result is None:
             return False
         if result["reason"] is None:
-            return sha in stored.rows
+            return sha in stored.rows or sha in resumed_vectors
         # "no face" may change with another detector; an undecodable file will not
         return result["reason"] != NO_FACE or result["detector"] == pipeline.detector.kind
 
@@ -570,15 +681,19 @@ def sync_database(
     for photo in photos:
         if not reusable(photo["sha256"]):
             pending.setdefault(photo["sha256"], data_dir / photo["path"])
-    new_results, new_vectors = examine_photos(pending, pipeline)
+    checkpoint = _Checkpoint(database_dir, embedder.model_id, embedder.dim)
+    new_results, new_vectors = _examine_in_parts(pending, pipeline, checkpoint)
     report.examined, report.embedded = len(new_results), len(new_vectors)
     report.reused = len({p["sha256"] for p in photos} - set(pending))
+    report.resumed = len(({p["sha256"] for p in photos} & set(resumed_results)) - set(pending))
     results = {sha: old_results[sha] for sha in {p["sha256"] for p in photos} if sha not in new_results}
     results.update(new_results)
     report.pruned = len(set(old_results) - set(results))
 
     def vector(sha: str) -> np.ndarray:
-        return new_vectors[sha] if sha in new_vectors else stored.embeddings[stored.rows[sha]]
+        if sha in new_vectors:
+            return new_vectors[sha]
+        return resumed_vectors[sha] if sha in resumed_vectors else stored.embeddings[stored.rows[sha]]
 
     names, centroids, counts, used = _enroll_people(data_dir, people, photos, results, vector, report)
     scale = embedder.distance_scale
@@ -603,17 +718,42 @@ def sync_database(
         "embedded": embedded,
         "people": [{"name": n, "photos": k} for n, k in zip(names, counts, strict=True)],
     }
-    previous = {key: value for key, value in stored.manifest.items() if key != "written"}
-    try:
-        if report.rebuilt or previous != manifest:
-            embeddings = np.stack([vector(sha) for sha in embedded]) if embedded else np.zeros((0, embedder.dim))
-            written = {**manifest, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    previous = {key: value for key, value in stored.manifest.items() if key not in ("written", "checksum")}
+    if report.rebuilt or previous != manifest or "checksum" not in stored.manifest:
+        embeddings = np.stack([vector(sha) for sha in embedded]) if embedded else np.zeros((0, embedder.dim))
+        written = {**manifest, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
             _write_database(path, written, embeddings, centroids)
             report.saved = True
-        _write_report(database_dir, report)
-    except OSError as error:
-        log.warning("%s: could not save the database (%s); using it in memory this time", path, error)
+        except OSError as error:
+            report.save_error = f"{path}: could not save the database ({error.strerror or error})"
+            log.warning("%s; using it in memory this time", report.save_error)
+    if report.save_error is None:
+        _clear_checkpoints(database_dir)
+    problem = _write_report(database_dir, report)
+    if problem:
+        report.save_error = report.save_error or problem
+        log.warning("%s", problem)
     return database, report
+
+
+def _examine_in_parts(pending: dict[str, Path], pipeline: FacePipeline, checkpoint: _Checkpoint
+                      ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """`examine_photos`, ENROLL_CHECKPOINT_PHOTOS photos at a time, each part checkpointed as soon as it is done."""
+    results: dict[str, dict[str, Any]] = {}
+    vectors: dict[str, np.ndarray] = {}
+    items = list(pending.items())
+    bar = progress_bar(total=len(items), desc="enrolling", unit="photo") if items else None
+    for start in range(0, len(items), ENROLL_CHECKPOINT_PHOTOS):
+        part = dict(items[start : start + ENROLL_CHECKPOINT_PHOTOS])
+        found, embedded = examine_photos(part, pipeline, desc=None)
+        checkpoint.save(found, embedded)
+        results.update(found)
+        vectors.update(embedded)
+        bar.update(len(part))
+    if bar is not None:
+        bar.close()
+    return results, vectors
 
 
 def _empty_database(embedder) -> FaceDatabase:

@@ -55,10 +55,9 @@ class Embedder:
         if self._tflite_path is None:
             return self._forward(*chips).numpy()
         if self._runner is None:
-            from facenet.tflite import TFLiteRunner, cached_tflite
+            from facenet.tflite import cached_runner
 
-            names = [tensor.name for tensor in self.model.inputs]
-            self._runner = TFLiteRunner(cached_tflite(self.model, self._tflite_path), names=names)
+            self._runner = cached_runner(self.model, self._tflite_path, [tensor.name for tensor in self.model.inputs])
         return self._runner(*chips)
 
     @property
@@ -93,8 +92,8 @@ def load_embedder(
     silent fall-back)."""
     legacy = legacy_trained_weights(weights_dir, model)
     if legacy is not None:
-        log.warning("%s is no longer used: trained weights belong to a gallery now; move it beside that gallery's "
-                    "database (e.g. database/%s) to use it there", legacy, legacy.name)
+        log.warning("%s is no longer used: trained weights belong to a gallery now (beside its database); train "
+                    "again with -t True to adapt that gallery", legacy)
     keras_model = build_embedder(model, weights_dir, trained_dir, imagenet_weights)
     tflite_dir = Path(weights_dir) if runtime == "tflite" else None
     return Embedder(keras_model, model, distance_scale(trained_dir, model), tflite_dir)

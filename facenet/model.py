@@ -26,6 +26,7 @@ from facenet.config import (
     CHIP_SIDES,
     CHIP_SIZE,
     DEFAULT_MODEL,
+    DISTANCE_SCALE_RANGE,
     EMBEDDING_DIM,
     FUSION_SFACE_WEIGHT,
     MODELS,
@@ -34,7 +35,7 @@ from facenet.config import (
     model_file,
 )
 from facenet.dlib_resnet import convert
-from facenet.files import atomic_write, file_sha256
+from facenet.files import atomic_write, file_sha256, read_checked, remove_stale_temps, write_checked
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,15 @@ class CaffePreprocess(layers.Layer):
 
 
 def cached_conversion(weights_dir: str | Path, name: str, source: Path, convert_source) -> keras.Model:
-    """`convert_source(source)` cached as `weights_dir/name` (+ `.json` with the source's sha256): loaded from the
-    cache when it was made from this very file, else converted again (a stale or corrupt cache with a warning)."""
+    """`convert_source(source)` cached as `weights_dir/name` (+ `.json`: the source's sha256 and the cache's own):
+    loaded from the cache when it was made from this very file and its bytes are those written, else converted
+    again (a stale, truncated or altered cache with a one-line warning)."""
     weights_dir = Path(weights_dir)
-    cache, meta = weights_dir / name, weights_dir / (name + ".json")
+    cache = weights_dir / name
     source_hash = file_sha256(source)
     if cache.exists():
         try:
-            if json.loads(meta.read_text())["source_sha256"] != source_hash:
+            if read_checked(cache).get("source_sha256") != source_hash:
                 raise ValueError(f"made from a different {source.name}")
             return keras.models.load_model(cache, compile=False)
         except Exception as error:  # noqa: BLE001 - any unreadable cache is rebuilt
@@ -66,11 +68,20 @@ def cached_conversion(weights_dir: str | Path, name: str, source: Path, convert_
     log.info("converting %s to Keras (once) into %s", source.name, cache)
     model = convert_source(source)
     try:
-        atomic_write(cache, lambda tmp: model.save(tmp))
-        atomic_write(meta, lambda tmp: tmp.write_text(json.dumps({"source_sha256": source_hash})))
+        write_checked(cache, lambda tmp: model.save(tmp), {"source_sha256": source_hash})
     except OSError as error:
         log.warning("could not cache the converted model in %s (%s); will convert again next time", weights_dir, error)
     return model
+
+
+WEIGHTS_FILES = ("*.keras", "*.keras.json", "*_trained.weights.npz", "*.tflite", "*.tflite.json")
+"""What this package writes in a weights folder (temp files of these left by a killed run are removed)."""
+
+
+def remove_weights_temps(weights_dir: str | Path) -> None:
+    """Remove temp files a killed conversion or training left in the weights folder (our own names only)."""
+    for path in remove_stale_temps(Path(weights_dir), WEIGHTS_FILES):
+        log.info("%s: removed a temp file left by an interrupted run", path)
 
 
 def pretrained_dlib_resnet(weights_dir: str | Path) -> keras.Model:
@@ -157,6 +168,7 @@ def build_embedder(
     """The embedding model of `model` (see `pretrained_embedder`), with the fine-tuned weights of the gallery in
     `trained_dir` on top when it has some (None: the pretrained model). A corrupt or mismatched trained-weights file
     raises WeightsError: recognition must not fall back silently to other weights than the user trained."""
+    remove_weights_temps(weights_dir)
     embedder = pretrained_embedder(model, weights_dir, imagenet_weights)
     path = None if trained_dir is None else trained_weights_path(trained_dir, model)
     if path is None or not path.exists():
@@ -182,34 +194,41 @@ class WeightsError(ValueError):
 def save_trained_weights(model: keras.Model, gallery_dir: str | Path, name: str, distance_scale: float = 1.0,
                          backbone: bool = True, start: str = "pretrained") -> Path:
     """Write a gallery's fine-tuned weights and their distance scale atomically, as one file (never one without the
-    other).
+    other), with a checksum of both so that a changed file is refused rather than trusted.
 
     `backbone`: the file holds the embedding model's own weights (it was fine-tuned); else only its adapter's (the
     backbone is the pretrained one). `distance_scale` says how far the new embedding spreads faces compared with the
     one the thresholds were calibrated for (ratio of median different-person distances); recognition multiplies its
-    thresholds by it. `start` records what training started from ("pretrained" or "trained").
+    thresholds by it; a scale outside DISTANCE_SCALE_RANGE is refused (WeightsError, nothing written): such weights
+    would misname people. `start` records what training started from ("pretrained" or "trained").
     """
     path = trained_weights_path(gallery_dir, name)
+    try:
+        _check_scale(float(distance_scale))
+    except ValueError as error:
+        raise WeightsError(f"{path}: not saved, {error}: the training diverged; the previous weights are "
+                           "unchanged") from None
     adapter = adapter_of(model)
     base_weights = [w for layer in model.layers if layer is not adapter for w in layer.get_weights()]
     record = {"format": TRAINED_FORMAT, "model": model_name(name), "fingerprint": fingerprint(model),
               "distance_scale": float(distance_scale), "backbone": bool(backbone), "start": start,
               "adapter_hidden": adapter.hidden if adapter is not None else None}
-    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(base_weights)} if backbone else {}
+    named = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(base_weights)} if backbone else {}
     if adapter is not None:
-        arrays.update({f"a{i:04d}": np.asarray(w) for i, w in enumerate(adapter.get_weights())})
+        named.update({f"a{i:04d}": np.asarray(w) for i, w in enumerate(adapter.get_weights())})
+    record["checksum"] = trained_checksum(record, [named[key] for key in sorted(named)])
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, record=np.frombuffer(json.dumps(record).encode(), np.uint8), **arrays)
+            np.savez(handle, record=np.frombuffer(json.dumps(record).encode(), np.uint8), **named)
 
     atomic_write(path, write)
     return path
 
 
 TRAINED_FORMAT = "facenet-trained-weights-2"
-OLD_TRAINED_FORMATS = ("facenet-trained-weights-1",)
-"""Format 1 (release 0.2) held the whole model's weights and no adapter: still read."""
+"""Format 2 holds the model's weights (w*) and/or an adapter's (a*) and a checksum of everything; release 0.2's
+format 1 (no checksum, global) is refused like any other unusable file: train again."""
 
 
 @dataclass(frozen=True)
@@ -226,23 +245,40 @@ class TrainedWeights:
         return float(self.record["distance_scale"])
 
 
+def trained_checksum(record: dict, arrays: list[np.ndarray]) -> str:
+    """sha256 of a trained-weights record (without its checksum) and of every array's dtype, shape and bytes."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in record.items() if k != "checksum"}, sort_keys=True).encode())
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _check_scale(scale: float) -> None:
+    low, high = DISTANCE_SCALE_RANGE
+    if not low <= scale <= high:
+        raise ValueError(f"invalid distance scale {scale} (plausible: {low}..{high})")
+
+
 def read_trained(path: str | Path) -> TrainedWeights:
-    """The weights and record of a trained-weights file; WeightsError naming the file when it is unusable."""
+    """The weights and record of a trained-weights file; WeightsError naming the file when it is unusable:
+    unreadable, another format, an implausible distance scale, or bytes other than those training wrote."""
     try:
         with np.load(path, allow_pickle=False) as data:
             record = json.loads(data["record"].tobytes().decode())
-            model_weights = [data[key] for key in sorted(k for k in data.files if k.startswith("w"))]
-            adapter_weights = [data[key] for key in sorted(k for k in data.files if k.startswith("a"))]
-        if record.get("format") not in (TRAINED_FORMAT, *OLD_TRAINED_FORMATS):
+            keys = sorted(k for k in data.files if k[0] in "wa" and k[1:].isdigit())
+            arrays = {key: data[key] for key in keys}
+        if record.get("format") != TRAINED_FORMAT:
             raise ValueError(f"format {record.get('format')!r}")
-        scale = float(record["distance_scale"])
-        if not 0.0 < scale < float("inf"):
-            raise ValueError(f"invalid distance scale {scale}")
+        _check_scale(float(record["distance_scale"]))
+        if record.get("checksum") != trained_checksum(record, [arrays[key] for key in keys]):
+            raise ValueError("checksum mismatch: changed since training wrote it")
     except Exception as error:  # noqa: BLE001 - zip, JSON, key errors: one clear line
         raise WeightsError(f"{path}: unusable trained weights ({error}); delete the file or pass --pretrained "
                            "to use the pretrained model") from None
-    backbone = record.get("backbone", True)
-    return TrainedWeights(model_weights if backbone else None, adapter_weights or None, record)
+    model_weights = [arrays[key] for key in keys if key[0] == "w"]
+    adapter_weights = [arrays[key] for key in keys if key[0] == "a"]
+    return TrainedWeights(model_weights if record.get("backbone", True) else None, adapter_weights or None, record)
 
 
 def distance_scale(trained_dir: str | Path | None, model: str) -> float:

@@ -8,7 +8,8 @@ Tables (created on first enrollment, in the connection's current schema; schema 
     facenet_embeddings  (sha256, model_id) -> result jsonb (what `examine` said) and embedding vector(dim)
 
 One gallery holds ONE embedding model: a gallery made by another model id or dimension is refused with a
-`GalleryError` (mixing models would compare incomparable vectors), or dropped and rebuilt by `sync(rebuild=True)`.
+`GalleryError` (mixing models would compare incomparable vectors; the message says how many people a rebuild would
+drop), or dropped and rebuilt only by an explicit `sync(rebuild=True)` (`--rebuild_gallery`).
 
 Concurrency contract of `sync` (what makes two clients enrolling at once lose nothing):
   * a client only ever writes the people of ITS folder: their photos missing from the folder are pruned, people it
@@ -37,10 +38,12 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -80,8 +83,8 @@ def mask_url(url: str) -> str:
         from psycopg.conninfo import conninfo_to_dict
 
         info = conninfo_to_dict(url)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown without anything after a colon
-        return url.split("@")[-1] if "@" in url else "<database url>"
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown without anything before its last "@"
+        return hide_secrets(url.split("@")[-1], url) if "@" in url else "<database url>"
     user = info.get("user") or ""
     host = info.get("host") or "localhost"
     port = f":{info['port']}" if info.get("port") else ""
@@ -89,19 +92,42 @@ def mask_url(url: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}{port}/{db}"
 
 
-def _reason(error: BaseException, url: str) -> str:
-    """The first meaningful line of a driver error, without the password."""
-    text = " ".join(str(error).split())
-    for prefix in ("connection failed: ", "FATAL: "):
-        text = text.replace(prefix, "")
-    try:
+_URL_USERINFO = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
+_KEYWORD_PASSWORD = re.compile(r"(?:^|[\s?&])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
+
+
+def url_secrets(url: str) -> list[str]:
+    """Every spelling of the password a (possibly malformed) database URL holds, longest first.
+
+    Read without trusting the URL to parse: the userinfo of `scheme://user:password@host` (raw and
+    percent-decoded, whatever the scheme, spaces and bad escapes included), `password=` keywords and query
+    parameters, and what psycopg parses.
+    """
+    found: set[str] = set()
+    match = _URL_USERINFO.match(url)
+    if match and ":" in match.group(1):
+        found.add(match.group(1).split(":", 1)[1])
+    found.update(value.strip("'") for value in _KEYWORD_PASSWORD.findall(url))
+    with contextlib.suppress(Exception):
         from psycopg.conninfo import conninfo_to_dict
 
-        password = conninfo_to_dict(url).get("password")
-    except Exception:  # noqa: BLE001
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
+        found.add(str(conninfo_to_dict(url).get("password") or ""))
+    found |= {unquote(secret) for secret in found}
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
+
+
+def hide_secrets(text: str, url: str) -> str:
+    """`text` with every spelling of `url`'s password replaced by ***: for any message that may quote the URL."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _reason(error: BaseException, url: str) -> str:
+    """The first meaningful line of a driver error, without the password."""
+    text = " ".join(hide_secrets(str(error), url).split())
+    for prefix in ("connection failed: ", "FATAL: "):
+        text = text.replace(prefix, "")
     return text[:300]
 
 
@@ -204,7 +230,8 @@ class PgGallery:
         if meta["model_id"] != model_id or meta["dim"] != dim:
             raise GalleryError(
                 f"{self.where}: the gallery was made by model {meta['model_id']!r} (dim {meta['dim']}), not "
-                f"{model_id!r} (dim {dim}); enroll again with this model (--enroll rebuilds it) or use that model")
+                f"{model_id!r} (dim {dim}); use that model, or enroll again with this one (--enroll --rebuild_gallery "
+                "drops everyone in it)")
 
     def _ensure_extension(self) -> None:
         import psycopg
@@ -232,10 +259,15 @@ class PgGallery:
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))
                 meta = self.meta()
                 if meta is not None and (meta["model_id"] != model_id or meta["dim"] != dim):
+                    people = self._people_count()
                     if not rebuild:
-                        self._check_model(meta, model_id, dim)
-                    log.warning("%s: gallery of model %r (dim %d) dropped to enroll %r (dim %d)", self.where,
-                                meta["model_id"], meta["dim"], model_id, dim)
+                        raise GalleryError(
+                            f"{self.where}: the gallery was made by model {meta['model_id']!r} (dim {meta['dim']}) "
+                            f"and holds {people} people (every site's); enrolling with {model_id!r} (dim {dim}) "
+                            f"would drop all {people} of them: enroll with that model, or pass --rebuild_gallery "
+                            "to drop them and rebuild it")
+                    log.warning("%s: gallery of model %r (dim %d) and its %d people dropped to enroll %r (dim %d)",
+                                self.where, meta["model_id"], meta["dim"], people, model_id, dim)
                     self.conn.execute("DROP TABLE IF EXISTS " + ", ".join(_TABLES) + " CASCADE")
                     meta = None
                 if meta is None:
@@ -247,6 +279,10 @@ class PgGallery:
         self._ensure_vector_type()
         assert meta is not None
         return meta
+
+    def _people_count(self) -> int:
+        """Everyone in the gallery, enrolled or not: what dropping it would lose."""
+        return self.conn.execute("SELECT count(*) FROM facenet_people").fetchone()[0]
 
     def _create_tables(self, model_id: str, dim: int) -> None:
         for statement in (

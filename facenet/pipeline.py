@@ -168,7 +168,7 @@ class FacePipeline:
         return self.embedder.embed(self.chips(image, faces))
 
     def read_subjects(
-        self, paths: Iterable[Path], choice: str = "largest", last_resort: bool = False, desc: str = "photos"
+        self, paths: Iterable[Path], choice: str = "largest", last_resort: bool = False, desc: str | None = "photos"
     ) -> Iterator[tuple[Path, Subject, np.ndarray | None]]:
         """(path, subject, image) per photo; an unreadable photo or one without a face gives a reason, once."""
         paths = list(paths)
@@ -187,7 +187,7 @@ class FacePipeline:
         last_resort: bool = False,
         tta: bool = False,
         chunk: int = 64,
-        desc: str = "photos",
+        desc: str | None = "photos",
     ) -> dict[Path, PhotoVector]:
         """Each photo's subject and its vector, chips batched `chunk` photos at a time."""
         paths = list(paths)

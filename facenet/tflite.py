@@ -16,7 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from facenet.files import atomic_write
+from facenet.files import read_checked, write_checked
+from facenet.quiet import stderr_without
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,36 @@ def to_tflite(model: keras.Model) -> bytes:
 
 
 def cached_tflite(model: keras.Model, path: Path) -> bytes:
-    """`to_tflite(model)`, read from `path` when it was converted before, else converted and written atomically."""
-    if path.is_file():
-        return path.read_bytes()
+    """`to_tflite(model)`, read from `path` when it was converted before and its bytes are those written (checked
+    against the sha256 recorded in `path.json`), else converted and written atomically: a truncated, emptied or
+    altered cache is rebuilt with a one-line warning."""
+    if path.exists():
+        try:
+            data = path.read_bytes()
+            read_checked(path, data)
+            return data
+        except (OSError, ValueError) as error:
+            log.warning("%s: stale or corrupt TFLite cache (%s); converting again", path, error)
+    return _convert_and_cache(model, path)
+
+
+def _convert_and_cache(model: keras.Model, path: Path) -> bytes:
     data = to_tflite(model)
     try:
-        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        write_checked(path, lambda tmp: tmp.write_bytes(data))
     except OSError as error:
         log.warning("%s: could not cache the TFLite model (%s)", path, error)
     return data
+
+
+def cached_runner(model: keras.Model, path: Path, names: list[str] | None = None) -> TFLiteRunner:
+    """A `TFLiteRunner` of `cached_tflite(model, path)`; a cache that the interpreter refuses although its checksum
+    holds (made by another TensorFlow version) is converted again, with a one-line warning."""
+    try:
+        return TFLiteRunner(cached_tflite(model, path), names=names)
+    except (ValueError, RuntimeError, StopIteration) as error:
+        log.warning("%s: the interpreter refuses the cached TFLite model (%s); converting again", path, error)
+    return TFLiteRunner(_convert_and_cache(model, path), names=names)
 
 
 class TFLiteRunner:
@@ -69,7 +91,11 @@ class TFLiteRunner:
     def _resize(self, size: int) -> None:
         for detail in self.inputs:
             self.interpreter.resize_tensor_input(detail["index"], [size, *detail["shape"][1:]], strict=True)
-        self.interpreter.allocate_tensors()
+        if self.batch == 0:  # the first allocation applies XNNPACK, which announces it on stderr
+            with stderr_without():
+                self.interpreter.allocate_tensors()
+        else:
+            self.interpreter.allocate_tensors()
         self.batch = size
 
     def __call__(self, *chips: np.ndarray) -> np.ndarray:

@@ -130,7 +130,8 @@ def test_t_false_recognises_every_input_and_names_each_bad_one(run_dir, weights_
     assert written == ["alex-lacamoire.png", "camera.png", "clip.mp4", "coins.png", "george_exif.jpg", "huge.jpg",
                        "juanes16.png"]
     # recognition adds only its TFLite copy of the model (converted once, like the .keras twin) to the weights
-    assert sorted(p.name for p in weights_dir.iterdir() if p.suffix != ".tflite") == weights_before
+    assert sorted(p.name for p in weights_dir.iterdir()
+                  if not p.name.endswith((".tflite", ".tflite.json"))) == weights_before
     assert not (run_dir / "logs").exists()
 
     # Each bad input: one line naming it and the reason.
@@ -199,11 +200,13 @@ def test_verify_json_and_its_errors(tmp_path, weights_dir):
 def test_unusable_trained_weights_are_one_line_and_exit_1(tmp_path, weights_dir, run_dir):
     folder = tmp_path / "w"
     shutil.copytree(weights_dir, folder)
-    corrupt = folder / "dlib_trained.weights.npz"
+    gallery = tmp_path / "db"
+    gallery.mkdir()
+    corrupt = gallery / "dlib_trained.weights.npz"  # a gallery's trained weights live beside its database
     corrupt.write_bytes(b"PK\x03\x04 a half-written zip file")
     a, b = photo("Juanes", 1), photo("Juanes", 3)
-    for args in ([f"--verify={a},{b}", "--json"],
-                 ["-t", "True", "-e", "1", "--data_dir", str(run_dir / "data"), "--database_dir", str(tmp_path / "db"),
+    for args in ([f"--verify={a},{b}", "--json", "--database_dir", str(gallery)],
+                 ["-t", "True", "-e", "1", "--data_dir", str(run_dir / "data"), "--database_dir", str(gallery),
                   "--tensorboard_dir", str(tmp_path / "logs")]):
         result = run_main(*args, "-wp", str(folder), *DLIB_HOG, cwd=tmp_path)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
@@ -218,7 +221,8 @@ def test_unusable_trained_weights_are_one_line_and_exit_1(tmp_path, weights_dir,
     assert not (tmp_path / "logs").exists()
 
     # --pretrained ignores the trained file: the same answer as with the pretrained model alone
-    result = run_main(f"--verify={a},{b}", "--json", "--pretrained", "-wp", str(folder), *DLIB_HOG, cwd=tmp_path)
+    result = run_main(f"--verify={a},{b}", "--json", "--pretrained", "--database_dir", str(gallery), "-wp",
+                      str(folder), *DLIB_HOG, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (answer,) = records(result.stdout)
     plain = run_main(f"--verify={a},{b}", "--json", "-wp", str(weights_dir), *DLIB_HOG, cwd=tmp_path)

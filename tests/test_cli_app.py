@@ -341,7 +341,13 @@ def test_negative_camera_index_is_refused_before_opencv(monkeypatch):
 
 # --- progress without a terminal (facenet/progress.py) -----------------------------------------------------------
 
-def test_progress_off_a_terminal_prints_plain_count_lines(capsys):
+@pytest.fixture
+def shown(monkeypatch) -> None:
+    """Progress turned on, as the command line does (library calls print nothing)."""
+    monkeypatch.setattr(progress, "_shown", True)
+
+
+def test_progress_off_a_terminal_prints_plain_count_lines(shown, capsys):
     assert list(progress.progress(range(25), "photos", unit="photo")) == list(range(25))
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b" not in err
@@ -350,13 +356,13 @@ def test_progress_off_a_terminal_prints_plain_count_lines(capsys):
     assert lines[-1].startswith("photos: 25/25 photo (100%), done in ")
 
 
-def test_progress_of_an_unknown_total_prints_every_100(capsys):
+def test_progress_of_an_unknown_total_prints_every_100(shown, capsys):
     assert sum(1 for _ in progress.progress((i for i in range(250)), "frames", unit="frame")) == 250
     lines = capsys.readouterr().err.splitlines()
     assert lines[:2] == ["frames: 100 frame", "frames: 200 frame"] and lines[2].startswith("frames: 250 frame, done")
 
 
-def test_progress_on_a_terminal_is_a_tqdm_bar(monkeypatch, capsys):
+def test_progress_on_a_terminal_is_a_tqdm_bar(shown, monkeypatch, capsys):
     monkeypatch.setattr(progress, "_stderr_is_terminal", lambda: True)
     assert list(progress.progress([1, 2, 3], "photos")) == [1, 2, 3]
     assert "\r" in capsys.readouterr().err

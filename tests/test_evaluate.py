@@ -307,10 +307,10 @@ def test_command_with_unusable_trained_weights_exits_1_with_one_line(tmp_path, w
 
     folder = tmp_path / "w"
     shutil.copytree(weights_dir, folder)
-    corrupt = trained_weights_path(folder, "dlib")
+    corrupt = trained_weights_path(tmp_path, "dlib")  # the gallery tmp_path's trained weights
     corrupt.write_bytes(b"garbage")
     code = lfw_command(pairs=str(SMALL_PAIRS), lfw_dir=str(LFW_SMALL), flip=False, as_json=True, detector="hog",
-                       model="dlib", weights_dir=str(folder), roc_png=None)
+                       model="dlib", weights_dir=str(folder), roc_png=None, trained_dir=str(tmp_path))
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     (line,) = err.strip().splitlines()

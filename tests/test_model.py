@@ -21,6 +21,7 @@ from facenet.model import (
     model_name,
     read_trained,
     save_trained_weights,
+    trained_checksum,
     trained_weights_path,
 )
 
@@ -88,9 +89,11 @@ def test_trained_weights_win_and_live_in_one_file(folder):
     assert path == trained_weights_path(folder, "dlib") == folder / "dlib_trained.weights.npz"
     assert set(folder.iterdir()) - before == {path}, "one file: weights and distance scale together, no temp file"
     trained = read_trained(path)
+    arrays = trained.model_weights
     assert trained.record == {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": fingerprint(model),
-                              "distance_scale": 1.5, "backbone": True, "start": "pretrained", "adapter_hidden": None}
-    assert [a.shape for a in trained.model_weights] == [w.shape for w in model.get_weights()]
+                              "distance_scale": 1.5, "backbone": True, "start": "pretrained", "adapter_hidden": None,
+                              "checksum": trained_checksum(trained.record, arrays)}
+    assert [a.shape for a in arrays] == [w.shape for w in model.get_weights()]
     assert trained.adapter_weights is None
     reloaded = build_embedder("dlib", folder, folder)
     assert fingerprint(reloaded) == fingerprint(model) != pretrained_print
@@ -150,7 +153,8 @@ def test_trained_file_with_a_bad_record_is_refused(tmp_path, record, says):
 
 def test_trained_weights_of_another_architecture_are_refused(folder):
     path = trained_weights_path(folder, "dlib")
-    write_npz(path, {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": "x", "distance_scale": 1.0},
+    record = {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": "x", "distance_scale": 1.0}
+    write_npz(path, {**record, "checksum": trained_checksum(record, [np.zeros(3, np.float32)])},
               w0000=np.zeros(3, np.float32))
     with pytest.raises(WeightsError, match="another architecture") as error:
         build_embedder("dlib", folder, folder)

@@ -96,11 +96,11 @@ def recognizer(pipeline, database) -> Recognizer:
 @pytest.fixture
 def fast_model(monkeypatch, pipeline) -> list[tuple]:
     """The commands use the session's pipeline instead of loading the model again (the CLI tests load it);
-    returns the (detector, model, weights_dir, pretrained) each command asked for."""
+    returns the (detector, model, weights_dir, trained_dir) each command asked for."""
     asked = []
 
-    def load_pipeline(detector, model, weights_dir, pretrained=False):
-        asked.append((detector, model, weights_dir, pretrained))
+    def load_pipeline(detector, model, weights_dir, trained_dir=None):
+        asked.append((detector, model, weights_dir, trained_dir))
         return pipeline
 
     monkeypatch.setattr(common, "load_pipeline", load_pipeline)
@@ -325,7 +325,7 @@ def test_recognize_command_names_photos_and_video_frames(tmp_path, data_dir, fas
     write_video(folder / "clip.mp4", [george] * 4 + [stranger] * 3)
 
     assert run_recognize(tmp_path, data_dir, [folder]) == 0
-    assert fast_model == [("hog", "dlib", "unused", False)]
+    assert fast_model == [("hog", "dlib", "unused", data_dir.parent / "database")]  # the gallery's own weights
 
     captured = capsys.readouterr()
     records = json_lines(captured.out)
@@ -418,13 +418,17 @@ def test_enroll_only_prints_the_report_as_one_json_line(tmp_path, data_dir, fast
     assert not (tmp_path / "out").exists()
 
 
-def test_commands_ask_for_the_model_detector_and_pretrained_flag(tmp_path, data_dir, fast_model, capsys):
+def test_commands_ask_for_the_model_detector_and_the_gallerys_weights(tmp_path, data_dir, fast_model, capsys):
+    """Trained weights are per gallery: recognition asks for --database_dir's unless --pretrained; --verify for the
+    gallery it is given (the command line passes --database_dir unless --pretrained)."""
     assert run_recognize(tmp_path, data_dir, ["x"], enroll_only=True, pretrained=True) == 0
+    assert run_recognize(tmp_path, data_dir, ["x"], enroll_only=True) == 0
     assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", "w",
-                          pretrained=True) == 0
+                          trained_dir="g") == 0
     assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", "w") == 0
     capsys.readouterr()
-    assert fast_model == [("hog", "dlib", "unused", True), ("hog", "dlib", "w", True), ("hog", "dlib", "w", False)]
+    assert fast_model == [("hog", "dlib", "unused", None), ("hog", "dlib", "unused", data_dir.parent / "database"),
+                          ("hog", "dlib", "w", "g"), ("hog", "dlib", "w", None)]
 
 
 def test_unusable_trained_weights_stop_the_commands_with_one_line(tmp_path, weights_dir, embedder, caplog, capsys):
@@ -432,30 +436,32 @@ def test_unusable_trained_weights_stop_the_commands_with_one_line(tmp_path, weig
     shutil.copytree(weights_dir, folder)
     from facenet.model import trained_weights_path
 
-    corrupt = trained_weights_path(folder, "dlib")
+    gallery = tmp_path / "db"
+    gallery.mkdir()
+    corrupt = trained_weights_path(gallery, "dlib")
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
     data = tmp_path / "data"
     data.mkdir()
     code = recognize_command(web_cam=False, inputs=[str(photo("Juanes", 3))], camera=0, output_dir=tmp_path / "out",
-                             data_dir=data, database_dir=tmp_path / "db", weights_dir=folder, model="dlib",
+                             data_dir=data, database_dir=gallery, weights_dir=folder, model="dlib",
                              detector="hog", threshold=None, as_json=True, enroll_only=False)
     assert code == 1 and capsys.readouterr().out == ""
     (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert str(corrupt) in error.getMessage() and "--pretrained" in error.getMessage()
-    assert not (tmp_path / "db").exists() and not (tmp_path / "out").exists()
+    assert sorted(p.name for p in gallery.iterdir()) == [corrupt.name] and not (tmp_path / "out").exists()
     caplog.clear()
-    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", folder) == 1
+    pair = [str(photo("Juanes", 1)), str(photo("Juanes", 3))]
+    assert verify_command(pair, True, None, "hog", "dlib", folder, trained_dir=gallery) == 1
     (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert str(corrupt) in error.getMessage()
     (answer,) = json_lines(capsys.readouterr().out)  # --json: the failure is the one answer on stdout too
     assert set(answer) == {"error"} and answer["error"] == error.getMessage()
     assert answer["error"].startswith("cannot load the model: ")
     caplog.clear()
-    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], False, None, "hog", "dlib", folder) == 1
+    assert verify_command(pair, False, None, "hog", "dlib", folder, trained_dir=gallery) == 1
     assert capsys.readouterr().out == ""  # without --json stdout stays empty
-    # --pretrained ignores the file
-    assert verify_command([str(photo("Juanes", 1)), str(photo("Juanes", 3))], True, None, "hog", "dlib", folder,
-                          pretrained=True) == 0
+    # --pretrained (no gallery's weights) ignores the file
+    assert verify_command(pair, True, None, "hog", "dlib", folder) == 0
     assert json_lines(capsys.readouterr().out)[0]["same"] is True
 
 

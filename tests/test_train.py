@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import facenet.train.fine_tune as fine_tune_module
 import facenet.train as training
+import facenet.train.fine_tune as fine_tune_module
 import facenet.train.loop as loop
 import facenet.train.validation as validation
 from facenet.cli.train_command import _chosen_loss, train_command
@@ -421,7 +421,7 @@ def fake_step(monkeypatch, raise_at: int | None = None) -> list[tuple]:
             calls.append(1)
             if raise_at is not None and len(calls) >= raise_at:
                 raise KeyboardInterrupt
-            model.trainable_variables[-1].assign_add(tf.fill(model.trainable_variables[-1].shape, 0.01))
+            model.trainable_variables[-1].assign_add(tf.fill(model.trainable_variables[-1].shape, 0.001))
             return tf.constant(0.3), tf.constant(0.5)
 
         return step

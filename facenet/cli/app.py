@@ -7,7 +7,6 @@ second with one line on stderr and exit code 2; --help/-h/--helpfull print the u
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -15,8 +14,6 @@ from typing import NoReturn
 from absl import app, flags
 
 from facenet.config import MIN_BATCH, default_examples_dir, default_weights_dir
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
 
@@ -74,8 +71,8 @@ flags.DEFINE_string(
     short_name="wp",
 )
 flags.DEFINE_float(
-    "margin", 0.5, "Margin of the chosen --loss: triplet losses 0.5 (unit-sphere distance); cosface 0.35, arcface 0.5 "
-    "(radians), sphereface 4 (integer) when not given.", short_name="m",
+    "margin", None, "Margin of the chosen --loss (default per loss: semi_hard and batch_hard 0.5, unit-sphere "
+    "distance; cosface 0.35, arcface 0.5 radians; sphereface 4, an integer).", short_name="m",
 )
 flags.DEFINE_integer("epochs", 20, "Training epochs.", short_name="e")
 flags.DEFINE_integer("batch_size", 32, "Training batch size (P identities x K photos).", short_name="bs")
@@ -97,6 +94,10 @@ flags.DEFINE_string("data_dir", "data", "Enrollment photos, one folder per perso
 flags.DEFINE_string("database_dir", "database", "Where the embedding database lives.")
 flags.DEFINE_string(
     "database_url", None, "PostgreSQL URL of a shared gallery (postgresql://…); default: the file in --database_dir"
+)
+flags.DEFINE_bool(
+    "rebuild_gallery", False, "With --enroll --database_url: allow dropping a shared gallery made by another model "
+    "(everyone in it, every site's people; without it such an enrollment is refused, saying how many would be lost).",
 )
 flags.DEFINE_enum("backbone", "dlib_resnet", ["dlib_resnet", "resnet50"], "Embedding backbone.")
 flags.DEFINE_string("imagenet_weights", None, "resnet50 only: a local ImageNet weights file (no downloads).")
@@ -161,7 +162,7 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
         return f"--epochs (-e) must be at least 1, got {values.epochs}"
     if values.batch_size < MIN_BATCH:
         return f"--batch_size (-bs) must be at least {MIN_BATCH} (2 people x 2 photos), got {values.batch_size}"
-    if not values.margin > 0:
+    if values.margin is not None and not values.margin > 0:
         return f"--margin (-m) must be more than 0, got {values.margin}"
     if values.scale is not None and not values.scale > 0:
         return f"--scale must be more than 0, got {values.scale}"
@@ -289,11 +290,11 @@ def run(argv: list[str]) -> int:
     if FLAGS.train:
         from facenet.cli.train_command import train_command
 
-        # -m, --loss and --strategy pass on only when given: each loss has its own default margin
+        # -m (None unless given), --loss and --strategy pass on only when given: each loss has its own default margin
         return train_command(
             data_dir=FLAGS.data_dir, weights_dir=FLAGS.weights_path, database_dir=FLAGS.database_dir,
             model=model, imagenet_weights=FLAGS.imagenet_weights, epochs=FLAGS.epochs,
-            margin=FLAGS.margin if FLAGS["margin"].present else None, batch_size=FLAGS.batch_size,
+            margin=FLAGS.margin, batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate, strategy=FLAGS.strategy if FLAGS["strategy"].present else None,
             detector=FLAGS.detector, log_dir=FLAGS.tensorboard_dir, validation_split=FLAGS.validation_split,
             as_json=FLAGS.json, pretrained=FLAGS.pretrained, loss=FLAGS.loss if FLAGS["loss"].present else None,
@@ -306,13 +307,17 @@ def run(argv: list[str]) -> int:
         data_dir=FLAGS.data_dir, database_dir=FLAGS.database_dir, weights_dir=FLAGS.weights_path,
         model=model, detector=FLAGS.detector, threshold=FLAGS.threshold, as_json=FLAGS.json,
         enroll_only=FLAGS.enroll, pretrained=FLAGS.pretrained, database_url=FLAGS.database_url,
+        rebuild_gallery=FLAGS.rebuild_gallery,
     )
 
 
 def _absl_main(argv: list[str]) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from facenet.progress import show_progress
+
     _setup_logging()
+    show_progress(True)
     with logging_redirect_tqdm():  # log lines printed above progress bars, not through them
         return run(argv)
 

@@ -92,11 +92,12 @@ def _open_camera(camera: int) -> VideoSource | None:
 
 def _load(
     detector: str, model: str, weights_dir: str | Path, pretrained: bool, data_dir: Path, database_dir: str | Path,
-    enroll_only: bool, as_json: bool, database_url: str | None = None,
+    enroll_only: bool, as_json: bool, database_url: str | None = None, rebuild_gallery: bool = False,
 ) -> tuple[FacePipeline, FaceDatabase] | None:
     """The pipeline and the database synced with data/ (its report printed); None, logged, when either fails.
 
-    With `database_url`: `--enroll` syncs data/ into the shared gallery (rebuilding one of another model);
+    With `database_url`: `--enroll` syncs data/ into the shared gallery (one of another model is refused unless
+    `rebuild_gallery`: dropping it would lose every site's people);
     recognition only reads it (no data/ or database/ needed, nothing pruned).
     """
     from facenet.database import load_postgres, sync_database, sync_postgres
@@ -105,7 +106,7 @@ def _load(
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
         if database_url and enroll_only:
-            database, report = sync_postgres(data_dir, database_url, pipeline, rebuild=True)
+            database, report = sync_postgres(data_dir, database_url, pipeline, rebuild=rebuild_gallery)
             _print_pg_report(report, len(database), as_json)
             return pipeline, database
         if database_url:
@@ -117,6 +118,8 @@ def _load(
         log.error("cannot load the model or the database: %s", problem)
         return None
     print_enrollment(report, enroll_only, as_json)
+    if enroll_only and report.save_error:
+        return None  # --enroll exists to save: not saving is a failure (exit 1), named by the sync's warning
     return pipeline, database
 
 
@@ -144,6 +147,7 @@ def recognize_command(
     enroll_only: bool,
     pretrained: bool = False,
     database_url: str | None = None,
+    rebuild_gallery: bool = False,
 ) -> int:
     """`python main.py -t False`: sync the database with data/, then name every face of the inputs or webcam.
 
@@ -169,7 +173,7 @@ def recognize_command(
         items = found
     try:
         loaded = _load(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only, as_json,
-                       database_url)
+                       database_url, rebuild_gallery)
         if loaded is None:
             return 1
         if enroll_only:
@@ -178,6 +182,7 @@ def recognize_command(
         if len(database) == 0:
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
         recognizer = Recognizer(pipeline, database, threshold)
+        _remove_partial_videos(output_dir)
         if camera_source is not None:
             return _run_webcam(camera_source, recognizer, summary, as_json, output_dir)
         return _run_inputs(items, recognizer, summary, as_json, output_dir, data_dir)
@@ -187,6 +192,14 @@ def recognize_command(
     finally:
         if camera_source is not None:
             camera_source.close()
+
+
+def _remove_partial_videos(output_dir: Path) -> None:
+    """Remove the temp files of annotated videos a killed run left in the output folder (our own names only)."""
+    from facenet.files import remove_stale_temps
+
+    for path in remove_stale_temps(output_dir, ["*.mp4"], recursive=True):
+        log.info("%s: removed a partial video left by an interrupted run", path)
 
 
 def _run_inputs(

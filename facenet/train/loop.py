@@ -9,7 +9,6 @@ embedding alone. Ctrl-C stops after the current step; only completed (validated)
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +17,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from facenet.config import DEFAULT_MODEL, MIN_BATCH, PHOTOS_PER_PERSON, SPLIT_SEED, calibration
 from facenet.config import learning_rate as default_learning_rate
 from facenet.embed import Embedder
 from facenet.model import build_embedder, distance_scale, pretrained_embedder
+from facenet.progress import ProgressBar, progress_bar
 from facenet.train.augment import make_dataset
 from facenet.train.batches import pk_batches
 from facenet.train.chips import ChipSet, TrainingError
@@ -204,9 +203,8 @@ class _Run:
     def epochs(self, result: TrainResult, epochs: int, on_epoch: OnEpoch | None) -> None:
         """Train and validate epoch after epoch; Ctrl-C ends the run after the current step."""
         steps = -(-len(self.plan.first_batches) // self.distribution.num_replicas_in_sync)
-        # tqdm itself, not console.progress: the bar shows the loss and the step's second figure via set_postfix.
-        bar = tqdm(total=epochs * steps, desc="training", unit="batch", file=sys.stderr, dynamic_ncols=True,
-                   leave=False)
+        # a bar updated by hand: it shows the loss and the step's second figure via set_postfix
+        bar = progress_bar(total=epochs * steps, desc="training", unit="batch")
         try:
             for epoch in range(1, epochs + 1):
                 loss, second = self.run_epoch(epoch, result, bar)
@@ -227,7 +225,7 @@ class _Run:
         batches = np.resize(batches, (-(-len(batches) // replicas) * replicas, batches.shape[1]))
         return plan.train_idx[batches].reshape(-1, batches.shape[1] * replicas)
 
-    def run_epoch(self, epoch: int, result: TrainResult, bar: tqdm) -> tuple[float, float]:
+    def run_epoch(self, epoch: int, result: TrainResult, bar: ProgressBar) -> tuple[float, float]:
         """One pass over the epoch's batches: (mean loss, mean active fraction or head accuracy)."""
         batches = self.global_batches(epoch)
         dataset = make_dataset(self.chips, self.plan.classes, batches, self.options.seed * 1_000_003 + epoch)
