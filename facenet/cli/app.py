@@ -187,6 +187,10 @@ def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | 
     problem = check_flags(values)
     if problem:
         return problem
+    if values.serve:
+        from facenet.cli.serve_command import serve_problem
+
+        return serve_problem(values.host, values.api_key_file)
     if _recognises_inputs(values) and not values.input:
         return "no input to recognise: pass --input PHOTO,FOLDER,VIDEO (or -wc True for the webcam)"
     return None

@@ -18,17 +18,18 @@ def serve_command(
     database_url: str | None, weights_dir: str | Path, model: str, detector: str, threshold: float | None,
     pretrained: bool,
 ) -> int:
-    """Sync the gallery with data/, then serve until Ctrl-C; exit 2 on bad key settings, 1 when loading fails."""
-    from facenet.service.keys import KEYS_ENV, LOOPBACK_HOSTS, KeyFileError, load_keys
+    """Sync the gallery with data/, then serve until Ctrl-C (a graceful stop, exit 0); exit 2 on bad key
+    settings, 1 when the model or the gallery cannot be loaded."""
+    from facenet.service.keys import KeyFileError, load_keys
 
+    problem = serve_problem(host, key_file)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         keys = load_keys(key_file)
-    except KeyFileError as error:
+    except KeyFileError as error:  # the file changed since the check
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if not keys and host not in LOOPBACK_HOSTS:
-        print(f"error: refusing to serve on {host} without API keys: set {KEYS_ENV}=key1,key2 or --api_key_file "
-              "(without keys, serve on 127.0.0.1 only)", file=sys.stderr)
         return EXIT_USAGE
     store = _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained)
     if store is None:
@@ -41,8 +42,22 @@ def serve_command(
     app = create_app(store, keys, max_upload=int(max_upload_mb * MiB))
     print(f"Serving {len(store.snapshot.database)} people from {data_dir} on http://{host}:{port}/ (API docs: /docs; "
           f"API keys {'required' if keys else 'not required'}); Ctrl-C stops", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")  # Ctrl-C: a graceful stop
     return 0
+
+
+def serve_problem(host: str, key_file: str | None) -> str | None:
+    """Why these key settings cannot serve (one line), checked before anything heavy loads; None when they can."""
+    from facenet.service.keys import KEYS_ENV, LOOPBACK_HOSTS, KeyFileError, load_keys
+
+    try:
+        keys = load_keys(key_file)
+    except KeyFileError as error:
+        return str(error)
+    if not keys and host not in LOOPBACK_HOSTS:
+        return (f"refusing to serve on {host} without API keys: set {KEYS_ENV}=key1,key2 or --api_key_file "
+                "(without keys, serve on 127.0.0.1 only)")
+    return None
 
 
 def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):

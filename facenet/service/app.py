@@ -248,9 +248,18 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         return await run_in_threadpool(work)
 
 
+class _Revalidated(StaticFiles):
+    """The page's files, revalidated on every load (an upgraded service never runs a stale app.js)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().file_response(*args, **kwargs)
+        response.headers["cache-control"] = "no-cache"
+        return response
+
+
 def _page_routes(app: FastAPI) -> None:
     static = resources.files("facenet.service") / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.mount("/static", _Revalidated(directory=str(static)), name="static")
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

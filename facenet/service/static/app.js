@@ -29,8 +29,9 @@ async function call(method, path, body) {
   return data;
 }
 
-function element(tag, props = {}, ...children) {
+function element(tag, { dataset = {}, ...props } = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
+  Object.assign(node.dataset, dataset);
   for (const child of children) node.append(child);
   return node;
 }
