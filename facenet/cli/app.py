@@ -188,9 +188,9 @@ def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | 
     if problem:
         return problem
     if values.serve:
-        from facenet.cli.serve_command import serve_problem
+        from facenet.service.keys import key_problem
 
-        return serve_problem(values.host, values.api_key_file)
+        return key_problem(values.host, values.api_key_file)
     if _recognises_inputs(values) and not values.input:
         return "no input to recognise: pass --input PHOTO,FOLDER,VIDEO (or -wc True for the webcam)"
     return None

@@ -20,9 +20,9 @@ def serve_command(
 ) -> int:
     """Sync the gallery with data/, then serve until Ctrl-C (a graceful stop, exit 0); exit 2 on bad key
     settings, 1 when the model or the gallery cannot be loaded."""
-    from facenet.service.keys import KeyFileError, load_keys
+    from facenet.service.keys import KeyFileError, key_problem, load_keys
 
-    problem = serve_problem(host, key_file)
+    problem = key_problem(host, key_file)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -44,20 +44,6 @@ def serve_command(
           f"API keys {'required' if keys else 'not required'}); Ctrl-C stops", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")  # Ctrl-C: a graceful stop
     return 0
-
-
-def serve_problem(host: str, key_file: str | None) -> str | None:
-    """Why these key settings cannot serve (one line), checked before anything heavy loads; None when they can."""
-    from facenet.service.keys import KEYS_ENV, LOOPBACK_HOSTS, KeyFileError, load_keys
-
-    try:
-        keys = load_keys(key_file)
-    except KeyFileError as error:
-        return str(error)
-    if not keys and host not in LOOPBACK_HOSTS:
-        return (f"refusing to serve on {host} without API keys: set {KEYS_ENV}=key1,key2 or --api_key_file "
-                "(without keys, serve on 127.0.0.1 only)")
-    return None
 
 
 def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):

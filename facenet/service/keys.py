@@ -42,3 +42,16 @@ def key_accepted(given: str | None, keys: frozenset[str]) -> bool:
         return True
     given_bytes = (given or "").encode("utf-8")
     return any(hmac.compare_digest(given_bytes, key.encode("utf-8")) for key in keys)
+
+
+def key_problem(host: str, key_file: str | Path | None, environ: dict[str, str] | None = None) -> str | None:
+    """Why these key settings cannot serve (one line), checked before anything heavy loads; None when they can:
+    an unreadable or empty key file, or no key at all for an address other than loopback."""
+    try:
+        keys = load_keys(key_file, environ)
+    except KeyFileError as error:
+        return str(error)
+    if not keys and host not in LOOPBACK_HOSTS:
+        return (f"refusing to serve on {host} without API keys: set {KEYS_ENV}=key1,key2 or --api_key_file "
+                "(without keys, serve on 127.0.0.1 only)")
+    return None
