@@ -230,6 +230,24 @@ def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser):
     assert [p.name for p in (data / "Zach Safrin").iterdir()][0].startswith("api-")
     wait_for(browser, "#report", "Enrollment:")
 
+    # drop a photo on the drop zone (a real drop event carrying a File, fetched from the service itself): Jon
+    # Voight's photo dropped on Zach Safrin is saved, but enrollment leaves the duplicate out, and the page says so
+    browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/api/v1/subjects/Jon_Voight/faces/Jon_Voight_0001.jpg', {headers: {'x-api-key': arguments[0]}})
+          .then((r) => r.blob()).then((blob) => {
+            const drop = new DataTransfer();
+            drop.items.add(new File([blob], 'dropped.jpg', {type: 'image/jpeg'}));
+            document.getElementById('drop-zone').dispatchEvent(
+              new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
+            done();
+          });""", KEY)
+    wait_for(browser, "#enroll-status li", "dropped.jpg: saved, not used (see the report)")
+    assert len(list((data / "Zach Safrin").iterdir())) == 2
+    report = httpx.get(f"{url}/api/v1/report", headers={"x-api-key": KEY}).json()["report"]
+    assert [d["same_as"] for d in report["duplicates"] if d["path"].startswith("Zach Safrin/api-")] == [
+        "Jon_Voight/Jon_Voight_0001.jpg"]
+
     # recognise an uploaded photo: names and boxes in the DOM
     browser.find_element("css selector", "#recognize-file").send_keys(str(HELD_OUT))
     [face] = wait_for(browser, "#faces li.face", "George_Clooney")
