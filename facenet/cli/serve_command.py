@@ -40,6 +40,7 @@ def serve_command(
     from facenet.service.uploads import MiB
 
     app = create_app(store, keys, max_upload=int(max_upload_mb * MiB))
+    print(store.snapshot.report_text.splitlines()[0], file=sys.stderr)
     print(f"Serving {len(store.snapshot.database)} people from {data_dir} on http://{host}:{port}/ (API docs: /docs; "
           f"API keys {'required' if keys else 'not required'}); Ctrl-C stops", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")  # Ctrl-C: a graceful stop

@@ -4,7 +4,7 @@ database synced from it, and recognition against an immutable snapshot.
 One writer, many readers: every change (a subject added, renamed or deleted, a photo added or deleted, a sync)
 runs under one lock, writes data/ atomically, syncs the gallery (file or PostgreSQL backend) and then swaps in a
 new `Snapshot`; readers take the current snapshot reference and never wait for a sync. The face models are not
-thread-safe, so each pipeline call is serialised (`LockedPipeline`), call by call.
+thread-safe, so each detector or model call is serialised (`locked_pipeline`), call by call.
 
 Photos the service writes are named `api-<first 20 hex of their sha256><ext>`: only such a file whose bytes still
 have that hash may be deleted through the service. Users' own photos are never deleted, moved or rewritten; a
@@ -13,6 +13,7 @@ subject holding any of them cannot be deleted (renaming renames its folder, the 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import threading
@@ -75,15 +76,14 @@ class Snapshot:
     """Each data/ subfolder's photos, relative to it (subfolders included), sorted."""
 
 
-class LockedPipeline:
-    """A `FacePipeline` whose every method call holds one lock (YuNet, dlib and TFLite objects are not
-    thread-safe); attributes pass through."""
+class _Locked:
+    """An object whose method calls hold a shared lock; its other attributes pass through."""
 
-    def __init__(self, pipeline: FacePipeline) -> None:
-        self._pipeline, self._lock = pipeline, threading.RLock()
+    def __init__(self, target: Any, lock: threading.RLock) -> None:
+        self._target, self._lock = target, lock
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self._pipeline, name)
+        value = getattr(self._target, name)
         if not callable(value):
             return value
 
@@ -92,6 +92,16 @@ class LockedPipeline:
                 return value(*args, **kwargs)
 
         return locked
+
+
+def locked_pipeline(pipeline: FacePipeline) -> FacePipeline:
+    """A copy of `pipeline` whose detector and embedder calls hold one lock (YuNet, dlib and the Keras/TFLite models
+    are not thread-safe): a request waits for one detection or one embedding batch, never for a whole sync."""
+    lock = threading.RLock()
+    shared = copy.copy(pipeline)
+    shared.detector = _Locked(pipeline.detector, lock)
+    shared.embedder = _Locked(pipeline.embedder, lock)
+    return shared
 
 
 def clean_name(name: str) -> str:
@@ -119,7 +129,7 @@ class GalleryStore:
                  database_url: str | None = None, threshold: float | None = None) -> None:
         self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
         self.database_url, self.threshold = database_url, threshold
-        self.pipeline = LockedPipeline(pipeline)
+        self.pipeline = locked_pipeline(pipeline)
         self._write = threading.Lock()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.snapshot: Snapshot = self._sync()
