@@ -206,3 +206,29 @@ def test_keys_from_env_and_file(tmp_path):
         load_keys(tmp_path / "empty", {})
     with pytest.raises(KeyFileError, match="cannot read"):
         load_keys(tmp_path / "missing", {})
+
+
+def test_readers_recognise_while_a_sync_embeds(tmp_path, pipeline):
+    """One writer, many readers: recognitions keep completing while a sync embeds a folder of new photos (they wait
+    for one detection or embedding call at a time, never for the whole sync)."""
+    import threading
+
+    from facenet.images import load_image
+    from facenet.service.store import GalleryStore
+
+    make_data(tmp_path / "data")
+    store = GalleryStore(tmp_path / "data", pipeline, tmp_path / "db")
+    for photo in sorted(LFW.rglob("*.jpg")):
+        (tmp_path / "data" / photo.parent.name).mkdir(exist_ok=True)
+        shutil.copy2(photo, tmp_path / "data" / photo.parent.name)
+    rgb = load_image(HELD_OUT)
+    syncing = threading.Thread(target=store.sync)
+    syncing.start()
+    during = 0
+    while syncing.is_alive():
+        names = [r.name for r in store.recognize(rgb)]
+        assert names == ["George_Clooney"]
+        during += syncing.is_alive()
+    syncing.join()
+    assert during >= 3, f"only {during} recognitions completed during the sync"
+    assert len(store.snapshot.database) > 20
