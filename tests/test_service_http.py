@@ -265,4 +265,8 @@ def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser):
     wait_for(browser, "#faces li.face", "George_Clooney")
     assert browser.find_elements("css selector", "#stage .face-box")
     browser.find_element("css selector", "#webcam-stop").click()
+
+    # the OpenAPI docs render offline (Swagger UI from the wheel, no CDN)
+    browser.get(url + "/docs")
+    wait_for(browser, ".opblock-summary-path", "/api/v1/recognize")
     httpx.delete(f"{url}/api/v1/subjects/Zach Safrin", headers={"x-api-key": KEY})

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -78,8 +79,8 @@ def _rounded(value: float | None, places: int) -> float | None:
 def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_upload: int = DEFAULT_MAX_UPLOAD
                ) -> FastAPI:
     """The FastAPI application over `store`; `keys`: accepted API keys (none: open); `max_upload`: bytes."""
-    app = FastAPI(title="facenet", version="1", summary="Face recognition service: subjects, example faces "
-                  "(saved under data/<person>/), recognize, verify, detect.")
+    app = FastAPIOffline(title="facenet", version="1", summary="Face recognition service: subjects, example faces "
+                         "(saved under data/<person>/), recognize, verify, detect.")  # /docs without a CDN
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=max_upload)
 
