@@ -87,12 +87,16 @@ def embed_faces(image: Image, faces: list[Face] | None = None, **settings) -> np
 
 def embed_face(image: Image, **settings) -> np.ndarray:
     """The unit vector of a photo's subject (its largest face, through the fallback chain); NoFaceError if none."""
+    return subject_vector(face_pipeline(**settings), image)
+
+
+def subject_vector(pipeline: FacePipeline, image: Image, name: str | None = None) -> np.ndarray:
+    """`embed_face` through a given pipeline (the service's, say); `name`: what a NoFaceError names."""
     rgb = _rgb(image)
-    shared = face_pipeline(**settings)
-    subject = shared.subject(rgb, "largest")
+    subject = pipeline.subject(rgb, "largest")
     if subject.face is None:
-        raise NoFaceError(f"{_name(image)}: no face found")
-    return shared.embed(rgb, [subject.face])[0]
+        raise NoFaceError(f"{name or _name(image)}: no face found")
+    return pipeline.embed(rgb, [subject.face])[0]
 
 
 @dataclass(frozen=True)
@@ -106,12 +110,17 @@ class Verification:
 
 def verify(a: Image, b: Image, threshold: float | None = None, **settings) -> Verification:
     """Are the largest faces of two photos the same person? Default threshold: the model's, calibrated on LFW."""
-    shared = face_pipeline(**settings)
-    first, second = embed_face(a, **settings), embed_face(b, **settings)
+    return verify_with(face_pipeline(**settings), a, b, threshold)
+
+
+def verify_with(pipeline: FacePipeline, a: Image, b: Image, threshold: float | None = None,
+                names: tuple[str | None, str | None] = (None, None)) -> Verification:
+    """`verify` through a given pipeline (the service's, say); `names`: what a NoFaceError names."""
+    first, second = subject_vector(pipeline, a, names[0]), subject_vector(pipeline, b, names[1])
     if threshold is None:
         from facenet.recognize import verify_threshold
 
-        threshold = verify_threshold(shared)
+        threshold = verify_threshold(pipeline)
     distance = float(np.linalg.norm(first - second))
     return Verification(distance <= threshold, distance, float(threshold))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import unicodedata
 import warnings
 from pathlib import Path
@@ -58,12 +59,30 @@ def load_image_scaled(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> tuple
     try:
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
+        return _decode(path, path, max_side)
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory, not an image") from None
+
+
+def decode_image(data: bytes, name: str = "upload", max_side: int = MAX_IMAGE_SIDE
+                 ) -> tuple[np.ndarray, tuple[float, float]]:
+    """`load_image_scaled` for a photo held in memory (an upload): `name` is what an ImageError names."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_side)
+
+
+def _decode(source: Path | io.BytesIO, name: str | Path, max_side: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """Decode, guard against decompression bombs, downscale past `max_side`, turn upright, convert to RGB."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageError(path, f"image too large ({width}x{height} pixels)")
+                    raise ImageError(name, f"image too large ({width}x{height} pixels)")
                 if max(width, height) > max_side:
                     img.draft("RGB", (max_side, max_side))
                     img.thumbnail((max_side, max_side))
@@ -73,17 +92,24 @@ def load_image_scaled(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> tuple
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
                 rgb.load()
-    except ImageError:
+    except (ImageError, FileNotFoundError, IsADirectoryError):
         raise
-    except FileNotFoundError:
-        raise ImageError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise ImageError(path, "not a readable image (unknown or corrupt format)") from None
+        raise ImageError(name, "not a readable image (unknown or corrupt format)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageError(path, f"cannot decode image ({error})") from None
+        raise ImageError(name, f"cannot decode image ({error})") from None
     return np.asarray(rgb, dtype=np.uint8), scale
+
+
+def image_format(data: bytes) -> str | None:
+    """The file extension (".jpg", ".png", ...) of an encoded photo's format, None when it is not one we read."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind = (img.format or "").lower()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    extension = {"jpeg": ".jpg", "tiff": ".tif"}.get(kind, f".{kind}")
+    return extension if extension in IMAGE_EXTENSIONS else None
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -217,6 +217,14 @@ class FacePipeline:
         return {path: results[path] for path in paths}
 
 
+def five_points(face: Face) -> np.ndarray | None:
+    """A face's 5 landmarks (5, 2) in YuNet's order (right eye, left eye, nose tip, right and left mouth corners):
+    YuNet's own, else estimated from dlib's shape; None when the face has neither."""
+    if face.points is not None:
+        return face.points
+    return None if face.shape is None else _align().points_from_dlib(face.landmarks)
+
+
 def _align():
     from facenet import align  # OpenCV's warp and YuNet geometry: only loaded when a model or detector needs it
 

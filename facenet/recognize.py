@@ -27,6 +27,7 @@ from facenet.sources import SourceError, VideoSource
 if TYPE_CHECKING:
     from facenet.api import Verification
     from facenet.database import FaceDatabase
+    from facenet.faces import Face
     from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Recognition:
     """One face of a frame: its box (left, top, right, bottom), name (config.UNKNOWN when rejected),
-    distance to the nearest enrolled person and 0-100 match score (both None when nobody is enrolled)."""
+    distance to the nearest enrolled person and 0-100 match score (both None when nobody is enrolled), and its
+    5 landmarks (x, y) in YuNet's order (`pipeline.five_points`; None when the detector gave none)."""
 
     box: tuple[int, int, int, int]
     name: str
     distance: float | None
     score: float | None
+    points: tuple[tuple[float, float], ...] | None = None
 
     def record(self, source: str, frame: int | None) -> dict:
         """The JSON line of this face (non-finite numbers become null: JSON has no NaN)."""
@@ -62,7 +65,15 @@ class Recognition:
             return self
         (sx, sy), (left, top, right, bottom) = scale, self.box
         box = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
-        return Recognition(box, self.name, self.distance, self.score)
+        points = None if self.points is None else tuple((x * sx, y * sy) for x, y in self.points)
+        return Recognition(box, self.name, self.distance, self.score, points)
+
+
+def _points(face: Face) -> tuple[tuple[float, float], ...] | None:
+    from facenet.pipeline import five_points
+
+    points = five_points(face)
+    return None if points is None else tuple((float(x), float(y)) for x, y in points)
 
 
 def _finite(value: float | None) -> bool:
@@ -116,10 +127,11 @@ class Recognizer:
         faces = self.pipeline.detect(image, video=video)
         results = []
         if faces and len(self.database) == 0:
-            results = [Recognition(f.box, config.UNKNOWN, None, None) for f in faces]
+            results = [Recognition(f.box, config.UNKNOWN, None, None, _points(f)) for f in faces]
         elif faces:
             matches = self.database.identify(self.pipeline.embed(image, faces), self.threshold)
-            results = [Recognition(f.box, m.name, m.distance, m.score) for f, m in zip(faces, matches, strict=True)]
+            results = [Recognition(f.box, m.name, m.distance, m.score, _points(f))
+                       for f, m in zip(faces, matches, strict=True)]
         self._last = results
         return results
 

@@ -170,9 +170,10 @@ def _dispatch() -> dict[str, str]:
 
 def test_every_mode_is_dispatched_to_a_command_outside_the_library_modules():
     modules = _dispatch()
-    assert set(modules) == {"recognize_command", "verify_command", "lfw_command", "train_command"}
-    assert {modules[name] for name in ("recognize_command", "verify_command", "lfw_command")} == {
-        "facenet.cli.recognize_command", "facenet.cli.verify_command", "facenet.cli.lfw_command"}
+    assert set(modules) == {"recognize_command", "verify_command", "lfw_command", "train_command", "serve_command"}
+    assert {modules[name] for name in ("recognize_command", "verify_command", "lfw_command", "serve_command")} == {
+        "facenet.cli.recognize_command", "facenet.cli.verify_command", "facenet.cli.lfw_command",
+        "facenet.cli.serve_command"}
 
 
 def _command_parameters(module: str, function: str) -> tuple[set[str], set[str]]:
@@ -208,6 +209,7 @@ def fake_commands(monkeypatch) -> list[tuple[str, tuple, dict]]:
     (["-t", "True", "-e", "2"], "train_command"),
     (["--verify=a.jpg,b.jpg"], "verify_command"),
     (["--lfw_pairs=pairs.txt", "--lfw_dir=lfw"], "lfw_command"),
+    (["--serve", "--port", "8001"], "serve_command"),
 ])
 def test_run_calls_the_mode_with_arguments_it_accepts(args, function, fake_commands):
     cli.FLAGS(["facenet", *args])
@@ -226,6 +228,18 @@ def test_verify_is_told_the_name_of_the_program_for_its_usage_line(argv0, prog, 
     assert cli.run([argv0]) == 0
     ((name, _, keywords),) = fake_commands
     assert (name, keywords["prog"]) == ("verify_command", prog)
+
+
+def test_serve_is_a_word_for_the_serve_flag_and_keeps_every_other_flag(fake_commands):
+    argv = cli.expand_subcommand(["facenet", "serve", "--port", "8002", "--data_dir", "people", "-d", "hog"])
+    assert argv == ["facenet", "--serve", "--port", "8002", "--data_dir", "people", "-d", "hog"]
+    assert cli.expand_subcommand(["facenet", "-t", "False", "serve"]) == ["facenet", "-t", "False", "serve"]
+    cli.FLAGS(argv)
+    assert cli.run(["facenet"]) == 0
+    ((name, _, keywords),) = fake_commands
+    assert name == "serve_command"
+    assert (keywords["port"], keywords["data_dir"], keywords["detector"], keywords["host"]) == (
+        8002, "people", "hog", "127.0.0.1")
 
 
 def test_run_refuses_bad_arguments_before_importing_anything(fake_commands, capsys):

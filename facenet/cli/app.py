@@ -22,6 +22,7 @@ USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
     {prog} -t False -wc False --input X  # photos, folders, videos
     {prog} --verify=A.jpg,B.jpg          # 1:1 verification
     {prog} --lfw_pairs P --lfw_dir D     # LFW-protocol benchmark
+    {prog} serve --port 8000             # REST service + web page (same as --serve)
 
 Exit codes: 0 done, 1 some input failed (each named on stderr), 2 bad arguments, 130 interrupted.
 """
@@ -136,6 +137,14 @@ flags.DEFINE_enum(
 flags.DEFINE_float("scale", None, "margin losses: logit scale s (default per loss)")
 flags.DEFINE_string("tensorboard_dir", "logs", "TensorBoard logs of training.")
 flags.DEFINE_float("validation_split", 0.2, "Share of each person's photos held out to validate training.")
+flags.DEFINE_bool("serve", False, "Run the REST service and web page (also: `facenet serve`) on --host:--port.")
+flags.DEFINE_string("host", "127.0.0.1", "serve: address to listen on (0.0.0.0: every interface; needs API keys).")
+flags.DEFINE_integer("port", 8000, "serve: TCP port.")
+flags.DEFINE_string(
+    "api_key_file", None, "serve: file of accepted API keys, one per line (also: env FACENET_API_KEYS=k1,k2); "
+    "clients send one in the x-api-key header. Without keys the service is open (loopback only).",
+)
+flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest request body in MiB (larger: 413).")
 
 FLAGS = flags.FLAGS
 
@@ -166,12 +175,16 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
         return f"--margin (-m) must be more than 0, got {values.margin}"
     if values.scale is not None and not values.scale > 0:
         return f"--scale must be more than 0, got {values.scale}"
+    if not 0 <= values.port <= 65535:
+        return f"--port must be in 0-65535, got {values.port}"
+    if not values.max_upload_mb > 0:
+        return f"--max_upload_mb must be more than 0, got {values.max_upload_mb}"
     return None
 
 
 def _recognises_inputs(values: flags.FlagValues) -> bool:
-    """True when the run reads --input: -t False, not the webcam, not --enroll, --verify or --lfw_pairs."""
-    return not (values.lfw_pairs or values.verify or values.train or values.web_cam or values.enroll)
+    """True when the run reads --input: -t False, not the webcam, not --enroll, --verify, --lfw_pairs or --serve."""
+    return not (values.lfw_pairs or values.verify or values.train or values.web_cam or values.enroll or values.serve)
 
 
 def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | None:
@@ -181,6 +194,10 @@ def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | 
     problem = check_flags(values)
     if problem:
         return problem
+    if values.serve:
+        from facenet.service.keys import key_problem
+
+        return key_problem(values.host, values.api_key_file)
     if _recognises_inputs(values) and not values.input:
         return "no input to recognise: pass --input PHOTO,FOLDER,VIDEO (or -wc True for the webcam)"
     return None
@@ -271,6 +288,15 @@ def run(argv: list[str]) -> int:
 
     import_tensorflow_quietly()
     model = _model()
+    if FLAGS.serve:
+        from facenet.cli.serve_command import serve_command
+
+        return serve_command(
+            host=FLAGS.host, port=FLAGS.port, key_file=FLAGS.api_key_file, max_upload_mb=FLAGS.max_upload_mb,
+            data_dir=FLAGS.data_dir, database_dir=FLAGS.database_dir, database_url=FLAGS.database_url,
+            weights_dir=FLAGS.weights_path, model=model, detector=FLAGS.detector, threshold=FLAGS.threshold,
+            pretrained=FLAGS.pretrained,
+        )
     if FLAGS.lfw_pairs:
         from facenet.cli.lfw_command import lfw_command
 
@@ -322,9 +348,20 @@ def _absl_main(argv: list[str]) -> int:
         return run(argv)
 
 
+SUBCOMMANDS = {"serve": "--serve"}
+"""Words accepted as the first argument, each standing for a flag: `facenet serve --port 8000`."""
+
+
+def expand_subcommand(argv: list[str]) -> list[str]:
+    """`facenet serve ...` -> `facenet --serve ...`: a subcommand word is its flag; every other flag still works."""
+    if len(argv) > 1 and argv[1] in SUBCOMMANDS:
+        return [argv[0], SUBCOMMANDS[argv[1]], *argv[2:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of `facenet` and `python main.py`: check the command line, run the mode, exit with its code."""
-    argv = list(sys.argv if argv is None else argv)
+    argv = expand_subcommand(list(sys.argv if argv is None else argv))
     code, rest = preflight(argv)
     if code is not None:
         sys.exit(code)

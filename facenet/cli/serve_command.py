@@ -1,0 +1,60 @@
+"""`facenet serve` (= `--serve`): the REST service and web page on --host:--port, over data/ and the gallery."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from facenet.cli import common
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+def serve_command(
+    host: str, port: int, key_file: str | None, max_upload_mb: float, data_dir: str | Path, database_dir: str | Path,
+    database_url: str | None, weights_dir: str | Path, model: str, detector: str, threshold: float | None,
+    pretrained: bool,
+) -> int:
+    """Sync the gallery with data/, then serve until Ctrl-C (a graceful stop, exit 0); exit 2 on bad key
+    settings, 1 when the model or the gallery cannot be loaded."""
+    from facenet.service.keys import KeyFileError, key_problem, load_keys
+
+    problem = key_problem(host, key_file)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        keys = load_keys(key_file)
+    except KeyFileError as error:  # the file changed since the check
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    store = _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained)
+    if store is None:
+        return EXIT_FAILED
+    import uvicorn
+
+    from facenet.service.app import create_app
+    from facenet.service.uploads import MiB
+
+    app = create_app(store, keys, max_upload=int(max_upload_mb * MiB))
+    print(store.snapshot.report_text.splitlines()[0], file=sys.stderr)
+    print(f"Serving {len(store.snapshot.database)} people from {data_dir} on http://{host}:{port}/ (API docs: /docs; "
+          f"API keys {'required' if keys else 'not required'}); Ctrl-C stops", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")  # Ctrl-C: a graceful stop
+    return 0
+
+
+def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):
+    """The service's gallery, synced; None (logged) when the model or the gallery cannot be loaded."""
+    from facenet.pg_gallery import GalleryError
+    from facenet.service.store import GalleryStore
+
+    try:
+        pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
+        return GalleryStore(data_dir, pipeline, database_dir, database_url, threshold)
+    except (OSError, ValueError, RuntimeError, GalleryError) as problem:
+        log.error("cannot load the model or the gallery: %s", problem)
+        return None

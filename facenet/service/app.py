@@ -1,0 +1,267 @@
+"""The REST service and web page of `facenet serve` (FastAPI): subjects, example faces, recognize, verify, detect.
+
+Every /api/v1 route but /api/v1/health needs the `x-api-key` header when keys are configured. Every error is a 4xx
+(or 503 when a shared gallery is unreachable) with one JSON message: {"detail": "..."}. The OpenAPI docs are at
+/docs, the web page at /.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from facenet.api import NoFaceError
+from facenet.images import ImageError, decode_image
+from facenet.service.keys import KEY_HEADER, key_accepted
+from facenet.service.store import (
+    BadName,
+    GalleryStore,
+    NotDeletable,
+    StoreError,
+    SubjectExists,
+    UnknownPhoto,
+    UnknownSubject,
+    is_api_photo,
+)
+from facenet.service.uploads import BodyLimit, MiB, UploadError, read_photos
+
+DEFAULT_MAX_UPLOAD = 10 * MiB
+STATUS = {BadName: 400, UnknownSubject: 404, UnknownPhoto: 404, SubjectExists: 409, NotDeletable: 403,
+          ImageError: 400, NoFaceError: 400}
+"""HTTP status of each refusal."""
+
+
+class SubjectBody(BaseModel):
+    """A subject name."""
+
+    subject: str = Field(min_length=1, examples=["Ada Lovelace"])
+
+
+def _image_body(*fields: str) -> dict[str, Any]:
+    """OpenAPI description of a photo body: multipart files, or base64 strings in JSON (or raw image bytes)."""
+    binary = {"type": "object", "required": list(fields),
+              "properties": {f: {"type": "string", "format": "binary"} for f in fields}}
+    text = {"type": "object", "required": list(fields),
+            "properties": {f: {"type": "string", "description": "base64 or a data: URI"} for f in fields}}
+    content = {"multipart/form-data": {"schema": binary}, "application/json": {"schema": text}}
+    if len(fields) == 1:
+        content["image/jpeg"] = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _face(box: tuple[int, ...], points: Any, scale: tuple[float, float]) -> dict[str, Any]:
+    """Box and landmarks in the uploaded photo's own pixels."""
+    sx, sy = scale
+    left, top, right, bottom = box
+    return {"box": [round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)],
+            "landmarks": None if points is None else [[round(float(x) * sx, 1), round(float(y) * sy, 1)]
+                                                     for x, y in np.asarray(points)]}
+
+
+def _size(rgb: np.ndarray, scale: tuple[float, float]) -> dict[str, int]:
+    return {"width": round(rgb.shape[1] * scale[0]), "height": round(rgb.shape[0] * scale[1])}
+
+
+def _rounded(value: float | None, places: int) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), places)
+
+
+def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_upload: int = DEFAULT_MAX_UPLOAD
+               ) -> FastAPI:
+    """The FastAPI application over `store`; `keys`: accepted API keys (none: open); `max_upload`: bytes."""
+    app = FastAPIOffline(title="facenet", version="1", summary="Face recognition service: subjects, example faces "
+                         "(saved under data/<person>/), recognize, verify, detect.")  # /docs without a CDN
+    _error_handlers(app)
+    app.add_middleware(BodyLimit, limit=max_upload)
+
+    def check_key(request: Request) -> None:
+        if not key_accepted(request.headers.get(KEY_HEADER), keys):
+            raise HTTPException(401, f"missing or wrong API key (send it in the {KEY_HEADER} header)")
+
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(check_key)])
+    _subject_routes(api, store)
+    _face_routes(api, store, max_upload)
+    _image_routes(api, store, max_upload)
+
+    @app.get("/api/v1/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness, and what a client needs to know: is a key required, the upload limit, the model."""
+        return {"status": "ok", "key_required": bool(keys), "max_upload_bytes": max_upload,
+                "people": len(store.snapshot.database), "model": store.pipeline.model}
+
+    app.include_router(api)
+    _page_routes(app)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every refusal is {"detail": one line}."""
+
+    @app.exception_handler(StoreError)
+    @app.exception_handler(ImageError)
+    @app.exception_handler(NoFaceError)
+    async def refused(_request: Request, error: Exception) -> JSONResponse:
+        status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400)
+        return JSONResponse({"detail": str(error)}, status_code=status)
+
+    @app.exception_handler(UploadError)
+    async def bad_upload(_request: Request, error: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in error.errors())
+        return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
+
+    from facenet.pg_gallery import GalleryError
+
+    @app.exception_handler(GalleryError)
+    async def gallery_down(_request: Request, error: GalleryError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503)
+
+
+def _subject_routes(api: APIRouter, store: GalleryStore) -> None:
+    @api.get("/subjects", tags=["subjects"])
+    def list_subjects() -> dict[str, Any]:
+        """Every subject (a data/ folder): its photo count and whether it is enrolled."""
+        snap = store.snapshot
+        enrolled = set(snap.database.names)
+        return {"subjects": [{"subject": name, "photos": len(photos), "enrolled": name in enrolled}
+                             for name, photos in snap.subjects.items()]}
+
+    @api.post("/subjects", status_code=201, tags=["subjects"])
+    def add_subject(body: SubjectBody) -> dict[str, str]:
+        """Create a subject: an empty folder data/<subject>/."""
+        return {"subject": store.add_subject(body.subject)}
+
+    @api.put("/subjects/{subject}", tags=["subjects"])
+    def rename_subject(subject: str, body: SubjectBody) -> dict[str, str]:
+        """Rename a subject: its folder is renamed, its photos are not touched."""
+        return {"subject": store.rename_subject(subject, body.subject)}
+
+    @api.delete("/subjects/{subject}", tags=["subjects"])
+    def delete_subject(subject: str) -> dict[str, Any]:
+        """Delete a subject whose folder holds only photos added through the service (else 403)."""
+        return {"subject": subject, "deleted_photos": store.delete_subject(subject)}
+
+    @api.get("/report", tags=["subjects"])
+    def report() -> dict[str, Any]:
+        """The last sync's enrollment report (as JSON and as text)."""
+        snap = store.snapshot
+        return {"report": snap.report, "text": snap.report_text}
+
+    @api.post("/sync", tags=["subjects"])
+    def sync() -> dict[str, Any]:
+        """Sync the gallery with data/ (after photos were added or removed by hand); the new report."""
+        snap = store.sync()
+        return {"report": snap.report, "text": snap.report_text}
+
+
+def _used(store: GalleryStore, subject: str) -> set[str]:
+    """The subject's photos (relative to its folder) that the last sync enrolled."""
+    snap = store.snapshot
+    paths = snap.report.get("people", {})
+    if isinstance(paths, dict):
+        prefix = f"{subject}/"
+        return {p[len(prefix):] for p in paths.get(subject, []) if p.startswith(prefix)}
+    return set(snap.subjects.get(subject, ())) if subject in snap.database.names else set()
+
+
+def _face_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
+    @api.get("/subjects/{subject}/faces", tags=["example faces"])
+    def list_faces(subject: str) -> dict[str, Any]:
+        """The subject's photos: id (path in its folder), added through the service or not, used for enrollment."""
+        folder, used = store.folder(subject), _used(store, subject)
+        photos = store.snapshot.subjects.get(folder.name, ())
+        return {"subject": folder.name, "faces": [
+            {"image_id": p, "added_by_service": is_api_photo(folder / p), "used": p in used} for p in photos]}
+
+    @api.post("/subjects/{subject}/faces", status_code=201, tags=["example faces"], openapi_extra=_image_body("file"))
+    async def add_face(subject: str, request: Request) -> dict[str, Any]:
+        """Add an example photo (it must show a face): saved as data/<subject>/api-<hash>.<ext>, then synced."""
+        data, name = (await read_photos(request, ("file",), max_upload))["file"]
+        image_id, created = await run_in_threadpool(store.add_photo, subject, data, name)
+        return {"subject": subject, "image_id": image_id, "created": created,
+                "used": image_id in _used(store, subject)}
+
+    @api.get("/subjects/{subject}/faces/{image_id:path}", tags=["example faces"], response_class=FileResponse)
+    def get_face(subject: str, image_id: str) -> FileResponse:
+        """The photo's file."""
+        return FileResponse(store.photo(subject, image_id))
+
+    @api.delete("/subjects/{subject}/faces/{image_id:path}", tags=["example faces"])
+    def delete_face(subject: str, image_id: str) -> dict[str, str]:
+        """Delete a photo that was added through the service (your own photos: 403, never deleted)."""
+        store.delete_photo(subject, image_id)
+        return {"subject": subject, "deleted": image_id}
+
+
+def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
+    @api.post("/recognize", tags=["recognition"], openapi_extra=_image_body("file"))
+    async def recognize(request: Request) -> dict[str, Any]:
+        """Every face, largest first: box (left, top, right, bottom), 5 landmarks, name or "Unknown", distance,
+        0-100 score (50 = at the threshold)."""
+        data, name = (await read_photos(request, ("file",), max_upload))["file"]
+
+        def work() -> dict[str, Any]:
+            rgb, scale = decode_image(data, name)
+            faces = [{**_face(r.box, r.points, scale), "name": r.name, "distance": _rounded(r.distance, 4),
+                      "score": _rounded(r.score, 1)} for r in store.recognize(rgb)]
+            return {**_size(rgb, scale), "faces": faces}
+
+        return await run_in_threadpool(work)
+
+    @api.post("/detect", tags=["recognition"], openapi_extra=_image_body("file"))
+    async def detect(request: Request) -> dict[str, Any]:
+        """Every face, largest first: box, detector score, 5 landmarks."""
+        data, name = (await read_photos(request, ("file",), max_upload))["file"]
+
+        def work() -> dict[str, Any]:
+            rgb, scale = decode_image(data, name)
+            from facenet.pipeline import five_points
+
+            faces = [{**_face(f.box, five_points(f), scale), "score": _rounded(f.score, 4)}
+                     for f in store.detect(rgb)]
+            return {**_size(rgb, scale), "faces": faces}
+
+        return await run_in_threadpool(work)
+
+    @api.post("/verify", tags=["recognition"], openapi_extra=_image_body("source_image", "target_image"))
+    async def verify(request: Request) -> dict[str, Any]:
+        """Same person or not: the largest face of each photo, the model's calibrated 1:1 threshold."""
+        photos = await read_photos(request, ("source_image", "target_image"), max_upload)
+
+        def work() -> dict[str, Any]:
+            (a, _), (b, _) = (decode_image(*photos[k]) for k in ("source_image", "target_image"))
+            answer = store.verify(a, b, (photos["source_image"][1], photos["target_image"][1]))
+            return {"same": answer.same, "distance": round(answer.distance, 4), "threshold": answer.threshold}
+
+        return await run_in_threadpool(work)
+
+
+class _Revalidated(StaticFiles):
+    """The page's files, revalidated on every load (an upgraded service never runs a stale app.js)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().file_response(*args, **kwargs)
+        response.headers["cache-control"] = "no-cache"
+        return response
+
+
+def _page_routes(app: FastAPI) -> None:
+    static = resources.files("facenet.service") / "static"
+    app.mount("/static", _Revalidated(directory=str(static)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(static / "index.html"))

@@ -1,0 +1,57 @@
+"""API keys of the service: where they come from and how a request's key is checked.
+
+Keys come from the environment variable FACENET_API_KEYS (comma-separated) and/or a file (one key per line,
+blank lines and `#` comments ignored); never from a command-line flag, which other users of the machine can read in
+the process list. A request carries its key in the `x-api-key` header.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+KEY_HEADER = "x-api-key"
+KEYS_ENV = "FACENET_API_KEYS"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class KeyFileError(ValueError):
+    """An unreadable or empty key file; the message names it."""
+
+
+def load_keys(key_file: str | Path | None = None, environ: dict[str, str] | None = None) -> frozenset[str]:
+    """Every accepted key: FACENET_API_KEYS plus the lines of `key_file`."""
+    environ = os.environ if environ is None else environ
+    keys = {k.strip() for k in environ.get(KEYS_ENV, "").split(",") if k.strip()}
+    if key_file:
+        try:
+            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise KeyFileError(f"{key_file}: cannot read the API key file ({error})") from None
+        found = {line.strip() for line in lines if line.strip() and not line.strip().startswith("#")}
+        if not found:
+            raise KeyFileError(f"{key_file}: the API key file holds no key")
+        keys |= found
+    return frozenset(keys)
+
+
+def key_accepted(given: str | None, keys: frozenset[str]) -> bool:
+    """True when no key is required, or `given` is one of `keys` (compared in constant time)."""
+    if not keys:
+        return True
+    given_bytes = (given or "").encode("utf-8")
+    return any(hmac.compare_digest(given_bytes, key.encode("utf-8")) for key in keys)
+
+
+def key_problem(host: str, key_file: str | Path | None, environ: dict[str, str] | None = None) -> str | None:
+    """Why these key settings cannot serve (one line), checked before anything heavy loads; None when they can:
+    an unreadable or empty key file, or no key at all for an address other than loopback."""
+    try:
+        keys = load_keys(key_file, environ)
+    except KeyFileError as error:
+        return str(error)
+    if not keys and host not in LOOPBACK_HOSTS:
+        return (f"refusing to serve on {host} without API keys: set {KEYS_ENV}=key1,key2 or --api_key_file "
+                "(without keys, serve on 127.0.0.1 only)")
+    return None

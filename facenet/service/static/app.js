@@ -1,0 +1,219 @@
+// facenet web page: enroll by dropping photos, see the gallery and the report, recognise a photo or the webcam.
+// Plain JS over the REST API (/api/v1); the API key, when the service wants one, is kept in localStorage.
+"use strict";
+
+const API = "/api/v1";
+const $ = (id) => document.getElementById(id);
+let webcamTimer = null;
+let webcamStream = null;
+
+function headers() {
+  const key = localStorage.getItem("facenet-key") || "";
+  return key ? { "x-api-key": key } : {};
+}
+
+async function call(method, path, body) {
+  const init = { method, headers: headers() };
+  if (body instanceof FormData) init.body = body;
+  else if (body instanceof Blob) {
+    init.body = body;
+    init.headers["content-type"] = body.type || "application/octet-stream";
+  }
+  else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["content-type"] = "application/json";
+  }
+  const response = await fetch(API + path, init);
+  const data = response.headers.get("content-type")?.includes("json") ? await response.json() : await response.blob();
+  if (!response.ok) throw new Error(data.detail || response.statusText);
+  return data;
+}
+
+function element(tag, { dataset = {}, ...props } = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  Object.assign(node.dataset, dataset);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// ---------------------------------------------------------------- gallery and report
+
+async function refresh() {
+  try {
+    const { subjects } = await call("GET", "/subjects");
+    const list = $("gallery");
+    list.replaceChildren(...subjects.map(subjectItem));
+    for (const s of subjects) loadThumbs(s.subject);
+    const { text } = await call("GET", "/report");
+    $("report").textContent = text;
+  } catch (error) {
+    $("report").textContent = "";
+    $("gallery").replaceChildren(element("li", { className: "error", textContent: error.message }));
+  }
+}
+
+function subjectItem(s) {
+  const state = s.enrolled ? "enrolled" : "not-enrolled";
+  return element("li", { className: "subject", dataset: { subject: s.subject } },
+    element("strong", { textContent: s.subject }), ` ${s.photos} photo(s) `,
+    element("span", { className: state, textContent: s.enrolled ? "enrolled" : "not enrolled" }),
+    element("div", { className: "thumbs" }));
+}
+
+async function loadThumbs(subject) {
+  const { faces } = await call("GET", `/subjects/${encodeURIComponent(subject)}/faces`);
+  const item = [...document.querySelectorAll(".subject")].find((li) => li.dataset.subject === subject);
+  if (!item) return;
+  const box = item.querySelector(".thumbs");
+  for (const face of faces.slice(0, 12)) {
+    const path = `/subjects/${encodeURIComponent(subject)}/faces/${face.image_id.split("/").map(encodeURIComponent).join("/")}`;
+    const img = element("img", { title: `${face.image_id}${face.used ? "" : " (not used)"}` });
+    const thumb = element("span", { className: "thumb" }, img);
+    if (face.added_by_service) {
+      const remove = element("button", { textContent: "×", title: "delete this photo" });
+      remove.onclick = async () => { await call("DELETE", path); refresh(); };
+      thumb.append(remove);
+    }
+    box.append(thumb);
+    call("GET", path).then((blob) => { img.src = URL.createObjectURL(blob); });
+  }
+}
+
+// ---------------------------------------------------------------- enrollment
+
+async function enroll(files) {
+  const name = $("enroll-name").value.trim();
+  const status = $("enroll-status");
+  if (!name) { status.replaceChildren(element("li", { className: "error", textContent: "type the person's name first" })); return; }
+  status.replaceChildren();
+  const { subjects } = await call("GET", "/subjects");
+  if (!subjects.some((s) => s.subject === name)) {
+    try { await call("POST", "/subjects", { subject: name }); }
+    catch (error) { status.append(element("li", { className: "error", textContent: error.message })); return; }
+  }
+  for (const file of files) {
+    const form = new FormData();
+    form.append("file", file);
+    try {
+      const answer = await call("POST", `/subjects/${encodeURIComponent(name)}/faces`, form);
+      const how = answer.used ? "enrolled" : "saved, not used (see the report)";
+      status.append(element("li", { className: "added", textContent: `${file.name}: ${how}` }));
+    } catch (error) {
+      status.append(element("li", { className: "error", textContent: `${file.name}: ${error.message}` }));
+    }
+  }
+  refresh();
+}
+
+// ---------------------------------------------------------------- recognition
+
+function drawFaces(answer) {
+  const stage = $("stage");
+  stage.querySelectorAll(".face-box").forEach((box) => box.remove());
+  const list = $("faces");
+  list.replaceChildren();
+  for (const face of answer.faces) {
+    const [left, top, right, bottom] = face.box;
+    const unknown = face.name === "Unknown";
+    const box = element("div", { className: "face-box" + (unknown ? " unknown" : ""), dataset: { name: face.name } },
+      element("span", { className: "face-label", textContent: face.score == null ? face.name : `${face.name} ${face.score}` }));
+    Object.assign(box.style, {
+      left: `${(100 * left) / answer.width}%`, top: `${(100 * top) / answer.height}%`,
+      width: `${(100 * (right - left)) / answer.width}%`, height: `${(100 * (bottom - top)) / answer.height}%`,
+    });
+    stage.append(box);
+    list.append(element("li", { className: "face", dataset: { name: face.name, box: face.box.join(",") },
+      textContent: `${face.name} — box ${face.box.join(", ")}${face.distance == null ? "" : `, distance ${face.distance}`}` }));
+  }
+}
+
+async function recognise(blob) {
+  return call("POST", "/recognize", blob instanceof File ? blob : new Blob([blob], { type: "image/jpeg" }));
+}
+
+async function recognisePhoto(file) {
+  stopWebcam();
+  $("webcam").hidden = true;
+  const photo = $("photo");
+  photo.hidden = false;
+  photo.src = URL.createObjectURL(file);
+  $("recognize-status").textContent = "recognising…";
+  try {
+    const answer = await recognise(file);
+    drawFaces(answer);
+    $("recognize-status").textContent = `${answer.faces.length} face(s)`;
+  } catch (error) {
+    drawFaces({ faces: [] });
+    $("recognize-status").textContent = error.message;
+    $("recognize-status").className = "error";
+  }
+}
+
+async function startWebcam() {
+  try {
+    webcamStream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+  } catch (error) {
+    $("recognize-status").textContent = `webcam: ${error.message}`;
+    return;
+  }
+  const video = $("webcam");
+  video.srcObject = webcamStream;
+  video.hidden = false;
+  $("photo").hidden = true;
+  $("webcam-start").disabled = true;
+  $("webcam-stop").disabled = false;
+  let frames = 0;
+  const canvas = document.createElement("canvas");
+  const step = async () => {
+    if (!webcamStream) return;
+    if (video.videoWidth) {
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      const blob = await new Promise((done) => canvas.toBlob(done, "image/jpeg", 0.85));
+      try {
+        const answer = await recognise(blob);
+        if (!webcamStream) return;
+        drawFaces(answer);
+        frames += 1;
+        $("recognize-status").textContent = `webcam: ${frames} frame(s), ${answer.faces.length} face(s)`;
+      } catch (error) {
+        $("recognize-status").textContent = `webcam: ${error.message}`;
+      }
+    }
+    webcamTimer = setTimeout(step, 150);
+  };
+  step();
+}
+
+function stopWebcam() {
+  clearTimeout(webcamTimer);
+  if (webcamStream) webcamStream.getTracks().forEach((track) => track.stop());
+  webcamStream = null;
+  $("webcam-start").disabled = false;
+  $("webcam-stop").disabled = true;
+}
+
+// ---------------------------------------------------------------- wiring
+
+async function start() {
+  const health = await (await fetch(API + "/health")).json();
+  $("health").textContent = `${health.people} people enrolled · model ${health.model}`;
+  if (health.key_required) {
+    $("key-row").hidden = false;
+    $("api-key").value = localStorage.getItem("facenet-key") || "";
+  }
+  $("api-key").onchange = () => { localStorage.setItem("facenet-key", $("api-key").value.trim()); refresh(); };
+  const zone = $("drop-zone");
+  zone.ondragover = (event) => { event.preventDefault(); zone.classList.add("over"); };
+  zone.ondragleave = () => zone.classList.remove("over");
+  zone.ondrop = (event) => { event.preventDefault(); zone.classList.remove("over"); enroll([...event.dataTransfer.files]); };
+  $("enroll-files").onchange = (event) => { enroll([...event.target.files]); event.target.value = ""; };
+  $("recognize-file").onchange = (event) => { if (event.target.files[0]) recognisePhoto(event.target.files[0]); };
+  $("webcam-start").onclick = startWebcam;
+  $("webcam-stop").onclick = stopWebcam;
+  $("sync").onclick = async () => { await call("POST", "/sync"); refresh(); };
+  refresh();
+}
+
+start();

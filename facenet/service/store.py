@@ -1,0 +1,279 @@
+"""The service's gallery: subjects and their example photos in data/<person>/ (the source of truth), the enrolled
+database synced from it, and recognition against an immutable snapshot.
+
+One writer, many readers: every change (a subject added, renamed or deleted, a photo added or deleted, a sync)
+runs under one lock, writes data/ atomically, syncs the gallery (file or PostgreSQL backend) and then swaps in a
+new `Snapshot`; readers take the current snapshot reference and never wait for a sync. The face models are not
+thread-safe, so each detector or model call is serialised (`locked_pipeline`), call by call.
+
+Photos the service writes are named `api-<first 20 hex of their sha256><ext>`: only such a file whose bytes still
+have that hash may be deleted through the service. Users' own photos are never deleted, moved or rewritten; a
+subject holding any of them cannot be deleted (renaming renames its folder, the photos untouched).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facenet.api import NoFaceError, Verification, verify_with
+from facenet.files import atomic_write, file_sha256
+from facenet.images import decode_image, image_format, list_images, list_people
+
+if TYPE_CHECKING:
+    from facenet.database import FaceDatabase
+    from facenet.faces import Face
+    from facenet.pipeline import FacePipeline
+    from facenet.recognize import Recognition
+
+API_PHOTO = re.compile(r"^api-([0-9a-f]{20})\.[a-z]+$")
+"""Name of a photo written by the service: api-<sha256 prefix>.<ext>."""
+
+MAX_NAME_BYTES = 200
+"""Longest subject name (UTF-8 bytes): a folder name must fit the file system's 255."""
+
+
+class StoreError(Exception):
+    """A request the gallery cannot honour; the message says why in one line."""
+
+
+class BadName(StoreError):
+    """A subject name that cannot be a folder name."""
+
+
+class UnknownSubject(StoreError):
+    """No folder data/<name>/."""
+
+
+class UnknownPhoto(StoreError):
+    """No such photo in the subject's folder."""
+
+
+class SubjectExists(StoreError):
+    """The folder of that name is already there."""
+
+
+class NotDeletable(StoreError):
+    """A user's own photo, or a subject that holds some: the service never deletes them."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What readers see between two changes: the enrolled database, the last sync's report, the folders."""
+
+    database: FaceDatabase
+    report: dict[str, Any]
+    report_text: str
+    subjects: dict[str, tuple[str, ...]]
+    """Each data/ subfolder's photos, relative to it (subfolders included), sorted."""
+
+
+class _Locked:
+    """An object whose method calls hold a shared lock; its other attributes pass through."""
+
+    def __init__(self, target: Any, lock: threading.RLock) -> None:
+        self._target, self._lock = target, lock
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+
+def locked_pipeline(pipeline: FacePipeline) -> FacePipeline:
+    """A copy of `pipeline` whose detector and embedder calls hold one lock (YuNet, dlib and the Keras/TFLite models
+    are not thread-safe): a request waits for one detection or one embedding batch, never for a whole sync."""
+    lock = threading.RLock()
+    shared = copy.copy(pipeline)
+    shared.detector = _Locked(pipeline.detector, lock)
+    shared.embedder = _Locked(pipeline.embedder, lock)
+    return shared
+
+
+def clean_name(name: str) -> str:
+    """A subject name usable as a folder name (NFC, trimmed); BadName says why not."""
+    name = unicodedata.normalize("NFC", str(name)).strip()
+    if not name:
+        raise BadName("the subject name is empty")
+    if name in (".", "..") or name.startswith(".") or any(c in name for c in '/\\\0'):
+        raise BadName(f"{name!r} cannot be a folder name (no '/', '\\', leading '.' or NUL)")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise BadName(f"the subject name is longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def is_api_photo(path: Path) -> bool:
+    """True when `path` is a photo the service wrote and its bytes are still the ones it wrote."""
+    match = API_PHOTO.match(path.name)
+    return bool(match) and path.is_file() and file_sha256(path).startswith(match.group(1))
+
+
+class GalleryStore:
+    """Subjects, example photos and the synced gallery behind the REST service (see the module docstring)."""
+
+    def __init__(self, data_dir: str | Path, pipeline: FacePipeline, database_dir: str | Path = "database",
+                 database_url: str | None = None, threshold: float | None = None) -> None:
+        self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
+        self.database_url, self.threshold = database_url, threshold
+        self.pipeline = locked_pipeline(pipeline)
+        self._write = threading.Lock()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshot: Snapshot = self._sync()
+
+    # ------------------------------------------------------------------ reading
+
+    def recognize(self, rgb: np.ndarray) -> list[Recognition]:
+        """Every face of an RGB photo, largest first, named against the current snapshot."""
+        from facenet.recognize import Recognizer
+
+        return Recognizer(self.pipeline, self.snapshot.database, self.threshold, reuse_still=False).recognize(rgb)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Every face of an RGB photo, largest first, with landmarks."""
+        return self.pipeline.detect(rgb)
+
+    def verify(self, a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("first photo", "second photo")
+               ) -> Verification:
+        """Same person or not: the largest face of each photo, the model's calibrated 1:1 threshold."""
+        return verify_with(self.pipeline, a, b, names=names)
+
+    def folder(self, name: str) -> Path:
+        """data/<name>/ of an existing subject; UnknownSubject otherwise."""
+        folder = self.data_dir / clean_name(name)
+        if not folder.is_dir():
+            raise UnknownSubject(f"unknown subject {name!r} (no folder {folder})")
+        return folder
+
+    def photo(self, name: str, image_id: str) -> Path:
+        """The path of one of the subject's photos (image_id: its path relative to the folder)."""
+        folder = self.folder(name)
+        for path in list_images(folder):
+            if path.relative_to(folder).as_posix() == image_id:
+                return path
+        raise UnknownPhoto(f"subject {name!r} has no photo {image_id!r}")
+
+    # ------------------------------------------------------------------ writing (one at a time)
+
+    def sync(self) -> Snapshot:
+        """Sync the gallery with data/ (after photos were added or removed by hand)."""
+        with self._write:
+            return self._swap()
+
+    def add_subject(self, name: str) -> str:
+        """Create data/<name>/ (empty: the person is enrolled once a photo with a face is added)."""
+        name = clean_name(name)
+        with self._write:
+            folder = self.data_dir / name
+            if folder.exists():
+                raise SubjectExists(f"subject {name!r} already exists")
+            folder.mkdir()
+            self._swap()
+        return name
+
+    def rename_subject(self, name: str, new_name: str) -> str:
+        """Rename data/<name>/ to data/<new_name>/ (its photos are not touched) and sync."""
+        new_name = clean_name(new_name)
+        with self._write:
+            folder, target = self.folder(name), self.data_dir / new_name
+            if target.exists():
+                raise SubjectExists(f"subject {new_name!r} already exists")
+            folder.rename(target)
+            self._swap(removed=folder.name)
+        return new_name
+
+    def delete_subject(self, name: str) -> int:
+        """Delete a subject whose folder holds only photos the service added; returns how many were removed."""
+        with self._write:
+            folder = self.folder(name)
+            entries = sorted(folder.rglob("*"))
+            own = [p for p in entries if not is_api_photo(p)]
+            if own:
+                raise NotDeletable(f"subject {folder.name!r} holds {len(own)} file(s) not added through the service "
+                                   f"(e.g. {own[0].relative_to(folder).as_posix()!r}); facenet never deletes your "
+                                   f"own photos: remove them from {folder} by hand first")
+            for path in entries:
+                path.unlink()
+            folder.rmdir()
+            self._swap(removed=folder.name)
+        return len(entries)
+
+    def add_photo(self, name: str, data: bytes, source: str = "upload") -> tuple[str, bool]:
+        """Save an uploaded photo with a face as data/<name>/api-<hash><ext> (atomically) and sync.
+
+        Returns (image_id, created: False when the same bytes were already there). ImageError for a photo that
+        cannot be read, NoFaceError when no face is found: then nothing is written.
+        """
+        folder = self.folder(name)
+        rgb, _ = decode_image(data, source)
+        if self.pipeline.subject(rgb, "largest").face is None:
+            raise NoFaceError(f"{source}: no face found")
+        extension = image_format(data) or ".jpg"
+        image_id = f"api-{hashlib.sha256(data).hexdigest()[:20]}{extension}"
+        with self._write:
+            folder = self.folder(name)
+            target = folder / image_id
+            created = not target.exists()
+            if created:
+                atomic_write(target, lambda tmp: tmp.write_bytes(data))
+                self._swap()
+        return image_id, created
+
+    def delete_photo(self, name: str, image_id: str) -> None:
+        """Delete a photo the service added (NotDeletable for any other) and sync."""
+        with self._write:
+            path = self.photo(name, image_id)
+            if not is_api_photo(path):
+                raise NotDeletable(f"{path} was not added through the service: facenet never deletes your own "
+                                   "photos (remove it by hand)")
+            path.unlink()
+            self._swap()
+
+    # ------------------------------------------------------------------ sync
+
+    def _swap(self, removed: str | None = None) -> Snapshot:
+        self.snapshot = self._sync(removed)
+        return self.snapshot
+
+    def _sync(self, removed: str | None = None) -> Snapshot:
+        """Sync the backend with data/ (`removed`: a subject that left, to drop from a shared gallery)."""
+        from facenet.database import sync_database, sync_postgres
+
+        if self.database_url:
+            database, report = sync_postgres(self.data_dir, self.database_url, self.pipeline)
+            if removed is not None:
+                database = self._forget(removed)
+            text = (f"Gallery: {len(database)} people; this folder: {report['people']} people, {report['photos']} "
+                    f"photos ({report['embedded']} embedded, {report['reused']} reused, {len(report['skipped'])} "
+                    "skipped)")
+        else:
+            database, full = sync_database(self.data_dir, self.database_dir, self.pipeline)
+            report, text = full.to_dict(), full.to_text()
+        return Snapshot(database, report, text, self._subjects())
+
+    def _forget(self, name: str) -> FaceDatabase:
+        """Remove a subject that left data/ from the shared PostgreSQL gallery; the gallery afterwards."""
+        from facenet.database import load_postgres
+        from facenet.pg_gallery import PgGallery
+
+        with PgGallery(self.database_url) as gallery:
+            gallery.remove_person(name)
+        return load_postgres(self.database_url, self.pipeline)
+
+    def _subjects(self) -> dict[str, tuple[str, ...]]:
+        people, _ = list_people(self.data_dir, skip=self.database_dir)
+        return {name: tuple(p.relative_to(self.data_dir / name).as_posix() for p in photos)
+                for name, photos in people}
