@@ -53,7 +53,7 @@ def _store(data_dir, database_dir, database_url, weights_dir, model, detector, t
     from facenet.service.store import GalleryStore
 
     try:
-        pipeline = common.load_pipeline(detector, model, weights_dir, pretrained)
+        pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
         return GalleryStore(data_dir, pipeline, database_dir, database_url, threshold)
     except (OSError, ValueError, RuntimeError, GalleryError) as problem:
         log.error("cannot load the model or the gallery: %s", problem)
