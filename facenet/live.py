@@ -56,6 +56,9 @@ class LiveRecognizer:
             return self.tracker.recognize(frame.image, frame.index, t)
         return self.plain.recognize(frame.image, video=True), []
 
+    def idle(self, t: float) -> list[TrackEvent]:
+        return self.tracker.idle(t) if self.tracker is not None else []
+
     def finish(self) -> list[TrackEvent]:
         return self.tracker.finish() if self.tracker is not None else []
 
@@ -81,8 +84,10 @@ def run_cameras(
     cameras_set = CameraSet(streams).start()
     try:
         while not (stop is not None and stop.is_set()) and not _all_done(counts, max_frames):
-            for stream, frame in cameras_set.next_frames():
+            fresh = cameras_set.next_frames()
+            for stream, frame in fresh:
                 _analyse(stream, frame, recognizers[stream.camera.name], counts, max_frames, on_frame, on_events)
+            _expire_idle(recognizers, {stream.camera.name for stream, _ in fresh}, on_events)
     except KeyboardInterrupt:
         pass
     finally:
@@ -93,6 +98,15 @@ def run_cameras(
         if leaving and on_events is not None:
             on_events(leaving)
     return counts
+
+
+def _expire_idle(recognizers: dict[str, LiveRecognizer], fresh: set[str], on_events: EventHook | None) -> None:
+    """Cameras without a new frame (a dropped stream) still see their tracks leave."""
+    now = time.monotonic()
+    for name, recognizer in recognizers.items():
+        events = recognizer.idle(now) if name not in fresh else []
+        if events and on_events is not None:
+            on_events(events)
 
 
 def _all_done(counts: dict[str, CameraCount], max_frames: int | None) -> bool:

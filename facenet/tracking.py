@@ -175,6 +175,10 @@ class TrackingRecognizer:
         """The end of the stream: every track leaves (named first if it never was)."""
         return self._expire(float("inf"), frame)
 
+    def idle(self, t: float) -> list[TrackEvent]:
+        """No frame came (a dropped stream): tracks not seen for TRACK_LOST_S by stream time `t` leave."""
+        return self._expire(t, None)
+
     def _start(self, face: Face, t: float) -> Track:
         track = Track(self._next_id, face.box, t, t)
         self._next_id += 1

@@ -53,7 +53,8 @@ def write_frames(folder: Path, frames: list[np.ndarray]) -> Path:
     """RGB frames as folder/0000.jpg, 0001.jpg, … (what both stream servers loop over)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
-        cv2.imwrite(str(folder / f"{i:04d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return folder
 
 
