@@ -3,8 +3,10 @@
 Each frame is detected; faces are matched to the live tracks by box overlap (Hungarian assignment on
 1 - IoU, with a centre-distance gate for fast moves). A track's face is embedded only a few times (its first
 frame, then every TRACK_REEMBED_FRAMES frames while it has fewer than TRACK_SAMPLES embeddings, or when the face is
-clearly better than the worst one kept), and its name is the gallery's answer for the normalised mean of its
-best-quality embeddings (quality = detector score x face size): one blurred frame cannot flip the label.
+clearly better than the worst one kept, or again after a frame it was missed in), and its name is the gallery's
+answer for the normalised mean of its best-quality embeddings (quality = detector score x face size): one blurred
+frame cannot flip the label. An embedding far from its track's mean (beyond the 1:1 verify threshold) is another
+person: that track ends and a new one starts.
 
 A track emits events: `appeared` (seen in TRACK_CONFIRM_HITS frames), `named` (TRACK_NAME_SAMPLES embeddings, or a
 changed name), `left` (not seen for TRACK_LOST_S). Returns values; facenet/events.py and the CLI send them on.
@@ -20,7 +22,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from facenet import config
-from facenet.recognize import Recognition
+from facenet.recognize import Recognition, verify_threshold
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase
@@ -77,6 +79,9 @@ class Track:
     score: float | None = None
     confirmed: bool = False
     announced: str | None = None
+    last_frame: int = 0
+    gap: bool = False
+    """True when the track was missed in the frame before this one: its face is embedded again to check it."""
     born: float = field(default_factory=time.time)
     """Wall-clock time the track started (names its snapshot)."""
 
@@ -130,7 +135,7 @@ def _crop(image: np.ndarray, box: Box) -> np.ndarray:
 
 def _wants_embedding(track: Track, quality: float) -> bool:
     """Embed this frame's face of the track? First face; then every few frames while samples are few or it is better."""
-    if not track.samples:
+    if not track.samples or track.gap:
         return True
     if track.since_embed < config.TRACK_REEMBED_FRAMES:
         return False
@@ -150,6 +155,7 @@ class TrackingRecognizer:
         self._next_id = 1
         self.frames = 0
         self.embedded = 0
+        self._switch = verify_threshold(pipeline)
 
     def recognize(
         self, image: np.ndarray, frame: int | None, t: float
@@ -161,9 +167,9 @@ class TrackingRecognizer:
         events: list[TrackEvent] = []
         seen: list[Track] = []
         for j, face in enumerate(faces):
-            track = self._continue(self.tracks[pairs[j]], face, t) if j in pairs else self._start(face, t)
+            track = self._continue(self.tracks[pairs[j]], face, t, self.frames) if j in pairs else self._start(face, t)
             seen.append(track)
-        self._embed(image, faces, seen)
+        self._embed(image, faces, seen, t)
         for track in seen:
             events.extend(self._announce(track, frame))
         events.extend(self._expire(t, frame))
@@ -180,20 +186,26 @@ class TrackingRecognizer:
         return self._expire(t, None)
 
     def _start(self, face: Face, t: float) -> Track:
-        track = Track(self._next_id, face.box, t, t)
+        track = Track(self._next_id, face.box, t, t, last_frame=self.frames)
         self._next_id += 1
         self.tracks.append(track)
         return track
 
     @staticmethod
-    def _continue(track: Track, face: Face, t: float) -> Track:
+    def _continue(track: Track, face: Face, t: float, frame_number: int) -> Track:
         track.box, track.last_seen = face.box, t
+        track.gap, track.last_frame = frame_number - track.last_frame > 1, frame_number
         track.hits += 1
         track.since_embed += 1
         return track
 
-    def _embed(self, image: np.ndarray, faces: list[Face], tracks: list[Track]) -> None:
-        """Embed, in one batch, the faces whose tracks want it; then update those tracks' names."""
+    def _embed(self, image: np.ndarray, faces: list[Face], tracks: list[Track], t: float) -> None:
+        """Embed, in one batch, the faces whose tracks want it; then update those tracks' names.
+
+        A face whose embedding is farther from its track's mean than the 1:1 verify threshold is someone else
+        (two people crossing, or a new person where one just left): that track ends and the face starts a new one
+        (`tracks` is updated in place).
+        """
         if len(self.database) == 0:
             return
         chosen = [j for j, (face, track) in enumerate(zip(faces, tracks, strict=True))
@@ -203,7 +215,11 @@ class TrackingRecognizer:
         vectors = self.pipeline.embed(image, [faces[j] for j in chosen])
         self.embedded += len(chosen)
         for j, vector in zip(chosen, vectors, strict=True):
-            self._add_sample(tracks[j], faces[j], image, vector)
+            track = tracks[j]
+            if track.samples and float(np.linalg.norm(vector - _mean_vector(track))) > self._switch:
+                track.last_seen = -float("inf")  # leaves at this frame's expiry
+                tracks[j] = track = self._start(faces[j], t)
+            self._add_sample(track, faces[j], image, vector)
         updated = [tracks[j] for j in chosen]
         means = np.stack([_mean_vector(track) for track in updated])
         for track, match in zip(updated, self.database.identify(means, self.threshold), strict=True):
