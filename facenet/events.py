@@ -107,6 +107,7 @@ class MqttPublisher:
         self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
+        self.client.on_connect_fail = self._unreachable
         self.where = f"{parts.hostname}:{parts.port or MQTT_DEFAULT_PORT}"
         self.client.connect_async(parts.hostname, parts.port or MQTT_DEFAULT_PORT)
         self.client.loop_start()
@@ -121,6 +122,9 @@ class MqttPublisher:
     def _disconnected(self, client, userdata, flags, reason, properties=None) -> None:
         if reason.is_failure:
             self._problem(f"MQTT broker {self.where}: connection lost ({reason}); reconnecting, events are queued")
+
+    def _unreachable(self, client, userdata) -> None:
+        self._problem(f"MQTT broker {self.where} unreachable; retrying, events are queued")
 
     def _problem(self, text: str) -> None:
         if not self._lost and self._on_problem is not None:

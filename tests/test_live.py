@@ -151,6 +151,37 @@ def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_pa
                       ("appeared", 2, "Juanes"), ("named", 2, "Juanes"), ("left", 2, "Juanes")]
 
 
+def test_a_video_file_with_events_gets_tracks_events_and_snapshots(tmp_path, data_dir, pipeline, monkeypatch, capsys):
+    from facenet.cli import common
+    from facenet.cli.event_output import LiveOptions
+    from facenet.cli.recognize_command import recognize_command
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: pipeline)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    video = tmp_path / "in" / "door.mp4"
+    video.parent.mkdir()
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for i in range(12):
+        writer.write(cv2.cvtColor(frame_of("Juanes", 3, x=100 + 5 * i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    arguments = dict(web_cam=False, inputs=[str(video)], camera=0, output_dir=tmp_path / "out", data_dir=data_dir,
+                     database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog",
+                     threshold=None, as_json=True, enroll_only=False)
+    assert recognize_command(**arguments, live=LiveOptions(events=str(tmp_path / "ev.jsonl"))) == 0
+    faces = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(f["frame"], f["name"], f["track"]) for f in faces] == [(i, "Juanes", 1) for i in range(12)]
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["camera"], e["name"]) for e in events] == [
+        (kind, str(video), "Juanes") for kind in ("appeared", "named", "left")]
+    assert Path(events[-1]["snapshot"]).is_file() and events[-1]["frame"] == 11
+
+    assert recognize_command(**arguments) == 0  # without tracking flags: the same lines as before, no track key
+    assert all("track" not in json.loads(line) for line in capsys.readouterr().out.splitlines())
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the events' folder should be")
+    assert recognize_command(**arguments, live=LiveOptions(events=str(blocked / "ev.jsonl"))) == 1
+
+
 # --- live cameras through the command: RTSP + MJPEG, a drop and a restart, MQTT and a webhook ------------------------
 
 class Controller(threading.Thread):

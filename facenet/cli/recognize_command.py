@@ -217,6 +217,11 @@ def _run_inputs(
     items: list[Input], recognizer: Recognizer, summary: Summary, as_json: bool, output_dir: Path, data_dir: Path,
     tracker: VideoTracker | None = None, live: LiveOptions | None = None,
 ) -> int:
+    try:
+        sinks = EventSinks(live, output_dir, as_json) if tracker is not None and live is not None else None
+    except (OSError, ValueError) as problem:
+        log.error("cannot send events: %s", problem)
+        return 1
     names = OutputNames(output_dir, items, data_dir)
     window = None
     if any(item.kind == "video" for item in items):
@@ -224,7 +229,6 @@ def _run_inputs(
         if problem:
             log.info("%s: annotated videos are written to %s without a preview window", problem, output_dir)
     photos = [item for item in items if item.kind == "photo"]
-    sinks = EventSinks(live, output_dir, as_json) if tracker is not None and live is not None else None
     try:
         for item in progress(photos, desc="photos", unit="photo") if len(photos) > 1 else photos:
             _run_photo(item, recognizer, names, summary, as_json)
