@@ -137,6 +137,8 @@ class CameraStream:
         self.frames_read = 0
         self.drops = 0
         self.connected = False
+        self.wake: threading.Event | None = None
+        """Set whenever a frame arrives (CameraSet waits on one event for all its cameras)."""
         self._thread = threading.Thread(target=self._run, name=f"camera {camera.name}", daemon=True)
 
     def start(self) -> CameraStream:
@@ -153,18 +155,20 @@ class CameraStream:
         self._thread.join(timeout)
 
     def latest(self) -> Frame | None:
-        """The newest frame not taken yet, or None."""
+        """The newest frame not taken yet (RGB), or None."""
         with self._fresh:
             frame = self._frame
             if frame is None or frame.index == self._taken:
                 return None
             self._taken = frame.index
-            return frame
+        return Frame(frame.source, frame.index, cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))
 
     def _publish(self, frame: Frame) -> None:
         with self._fresh:
             self._frame = frame
             self._fresh.notify_all()
+        if self.wake is not None:
+            self.wake.set()
 
     def _drop(self, reason: str, delay: float) -> None:
         self.drops += 1
@@ -181,7 +185,7 @@ class CameraStream:
             self.connected = True
             index = self.frames_read
             self.frames_read += 1
-            self._publish(Frame(self.camera.name, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            self._publish(Frame(self.camera.name, index, bgr))  # BGR until taken: skipped frames cost no conversion
         return ""
 
     def _run(self) -> None:
@@ -215,6 +219,8 @@ class CameraSet:
     def __init__(self, streams: list[CameraStream]) -> None:
         self.streams = streams
         self._wake = threading.Event()
+        for stream in streams:
+            stream.wake = self._wake
 
     def start(self) -> CameraSet:
         for stream in self.streams:
@@ -222,13 +228,15 @@ class CameraSet:
         return self
 
     def next_frames(self, timeout: float = 0.2) -> list[tuple[CameraStream, Frame]]:
-        """Each camera's newest untaken frame; waits up to `timeout` s (polling) when none has one yet."""
+        """Each camera's newest untaken frame; waits up to `timeout` s for one when none has one yet."""
         deadline = time.monotonic() + timeout
         while True:
+            self._wake.clear()
             found = [(stream, frame) for stream in self.streams if (frame := stream.latest()) is not None]
-            if found or time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
                 return found
-            self._wake.wait(0.005)
+            self._wake.wait(remaining)
 
     def stop(self) -> None:
         for stream in self.streams:

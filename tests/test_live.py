@@ -151,6 +151,20 @@ def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_pa
                       ("appeared", 2, "Juanes"), ("named", 2, "Juanes"), ("left", 2, "Juanes")]
 
 
+def test_a_different_person_in_the_same_place_starts_a_new_track(tmp_path, data_dir, pipeline):
+    from facenet.database import sync_database
+    from facenet.tracking import TrackingRecognizer
+
+    database, _ = sync_database(data_dir, tmp_path / "db", pipeline)
+    tracker = TrackingRecognizer(pipeline, database, "desk")
+    # George leaves and Juanes steps into the same place 0.3 s later (< TRACK_LOST_S: George's track is still live)
+    empty = np.zeros((480, 640, 3), np.uint8)
+    frames = [frame_of("George_Clooney", 6)] * 6 + [empty] * 3 + [frame_of("Juanes", 3)] * 6
+    seen = [tracker.recognize(frame, i, i / 10)[0] for i, frame in enumerate(frames)]
+    assert [(r[0].track, r[0].name) for r in seen if r] == [(1, "George Clooney")] * 6 + [(2, "Juanes")] * 6
+    assert [(e.kind, e.track) for e in tracker.finish()] == [("named", 2), ("left", 2)]
+
+
 def test_a_video_file_with_events_gets_tracks_events_and_snapshots(tmp_path, data_dir, pipeline, monkeypatch, capsys):
     from facenet.cli import common
     from facenet.cli.event_output import LiveOptions
