@@ -87,6 +87,23 @@ def test_the_command_refuses_mixed_or_bad_camera_inputs(tmp_path, capsys):
                      "error: webcam:first: a webcam is webcam:N with N a webcam index (0 or more)"]
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--mqtt_url", "tcp://broker"], "--mqtt_url must look like mqtt://host:1883"),
+    (["--webhook", "ftp://x/hook"], "--webhook must be an http(s):// URL"),
+    (["--max_frames", "-1"], "--max_frames must be 0 (no limit) or more"),
+    (["--notrack", "--events", "ev.jsonl"], "cannot be used with --notrack"),
+])
+def test_bad_live_flags_exit_2_with_one_line(flags, message, capsys):
+    from facenet.cli import app
+
+    try:
+        code, _ = app.preflight(["facenet", "--input", "rtsp://h/1", *flags])
+    finally:
+        app.FLAGS.unparse_flags()
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+
+
 def test_a_camera_that_never_answers_is_one_line_and_keeps_retrying(monkeypatch):
     monkeypatch.setattr(config, "RECONNECT_FIRST_S", 0.1)
     drops, attempts = [], []
