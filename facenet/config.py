@@ -312,3 +312,47 @@ YUNET_FULL_FACE_SIDE = 480
 
 YUNET_COARSE_SIDE = 320
 """Shorter side of the coarse pass's copy: a face filling the photo is found there."""
+
+
+# --- live cameras, tracking and events (facenet/streams.py, tracking.py, events.py) ------------------------------
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+"""An --input starting with one of these is a live camera stream (RTSP, or MJPEG over HTTP), not a file."""
+
+WEBCAM_PREFIX = "webcam:"
+"""`webcam:N` in --input is local webcam number N, read as a live camera like a stream."""
+
+STREAM_OPEN_TIMEOUT_MS = 5000
+STREAM_READ_TIMEOUT_MS = 5000
+"""A stream that does not connect, or sends no frame, within this long is dropped and reconnected."""
+
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 30.0
+"""Back-off between reconnection attempts: doubles from the first delay up to the last, reset by a good frame."""
+
+TRACK_MIN_IOU = 0.2
+"""A face continues a track when its box overlaps the track's last box at least this much (intersection over union),
+or when its centre is within TRACK_MAX_CENTRE_SHIFT of the track's box width (fast moves at a low frame rate)."""
+
+TRACK_MAX_CENTRE_SHIFT = 0.5
+
+TRACK_LOST_S = 1.0
+"""A track not seen for this long has left (its `left` event is sent)."""
+
+TRACK_CONFIRM_HITS = 2
+"""Frames a face must be seen in before its track counts (`appeared`): one-frame false detections never do."""
+
+TRACK_SAMPLES = 5
+"""Embeddings kept per track (its best-quality faces): the track's name comes from their normalised mean."""
+
+TRACK_NAME_SAMPLES = 3
+"""Embeddings a track needs before its name is announced (`named`), unless it leaves first."""
+
+TRACK_REEMBED_FRAMES = 5
+"""A track's face is embedded again at most every this many frames: while it has fewer than TRACK_SAMPLES, or
+when the face is better (TRACK_BETTER times the quality) than the worst one kept."""
+
+TRACK_BETTER = 1.15
+
+SNAPSHOT_MARGIN = 0.25
+"""The best-face snapshot is the face box grown by this share of its size on every side."""

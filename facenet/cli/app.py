@@ -122,7 +122,23 @@ flags.DEFINE_string("roc_png", "lfw_roc.png", "Where the LFW benchmark saves its
 flags.DEFINE_list(
     "input", [str(_EXAMPLES)] if _EXAMPLES else None,
     "Photos, folders of photos and video files to recognise (default: examples/photos of the source checkout; "
-    "installed: none, pass --input).",
+    "installed: none, pass --input); or live cameras: [name=]rtsp://…, [name=]http(s)://… (MJPEG), "
+    "[name=]webcam:N, several at once (cam1, cam2, … when unnamed).",
+)
+flags.DEFINE_bool(
+    "track", None, "Follow faces across frames (one id and a steady name per person, a few embeddings per track). "
+    "Default: on for live cameras and with --events/--mqtt_url/--webhook, off for video files.",
+)
+flags.DEFINE_string(
+    "events", None, "Track events (appeared, named, left) as JSON lines to this file (appended), or - for stdout. "
+    "Default: one line per event on stdout (JSON with --json).",
+)
+flags.DEFINE_string(
+    "mqtt_url", None, "Publish track events and presence to this MQTT broker: mqtt://[user:pw@]host[:port]."
+)
+flags.DEFINE_string("webhook", None, "POST every track event as JSON to this http(s) URL.")
+flags.DEFINE_integer(
+    "max_frames", 0, "Live cameras: stop after this many analysed frames per camera (0: until Ctrl-C)."
 )
 flags.DEFINE_string("output_dir", "output", "Where annotated photos and videos are written.")
 flags.DEFINE_integer("camera", 0, "Webcam index.")
@@ -179,6 +195,19 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
         return f"--port must be in 0-65535, got {values.port}"
     if not values.max_upload_mb > 0:
         return f"--max_upload_mb must be more than 0, got {values.max_upload_mb}"
+    return _live_problem(values)
+
+
+def _live_problem(values: flags.FlagValues) -> str | None:
+    """The flags of live cameras and events: URL schemes, a frame limit of 0 or more, events need tracking."""
+    if values.max_frames < 0:
+        return f"--max_frames must be 0 (no limit) or more, got {values.max_frames}"
+    if values.mqtt_url and not values.mqtt_url.startswith(("mqtt://", "mqtts://")):
+        return f"--mqtt_url must look like mqtt://host:1883, got {values.mqtt_url!r}"
+    if values.webhook and not values.webhook.startswith(("http://", "https://")):
+        return f"--webhook must be an http(s):// URL, got {values.webhook!r}"
+    if values.track is False and (values.events or values.mqtt_url or values.webhook):
+        return "--events, --mqtt_url and --webhook report tracks: they cannot be used with --notrack"
     return None
 
 
@@ -326,6 +355,7 @@ def run(argv: list[str]) -> int:
             as_json=FLAGS.json, pretrained=FLAGS.pretrained, loss=FLAGS.loss if FLAGS["loss"].present else None,
             scale=FLAGS.scale, tune=FLAGS.tune,
         )
+    from facenet.cli.event_output import LiveOptions
     from facenet.cli.recognize_command import recognize_command
 
     return recognize_command(
@@ -334,6 +364,7 @@ def run(argv: list[str]) -> int:
         model=model, detector=FLAGS.detector, threshold=FLAGS.threshold, as_json=FLAGS.json,
         enroll_only=FLAGS.enroll, pretrained=FLAGS.pretrained, database_url=FLAGS.database_url,
         rebuild_gallery=FLAGS.rebuild_gallery,
+        live=LiveOptions(FLAGS.track, FLAGS.events, FLAGS.mqtt_url, FLAGS.webhook, FLAGS.max_frames),
     )
 
 

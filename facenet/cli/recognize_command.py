@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from facenet import config
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
+from facenet.cli.event_output import EventSinks, LiveOptions
+from facenet.cli.live_command import live_command
 from facenet.cli.recognize_output import (
     OutputNames,
     emit_results,
@@ -28,6 +30,8 @@ from facenet.images import ImageError
 from facenet.progress import progress
 from facenet.recognize import FrameHook, Recognizer, Summary, recognize_stream
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
+from facenet.streams import is_camera_spec, parse_cameras
+from facenet.tracking import VideoTracker
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase
@@ -148,14 +152,18 @@ def recognize_command(
     pretrained: bool = False,
     database_url: str | None = None,
     rebuild_gallery: bool = False,
+    live: LiveOptions | None = None,
 ) -> int:
-    """`python main.py -t False`: sync the database with data/, then name every face of the inputs or webcam.
+    """`python main.py -t False`: sync the database with data/, then name every face of the inputs, the webcam or
+    live cameras (`--input rtsp://…`, see facenet/cli/live_command.py).
 
     Exit codes: 0 done, 1 some input or the camera failed (each named on stderr), 2 bad arguments, 130 Ctrl-C.
     """
-    problem = common.threshold_problem(threshold)
+    live = live or LiveOptions()
+    problem = common.threshold_problem(threshold) or _cameras_problem(inputs, web_cam or enroll_only)
     if problem:
         return error(problem)
+    cameras = not (web_cam or enroll_only) and any(is_camera_spec(given) for given in inputs)
     output_dir, data_dir = Path(output_dir), Path(data_dir)
     if not enroll_only and output_dir.resolve().is_relative_to(data_dir.resolve()):
         return error(f"--output_dir {output_dir} is inside --data_dir {data_dir} (never written to)")
@@ -166,7 +174,7 @@ def recognize_command(
         camera_source = _open_camera(camera)
         if camera_source is None:
             return 1
-    elif not enroll_only:
+    elif not enroll_only and not cameras:
         found = _collect(inputs, output_dir, summary)
         if isinstance(found, int):
             return found
@@ -181,11 +189,14 @@ def recognize_command(
         pipeline, database = loaded
         if len(database) == 0:
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
+        if cameras:
+            return live_command(inputs, pipeline, database, threshold, as_json, output_dir, live)
         recognizer = Recognizer(pipeline, database, threshold)
         _remove_partial_videos(output_dir)
         if camera_source is not None:
             return _run_webcam(camera_source, recognizer, summary, as_json, output_dir)
-        return _run_inputs(items, recognizer, summary, as_json, output_dir, data_dir)
+        tracker = VideoTracker(pipeline, database, threshold) if live.tracking(live=False) else None
+        return _run_inputs(items, recognizer, summary, as_json, output_dir, data_dir, tracker, live)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -202,9 +213,28 @@ def _remove_partial_videos(output_dir: Path) -> None:
         log.info("%s: removed a partial video left by an interrupted run", path)
 
 
+def _cameras_problem(inputs: list[str], ignored: bool) -> str | None:
+    """Why the live cameras in --input cannot run (a bad spec, or mixed with files); None when fine or none."""
+    if ignored or not any(is_camera_spec(given) for given in inputs):
+        return None
+    if not all(is_camera_spec(given) for given in inputs):
+        return "--input mixes live cameras and files: run them in separate commands"
+    try:
+        parse_cameras(inputs)
+    except ValueError as problem:
+        return str(problem)
+    return None
+
+
 def _run_inputs(
-    items: list[Input], recognizer: Recognizer, summary: Summary, as_json: bool, output_dir: Path, data_dir: Path
+    items: list[Input], recognizer: Recognizer, summary: Summary, as_json: bool, output_dir: Path, data_dir: Path,
+    tracker: VideoTracker | None = None, live: LiveOptions | None = None,
 ) -> int:
+    try:
+        sinks = EventSinks(live, output_dir, as_json) if tracker is not None and live is not None else None
+    except (OSError, ValueError) as problem:
+        log.error("cannot send events: %s", problem)
+        return 1
     names = OutputNames(output_dir, items, data_dir)
     window = None
     if any(item.kind == "video" for item in items):
@@ -218,12 +248,14 @@ def _run_inputs(
         for item in (item for item in items if item.kind == "video"):
             if summary.interrupted:
                 break
-            _run_video(item, recognizer, names, summary, as_json, window)
+            _run_video(item, tracker or recognizer, names, summary, as_json, window, sinks)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         if window is not None:
             window.close()
+        if sinks is not None:
+            sinks.close()
     print_summary(summary, output_dir)
     if summary.interrupted:
         return 130
@@ -250,18 +282,36 @@ def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary:
             summary.errors += 1
 
 
-def _json_frames(source: str, as_json: bool) -> FrameHook | None:
-    """The per-frame hook of recognize_stream: JSON lines with --json, else nothing."""
-    return (lambda index, results: emit_results(results, source, index)) if as_json else None
+def _json_frames(source: str, as_json: bool, tracker: VideoTracker | None = None,
+                 sinks: EventSinks | None = None) -> FrameHook | None:
+    """The per-frame hook of recognize_stream: JSON lines with --json; a tracker's events to the sinks."""
+    def hook(index: int, results: list) -> None:
+        if as_json:
+            emit_results(results, source, index)
+        if tracker is not None and sinks is not None:
+            sinks.send(tracker.drain())
+
+    return hook if as_json or sinks is not None else None
 
 
 def _run_video(
-    item: Input, recognizer: Recognizer, names: OutputNames, summary: Summary, as_json: bool, window: Window | None
+    item: Input, recognizer: Recognizer | VideoTracker, names: OutputNames, summary: Summary, as_json: bool,
+    window: Window | None, sinks: EventSinks | None = None,
 ) -> None:
+    tracker = recognizer if isinstance(recognizer, VideoTracker) else None
     try:
         with VideoSource.open_file(item.path, item.source) as video:
             out = names.path_for(item, ".mp4")
-            recognize_stream(video, recognizer, summary, out, window, on_frame=_json_frames(video.source, as_json))
+            if tracker is not None:
+                tracker.start(video.source, video.fps)
+            try:
+                recognize_stream(video, recognizer, summary, out, window,
+                                 on_frame=_json_frames(video.source, as_json, tracker, sinks))
+            finally:
+                if tracker is not None:
+                    tracker.finish()
+                    if sinks is not None:
+                        sinks.send(tracker.drain())
     except SourceError as problem:
         log.warning("%s", problem)
         summary.errors += 1

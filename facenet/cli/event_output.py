@@ -1,0 +1,99 @@
+"""Where track events go: a JSON-lines file or stdout (--events), MQTT (--mqtt_url), a webhook (--webhook); without
+--events, one human line per event on stdout (a JSON line with --json). Every named/left event first saves the
+track's best face as a JPEG under <output>/snapshots/. A sink that fails is reported once per outage and
+recognition goes on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from facenet.cli.console import emit_json
+from facenet.events import MqttPublisher, WebhookPoster, event_record, save_snapshot
+from facenet.tracking import TrackEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """The flags of live cameras, tracking and events (facenet/cli/app.py)."""
+
+    track: bool | None = None
+    events: str | None = None
+    mqtt_url: str | None = None
+    webhook: str | None = None
+    max_frames: int = 0
+
+    def tracking(self, live: bool) -> bool:
+        """--track as given; by default on for live cameras and whenever events are asked for, off for files."""
+        if self.track is not None:
+            return self.track
+        return live or bool(self.events or self.mqtt_url or self.webhook)
+
+
+def event_text(record: dict) -> str:
+    """One event in words: `door #3 named Ada Lovelace (0.31, score 84) snapshot output/snapshots/…`."""
+    text = f"{record['camera']} #{record['track']} {record['event']}"
+    if record["event"] != "appeared" and record["name"]:
+        text += f" {record['name']}"
+        if record["distance"] is not None and record["score"] is not None:
+            text += f" ({record['distance']:.2f}, score {record['score']:.0f})"
+    if record["snapshot"]:
+        text += f" snapshot {record['snapshot']}"
+    return text
+
+
+class EventSinks:
+    """Sends each track event to every configured place; `close` flushes them."""
+
+    def __init__(self, options: LiveOptions, output_dir: Path, as_json: bool) -> None:
+        self.output_dir = output_dir
+        self.sent = 0
+        self._file: IO[str] | None = None
+        self._stdout_json = options.events == "-" or (options.events is None and as_json)
+        if options.events and options.events != "-":
+            Path(options.events).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(options.events, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        self._human = options.events is None and not as_json
+        self.mqtt = MqttPublisher(options.mqtt_url, _problem) if options.mqtt_url else None
+        self.webhook = WebhookPoster(options.webhook, _problem) if options.webhook else None
+
+    def send(self, events: list[TrackEvent]) -> None:
+        for event in events:
+            self._send(event)
+
+    def _send(self, event: TrackEvent) -> None:
+        try:
+            snapshot = save_snapshot(self.output_dir, event)
+        except OSError as problem:
+            log.warning("%s: cannot save the snapshot of track %d (%s)", event.camera, event.track, problem)
+            snapshot = None
+        record = event_record(event, snapshot)
+        self.sent += 1
+        if self._stdout_json:
+            emit_json(record)
+        elif self._human:
+            print(event_text(record), file=sys.stdout, flush=True)
+        if self._file is not None:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if self.mqtt is not None:
+            self.mqtt.publish(record)
+        if self.webhook is not None:
+            self.webhook.publish(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self.mqtt is not None:
+            self.mqtt.close()
+        if self.webhook is not None:
+            self.webhook.close()
+
+
+def _problem(text: str) -> None:
+    log.warning("%s", text)

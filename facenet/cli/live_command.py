@@ -1,0 +1,57 @@
+"""`--input rtsp://…,http://…,webcam:N`: recognise live cameras until Ctrl-C (or --max_frames each).
+
+Per face: a JSON line with --json (`source` = the camera name, plus its `track`); per track event: a line (or JSON
+line) on stdout, MQTT, a webhook (facenet/cli/event_output.py). One line on stderr per stream drop; the camera is
+reconnected with back-off and the run goes on. The closing summary gives frames/s and drops per camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from facenet.cli.event_output import EventSinks, LiveOptions
+from facenet.cli.recognize_output import emit_results
+from facenet.live import CameraCount, run_cameras
+from facenet.streams import Drop
+
+if TYPE_CHECKING:
+    from facenet.database import FaceDatabase
+    from facenet.pipeline import FacePipeline
+
+log = logging.getLogger(__name__)
+
+
+def _drop_line(drop: Drop) -> None:
+    log.warning("%s", drop.text())
+
+
+def live_command(
+    specs: list[str], pipeline: FacePipeline, database: FaceDatabase, threshold: float | None, as_json: bool,
+    output_dir: Path, options: LiveOptions,
+) -> int:
+    """Run the cameras; exit 0 when stopped by Ctrl-C or --max_frames, 1 when an event sink cannot be set up."""
+    try:
+        sinks = EventSinks(options, output_dir, as_json)
+    except (OSError, ValueError) as problem:
+        log.error("cannot send events: %s", problem)
+        return 1
+    on_frame = (lambda frame, results: emit_results(results, frame.source, frame.index)) if as_json else None
+    try:
+        counts = run_cameras(specs, pipeline, database, threshold, options.tracking(live=True), on_frame=on_frame,
+                             on_events=sinks.send, on_drop=_drop_line, max_frames=options.max_frames or None)
+    finally:
+        sinks.close()
+    print(summary_text(counts), file=sys.stderr, flush=True)
+    return 0
+
+
+def summary_text(counts: dict[str, CameraCount]) -> str:
+    """One line per camera: frames analysed, frames/s, drops."""
+    if not counts:
+        return "Done: no camera ran"
+    return "Done:\n" + "\n".join(f"  {name}: {count.frames} frames, {count.fps:.1f} frames/s, {count.drops} drops"
+                                 for name, count in counts.items())
+

@@ -1,0 +1,210 @@
+"""Track events out of the process: their JSON record, the best-face snapshot, MQTT and a webhook.
+
+An event is one JSON object (EVENT_KEYS): `{"event": "named", "camera": "door", "time": "2026-12-05T06:01:02.345Z",
+"track": 3, "frame": 120, "name": "Ada Lovelace", "distance": 0.31, "score": 84.2, "snapshot": "output/snapshots/…"}`.
+
+MQTT (Home Assistant friendly; `<camera>` and `<person>` are slugs: lowercase ASCII, `_` for anything else):
+- `<prefix>/<camera>/event`: every event (QoS 1, not retained);
+- `<prefix>/<camera>/<person>/state`: `ON` while a track of that person is on that camera, else `OFF` (retained;
+  `unknown` is the person slug of Unknown faces);
+- `<prefix>/status`: `online`, or `offline` (retained; the broker's last will when the process dies);
+- `homeassistant/binary_sensor/<prefix>_<camera>_<person>/config`: MQTT discovery of that state as an occupancy
+  binary sensor (retained, sent the first time the person is seen on that camera).
+
+Network sinks never block or stop recognition: MQTT reconnects by itself (messages are queued meanwhile) and the
+webhook posts from a background thread; problems go to `on_problem` (one line per outage).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import unicodedata
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from PIL import Image
+
+from facenet.files import atomic_write
+from facenet.tracking import TrackEvent
+
+EVENT_KEYS = ("event", "camera", "time", "track", "frame", "name", "distance", "score", "snapshot")
+MQTT_PREFIX = "facenet"
+MQTT_DEFAULT_PORT = 1883
+WEBHOOK_TIMEOUT_S = 5.0
+SNAPSHOT_FOLDER = "snapshots"
+
+Problem = Callable[[str], None]
+
+
+def iso_time(epoch: float) -> str:
+    """UTC time as ISO 8601 with milliseconds and a Z."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def slug(text: str) -> str:
+    """A topic/entity-safe name: `José María` -> `jose_maria`."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_") or "x"
+
+
+def _rounded(value: float | None, places: int) -> float | None:
+    return None if value is None or value != value or abs(value) == float("inf") else round(value, places)
+
+
+def event_record(event: TrackEvent, snapshot: Path | None) -> dict:
+    """The event's JSON object (keys EVENT_KEYS)."""
+    return {
+        "event": event.kind, "camera": event.camera, "time": iso_time(event.time), "track": event.track,
+        "frame": event.frame, "name": event.name, "distance": _rounded(event.distance, 4),
+        "score": _rounded(event.score, 1), "snapshot": str(snapshot) if snapshot is not None else None,
+    }
+
+
+def snapshot_path(output_dir: Path, event: TrackEvent) -> Path:
+    """`<output>/snapshots/<camera>-<track start, UTC>-<track id>.jpg`: one file per track, never reused."""
+    started = datetime.fromtimestamp(event.first_seen, UTC).strftime("%Y%m%d-%H%M%S")
+    return output_dir / SNAPSHOT_FOLDER / f"{slug(event.camera)}-{started}-{event.track}.jpg"
+
+
+def save_snapshot(output_dir: Path, event: TrackEvent) -> Path | None:
+    """Write the track's best face so far as a JPEG (atomically; `named` and `left` rewrite it); None without one.
+
+    Raises OSError when it cannot be written.
+    """
+    if event.crop is None or event.crop.size == 0 or event.kind == "appeared":
+        return None
+    path = snapshot_path(output_dir, event)
+    atomic_write(path, lambda tmp: Image.fromarray(event.crop).save(tmp, format="JPEG", quality=92))
+    return path
+
+
+class MqttPublisher:
+    """Publishes events and per-person presence to an MQTT broker (topic layout: the module doc)."""
+
+    def __init__(self, url: str, on_problem: Problem | None = None, prefix: str = MQTT_PREFIX) -> None:
+        import paho.mqtt.client as mqtt
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"{url}: an MQTT URL is mqtt://[user:password@]host[:port]")
+        self.prefix, self._on_problem, self._lost = prefix, on_problem, False
+        self._names: dict[tuple[str, int], str] = {}
+        self._present: Counter = Counter()
+        self._discovered: set[tuple[str, str]] = set()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{id(self):x}")
+        if parts.username:
+            self.client.username_pw_set(parts.username, parts.password)
+        if parts.scheme == "mqtts":
+            self.client.tls_set()
+        self.client.will_set(f"{prefix}/status", "offline", qos=1, retain=True)
+        self.client.reconnect_delay_set(1, 30)
+        self.client.on_connect = self._connected
+        self.client.on_disconnect = self._disconnected
+        self.client.on_connect_fail = self._unreachable
+        self.where = f"{parts.hostname}:{parts.port or MQTT_DEFAULT_PORT}"
+        self.client.connect_async(parts.hostname, parts.port or MQTT_DEFAULT_PORT)
+        self.client.loop_start()
+
+    def _connected(self, client, userdata, flags, reason, properties=None) -> None:
+        if reason.is_failure:
+            self._problem(f"MQTT broker {self.where} refused the connection ({reason})")
+            return
+        self._lost = False
+        client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
+
+    def _disconnected(self, client, userdata, flags, reason, properties=None) -> None:
+        if reason.is_failure:
+            self._problem(f"MQTT broker {self.where}: connection lost ({reason}); reconnecting, events are queued")
+
+    def _unreachable(self, client, userdata) -> None:
+        self._problem(f"MQTT broker {self.where} unreachable; retrying, events are queued")
+
+    def _problem(self, text: str) -> None:
+        if not self._lost and self._on_problem is not None:
+            self._on_problem(text)
+        self._lost = True
+
+    def publish(self, record: dict) -> None:
+        """Send one event record, and the presence states it changes."""
+        camera = slug(record["camera"])
+        self.client.publish(f"{self.prefix}/{camera}/event", json.dumps(record), qos=1)
+        key = (camera, record["track"])
+        if record["event"] in ("named", "left") and key in self._names:
+            self._set_presence(camera, self._names.pop(key), -1)
+        if record["event"] == "named" and record["name"]:
+            self._names[key] = record["name"]
+            self._set_presence(camera, record["name"], +1)
+
+    def _set_presence(self, camera: str, name: str, change: int) -> None:
+        person = slug(name)
+        before = self._present[camera, person]
+        self._present[camera, person] = after = max(0, before + change)
+        if (camera, person) not in self._discovered:
+            self._discovered.add((camera, person))
+            self._discover(camera, person, name)
+        if (before > 0) != (after > 0):
+            self.client.publish(self.state_topic(camera, person), "ON" if after else "OFF", qos=1, retain=True)
+
+    def state_topic(self, camera: str, person: str) -> str:
+        return f"{self.prefix}/{camera}/{person}/state"
+
+    def _discover(self, camera: str, person: str, name: str) -> None:
+        unique = f"{self.prefix}_{camera}_{person}"
+        config = {"name": f"{name} at {camera}", "unique_id": unique, "device_class": "occupancy",
+                  "state_topic": self.state_topic(camera, person), "availability_topic": f"{self.prefix}/status",
+                  "device": {"identifiers": [f"{self.prefix}_{camera}"], "name": f"facenet {camera}"}}
+        self.client.publish(f"homeassistant/binary_sensor/{unique}/config", json.dumps(config), qos=1, retain=True)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Mark the service offline, flush what is queued (up to `timeout` s when connected) and disconnect."""
+        info = self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True)
+        if self.client.is_connected():
+            info.wait_for_publish(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class WebhookPoster:
+    """POSTs each event record as JSON to a URL from a background thread (recognition never waits for it)."""
+
+    def __init__(self, url: str, on_problem: Problem | None = None) -> None:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ValueError(f"{url}: a webhook is an http(s):// URL")
+        self.url, self._on_problem, self._failing = url, on_problem, False
+        self._queue: queue.Queue[dict | None] = queue.Queue()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
+        self._thread.start()
+
+    def publish(self, record: dict) -> None:
+        self._queue.put(record)
+
+    def _post(self, record: dict) -> None:
+        request = urllib.request.Request(self.url, data=json.dumps(record).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+            response.read()
+
+    def _run(self) -> None:
+        while (record := self._queue.get()) is not None:
+            try:
+                self._post(record)
+            except (OSError, ValueError) as problem:
+                if not self._failing and self._on_problem is not None:
+                    self._on_problem(f"webhook {self.url}: {problem} (events are dropped until it answers)")
+                self._failing = True
+            else:
+                self._failing = False
+                self.sent += 1
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued (up to `timeout` s), then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)

@@ -1,0 +1,245 @@
+"""Live cameras: RTSP and MJPEG-over-HTTP streams and local webcams, each read on its own thread.
+
+A camera never ends the run: when its stream drops (server gone, no frame within STREAM_READ_TIMEOUT_MS, end of
+stream) it is reported once through `on_drop` and reopened with exponential back-off until it comes back. Only the
+newest frame is kept, so a slow recogniser skips frames instead of falling behind the live picture.
+Frames are RGB (converted from OpenCV's BGR here, at the boundary).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from facenet import config
+from facenet.sources import Frame
+
+# FFmpeg reads these once, when OpenCV first opens a stream: RTSP over TCP (no lost UDP packets, works through
+# NAT and firewalls) and no log lines of its own on a bad stream (we report one line per drop).
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+
+_NAME = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A live camera: its `name` (in events, MQTT topics, output names) and `url` (a stream URL or `webcam:N`)."""
+
+    name: str
+    url: str
+
+    @property
+    def webcam(self) -> int | None:
+        """The local webcam index of a `webcam:N` camera, else None."""
+        return int(self.url.removeprefix(config.WEBCAM_PREFIX)) if self.url.startswith(config.WEBCAM_PREFIX) else None
+
+    @property
+    def shown(self) -> str:
+        """The URL with any password masked, for messages."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _spec_url(spec: str) -> str:
+    match = _NAME.match(spec)
+    return match.group(2) if match else spec
+
+
+def is_camera_spec(spec: str) -> bool:
+    """True for a stream URL or `webcam:N` (optionally `name=` before it); False for a file or folder path."""
+    url = _spec_url(spec.strip())
+    return url.lower().startswith(config.STREAM_SCHEMES) or url.startswith(config.WEBCAM_PREFIX)
+
+
+def parse_cameras(specs: list[str]) -> list[Camera]:
+    """Cameras from --input items `[name=]rtsp://…`, `[name=]http(s)://…` or `[name=]webcam:N`.
+
+    Unnamed cameras are called cam1, cam2, … in the order given. Raises ValueError (one line) for a bad webcam
+    index, a URL without a host, or a name used twice.
+    """
+    cameras: list[Camera] = []
+    for position, spec in enumerate(specs, start=1):
+        spec = spec.strip()
+        match = _NAME.match(spec)
+        name, url = (match.group(1), match.group(2)) if match else (f"cam{position}", spec)
+        if url.startswith(config.WEBCAM_PREFIX):
+            index = url.removeprefix(config.WEBCAM_PREFIX)
+            if not index.isdigit():
+                raise ValueError(f"{spec}: a webcam is webcam:N with N a webcam index (0 or more)")
+        elif not urlsplit(url).hostname:
+            raise ValueError(f"{spec}: a stream URL needs a host (e.g. rtsp://192.168.1.20:554/stream1)")
+        if any(camera.name == name for camera in cameras):
+            raise ValueError(f"{spec}: the camera name {name!r} is used twice (name them: door=rtsp://…)")
+        cameras.append(Camera(name, url))
+    return cameras
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A camera's stream was lost (or could not be opened): why, how many drops so far, and the next retry."""
+
+    camera: Camera
+    reason: str
+    count: int
+    retry_in: float
+
+    def text(self) -> str:
+        return (f"{self.camera.name} ({self.camera.shown}): {self.reason}; reconnecting with back-off "
+                f"(first retry in {self.retry_in:g} s, drop {self.count})")
+
+
+def open_capture(camera: Camera) -> cv2.VideoCapture | None:
+    """An opened capture of the camera that has given a first frame, or None."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    if camera.webcam is not None:
+        capture = cv2.VideoCapture(camera.webcam)
+    else:
+        capture = cv2.VideoCapture(camera.url, cv2.CAP_FFMPEG, [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, config.STREAM_OPEN_TIMEOUT_MS,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, config.STREAM_READ_TIMEOUT_MS,
+        ])
+    if capture.isOpened():
+        return capture
+    capture.release()
+    return None
+
+
+class CameraStream:
+    """One camera read on a background thread: `latest()` is its newest RGB frame; drops reconnect with back-off.
+
+    `on_drop(Drop)` is called once per lost stream (from the reader thread), never for each retry.
+    """
+
+    def __init__(
+        self,
+        camera: Camera,
+        on_drop: Callable[[Drop], None] | None = None,
+        opener: Callable[[Camera], cv2.VideoCapture | None] = open_capture,
+    ) -> None:
+        self.camera = camera
+        self._on_drop = on_drop
+        self._open = opener
+        self._stop = threading.Event()
+        self._fresh = threading.Condition()
+        self._frame: Frame | None = None
+        self._taken = -1
+        self.frames_read = 0
+        self.drops = 0
+        self.connected = False
+        self.wake: threading.Event | None = None
+        """Set whenever a frame arrives (CameraSet waits on one event for all its cameras)."""
+        self._thread = threading.Thread(target=self._run, name=f"camera {camera.name}", daemon=True)
+
+    def start(self) -> CameraStream:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading (the thread ends after its current read, at most STREAM_READ_TIMEOUT_MS)."""
+        self._stop.set()
+        with self._fresh:
+            self._fresh.notify_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def latest(self) -> Frame | None:
+        """The newest frame not taken yet (RGB), or None."""
+        with self._fresh:
+            frame = self._frame
+            if frame is None or frame.index == self._taken:
+                return None
+            self._taken = frame.index
+        return Frame(frame.source, frame.index, cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))
+
+    def _publish(self, frame: Frame) -> None:
+        with self._fresh:
+            self._frame = frame
+            self._fresh.notify_all()
+        if self.wake is not None:
+            self.wake.set()
+
+    def _drop(self, reason: str, delay: float) -> None:
+        self.drops += 1
+        self.connected = False
+        if self._on_drop is not None:
+            self._on_drop(Drop(self.camera, reason, self.drops, delay))
+
+    def _read_until_lost(self, capture: cv2.VideoCapture) -> str:
+        """Read frames until the stream fails; returns why it stopped ("" when asked to stop)."""
+        while not self._stop.is_set():
+            ok, bgr = capture.read()
+            if not ok or bgr is None:
+                return "stream lost (no frame within the timeout, or the server closed it)"
+            self.connected = True
+            index = self.frames_read
+            self.frames_read += 1
+            self._publish(Frame(self.camera.name, index, bgr))  # BGR until taken: skipped frames cost no conversion
+        return ""
+
+    def _run(self) -> None:
+        delay, reported = config.RECONNECT_FIRST_S, False
+        while not self._stop.is_set():
+            capture = self._open(self.camera)
+            if capture is None:
+                if not reported:
+                    self._drop("cannot connect", delay)
+                    reported = True
+            else:
+                before = self.frames_read
+                try:
+                    reason = self._read_until_lost(capture)
+                finally:
+                    capture.release()
+                if not reason:
+                    return
+                if self.frames_read > before:
+                    delay, reported = config.RECONNECT_FIRST_S, False
+                if not reported:
+                    self._drop(reason, delay)
+                    reported = True
+            self._stop.wait(delay)
+            delay = min(delay * 2, config.RECONNECT_MAX_S)
+
+
+class CameraSet:
+    """Several cameras read at once; `next_frames` waits for the newest frame of any of them."""
+
+    def __init__(self, streams: list[CameraStream]) -> None:
+        self.streams = streams
+        self._wake = threading.Event()
+        for stream in streams:
+            stream.wake = self._wake
+
+    def start(self) -> CameraSet:
+        for stream in self.streams:
+            stream.start()
+        return self
+
+    def next_frames(self, timeout: float = 0.2) -> list[tuple[CameraStream, Frame]]:
+        """Each camera's newest untaken frame; waits up to `timeout` s for one when none has one yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._wake.clear()
+            found = [(stream, frame) for stream in self.streams if (frame := stream.latest()) is not None]
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            self._wake.wait(remaining)
+
+    def stop(self) -> None:
+        for stream in self.streams:
+            stream.stop()
+        for stream in self.streams:
+            stream.join(config.STREAM_READ_TIMEOUT_MS / 1000 + 1)

@@ -1,0 +1,335 @@
+"""Live cameras, tracking and events: real RTSP (GStreamer's server) and MJPEG-over-HTTP servers looping frames of
+known people, a real mosquitto broker and a real webhook receiver; the stream is killed mid-run and restarted.
+
+The Debian parts (requirements-system.txt) skip their tests with the reason only when they are not installed.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from live_servers import (
+    MjpegServer,
+    Mosquitto,
+    RtspServer,
+    WebhookReceiver,
+    free_port,
+    mosquitto_missing,
+    rtsp_missing,
+    write_frames,
+)
+
+from facenet import config
+from facenet.images import load_image
+from facenet.streams import Camera, CameraStream, is_camera_spec, parse_cameras
+from facenet.tracking import associate, iou
+
+ROOT = Path(__file__).resolve().parent.parent
+PEOPLE = Path(__file__).parent / "data" / "people"
+ENROLLED = {"George Clooney": ("George_Clooney", (1, 3, 4)), "Juanes": ("Juanes", (1, 2))}
+
+
+def photo(folder: str, number: int) -> Path:
+    return PEOPLE / folder / f"{folder}_{number:04d}.jpg"
+
+
+def frame_of(folder: str, number: int, x: int = 120, side: int = 400) -> np.ndarray:
+    """A real photo scaled to side x side at column x of a 640x480 black frame."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    top = (480 - side) // 2
+    frame[top: top + side, x: x + side] = cv2.resize(load_image(photo(folder, number)), (side, side))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("live") / "data"
+    for name, (folder, numbers) in ENROLLED.items():
+        (root / name).mkdir(parents=True)
+        for number in numbers:
+            shutil.copy2(photo(folder, number), root / name)
+    return root
+
+
+# --- camera specs ---------------------------------------------------------------------------------------------------
+
+def test_camera_specs_names_and_errors():
+    assert is_camera_spec("rtsp://10.0.0.2:554/s1") and is_camera_spec("door=HTTP://cam/video.mjpg")
+    assert is_camera_spec("webcam:0") and is_camera_spec("desk=webcam:2")
+    assert not is_camera_spec("photos/a=b.jpg") and not is_camera_spec("clip.mp4") and not is_camera_spec("web")
+    cameras = parse_cameras(["rtsp://u:secret@10.0.0.2/s1", "door=http://cam:8080/video", "webcam:1"])
+    assert [(c.name, c.webcam) for c in cameras] == [("cam1", None), ("door", None), ("cam3", 1)]
+    assert cameras[0].shown == "rtsp://u:***@10.0.0.2/s1" and "secret" not in cameras[0].shown
+    for bad, why in [(["webcam:x"], "webcam:N"), (["rtsp:///nohost"], "needs a host"),
+                     (["a=rtsp://h/1", "a=rtsp://h/2"], "used twice")]:
+        with pytest.raises(ValueError, match=why):
+            parse_cameras(bad)
+
+
+def test_the_command_refuses_mixed_or_bad_camera_inputs(tmp_path, capsys):
+    from facenet.cli.recognize_command import recognize_command
+
+    common = dict(web_cam=False, camera=0, output_dir=tmp_path / "out", data_dir=tmp_path / "data",
+                  database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog", threshold=None,
+                  as_json=False, enroll_only=False)
+    assert recognize_command(inputs=["rtsp://h/1", str(photo("Juanes", 1))], **common) == 2
+    assert recognize_command(inputs=["webcam:first"], **common) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["error: --input mixes live cameras and files: run them in separate commands",
+                     "error: webcam:first: a webcam is webcam:N with N a webcam index (0 or more)"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mqtt_url", "tcp://broker"], "--mqtt_url must look like mqtt://host:1883"),
+    (["--webhook", "ftp://x/hook"], "--webhook must be an http(s):// URL"),
+    (["--max_frames", "-1"], "--max_frames must be 0 (no limit) or more"),
+    (["--notrack", "--events", "ev.jsonl"], "cannot be used with --notrack"),
+])
+def test_bad_live_flags_exit_2_with_one_line(flags, message, capsys):
+    from facenet.cli import app
+
+    try:
+        code, _ = app.preflight(["facenet", "--input", "rtsp://h/1", *flags])
+    finally:
+        app.FLAGS.unparse_flags()
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_a_camera_that_never_answers_is_one_line_and_keeps_retrying(monkeypatch):
+    monkeypatch.setattr(config, "RECONNECT_FIRST_S", 0.1)
+    drops, attempts = [], []
+
+    def opener(camera):
+        attempts.append(time.monotonic())
+        from facenet.streams import open_capture
+
+        return open_capture(camera)
+
+    stream = CameraStream(Camera("porch", f"rtsp://127.0.0.1:{free_port()}/live"), drops.append, opener).start()
+    time.sleep(1.2)
+    stream.stop()
+    stream.join(10)
+    assert not stream._thread.is_alive()
+    assert len(attempts) >= 3, "it keeps reconnecting, with back-off"
+    assert len(drops) == 1 and drops[0].reason == "cannot connect" and stream.latest() is None
+    assert drops[0].text().startswith("porch (rtsp://127.0.0.1:")
+
+
+# --- tracking -------------------------------------------------------------------------------------------------------
+
+def test_association_follows_moving_boxes_and_starts_new_ones():
+    tracks = [(100, 100, 200, 200), (400, 100, 480, 180)]
+    faces = [(410, 105, 490, 185), (130, 100, 230, 200), (10, 300, 60, 350)]
+    assert sorted(associate(tracks, faces)) == [(0, 1), (1, 0)]
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert associate(tracks, []) == [] and associate([], faces) == []
+
+
+def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_path, data_dir, pipeline):
+    from facenet.database import sync_database
+    from facenet.recognize import Summary, recognize_stream
+    from facenet.sources import VideoSource
+    from facenet.tracking import VideoTracker
+
+    database, _ = sync_database(data_dir, tmp_path / "db", pipeline)
+    # George walks right for 24 frames (changing photo every 8), nobody for 12 frames (1.2 s > TRACK_LOST_S),
+    # then Juanes for 16 frames.
+    frames = [frame_of("George_Clooney", 5 + i // 8, x=60 + 6 * i, side=360) for i in range(24)]
+    frames += [np.zeros((480, 640, 3), np.uint8)] * 12 + [frame_of("Juanes", 3, x=100 + 4 * i) for i in range(16)]
+    video = tmp_path / "walk.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+    tracker, seen = VideoTracker(pipeline, database), []
+    with VideoSource.open_file(video) as source:
+        tracker.start("walk", source.fps)
+        recognize_stream(source, tracker, Summary(), on_frame=lambda i, results: seen.append((i, results)))
+    tracker.finish()
+    events = [(e.kind, e.track, e.name) for e in tracker.drain()]
+
+    per_track = {}
+    for _, results in seen:
+        for r in results:
+            per_track.setdefault(r.track, set()).add(r.name)
+    assert per_track == {1: {"George Clooney"}, 2: {"Juanes"}}, "one id and one steady name per person"
+    assert tracker.tracker.embedded <= 2 * config.TRACK_SAMPLES + 2 < sum(len(r) for _, r in seen) // 3
+    assert events == [("appeared", 1, "George Clooney"), ("named", 1, "George Clooney"), ("left", 1, "George Clooney"),
+                      ("appeared", 2, "Juanes"), ("named", 2, "Juanes"), ("left", 2, "Juanes")]
+
+
+def test_a_different_person_in_the_same_place_starts_a_new_track(tmp_path, data_dir, pipeline):
+    from facenet.database import sync_database
+    from facenet.tracking import TrackingRecognizer
+
+    database, _ = sync_database(data_dir, tmp_path / "db", pipeline)
+    tracker = TrackingRecognizer(pipeline, database, "desk")
+    # George leaves and Juanes steps into the same place 0.3 s later (< TRACK_LOST_S: George's track is still live)
+    empty = np.zeros((480, 640, 3), np.uint8)
+    frames = [frame_of("George_Clooney", 6)] * 6 + [empty] * 3 + [frame_of("Juanes", 3)] * 6
+    seen = [tracker.recognize(frame, i, i / 10)[0] for i, frame in enumerate(frames)]
+    assert [(r[0].track, r[0].name) for r in seen if r] == [(1, "George Clooney")] * 6 + [(2, "Juanes")] * 6
+    assert [(e.kind, e.track) for e in tracker.finish()] == [("named", 2), ("left", 2)]
+
+
+def test_a_video_file_with_events_gets_tracks_events_and_snapshots(tmp_path, data_dir, pipeline, monkeypatch, capsys):
+    from facenet.cli import common
+    from facenet.cli.event_output import LiveOptions
+    from facenet.cli.recognize_command import recognize_command
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: pipeline)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    video = tmp_path / "in" / "door.mp4"
+    video.parent.mkdir()
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for i in range(12):
+        writer.write(cv2.cvtColor(frame_of("Juanes", 3, x=100 + 5 * i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    arguments = dict(web_cam=False, inputs=[str(video)], camera=0, output_dir=tmp_path / "out", data_dir=data_dir,
+                     database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog",
+                     threshold=None, as_json=True, enroll_only=False)
+    assert recognize_command(**arguments, live=LiveOptions(events=str(tmp_path / "ev.jsonl"))) == 0
+    faces = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(f["frame"], f["name"], f["track"]) for f in faces] == [(i, "Juanes", 1) for i in range(12)]
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["camera"], e["name"]) for e in events] == [
+        (kind, str(video), "Juanes") for kind in ("appeared", "named", "left")]
+    assert Path(events[-1]["snapshot"]).is_file() and events[-1]["frame"] == 11
+
+    assert recognize_command(**arguments) == 0  # without tracking flags: the same lines as before, no track key
+    assert all("track" not in json.loads(line) for line in capsys.readouterr().out.splitlines())
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the events' folder should be")
+    assert recognize_command(**arguments, live=LiveOptions(events=str(blocked / "ev.jsonl"))) == 1
+
+
+# --- live cameras through the command: RTSP + MJPEG, a drop and a restart, MQTT and a webhook ------------------------
+
+class Controller(threading.Thread):
+    """Plays the outage while the command runs in the main thread: waits for George to be named on the RTSP camera,
+    kills its server, restarts it after the drop line and a few failed retries, waits for George again, then
+    presses Ctrl-C (KeyboardInterrupt in the main thread, as a terminal would)."""
+
+    def __init__(self, rtsp: RtspServer, events: Path, caplog) -> None:
+        super().__init__(daemon=True)
+        self.rtsp, self.events, self.caplog = rtsp, events, caplog
+        self.failure: BaseException | None = None
+        self.renamed: dict | None = None
+
+    def _wait(self, test, what: str, timeout: float = 60) -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = test()
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def _event(self, kind: str, camera: str, later_than: int = 0) -> dict | None:
+        lines = self.events.read_text().splitlines() if self.events.exists() else []
+        return next((e for e in map(json.loads, lines) if e["event"] == kind and e["camera"] == camera
+                     and e["track"] > later_than), None)
+
+    def run(self) -> None:
+        try:
+            self._wait(lambda: self._event("named", "door"), "a track named on the RTSP camera", 120)
+            self._wait(lambda: self._event("named", "gate"), "a track named on the MJPEG camera")
+            self.rtsp.stop()  # the RTSP server dies mid-stream
+            self._wait(lambda: any("reconnecting" in r.getMessage() for r in self.caplog.records), "the drop line")
+            self._wait(lambda: self._event("left", "door"), "the track leaving the dead camera")
+            time.sleep(1.6)  # failed reconnection attempts while the server is down (back-off 0.5 s, 1 s)
+            self.rtsp.start()
+            self.renamed = self._wait(lambda: self._event("named", "door", later_than=1), "a new track named", 60)
+        except BaseException as failure:  # noqa: BLE001 - handed to the test
+            self.failure = failure
+        finally:
+            _thread.interrupt_main()
+
+
+@pytest.mark.skipif(rtsp_missing() is not None, reason=str(rtsp_missing()))
+@pytest.mark.skipif(mosquitto_missing() is not None, reason=str(mosquitto_missing()))
+def test_live_cameras_survive_a_dropped_stream_and_publish_events(tmp_path, data_dir, pipeline, monkeypatch,
+                                                                    caplog, capsys):
+    import paho.mqtt.client as mqtt
+
+    from facenet.cli import common
+    from facenet.cli.event_output import LiveOptions
+    from facenet.cli.recognize_command import recognize_command
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: pipeline)  # the model loads once per session
+    caplog.set_level("INFO")
+    door_frames = write_frames(tmp_path / "door", [frame_of("George_Clooney", 6)] * 10)
+    gate_frames = write_frames(tmp_path / "gate", [frame_of("Juanes", 3)] * 10)
+    rtsp = RtspServer(door_frames, free_port()).start()
+    mjpeg, hook, broker = MjpegServer(gate_frames), WebhookReceiver(), Mosquitto(tmp_path)
+    messages: list[tuple[str, str]] = []
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    subscriber.on_message = lambda _c, _u, m: messages.append((m.topic, m.payload.decode()))
+    subscriber.on_connect = lambda c, *_: c.subscribe([("facenet/#", 1), ("homeassistant/#", 1)])
+    subscriber.connect("127.0.0.1", broker.port)
+    subscriber.loop_start()
+    events_file = tmp_path / "events.jsonl"
+    controller = Controller(rtsp, events_file, caplog)
+    controller.start()
+    try:
+        code = recognize_command(
+            web_cam=False, inputs=[f"door={rtsp.url}", f"gate={mjpeg.url}"], camera=0,
+            output_dir=tmp_path / "out", data_dir=data_dir, database_dir=tmp_path / "db", weights_dir="unused",
+            model="dlib", detector="hog", threshold=None, as_json=True, enroll_only=False,
+            live=LiveOptions(events=str(events_file), mqtt_url=broker.url, webhook=hook.url))
+        controller.join(10)
+    finally:
+        rtsp.stop()
+        mjpeg.stop()
+    time.sleep(0.5)
+    subscriber.loop_stop()
+    broker.stop()
+    hook.stop()
+    if controller.failure is not None:
+        raise controller.failure
+    assert code == 0
+
+    drops = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert len(drops) == 1, f"one line per drop, none per retry: {drops}"
+    assert drops[0].startswith("door (rtsp://127.0.0.1:") and "stream lost" in drops[0]
+    captured = capsys.readouterr()
+    faces = [json.loads(line) for line in captured.out.splitlines()]
+    assert {f["source"] for f in faces} == {"door", "gate"} and all(isinstance(f["track"], int) for f in faces)
+    assert {f["name"] for f in faces if f["source"] == "gate"} == {"Juanes"}
+    assert {f["name"] for f in faces if f["source"] == "door"} == {"George Clooney"}
+    door_frames_seen = [f["frame"] for f in faces if f["source"] == "door"]
+    assert door_frames_seen == sorted(door_frames_seen), "frames keep counting across the reconnection"
+    assert any(line.strip().startswith("door: ") and line.endswith(" 1 drops") for line in captured.err.splitlines())
+    assert any(line.strip().startswith("gate: ") and line.endswith(" 0 drops") for line in captured.err.splitlines())
+
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert all(list(e) == ["event", "camera", "time", "track", "frame", "name", "distance", "score", "snapshot"]
+               for e in events)
+    second = controller.renamed["track"]
+    door = [(e["event"], e["track"], e["name"]) for e in events if e["camera"] == "door"]
+    assert door == [(kind, track, "George Clooney") for track in (1, second) for kind in ("appeared", "named", "left")]
+    assert [(e["event"], e["name"]) for e in events if e["camera"] == "gate"] == [
+        ("appeared", "Juanes"), ("named", "Juanes"), ("left", "Juanes")]
+    snapshot = Path(controller.renamed["snapshot"])
+    assert snapshot.parent == tmp_path / "out" / "snapshots" and snapshot.name.startswith("door-")
+    assert cv2.imread(str(snapshot)).shape[0] > 100, "the best face, as a JPEG"
+
+    assert sorted(map(json.dumps, hook.received)) == sorted(map(json.dumps, events)), "every event POSTed"
+    assert [json.loads(p) for t, p in messages if t == "facenet/door/event"] == [e for e in events
+                                                                               if e["camera"] == "door"]
+    assert [p for t, p in messages if t == "facenet/door/george_clooney/state"] == ["ON", "OFF", "ON", "OFF"]
+    assert [p for t, p in messages if t == "facenet/gate/juanes/state"] == ["ON", "OFF"]
+    assert [p for t, p in messages if t == "facenet/status"] == ["online", "offline"]
+    discovery = "homeassistant/binary_sensor/facenet_door_george_clooney/config"
+    configs = [json.loads(p) for t, p in messages if t == discovery]
+    assert len(configs) == 1 and configs[0]["state_topic"] == "facenet/door/george_clooney/state"
