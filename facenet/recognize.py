@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,7 +66,7 @@ class Recognition:
         (sx, sy), (left, top, right, bottom) = scale, self.box
         box = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
         points = None if self.points is None else tuple((x * sx, y * sy) for x, y in self.points)
-        return Recognition(box, self.name, self.distance, self.score, points)
+        return replace(self, box=box, points=points)
 
 
 def _points(face: Face) -> tuple[tuple[float, float], ...] | None:

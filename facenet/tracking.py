@@ -173,7 +173,7 @@ class TrackingRecognizer:
         for track in seen:
             events.extend(self._announce(track, frame))
         events.extend(self._expire(t, frame))
-        results = [TrackedRecognition(face.box, track.name, track.distance, track.score, track.id)
+        results = [TrackedRecognition(face.box, track.name, track.distance, track.score, track=track.id)
                    for face, track in zip(faces, seen, strict=True)]
         return results, events
 

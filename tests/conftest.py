@@ -7,9 +7,12 @@ defaults are YuNet + the fused model).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+
+from facenet.config import PRETRAINED_FILE
 
 DATA = Path(__file__).parent / "data"
 MISC = DATA / "misc"
@@ -29,6 +32,16 @@ def embedder(weights_dir):
     from facenet.model import build_embedder
 
     return Embedder(build_embedder("dlib", weights_dir), "dlib")
+
+
+@pytest.fixture
+def weights(tmp_path, embedder, weights_dir) -> Path:
+    """A fresh weights folder holding the converted pretrained dlib model (copied, not converted again)."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for name in (PRETRAINED_FILE, PRETRAINED_FILE + ".json"):
+        shutil.copy(weights_dir / name, folder / name)
+    return folder
 
 
 @pytest.fixture(scope="session")

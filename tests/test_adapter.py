@@ -16,7 +16,7 @@ import tensorflow as tf
 import facenet
 import facenet.train.validation as validation
 from facenet.adapter import EmbeddingAdapter, adapter_of, with_adapter
-from facenet.config import ADAPTER_LEARNING_RATE, LEARNING_RATES, PRETRAINED_FILE, learning_rate
+from facenet.config import ADAPTER_LEARNING_RATE, LEARNING_RATES, learning_rate
 from facenet.embed import load_embedder
 from facenet.faces import face_chip
 from facenet.images import load_image
@@ -30,16 +30,6 @@ DATA = Path(__file__).parent / "data"
 PEOPLE = DATA / "people"
 ROOT = Path(__file__).parent.parent
 TINY = ("Adel_Al-Jubeir", "Barbra_Streisand", "Jon_Voight", "Juanes", "Martha_Burk")
-
-
-@pytest.fixture
-def weights(tmp_path, embedder, weights_dir) -> Path:
-    """A fresh weights folder holding the converted pretrained dlib model (copied, not converted again)."""
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    for name in (PRETRAINED_FILE, PRETRAINED_FILE + ".json"):
-        shutil.copy(weights_dir / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -353,7 +353,8 @@ def test_margin_help_gives_each_loss_its_default_not_one_number():
     from facenet.train.step import TRIPLET_MARGIN
 
     text = help_text()
-    entry = text[text.index("-m,--margin") : text.index("--model")]
+    start = text.index("-m,--margin")
+    entry = text[start : text.index("\n  --", start)]  # up to the next flag
     assert "(default:" not in entry  # no single default: the chosen loss's own applies
     assert f"batch_hard {TRIPLET_MARGIN:g}" in entry
     for loss, values in DEFAULTS.items():

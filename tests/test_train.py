@@ -19,7 +19,7 @@ import facenet.train.fine_tune as fine_tune_module
 import facenet.train.loop as loop
 import facenet.train.validation as validation
 from facenet.cli.train_command import _chosen_loss, train_command
-from facenet.config import CHIP_SIZE, PRETRAINED_FILE, calibration
+from facenet.config import CHIP_SIZE, calibration
 from facenet.database import gallery_threshold
 from facenet.embed import Embedder
 from facenet.faces import face_chip
@@ -72,16 +72,6 @@ def tiny(tmp_path_factory, pipeline) -> tuple[Path, training.ChipSet]:
     root = tmp_path_factory.mktemp("tiny")
     data = make_data_dir(root)
     return data, load_chips(data, pipeline, root / "db" / CHIPS_CACHE_FILE)
-
-
-@pytest.fixture
-def weights(tmp_path, embedder, weights_dir) -> Path:
-    """A fresh weights folder holding the converted pretrained model (copied, not converted again)."""
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    for name in (PRETRAINED_FILE, PRETRAINED_FILE + ".json"):
-        shutil.copy(weights_dir / name, folder / name)
-    return folder
 
 
 def test_the_package_keeps_the_names_of_the_single_module():

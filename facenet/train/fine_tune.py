@@ -118,9 +118,9 @@ def fine_tune(
     check_settings(epochs, batch_size, rate, validation_split)
     setup = _Setup(Path(data_dir), Path(database_dir), Path(weights_dir or default_weights_dir()), name, detector,
                    tune if name != "resnet50" else "backbone", pretrained)
+    pipeline = FacePipeline(detector, name, setup.weights_dir, setup.trained_dir)  # an unusable file: WeightsError
     log.info("training the %s of the %s model, starting from the %s weights%s", setup.tune, name, setup.start,
              f" ({setup.trained_path})" if setup.start == "trained" else "")
-    pipeline = FacePipeline(detector, name, setup.weights_dir, setup.trained_dir)
     chip_set = load_chips(setup.data_dir, pipeline, setup.database_dir / CHIPS_CACHE_FILE)
     log.info("%d chips of %d people from %s", len(chip_set), len(set(chip_set.labels.tolist())), data_dir)
     trained, run = _train(setup, pipeline, chip_set, settings, epochs, batch_size, rate, validation_split,
