@@ -281,3 +281,7 @@ YUNET_FULL_FACE_SIDE = 480
 
 YUNET_COARSE_SIDE = 320
 """Shorter side of the coarse pass's copy: a face filling the photo is found there."""
+
+YUNET_MIN_SIDE = 12
+"""Images whose shorter side is below this hold no face YuNet can find (its smallest, ~12 px): they are not run
+(on 1-8 px images or 3 px strips the network returns garbage rows, even infinite boxes)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import math
 import unicodedata
 import warnings
 from pathlib import Path
@@ -58,9 +60,22 @@ def load_image_scaled(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> tuple
     try:
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except OSError as error:
+        raise ImageError(path, f"cannot read ({error.strerror or error})") from None
+    return _decode(path, path, max_side)
+
+
+def _decode(
+    file: Path | io.BytesIO, name: str | Path, max_side: int
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Decode an opened-by-Pillow source (a path or bytes) as `load_image_scaled` does; errors name `name`."""
+    path = name
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(file) as img:
                 width, height = img.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise ImageError(path, f"image too large ({width}x{height} pixels)")
@@ -84,6 +99,51 @@ def load_image_scaled(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> tuple
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageError(path, f"cannot decode image ({error})") from None
     return np.asarray(rgb, dtype=np.uint8), scale
+
+
+def decode_image(data: bytes, name: str = "image bytes", max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Decode the content of an image file (JPEG, PNG, ... bytes) like `load_image`; ImageError naming `name`."""
+    if not data:
+        raise ImageError(name, "empty (0 bytes)")
+    return _decode(io.BytesIO(bytes(data)), name, max_side)[0]
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """A PIL image (any mode) as an (H, W, 3) uint8 RGB array."""
+    return np.asarray(_to_rgb(img), dtype=np.uint8)
+
+
+def to_rgb(image: object, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Any accepted image as RGB uint8 (H, W, 3): a path (str or Path), bytes of an image file, a PIL image, or an
+    (H, W, 3) uint8 RGB / (H, W) uint8 grey array. ImageError for an unreadable file; TypeError/ValueError otherwise."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2 and image.dtype == np.uint8:
+            return np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
+        return image
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), max_side=max_side)
+    if isinstance(image, (str, Path)):
+        if isinstance(image, str) and not image:
+            raise ValueError("an image path must not be empty")
+        return load_image(image, max_side)
+    raise TypeError(
+        f"an image must be a path, bytes of an image file, a PIL.Image or an RGB uint8 array, not {type(image).__name__}"
+    )
+
+
+def check_threshold(threshold: float) -> float:
+    """A distance threshold as a float; ValueError unless it is a finite number above 0."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise TypeError(f"threshold must be a number, not {type(threshold).__name__}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"threshold must be a finite number above 0, got {threshold!r}")
+    return value
 
 
 def is_image_file(path: str | Path) -> bool:
