@@ -43,7 +43,7 @@ from facenet.config import (
 )
 from facenet.embed import normalize
 from facenet.files import atomic_write, file_sha256
-from facenet.images import list_people
+from facenet.images import DataLayout, display_path, list_people, scan_data_folder
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
@@ -550,7 +550,9 @@ def sync_database(
 
     stored, report.rebuilt = _load_stored(path, embedder.model_id)
     old_results = stored.manifest["results"]
-    people, loose = list_people(data_dir, skip=database_dir)
+    layout = scan_data_folder(data_dir, skip=database_dir)
+    people, loose = layout.people, layout.loose
+    _report_unreadable_entries(data_dir, layout, report)
     if loose:
         report.ignored = [p.name for p in loose]
         log.warning("%s: %d photo(s) directly in the data folder ignored; put them in %s/<person name>/",
@@ -614,6 +616,14 @@ def sync_database(
     except OSError as error:
         log.warning("%s: could not save the database (%s); using it in memory this time", path, error)
     return database, report
+
+
+def _report_unreadable_entries(data_dir: Path, layout: DataLayout, report: EnrollmentReport) -> None:
+    """Each entry of data/ that was skipped while listing it (hidden folder, not UTF-8, link loop, FIFO...): one
+    report line and one warning naming it (bytes that are not UTF-8 escaped)."""
+    for path, reason in layout.skipped:
+        report.skipped.append({"path": display_path(path.relative_to(data_dir).as_posix()), "reason": reason})
+        log.warning("%s: skipped, %s", display_path(path), reason)
 
 
 def _empty_database(embedder) -> FaceDatabase:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
+import stat
 import unicodedata
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -157,21 +161,104 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
 
 
+def display_path(path: str | Path) -> str:
+    """A path as printable UTF-8 text: bytes that are not UTF-8 (an old Latin-1 file name) shown as \\xNN escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate-escaped byte of a non-UTF-8 name
+        return False
+    return True
+
+
+SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe), not a photo; never opened"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def entry_problem(path: Path) -> str | None:
+    """Why an entry of the data folder cannot be enrolled (None when it can be read): a name that is not UTF-8,
+    a symlink loop, a dangling symlink, a FIFO, socket or device (checked with stat, never opened)."""
+    if not _utf8(path.name):
+        return "the name is not valid UTF-8 (rename it)"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "dangling symlink (its target is missing)" if path.is_symlink() else "vanished"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"unreadable: {error.strerror or error}"
+    return next((reason for test, reason in SPECIAL_FILES if test(mode)), None)
+
+
+@dataclass
+class DataLayout:
+    """The enrollment layout of a data folder: (person, photos) per subfolder, photos lying loose in the folder
+    itself, and every entry that was skipped with its reason (hidden folders, links that lead nowhere, FIFOs...)."""
+
+    people: list[tuple[str, list[Path]]] = field(default_factory=list)
+    loose: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _person_photos(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The photos below a person's folder (subfolders searched, symlinked subfolders not followed); entries that
+    cannot be read are added to `skipped`, other files are ignored."""
+    photos = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        skipped.append((folder, f"unreadable folder: {error.strerror or error}"))
+        return photos
+    for entry in entries:
+        if entry.name.startswith("."):
+            if entry.is_dir() and not entry.is_symlink():
+                skipped.append((entry, "hidden folder (its name starts with a dot)"))
+            continue
+        problem = entry_problem(entry)
+        if problem:
+            skipped.append((entry, problem))
+        elif entry.is_dir():
+            if not entry.is_symlink():
+                photos.extend(_person_photos(entry, skipped))
+        elif is_image_file(entry):
+            photos.append(entry)
+    return sorted(photos)
+
+
+def scan_data_folder(data_dir: str | Path, skip: str | Path | None = None) -> DataLayout:
+    """The enrollment layout `data_dir/<person name>/**/photo`, person names NFC-normalised (the same name typed on
+    macOS or Linux). `skip` (e.g. a database folder kept inside data_dir) is left out silently; hidden person
+    folders, names that are not UTF-8, symlink loops, dangling symlinks and FIFOs are listed in `skipped`."""
+    skip_path = Path(skip).resolve() if skip is not None else None
+    layout = DataLayout()
+    for entry in sorted(Path(data_dir).iterdir()):
+        problem = entry_problem(entry)
+        if problem is None and entry.resolve() == skip_path:
+            continue
+        if problem is None and entry.name.startswith("."):
+            if entry.is_dir():
+                problem = "hidden folder (its name starts with a dot): not enrolled"
+            elif entry.suffix.lower() in IMAGE_EXTENSIONS:
+                problem = "hidden photo (its name starts with a dot)"
+            else:
+                continue
+        if problem:
+            layout.skipped.append((entry, problem))
+        elif entry.is_dir():
+            name = unicodedata.normalize("NFC", entry.name)
+            layout.people.append((name, _person_photos(entry, layout.skipped)))
+        elif is_image_file(entry):
+            layout.loose.append(entry)
+    return layout
+
+
 def list_people(
     data_dir: str | Path, skip: str | Path | None = None
 ) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
-    """The enrollment layout `data_dir/<person name>/**/photo`: (person, photos) per subfolder, sorted, names
-    NFC-normalised (the same name typed on macOS or Linux); and the photos lying loose in data_dir itself.
-
-    Hidden entries and `skip` (e.g. a database folder kept inside data_dir) are left out.
-    """
-    skip_path = Path(skip).resolve() if skip is not None else None
-    people, loose = [], []
-    for entry in sorted(Path(data_dir).iterdir()):
-        if entry.name.startswith(".") or entry.resolve() == skip_path:
-            continue
-        if entry.is_dir():
-            people.append((unicodedata.normalize("NFC", entry.name), list_images(entry)))
-        elif is_image_file(entry):
-            loose.append(entry)
-    return people, loose
+    """`scan_data_folder`'s people and loose photos (callers that do not report skipped entries)."""
+    layout = scan_data_folder(data_dir, skip)
+    return layout.people, layout.loose

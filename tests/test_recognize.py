@@ -134,7 +134,7 @@ def test_collect_inputs_walks_folders_and_keeps_order(tmp_path):
         ("rocket.jpg", "photo"), ("b.jpg", "photo"), ("clip.mp4", "video"), ("a.png", "photo")]
     assert items[0].source == str(single) and items[0].relative == Path("rocket.jpg")
     assert items[3].relative == Path("in/sub/a.png") and items[3].source == str(folder / "sub" / "a.png")
-    assert errors == [f"{tmp_path / 'missing.jpg'}: no such file or folder"]
+    assert [str(e) for e in errors] == [f"{tmp_path / 'missing.jpg'}: no such file or folder"]
 
 
 def test_video_source_yields_numbered_rgb_frames(tmp_path):

@@ -16,6 +16,8 @@ from facenet.cli import common
 from facenet.cli.console import emit_json, error
 from facenet.cli.recognize_output import (
     OutputNames,
+    emit_error,
+    emit_no_face,
     emit_results,
     photo_suffix,
     print_enrollment,
@@ -66,7 +68,7 @@ def output_exclusions(inputs: list[str], output_dir: Path) -> list[Path] | str:
     return written
 
 
-def _collect(inputs: list[str], output_dir: Path, summary: Summary) -> list[Input] | int:
+def _collect(inputs: list[str], output_dir: Path, summary: Summary, as_json: bool) -> list[Input] | int:
     """The photos and videos to recognise (each missing one named and counted), or the exit code when none."""
     exclude = output_exclusions(inputs, output_dir)
     if isinstance(exclude, str):
@@ -74,6 +76,8 @@ def _collect(inputs: list[str], output_dir: Path, summary: Summary) -> list[Inpu
     items, errors = collect_inputs(inputs, exclude=exclude)
     for problem in errors:
         log.warning("%s", problem)
+        if as_json:
+            emit_error(problem.source, problem.reason)
     summary.errors += len(errors)
     if not items:
         log.error("nothing to recognise in %s (no photos or videos found)", ", ".join(map(str, inputs)))
@@ -163,7 +167,7 @@ def recognize_command(
         if camera_source is None:
             return 1
     elif not enroll_only:
-        found = _collect(inputs, output_dir, summary)
+        found = _collect(inputs, output_dir, summary, as_json)
         if isinstance(found, int):
             return found
         items = found
@@ -222,6 +226,8 @@ def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary:
         frame = read_photo(item)
     except ImageError as problem:
         log.warning("%s", problem)
+        if as_json:
+            emit_error(item.source, problem.reason)
         summary.errors += 1
         return
     results = recognizer.recognize(frame.image)
@@ -245,18 +251,25 @@ def _json_frames(source: str, as_json: bool) -> FrameHook | None:
 def _run_video(
     item: Input, recognizer: Recognizer, names: OutputNames, summary: Summary, as_json: bool, window: Window | None
 ) -> None:
+    faces_before = summary.faces
     try:
         with VideoSource.open_file(item.path, item.source) as video:
             out = names.path_for(item, ".mp4")
             recognize_stream(video, recognizer, summary, out, window, on_frame=_json_frames(video.source, as_json))
     except SourceError as problem:
         log.warning("%s", problem)
+        if as_json:
+            emit_error(item.source, problem.reason)
         summary.errors += 1
         return
     except OSError as problem:
         log.warning("%s: cannot write the annotated video (%s)", item.source, problem)
+        if as_json:
+            emit_error(item.source, f"cannot write the annotated video ({problem})")
         summary.errors += 1
         return
+    if as_json and summary.faces == faces_before:
+        emit_no_face(item.source)
     summary.videos += 1
 
 
