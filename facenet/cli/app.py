@@ -170,6 +170,9 @@ def _recognises_inputs(values: flags.FlagValues) -> bool:
 def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | None:
     """check_flags, plus what the mode needs: no stray arguments, and something to recognise."""
     if len(argv) > 1:
+        if values.verify is not None and len(values.verify) == 1:
+            return (f"unexpected arguments {' '.join(argv[1:])!r}: --verify takes two photos separated by a comma: "
+                    f"--verify={values.verify[0]},{argv[1]}")
         return f"unexpected arguments {' '.join(argv[1:])!r} (flags take True/False as values)"
     problem = check_flags(values)
     if problem:

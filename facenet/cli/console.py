@@ -37,6 +37,8 @@ def import_tensorflow_quietly() -> None:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
+        except KeyboardInterrupt:
+            raise  # Ctrl-C while importing: the caller says so in one line, TensorFlow's banner stays hidden
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from facenet.cli.console import emit_json
+from facenet.cli import INTERRUPTED_EXIT
 from facenet.cli.console import error as console_error
 from facenet.config import CHIPS_CACHE_FILE, LEARNING_RATES
 from facenet.model import WeightsError, model_name, save_trained_weights, trained_weights_path
@@ -21,8 +22,6 @@ from facenet.train.validation import fmt_metrics
 from facenet.zoo import ZooError
 
 log = logging.getLogger(__name__)
-
-INTERRUPTED_EXIT = 130
 
 _OFF_THRESHOLD = " (some ranked pairs better, but the rescaled threshold lost accuracy: try a lower -lr)"
 
