@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from facenet.cli import main
 
-__all__ = ["FLAGS", "main"]
+__all__ = ["FLAGS", "main"]  # noqa: F822 - FLAGS comes from __getattr__
 
 
 def __getattr__(name: str) -> object:

@@ -109,7 +109,8 @@ def annotate(image: np.ndarray, labels: Sequence[Label]) -> np.ndarray:
     stroke = max(2, round(min(height, width) / 250))
     font = _font(max(12, min(32, round(min(height, width) / 30))))
     colors = [UNKNOWN_RGB if label.name == UNKNOWN else KNOWN_RGB for label in labels]
-    patches = [_label_patch(label_text(lb.name, lb.score), font, c, stroke) for lb, c in zip(labels, colors, strict=True)]
+    texts = [label_text(label.name, label.score) for label in labels]
+    patches = [_label_patch(text, font, c, stroke) for text, c in zip(texts, colors, strict=True)]
     boxes = [tuple(int(v) for v in label.box) for label in labels]
     for (left, top, right, bottom), color in zip(boxes, colors, strict=True):
         cv2.rectangle(canvas, (left, top), (right - 1, bottom - 1), color, stroke)

@@ -135,7 +135,8 @@ def to_rgb(image: object, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
             raise ValueError("an image path must not be empty")
         return load_image(image, max_side)
     raise TypeError(
-        f"an image must be a path, bytes of an image file, a PIL.Image or an RGB uint8 array, not {type(image).__name__}"
+        "an image must be a path, bytes of an image file, a PIL.Image or an RGB uint8 array, "
+        f"not {type(image).__name__}"
     )
 
 

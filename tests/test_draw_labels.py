@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from facenet import config
@@ -38,7 +37,7 @@ def test_layout_moves_labels_apart():
     rects = layout_labels(boxes, [(80, 20)] * 3, 400, 300)
     assert all(not _intersect(a, b) for i, a in enumerate(rects) for b in rects[i + 1 :])
     assert rects[0] == (10, 60, 90, 80)  # the first label stays right under its box
-    assert all(0 <= r[0] and r[2] <= 400 and 0 <= r[1] and r[3] <= 300 for r in rects)
+    assert all(r[0] >= 0 and r[2] <= 400 and r[1] >= 0 and r[3] <= 300 for r in rects)
 
 
 @pytest.mark.parametrize("photo", ["bald_guys.jpg", "2008_007676.jpg"])

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from facenet.cli.console import emit_json
 from facenet.cli import INTERRUPTED_EXIT
+from facenet.cli.console import emit_json
 from facenet.cli.console import error as console_error
 from facenet.config import CHIPS_CACHE_FILE, LEARNING_RATES
 from facenet.model import WeightsError, model_name, save_trained_weights, trained_weights_path
