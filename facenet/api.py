@@ -7,8 +7,8 @@
         print(match.name, match.box, match.distance, match.score)
 
 Images are paths, bytes of an image file, PIL images or RGB uint8 arrays (H, W, 3). Boxes are
-(left, top, right, bottom) pixels, right/bottom exclusive. Models load once per process (per model, detector and weights folder) and are reused across calls.
-Errors are raised, never printed: `ImageError` for a bad photo, `NoFaceError` when a photo has no face.
+(left, top, right, bottom) pixels, right/bottom exclusive. Models load once per process (per model, detector and
+weights folder) and are reused across calls. Errors are raised, never printed: `ImageError` for a bad photo, `NoFaceError` when a photo has no face.
 """
 
 from __future__ import annotations
