@@ -8,7 +8,8 @@
 
 Images are paths, bytes of an image file, PIL images or RGB uint8 arrays (H, W, 3). Boxes are
 (left, top, right, bottom) pixels, right/bottom exclusive. Models load once per process (per model, detector and
-weights folder) and are reused across calls. Errors are raised, never printed: `ImageError` for a bad photo, `NoFaceError` when a photo has no face.
+weights folder) and are reused across calls. Errors are raised, never printed: `ImageError` for a bad photo,
+`NoFaceError` when a photo has no face, TypeError/ValueError for arguments of the wrong kind.
 """
 
 from __future__ import annotations
