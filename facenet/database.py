@@ -220,7 +220,8 @@ class EnrollmentReport:
     """{"path", "person", "closer_to", "distance", "distance_to_other"}: nearer another person than its own;
     left out of the person's centroid."""
     duplicates: list[dict[str, str]] = field(default_factory=list)
-    """{"path", "same_as"}: byte-identical copies of a photo already enrolled (counted once)."""
+    """{"path", "same_as"}: byte-identical copies of a photo already enrolled (counted once); a photo also in another
+    person's folder adds "kept_with": the person it was kept with (nearest the centroid of their other photos)."""
     not_enrolled: list[str] = field(default_factory=list)
     """People folders without a usable photo."""
     ignored: list[str] = field(default_factory=list)
@@ -270,8 +271,10 @@ class EnrollmentReport:
                     for s in self.mislabeled
                 ],
             ),
-            ("Duplicates (byte-identical, counted once)", [f"{d['path']}: same as {d['same_as']}"
-                                                          for d in self.duplicates]),
+            ("Duplicates (byte-identical, counted once)", [
+                f"{d['path']}: same as {d['same_as']}" + (f" (in another person's folder: kept with {d['kept_with']},"
+                                                          " whose photos it matches)" if "kept_with" in d else "")
+                for d in self.duplicates]),
             ("Not enrolled (no usable photo)", self.not_enrolled),
             ("Ignored (photos directly in the data folder)", self.ignored),
         ]
@@ -498,7 +501,10 @@ def _enroll_people(
     by_person: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in people}
     for photo in photos:
         by_person[photo["person"]].append(photo)
+    owners = _owners_of_shared_photos(by_person, results, vector)
     first_seen: dict[str, str] = {}
+    for photo in (p for name, _ in people for p in by_person[name] if owners.get(p["sha256"]) == name):
+        first_seen.setdefault(photo["sha256"], photo["path"])  # a photo in several people's folders: its owner's
     for name, _ in people:
         distinct = {}
         for photo in by_person[name]:
@@ -507,8 +513,13 @@ def _enroll_people(
             if result["reason"] is not None:
                 report.skipped.append({"path": rel, "reason": result["reason"]})
                 continue
-            if sha in first_seen:
-                report.duplicates.append({"path": rel, "same_as": first_seen[sha]})
+            if sha in first_seen and first_seen[sha] != rel:
+                duplicate = {"path": rel, "same_as": first_seen[sha]}
+                if sha in owners and owners[sha] != name:
+                    duplicate["kept_with"] = owners[sha]
+                    log.warning("%s: the same photo is in %s's folder (%s); kept with %s, whose photos it matches",
+                                data_dir / rel, owners[sha], first_seen[sha], owners[sha])
+                report.duplicates.append(duplicate)
                 continue
             first_seen[sha] = rel
             if result["faces"] > 1:
@@ -527,6 +538,29 @@ def _enroll_people(
     report.skipped.sort(key=lambda s: s["path"])
     dim = len(used[0][2]) if used else 0
     return names, np.stack(centroids) if centroids else np.zeros((0, dim), np.float32), counts, used
+
+
+def _owners_of_shared_photos(
+    by_person: dict[str, list[dict[str, Any]]], results: dict[str, dict[str, Any]], vector
+) -> dict[str, str]:
+    """Who keeps a usable photo found byte-identical in several people's folders: the person whose other photos'
+    centroid is nearest to it (the first such folder when no one has other photos). Returns sha -> person."""
+    holders: dict[str, list[str]] = {}
+    for name, photos in by_person.items():
+        for sha in dict.fromkeys(p["sha256"] for p in photos):
+            if results[sha]["reason"] is None:
+                holders.setdefault(sha, []).append(name)
+    shared = {sha: names for sha, names in holders.items() if len(names) > 1}
+    owners = {}
+    for sha, names in shared.items():
+        distances = []
+        for name in names:
+            others = {p["sha256"] for p in by_person[name]} - set(shared) - {sha}
+            others = [o for o in others if results[o]["reason"] is None]
+            centre = normalize(np.mean([vector(o) for o in others], axis=0)) if others else None
+            distances.append(np.inf if centre is None else float(np.linalg.norm(vector(sha) - centre)))
+        owners[sha] = names[int(np.argmin(distances))]
+    return owners
 
 
 def sync_database(
