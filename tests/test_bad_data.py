@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from facenet.config import ENROLLMENT_REPORT
 from facenet.database import sync_database
@@ -80,3 +81,28 @@ def test_enrollment_goes_on_and_reports_each_bad_entry(tmp_path, pipeline, caplo
     assert any("Ren\\xe9" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
     again, report2 = sync_database(data, tmp_path / "db", pipeline)  # the second sync reuses everything
     assert sorted(again.names) == ["Juanes", "Mary Carey"] and report2.examined == 0
+
+
+def test_a_dog_is_not_enrolled_as_a_person(tmp_path, weights_dir):
+    """dogs.jpg: YuNet's normal pass sees no face, its sensitive pass sees a dog's face. Alone in a folder it is
+    not enrolled; beside real photos it is left out (far from them); both are reported as skipped."""
+    import facenet
+
+    fused = facenet.face_pipeline(weights_dir=weights_dir)  # the default pipeline: YuNet + fused model
+    dogs = Path(__file__).parent / "data" / "misc" / "dogs.jpg"
+    data = tmp_path / "data"
+    (data / "Rex").mkdir(parents=True)
+    shutil.copy2(dogs, data / "Rex" / "dogs.jpg")
+    (data / "Juanes").mkdir()
+    for photo in JUANES[:2]:
+        shutil.copy2(photo, data / "Juanes" / photo.name)
+    Image.open(dogs).save(data / "Juanes" / "zz_dog.png")  # other bytes than Rex's copy
+    database, report = sync_database(data, tmp_path / "db", fused)
+    assert database.names == ["Juanes"] and report.not_enrolled == ["Rex"]
+    assert report.people["Juanes"] == [f"Juanes/{p.name}" for p in JUANES[:2]]
+    skipped = {s["path"]: s["reason"] for s in report.skipped}
+    assert skipped["Rex/dogs.jpg"].startswith("only the detector's sensitive pass found a face")
+    assert "no photo of this person found by the normal pass confirms it" in skipped["Rex/dogs.jpg"]
+    assert "from the person's other photos" in skipped["Juanes/zz_dog.png"]
+    again, report2 = sync_database(data, tmp_path / "db", fused)  # the stored verdicts give the same answer
+    assert again.names == ["Juanes"] and {s["path"] for s in report2.skipped} == set(skipped)
