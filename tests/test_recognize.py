@@ -357,7 +357,11 @@ def test_bad_inputs_are_named_and_the_run_goes_on(tmp_path, data_dir, fast_model
     assert run_recognize(tmp_path, data_dir, [folder, tmp_path / "nowhere"]) == 1
     warnings = [m for m in caplog.messages if "empty.jpg" in m or "broken.mp4" in m or "nowhere" in m]
     assert len(warnings) == 3
-    assert [r["name"] for r in json_lines(capsys.readouterr().out)] == ["Juanes"]
+    lines = json_lines(capsys.readouterr().out)
+    assert [r["name"] for r in lines if "box" in r] == ["Juanes"]
+    assert {Path(r["source"]).name: r["error"] for r in lines if "error" in r} == {
+        "empty.jpg": "empty file (0 bytes)", "broken.mp4": "cannot open video (unknown or corrupt format)",
+        "nowhere": "no such file or folder"}
 
 
 def test_headless_webcam_writes_a_bounded_annotated_stream(tmp_path, data_dir, fast_model, monkeypatch, capsys,
