@@ -1,7 +1,8 @@
 """`facenet -t False`: sync the database with data/, then name every face of photos, folders, videos or the webcam.
 
 Outputs: annotated photos/videos in the output folder (names mirror the inputs), JSON lines on stdout with
---json, a progress bar and a summary on stderr. Bad inputs get one line each and the run goes on.
+--json (one per face; a faceless photo or video `{"source", "frame": null, "faces": 0}`, an unreadable input
+`{"source", "error"}`), a progress bar and a summary on stderr. Bad inputs get one line each and the run goes on.
 """
 
 from __future__ import annotations
