@@ -34,6 +34,7 @@ def test_bad_inputs_are_one_line_each_and_the_run_goes_on(tmp_path, weights_dir)
         photo.resize(side[::-1]).save(inputs / f"tiny_{side[0]}x{side[1]}.png")
     os.symlink("loop.jpg", inputs / "loop.jpg")
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    shutil.copy2(JUANES / "Juanes_0003.jpg", os.fsencode(inputs) + b"/caf\xe9.jpg")  # a Latin-1 file name
     shutil.copy2(JUANES / "Juanes_0003.jpg", inputs / "zz_juanes.jpg")  # last: must still be processed
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run(
@@ -50,6 +51,7 @@ def test_bad_inputs_are_one_line_each_and_the_run_goes_on(tmp_path, weights_dir)
     for side in ("1x1", "2x2", "8x8", "3x2000", "16x16"):
         assert by_source[f"tiny_{side}.png"] == {"source": str(inputs / f"tiny_{side}.png"), "frame": None,
                                                  "faces": 0}
+    assert by_source["caf\\xe9.jpg"]["name"] == "Juan\nEs\r"  # its source shown with the byte escaped
     named = by_source["zz_juanes.jpg"]
     assert named["name"] == "Juan\nEs\r"  # the name is intact in JSON; only the drawn label is cleaned
     assert set(named) == {"source", "frame", "box", "name", "distance", "score"}

@@ -242,6 +242,9 @@ def preflight(argv: list[str]) -> tuple[int | None, list[str]]:
 
 
 def _setup_logging() -> None:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name in a line: escaped, never raw bytes or a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s: %(message)s", force=True)
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
