@@ -43,7 +43,7 @@ from facenet.config import (
 )
 from facenet.embed import normalize
 from facenet.files import atomic_write, file_sha256
-from facenet.images import DataLayout, display_path, list_people, scan_data_folder
+from facenet.images import DataLayout, display_path, scan_data_folder
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
@@ -718,7 +718,10 @@ def sync_postgres(
     from facenet.pg_gallery import PgGallery, folder_photos
 
     data_dir = Path(data_dir)
-    people, loose = list_people(data_dir)
+    layout = scan_data_folder(data_dir)
+    people, loose = layout.people, layout.loose
+    for path, reason in layout.skipped:
+        log.warning("%s: skipped, %s", display_path(path), reason)
     if loose:
         log.warning("%s: %d photo(s) directly in the data folder ignored", data_dir, len(loose))
 
