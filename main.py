@@ -11,9 +11,18 @@ The flags and the dispatch live in facenet/cli/app.py; this file only starts it.
 
 from __future__ import annotations
 
-from facenet.cli import FLAGS, main
+from facenet.cli import main
 
-__all__ = ["FLAGS", "main"]
+__all__ = ["FLAGS", "main"]  # noqa: F822 - FLAGS comes from __getattr__
+
+
+def __getattr__(name: str) -> object:
+    """`main.FLAGS`, imported on first use (so start-up stays inside main()'s Ctrl-C handling)."""
+    if name == "FLAGS":
+        from facenet.cli import FLAGS
+
+        return FLAGS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 if __name__ == "__main__":
     main()

@@ -6,9 +6,10 @@
     for match in gallery.recognize("group.jpg"):              # every face, largest first
         print(match.name, match.box, match.distance, match.score)
 
-Images are paths or RGB uint8 arrays (H, W, 3). Boxes are (left, top, right, bottom) pixels, right/bottom
-exclusive. Models load once per process (per model, detector and weights folder) and are reused across calls.
-Errors are raised, never printed: `ImageError` for a bad photo, `NoFaceError` when a photo has no face.
+Images are paths, bytes of an image file, PIL images or RGB uint8 arrays (H, W, 3). Boxes are
+(left, top, right, bottom) pixels, right/bottom exclusive. Models load once per process (per model, detector and
+weights folder) and are reused across calls. Errors are raised, never printed: `ImageError` for a bad photo,
+`NoFaceError` when a photo has no face, TypeError/ValueError for arguments of the wrong kind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, default_weights_dir
-from facenet.images import ImageError, load_image
+from facenet.images import ImageError, check_threshold, load_image, to_rgb
 
 if TYPE_CHECKING:
     from facenet.database import EnrollmentReport, FaceDatabase
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
     from facenet.train.fine_tune import FineTuneResult
 
-Image = str | Path | np.ndarray
-"""A photo: a path, or an RGB uint8 array (H, W, 3)."""
+Image = str | Path | bytes | np.ndarray
+"""A photo: a path, the bytes of an image file, a PIL.Image, or an RGB uint8 array (H, W, 3)."""
 
 
 class NoFaceError(ValueError):
@@ -62,15 +63,23 @@ def face_pipeline(
 
 
 def _rgb(image: Image) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
-        return image
-    return load_image(image)
+    return to_rgb(image)
 
 
 def _name(image: Image) -> str:
-    return "image array" if isinstance(image, np.ndarray) else str(image)
+    return str(image) if isinstance(image, (str, Path)) else f"the {type(image).__name__} image"
+
+
+def _faces(faces: object) -> list[Face]:
+    """`faces=` as a list of Face objects (a list or tuple of them, e.g. from detect_faces); TypeError otherwise."""
+    from facenet.faces import Face
+
+    if isinstance(faces, Face):
+        return [faces]
+    if not isinstance(faces, (list, tuple)) or not all(isinstance(face, Face) for face in faces):
+        raise TypeError("faces must be a list or tuple of the Face objects detect_faces returns, "
+                        f"not {type(faces).__name__}")
+    return list(faces)
 
 
 def detect_faces(image: Image, **settings) -> list[Face]:
@@ -82,7 +91,7 @@ def embed_faces(image: Image, faces: list[Face] | None = None, **settings) -> np
     """Unit vectors (N, dim) of the given faces of a photo (default: every face, largest first)."""
     rgb = _rgb(image)
     shared = face_pipeline(**settings)
-    return shared.embed(rgb, shared.detect(rgb) if faces is None else shared.complete(rgb, faces))
+    return shared.embed(rgb, shared.detect(rgb) if faces is None else shared.complete(rgb, _faces(faces)))
 
 
 def embed_face(image: Image, **settings) -> np.ndarray:
@@ -109,7 +118,11 @@ class Verification:
 
 
 def verify(a: Image, b: Image, threshold: float | None = None, **settings) -> Verification:
-    """Are the largest faces of two photos the same person? Default threshold: the model's, calibrated on LFW."""
+    """Are the largest faces of two photos the same person? Default threshold: the model's, calibrated on LFW.
+
+    ValueError for a threshold that is not a finite number above 0."""
+    if threshold is not None:
+        threshold = check_threshold(threshold)
     return verify_with(face_pipeline(**settings), a, b, threshold)
 
 
@@ -149,7 +162,7 @@ class Gallery:
         **settings,
     ) -> None:
         self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
-        self.threshold = threshold
+        self.threshold = None if threshold is None else check_threshold(threshold)
         self.settings = {"trained_dir": self.database_dir, **settings}
         self.pipeline = face_pipeline(**self.settings)
         self.database: FaceDatabase

@@ -356,3 +356,7 @@ TRACK_BETTER = 1.15
 
 SNAPSHOT_MARGIN = 0.25
 """The best-face snapshot is the face box grown by this share of its size on every side."""
+
+YUNET_MIN_SIDE = 12
+"""Images whose shorter side is below this hold no face YuNet can find (its smallest, ~12 px): they are not run
+(on 1-8 px images or 3 px strips the network returns garbage rows, even infinite boxes)."""

@@ -50,7 +50,7 @@ from facenet.config import (
 )
 from facenet.embed import normalize
 from facenet.files import atomic_write, file_sha256, remove_stale_temps
-from facenet.images import list_people
+from facenet.images import DataLayout, display_path, scan_data_folder
 from facenet.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -228,7 +228,8 @@ class EnrollmentReport:
     """{"path", "person", "closer_to", "distance", "distance_to_other"}: nearer another person than its own;
     left out of the person's centroid."""
     duplicates: list[dict[str, str]] = field(default_factory=list)
-    """{"path", "same_as"}: byte-identical copies of a photo already enrolled (counted once)."""
+    """{"path", "same_as"}: byte-identical copies of a photo already enrolled (counted once); a photo also in another
+    person's folder adds "kept_with": the person it was kept with (nearest the centroid of their other photos)."""
     not_enrolled: list[str] = field(default_factory=list)
     """People folders without a usable photo."""
     ignored: list[str] = field(default_factory=list)
@@ -287,8 +288,10 @@ class EnrollmentReport:
                     for s in self.mislabeled
                 ],
             ),
-            ("Duplicates (byte-identical, counted once)", [f"{d['path']}: same as {d['same_as']}"
-                                                          for d in self.duplicates]),
+            ("Duplicates (byte-identical, counted once)", [
+                f"{d['path']}: same as {d['same_as']}" + (f" (in another person's folder: kept with {d['kept_with']},"
+                                                          " whose photos it matches)" if "kept_with" in d else "")
+                for d in self.duplicates]),
             ("Not enrolled (no usable photo)", self.not_enrolled),
             ("Ignored (photos directly in the data folder)", self.ignored),
         ]
@@ -594,6 +597,7 @@ def _enroll_people(
     results: dict[str, dict[str, Any]],
     vector,
     report: EnrollmentReport,
+    far: float = np.inf,
 ) -> tuple[list[str], np.ndarray, list[int], list[tuple[str, int, np.ndarray]]]:
     """Names, centroids (normalised mean of each person's distinct usable photos), photo counts, and the
     (path, person index, embedding) of every photo used; fills the report's per-person sections.
@@ -604,7 +608,10 @@ def _enroll_people(
     by_person: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in people}
     for photo in photos:
         by_person[photo["person"]].append(photo)
+    owners = _owners_of_shared_photos(by_person, results, vector)
     first_seen: dict[str, str] = {}
+    for photo in (p for name, _ in people for p in by_person[name] if owners.get(p["sha256"]) == name):
+        first_seen.setdefault(photo["sha256"], photo["path"])  # a photo in several people's folders: its owner's
     for name, _ in people:
         distinct = {}
         for photo in by_person[name]:
@@ -613,13 +620,19 @@ def _enroll_people(
             if result["reason"] is not None:
                 report.skipped.append({"path": rel, "reason": result["reason"]})
                 continue
-            if sha in first_seen:
-                report.duplicates.append({"path": rel, "same_as": first_seen[sha]})
+            if sha in first_seen and first_seen[sha] != rel:
+                duplicate = {"path": rel, "same_as": first_seen[sha]}
+                if sha in owners and owners[sha] != name:
+                    duplicate["kept_with"] = owners[sha]
+                    log.warning("%s: the same photo is in %s's folder (%s); kept with %s, whose photos it matches",
+                                data_dir / rel, owners[sha], first_seen[sha], owners[sha])
+                report.duplicates.append(duplicate)
                 continue
             first_seen[sha] = rel
             if result["faces"] > 1:
                 report.several_faces.append({"path": rel, "faces": result["faces"]})
             distinct[sha] = rel
+        distinct = _confirm_sensitive(distinct, results, vector, far, report)
         if not distinct:
             report.not_enrolled.append(name)
             log.warning("%s: no usable photo; %s is not enrolled", data_dir / name, name)
@@ -633,6 +646,58 @@ def _enroll_people(
     report.skipped.sort(key=lambda s: s["path"])
     dim = len(used[0][2]) if used else 0
     return names, np.stack(centroids) if centroids else np.zeros((0, dim), np.float32), counts, used
+
+
+SENSITIVE_ONLY = "only the detector's sensitive pass found a face (it may not be a face)"
+
+
+def _confirm_sensitive(
+    distinct: dict[str, str], results: dict[str, dict[str, Any]], vector, far: float, report: EnrollmentReport
+) -> dict[str, str]:
+    """A person's photos (sha -> path) without those whose face only the sensitive detector pass found, unless that
+    face lies within `far` (the verify threshold) of the centroid of the person's normally detected photos.
+
+    A dog alone in a person's folder is a face to the sensitive pass; on 5,053 real photos (shared/faces people,
+    lfw_dev, misc) YuNet's normal pass found a face in every one, so the rule costs no real face there.
+    Each photo left out gets a "skipped" report line."""
+    sure = [sha for sha in distinct if results[sha].get("how") != "sensitive"]
+    if len(sure) == len(distinct):
+        return distinct
+    centre = normalize(np.mean([vector(sha) for sha in sure], axis=0)) if sure else None
+    kept = {sha: distinct[sha] for sha in sure}
+    for sha in (sha for sha in distinct if sha not in kept):
+        distance = None if centre is None else float(np.linalg.norm(vector(sha) - centre))
+        if distance is not None and distance <= far:
+            kept[sha] = distinct[sha]
+            continue
+        why = ("no photo of this person found by the normal pass confirms it" if distance is None else
+               f"{distance:.3f} from the person's other photos (more than {far:.3f})")
+        report.skipped.append({"path": distinct[sha], "reason": f"{SENSITIVE_ONLY}; {why}"})
+        log.warning("%s: skipped, %s; %s", distinct[sha], SENSITIVE_ONLY, why)
+    return {sha: distinct[sha] for sha in distinct if sha in kept}
+
+
+def _owners_of_shared_photos(
+    by_person: dict[str, list[dict[str, Any]]], results: dict[str, dict[str, Any]], vector
+) -> dict[str, str]:
+    """Who keeps a usable photo found byte-identical in several people's folders: the person whose other photos'
+    centroid is nearest to it (the first such folder when no one has other photos). Returns sha -> person."""
+    holders: dict[str, list[str]] = {}
+    for name, photos in by_person.items():
+        for sha in dict.fromkeys(p["sha256"] for p in photos):
+            if results[sha]["reason"] is None:
+                holders.setdefault(sha, []).append(name)
+    shared = {sha: names for sha, names in holders.items() if len(names) > 1}
+    owners = {}
+    for sha, names in shared.items():
+        distances = []
+        for name in names:
+            others = {p["sha256"] for p in by_person[name]} - set(shared) - {sha}
+            others = [o for o in others if results[o]["reason"] is None]
+            centre = normalize(np.mean([vector(o) for o in others], axis=0)) if others else None
+            distances.append(np.inf if centre is None else float(np.linalg.norm(vector(sha) - centre)))
+        owners[sha] = names[int(np.argmin(distances))]
+    return owners
 
 
 def sync_database(
@@ -661,7 +726,9 @@ def sync_database(
     stored, report.rebuilt = _load_stored(path, embedder.model_id)
     resumed_results, resumed_vectors = _read_checkpoints(database_dir, embedder.model_id, embedder.dim)
     old_results = {**stored.manifest["results"], **resumed_results}
-    people, loose = list_people(data_dir, skip=database_dir)
+    layout = scan_data_folder(data_dir, skip=database_dir)
+    people, loose = layout.people, layout.loose
+    _report_unreadable_entries(data_dir, layout, report)
     if loose:
         report.ignored = [p.name for p in loose]
         log.warning("%s: %d photo(s) directly in the data folder ignored; put them in %s/<person name>/",
@@ -695,9 +762,9 @@ def sync_database(
             return new_vectors[sha]
         return resumed_vectors[sha] if sha in resumed_vectors else stored.embeddings[stored.rows[sha]]
 
-    names, centroids, counts, used = _enroll_people(data_dir, people, photos, results, vector, report)
     scale = embedder.distance_scale
     far = calibration(embedder.name).verify_threshold * scale
+    names, centroids, counts, used = _enroll_people(data_dir, people, photos, results, vector, report, far)
     names, centroids, counts = _quality(report, names, centroids, counts, used, far)
     database = FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=scale, model=embedder.name,
                             dim=embedder.dim)
@@ -756,6 +823,14 @@ def _examine_in_parts(pending: dict[str, Path], pipeline: FacePipeline, checkpoi
     return results, vectors
 
 
+def _report_unreadable_entries(data_dir: Path, layout: DataLayout, report: EnrollmentReport) -> None:
+    """Each entry of data/ that was skipped while listing it (hidden folder, not UTF-8, link loop, FIFO...): one
+    report line and one warning naming it (bytes that are not UTF-8 escaped)."""
+    for path, reason in layout.skipped:
+        report.skipped.append({"path": display_path(path.relative_to(data_dir).as_posix()), "reason": reason})
+        log.warning("%s: skipped, %s", display_path(path), reason)
+
+
 def _empty_database(embedder) -> FaceDatabase:
     return FaceDatabase([], np.zeros((0, embedder.dim)), embedder.model_id, model=embedder.name, dim=embedder.dim)
 
@@ -783,7 +858,10 @@ def sync_postgres(
     from facenet.pg_gallery import PgGallery, folder_photos
 
     data_dir = Path(data_dir)
-    people, loose = list_people(data_dir)
+    layout = scan_data_folder(data_dir)
+    people, loose = layout.people, layout.loose
+    for path, reason in layout.skipped:
+        log.warning("%s: skipped, %s", display_path(path), reason)
     if loose:
         log.warning("%s: %d photo(s) directly in the data folder ignored", data_dir, len(loose))
 

@@ -1,4 +1,4 @@
-"""Annotating frames (a box, the name and the distance per face) and showing them in a window.
+"""Annotating frames (a box, the name and the 0-100 match score per face) and showing them in a window.
 
 Drawing happens on RGB arrays; the window converts to BGR at the OpenCV boundary. Labels are drawn with
 a TrueType font through Pillow because OpenCV's Hershey fonts have no accented letters.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -36,7 +37,11 @@ class Label:
 
     box: tuple[int, int, int, int]
     name: str
-    distance: float | None
+    score: float | None
+
+
+Rect = tuple[int, int, int, int]
+"""A label's rectangle on the frame: (left, top, right, bottom), right/bottom exclusive."""
 
 
 @cache
@@ -49,11 +54,41 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def label_text(name: str, distance: float | None) -> str:
-    """"Name 0.31" (or just the name when there is no distance, e.g. an empty database)."""
-    if distance is None or not np.isfinite(distance):
-        return name
-    return f"{name} {distance:.2f}"
+def printable(text: str) -> str:
+    """`text` with control and format characters (newline, CR, tab, bidi marks...) shown as spaces, for drawing.
+
+    The text layout engine fails on some of them (raqm on a newline); names stay intact everywhere else.
+    """
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text).strip() or "?"
+
+
+def label_text(name: str, score: float | None) -> str:
+    """"Name (score 84)": the 0-100 match score, 50 at the threshold (just the name when there is no score)."""
+    if score is None or not np.isfinite(score):
+        return printable(name)
+    return f"{printable(name)} (score {score:.0f})"
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def layout_labels(boxes: Sequence[Rect], sizes: Sequence[tuple[int, int]], width: int, height: int) -> list[Rect]:
+    """Where each face's label goes: under its box (above when the box touches the bottom), inside the frame, and
+    moved down (else up) past labels already placed so that no two labels overlap where the frame has room.
+
+    `sizes` are the labels' (width, height); labels are placed in the given order.
+    """
+    placed: list[Rect] = []
+    for (left, top, _right, bottom), (w, h) in zip(boxes, sizes, strict=True):
+        x = min(max(0, left), max(0, width - w))
+        y0 = bottom if bottom + h <= height else max(0, top - h)
+        candidates = [y0] + [r[3] for r in placed] + [r[1] - h for r in placed]
+        candidates = sorted({min(max(0, y), max(0, height - h)) for y in candidates}, key=lambda y: (abs(y - y0), y))
+        free = [y for y in candidates if not any(_overlaps((x, y, x + w, y + h), r) for r in placed)]
+        y = free[0] if free else y0
+        placed.append((x, y, x + w, y + h))
+    return placed
 
 
 def _label_patch(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, color: tuple, pad: int) -> np.ndarray:
@@ -73,16 +108,15 @@ def annotate(image: np.ndarray, labels: Sequence[Label]) -> np.ndarray:
     height, width = canvas.shape[:2]
     stroke = max(2, round(min(height, width) / 250))
     font = _font(max(12, min(32, round(min(height, width) / 30))))
-    for label in labels:
-        left, top, right, bottom = (int(v) for v in label.box)
-        color = UNKNOWN_RGB if label.name == UNKNOWN else KNOWN_RGB
+    colors = [UNKNOWN_RGB if label.name == UNKNOWN else KNOWN_RGB for label in labels]
+    texts = [label_text(label.name, label.score) for label in labels]
+    patches = [_label_patch(text, font, c, stroke) for text, c in zip(texts, colors, strict=True)]
+    boxes = [tuple(int(v) for v in label.box) for label in labels]
+    for (left, top, right, bottom), color in zip(boxes, colors, strict=True):
         cv2.rectangle(canvas, (left, top), (right - 1, bottom - 1), color, stroke)
-        patch = _label_patch(label_text(label.name, label.distance), font, color, stroke)
-        patch_h, patch_w = patch.shape[:2]
-        # Under the box, or above it when the box touches the bottom edge; clipped to the frame.
-        y = bottom if bottom + patch_h <= height else max(0, top - patch_h)
-        x = min(max(0, left), max(0, width - patch_w))
-        h, w = min(patch_h, height - y), min(patch_w, width - x)
+    sizes = [(p.shape[1], p.shape[0]) for p in patches]
+    for patch, (x, y, _, _) in zip(patches, layout_labels(boxes, sizes, width, height), strict=True):
+        h, w = min(patch.shape[0], height - y), min(patch.shape[1], width - x)
         if h > 0 and w > 0:
             canvas[y : y + h, x : x + w] = patch[:h, :w]
     return canvas

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import math
+import os
+import stat
 import unicodedata
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,30 +64,25 @@ def load_image_scaled(path: str | Path, max_side: int = MAX_IMAGE_SIDE) -> tuple
     try:
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
-        return _decode(path, path, max_side)
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory, not an image") from None
+    except OSError as error:
+        raise ImageError(path, f"cannot read ({error.strerror or error})") from None
+    return _decode(path, path, max_side)
 
 
-def decode_image(data: bytes, name: str = "upload", max_side: int = MAX_IMAGE_SIDE
-                 ) -> tuple[np.ndarray, tuple[float, float]]:
-    """`load_image_scaled` for a photo held in memory (an upload): `name` is what an ImageError names."""
-    if not data:
-        raise ImageError(name, "empty file (0 bytes)")
-    return _decode(io.BytesIO(data), name, max_side)
-
-
-def _decode(source: Path | io.BytesIO, name: str | Path, max_side: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """Decode, guard against decompression bombs, downscale past `max_side`, turn upright, convert to RGB."""
+def _decode(
+    file: Path | io.BytesIO, name: str | Path, max_side: int
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Decode an opened-by-Pillow source (a path or bytes) as `load_image_scaled` does; errors name `name`."""
+    path = name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with Image.open(file) as img:
                 width, height = img.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageError(name, f"image too large ({width}x{height} pixels)")
+                    raise ImageError(path, f"image too large ({width}x{height} pixels)")
                 if max(width, height) > max_side:
                     img.draft("RGB", (max_side, max_side))
                     img.thumbnail((max_side, max_side))
@@ -92,13 +92,30 @@ def _decode(source: Path | io.BytesIO, name: str | Path, max_side: int) -> tuple
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
                 rgb.load()
-    except (ImageError, FileNotFoundError, IsADirectoryError):
+    except ImageError:
         raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise ImageError(name, "not a readable image (unknown or corrupt format)") from None
+        raise ImageError(path, "not a readable image (unknown or corrupt format)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageError(name, f"cannot decode image ({error})") from None
+        raise ImageError(path, f"cannot decode image ({error})") from None
     return np.asarray(rgb, dtype=np.uint8), scale
+
+
+def decode_image_scaled(data: bytes, name: str = "image bytes", max_side: int = MAX_IMAGE_SIDE
+                        ) -> tuple[np.ndarray, tuple[float, float]]:
+    """`load_image_scaled` for a photo held in memory (an upload, bytes): ImageError naming `name`."""
+    if not data:
+        raise ImageError(name, "empty (0 bytes)")
+    return _decode(io.BytesIO(bytes(data)), name, max_side)
+
+
+def decode_image(data: bytes, name: str = "image bytes", max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Decode the content of an image file (JPEG, PNG, ... bytes) like `load_image`; ImageError naming `name`."""
+    return decode_image_scaled(data, name, max_side)[0]
 
 
 def image_format(data: bytes) -> str | None:
@@ -112,6 +129,45 @@ def image_format(data: bytes) -> str | None:
     return extension if extension in IMAGE_EXTENSIONS else None
 
 
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """A PIL image (any mode) as an (H, W, 3) uint8 RGB array."""
+    return np.asarray(_to_rgb(img), dtype=np.uint8)
+
+
+def to_rgb(image: object, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Any accepted image as RGB uint8 (H, W, 3): a path (str or Path), bytes of an image file, a PIL image, or an
+    (H, W, 3) uint8 RGB / (H, W) uint8 grey array. ImageError for an unreadable file; TypeError/ValueError otherwise."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2 and image.dtype == np.uint8:
+            return np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
+        return image
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), max_side=max_side)
+    if isinstance(image, (str, Path)):
+        if isinstance(image, str) and not image:
+            raise ValueError("an image path must not be empty")
+        return load_image(image, max_side)
+    raise TypeError(
+        "an image must be a path, bytes of an image file, a PIL.Image or an RGB uint8 array, "
+        f"not {type(image).__name__}"
+    )
+
+
+def check_threshold(threshold: float) -> float:
+    """A distance threshold as a float; ValueError unless it is a finite number above 0."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise TypeError(f"threshold must be a number, not {type(threshold).__name__}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"threshold must be a finite number above 0, got {threshold!r}")
+    return value
+
+
 def is_image_file(path: str | Path) -> bool:
     """True for a regular file whose extension is an image format we read."""
     path = Path(path)
@@ -123,21 +179,104 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
 
 
+def display_path(path: str | Path) -> str:
+    """A path as printable UTF-8 text: bytes that are not UTF-8 (an old Latin-1 file name) shown as \\xNN escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate-escaped byte of a non-UTF-8 name
+        return False
+    return True
+
+
+SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe), not a photo; never opened"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def entry_problem(path: Path) -> str | None:
+    """Why an entry of the data folder cannot be enrolled (None when it can be read): a name that is not UTF-8,
+    a symlink loop, a dangling symlink, a FIFO, socket or device (checked with stat, never opened)."""
+    if not _utf8(path.name):
+        return "the name is not valid UTF-8 (rename it)"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "dangling symlink (its target is missing)" if path.is_symlink() else "vanished"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"unreadable: {error.strerror or error}"
+    return next((reason for test, reason in SPECIAL_FILES if test(mode)), None)
+
+
+@dataclass
+class DataLayout:
+    """The enrollment layout of a data folder: (person, photos) per subfolder, photos lying loose in the folder
+    itself, and every entry that was skipped with its reason (hidden folders, links that lead nowhere, FIFOs...)."""
+
+    people: list[tuple[str, list[Path]]] = field(default_factory=list)
+    loose: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _person_photos(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The photos below a person's folder (subfolders searched, symlinked subfolders not followed); entries that
+    cannot be read are added to `skipped`, other files are ignored."""
+    photos = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        skipped.append((folder, f"unreadable folder: {error.strerror or error}"))
+        return photos
+    for entry in entries:
+        if entry.name.startswith("."):
+            if entry.is_dir() and not entry.is_symlink():
+                skipped.append((entry, "hidden folder (its name starts with a dot)"))
+            continue
+        problem = entry_problem(entry)
+        if problem:
+            skipped.append((entry, problem))
+        elif entry.is_dir():
+            if not entry.is_symlink():
+                photos.extend(_person_photos(entry, skipped))
+        elif is_image_file(entry):
+            photos.append(entry)
+    return sorted(photos)
+
+
+def scan_data_folder(data_dir: str | Path, skip: str | Path | None = None) -> DataLayout:
+    """The enrollment layout `data_dir/<person name>/**/photo`, person names NFC-normalised (the same name typed on
+    macOS or Linux). `skip` (e.g. a database folder kept inside data_dir) is left out silently; hidden person
+    folders, names that are not UTF-8, symlink loops, dangling symlinks and FIFOs are listed in `skipped`."""
+    skip_path = Path(skip).resolve() if skip is not None else None
+    layout = DataLayout()
+    for entry in sorted(Path(data_dir).iterdir()):
+        problem = entry_problem(entry)
+        if problem is None and entry.resolve() == skip_path:
+            continue
+        if problem is None and entry.name.startswith("."):
+            if entry.is_dir():
+                problem = "hidden folder (its name starts with a dot): not enrolled"
+            elif entry.suffix.lower() in IMAGE_EXTENSIONS:
+                problem = "hidden photo (its name starts with a dot)"
+            else:
+                continue
+        if problem:
+            layout.skipped.append((entry, problem))
+        elif entry.is_dir():
+            name = unicodedata.normalize("NFC", entry.name)
+            layout.people.append((name, _person_photos(entry, layout.skipped)))
+        elif is_image_file(entry):
+            layout.loose.append(entry)
+    return layout
+
+
 def list_people(
     data_dir: str | Path, skip: str | Path | None = None
 ) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
-    """The enrollment layout `data_dir/<person name>/**/photo`: (person, photos) per subfolder, sorted, names
-    NFC-normalised (the same name typed on macOS or Linux); and the photos lying loose in data_dir itself.
-
-    Hidden entries and `skip` (e.g. a database folder kept inside data_dir) are left out.
-    """
-    skip_path = Path(skip).resolve() if skip is not None else None
-    people, loose = [], []
-    for entry in sorted(Path(data_dir).iterdir()):
-        if entry.name.startswith(".") or entry.resolve() == skip_path:
-            continue
-        if entry.is_dir():
-            people.append((unicodedata.normalize("NFC", entry.name), list_images(entry)))
-        elif is_image_file(entry):
-            loose.append(entry)
-    return people, loose
+    """`scan_data_folder`'s people and loose photos (callers that do not report skipped entries)."""
+    layout = scan_data_folder(data_dir, skip)
+    return layout.people, layout.loose

@@ -57,7 +57,7 @@ class Recognition:
         }
 
     def label(self) -> Label:
-        return Label(self.box, self.name, self.distance)
+        return Label(self.box, self.name, self.score)
 
     def scaled(self, scale: tuple[float, float]) -> Recognition:
         """The same face with its box in pixels scaled by (x, y): back to a downscaled photo's own pixels."""

@@ -5,6 +5,7 @@ Knows nothing of models. OpenCV reads BGR; frames are converted to RGB here, at 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -67,36 +68,60 @@ def _kind(path: Path) -> str:
     return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "photo"
 
 
-def _inside(path: Path, folders: list[Path]) -> bool:
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(folder) for folder in folders)
+def _resolved(path: Path) -> Path | None:
+    """The real path, or None when it cannot be resolved (a symlink loop, a permission error on the way)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return None
 
 
-def collect_inputs(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> tuple[list[Input], list[str]]:
+def _is_loop(path: Path) -> bool:
+    """True for a symlink loop (a link to itself, or links pointing at each other)."""
+    return _resolved(path) is None or _loops_on_stat(path)
+
+
+def _loops_on_stat(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
+
+
+def collect_inputs(
+    paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()
+) -> tuple[list[Input], list[SourceError]]:
     """Expand files and folders into the photos and videos to recognise, in the order given.
 
-    Folders are walked recursively (sorted); files that are neither photos nor videos are skipped quietly,
-    and so is anything under `exclude` (the output folder, so results are never re-read as inputs).
-    A file named explicitly is read as a photo unless its extension says video: the decoder then says
-    what is wrong with it. Returns the inputs and one error line per path that does not exist.
+    Folders are walked recursively (sorted; symlinked folders are not followed); files that are neither photos nor
+    videos are skipped quietly, and so is anything under `exclude` (the output folder, so results are never re-read
+    as inputs). A file named explicitly is read as a photo unless its extension says video: the decoder then says
+    what is wrong with it. Returns the inputs and one error per path that does not exist or is a symlink loop.
     """
     excluded = [Path(folder).resolve() for folder in exclude]
     found: list[Input] = []
-    errors: list[str] = []
+    errors: list[SourceError] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
+        if _is_loop(path):
+            errors.append(SourceError(str(given), "symlink loop (skipped)"))
+        elif path.is_dir():
             root = Path(path.resolve().name)
             for file in sorted(path.rglob("*")):
                 relative = file.relative_to(path)
-                if any(part.startswith(".") for part in relative.parts) or _inside(file, excluded):
+                if any(part.startswith(".") for part in relative.parts):
                     continue
-                if is_image_file(file) or is_video_file(file):
+                if _is_loop(file):
+                    errors.append(SourceError(str(file), "symlink loop (skipped)"))
+                elif any(file.resolve().is_relative_to(folder) for folder in excluded):
+                    continue
+                elif is_image_file(file) or is_video_file(file):
                     found.append(Input(file, str(file), _kind(file), root / relative))
         elif path.exists():
             found.append(Input(path, str(given), _kind(path), Path(path.name)))
         else:
-            errors.append(f"{given}: no such file or folder")
+            errors.append(SourceError(str(given), "no such file or folder"))
     return found, errors
 
 

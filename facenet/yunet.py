@@ -46,6 +46,7 @@ from facenet.config import (
     YUNET_COARSE_SIDE,
     YUNET_FULL_FACE_SIDE,
     YUNET_MAX_SIDE,
+    YUNET_MIN_SIDE,
     YUNET_NMS_THRESHOLD,
     YUNET_SCORE_THRESHOLD,
     YUNET_TOP_K,
@@ -124,7 +125,7 @@ class YuNetDetector:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
         height, width = image.shape[:2]
-        if height == 0 or width == 0:
+        if min(height, width) < YUNET_MIN_SIDE:
             return []
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
         max_side = YUNET_MAX_SIDE if max_side is None else max_side
@@ -135,7 +136,7 @@ class YuNetDetector:
             rows = np.concatenate([rows, self._pass(coarse, threshold, fx * cx, fy * cy)])
             rows = _suppress(rows, threshold, self.nms_threshold)
         found = []
-        for row in rows:
+        for row in rows[np.isfinite(rows).all(axis=1)]:
             x, y, w, h = row[:4]
             box = (max(0, round(x)), max(0, round(y)), min(width, round(x + w)), min(height, round(y + h)))
             if box[2] > box[0] and box[3] > box[1]:

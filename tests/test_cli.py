@@ -112,8 +112,13 @@ def test_t_false_recognises_every_input_and_names_each_bad_one(run_dir, weights_
     assert "Traceback" not in err and result.returncode == 1, err  # 1: some inputs were bad
 
     # Recognised, not trained: face records on stdout, annotated files, no trained weights, no training logs.
-    faces = records(result.stdout)
+    lines = records(result.stdout)
+    faces = [r for r in lines if "box" in r]
     assert faces and all(set(r) == JSON_KEYS for r in faces)
+    # every other input has one line too: no face, or why it could not be read
+    assert sorted(Path(r["source"]).name for r in lines if r.get("faces") == 0) == ["camera.png", "coins.png"]
+    assert sorted(Path(r["source"]).name for r in lines if "error" in r) == [
+        "broken.mp4", "text.jpg", "truncated.jpg", "zero.jpg"]
     by_file = {}
     for r in faces:
         by_file.setdefault(Path(r["source"]).name, []).append(r)

@@ -79,6 +79,7 @@ def test_help_exits_0_with_the_usage_on_stdout(word, tmp_path):
     (["-m", "0"], "--margin (-m) must be more than 0, got 0.0"),
     (["-t", "False", "-wc", "False", "--input="], "no input to recognise: pass --input"),
     (["-t", "False", "extra"], "unexpected arguments 'extra' (flags take True/False as values)"),
+    (["--verify", "a.jpg", "b.jpg"], "--verify takes two photos separated by a comma: --verify=a.jpg,b.jpg"),
 ])
 def test_bad_flags_exit_2_with_one_line_before_tensorflow(args, says, tmp_path):
     result, seconds = run_main(*args, cwd=tmp_path)

@@ -446,7 +446,8 @@ def test_duplicates_count_once_and_are_reported(base, copy, pipeline):
     database, report = sync_database(data_dir, database_dir, pipeline)
     assert report.duplicates == [
         {"path": "Ada Lovelace/zz_copy.jpg", "same_as": "Ada Lovelace/Paul_Tagliabue_0001.jpg"},
-        {"path": f"José Ñúñez/{original.name}", "same_as": "Ada Lovelace/Paul_Tagliabue_0001.jpg"},
+        {"path": f"José Ñúñez/{original.name}", "same_as": "Ada Lovelace/Paul_Tagliabue_0001.jpg",
+         "kept_with": "Ada Lovelace"},
     ]
     assert (report.examined, report.embedded, report.reused, report.hashed) == (0, 0, PHOTOS, 2)
     assert {n: len(p) for n, p in report.people.items()} == {n: len(p) for n, p in GALLERY.items()}
@@ -459,6 +460,22 @@ def test_duplicates_count_once_and_are_reported(base, copy, pipeline):
     assert "Duplicates (byte-identical, counted once) (2):" in report.to_text()
     saved = json.loads((database_dir / f"{ENROLLMENT_REPORT}.json").read_text(encoding="utf-8"))
     assert saved["duplicates"] == report.duplicates
+
+
+def test_a_photo_copied_into_another_folder_stays_with_the_person_it_matches(base, copy, pipeline):
+    """José's photo copied into Ada's folder (Ada is listed first): José keeps it, Ada's copy is the reported
+    conflict; nobody loses a photo and no photo is left out as mislabeled."""
+    data_dir, database_dir = copy
+    original = data_dir / "José Ñúñez" / "Juanes_0001.jpg"
+    shutil.copy2(original, data_dir / "Ada Lovelace" / "a_stray.jpg")
+    database, report = sync_database(data_dir, database_dir, pipeline)
+    assert report.duplicates == [{"path": "Ada Lovelace/a_stray.jpg", "same_as": "José Ñúñez/Juanes_0001.jpg",
+                                  "kept_with": "José Ñúñez"}]
+    assert report.people["José Ñúñez"] == [f"José Ñúñez/{p.name}" for p in GALLERY["José Ñúñez"]]
+    assert "Ada Lovelace/a_stray.jpg" not in report.people["Ada Lovelace"] and report.mislabeled == []
+    np.testing.assert_allclose(database.centroids, base[2].centroids, atol=1e-6)
+    assert "a_stray.jpg: same as José Ñúñez/Juanes_0001.jpg (in another person's folder: kept with José Ñúñez" \
+        in report.to_text()
 
 
 def test_examined_counts_distinct_photos(tmp_path, pipeline):

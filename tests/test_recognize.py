@@ -134,7 +134,7 @@ def test_collect_inputs_walks_folders_and_keeps_order(tmp_path):
         ("rocket.jpg", "photo"), ("b.jpg", "photo"), ("clip.mp4", "video"), ("a.png", "photo")]
     assert items[0].source == str(single) and items[0].relative == Path("rocket.jpg")
     assert items[3].relative == Path("in/sub/a.png") and items[3].source == str(folder / "sub" / "a.png")
-    assert errors == [f"{tmp_path / 'missing.jpg'}: no such file or folder"]
+    assert [str(e) for e in errors] == [f"{tmp_path / 'missing.jpg'}: no such file or folder"]
 
 
 def test_video_source_yields_numbered_rgb_frames(tmp_path):
@@ -180,7 +180,7 @@ def test_output_names_mirror_inputs_and_never_overwrite(tmp_path):
 def test_annotate_boxes_known_green_unknown_red_without_touching_the_input():
     image = load_image(MISC / "two_people.jpg")
     before = image.copy()
-    labels = [Label((100, 50, 300, 250), "Zoë Ñúñez", 0.31), Label((600, 60, 800, 260), config.UNKNOWN, 0.62)]
+    labels = [Label((100, 50, 300, 250), "Zoë Ñúñez", 84.0), Label((600, 60, 800, 260), config.UNKNOWN, 20.0)]
     out = annotate(image, labels)
     assert np.array_equal(image, before) and out.shape == image.shape and out is not image
     assert tuple(out[150, 100]) == KNOWN_RGB and tuple(out[150, 299]) == KNOWN_RGB
@@ -189,12 +189,12 @@ def test_annotate_boxes_known_green_unknown_red_without_touching_the_input():
     label = out[251:270, 100:180]
     assert (label == KNOWN_RGB).all(axis=-1).mean() > 0.4 and (label.min(axis=-1) > 240).any()  # text on green
     assert np.array_equal(annotate(image, []), image)
-    assert label_text("Ann", 0.3123) == "Ann 0.31" and label_text("Ann", None) == "Ann"
+    assert label_text("Ann", 84.4) == "Ann (score 84)" and label_text("Ann", None) == "Ann"
 
 
 def test_label_goes_above_a_box_at_the_bottom_edge():
     image = np.zeros((100, 200, 3), np.uint8)
-    out = annotate(image, [Label((50, 40, 150, 100), "Ann", 0.2)])
+    out = annotate(image, [Label((50, 40, 150, 100), "Ann", 90.0)])
     assert (out[30:39, 50:80] == KNOWN_RGB).all(axis=-1).any()
 
 
@@ -357,7 +357,11 @@ def test_bad_inputs_are_named_and_the_run_goes_on(tmp_path, data_dir, fast_model
     assert run_recognize(tmp_path, data_dir, [folder, tmp_path / "nowhere"]) == 1
     warnings = [m for m in caplog.messages if "empty.jpg" in m or "broken.mp4" in m or "nowhere" in m]
     assert len(warnings) == 3
-    assert [r["name"] for r in json_lines(capsys.readouterr().out)] == ["Juanes"]
+    lines = json_lines(capsys.readouterr().out)
+    assert [r["name"] for r in lines if "box" in r] == ["Juanes"]
+    assert {Path(r["source"]).name: r["error"] for r in lines if "error" in r} == {
+        "empty.jpg": "empty file (0 bytes)", "broken.mp4": "cannot open video (unknown or corrupt format)",
+        "nowhere": "no such file or folder"}
 
 
 def test_headless_webcam_writes_a_bounded_annotated_stream(tmp_path, data_dir, fast_model, monkeypatch, capsys,
@@ -405,7 +409,7 @@ def test_nobody_enrolled_gives_unknown_with_no_distance(pipeline):
     record = results[0].record("x.jpg", None)
     assert (record["distance"], record["score"]) == (None, None)
     assert json.loads(json.dumps(record)) == record
-    assert label_text(results[0].label().name, results[0].label().distance) == config.UNKNOWN
+    assert label_text(results[0].label().name, results[0].label().score) == config.UNKNOWN
     assert Recognition((0, 0, 1, 1), "Ann", 0.31234, 77.77).record("y", 3) == {
         "source": "y", "frame": 3, "box": [0, 0, 1, 1], "name": "Ann", "distance": 0.3123, "score": 77.8}
 

@@ -7,7 +7,26 @@ Kept apart from the library: importing facenet.* defines no command-line flags; 
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 __all__ = ["FLAGS", "check_flags", "main", "preflight", "run"]
+
+INTERRUPTED_EXIT = 130
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of `facenet`, `python main.py` and `python -m facenet.cli` (see app.main). Ctrl-C at any moment,
+    start-up included (importing TensorFlow, loading models), ends with one line and exit code 130."""
+    try:
+        from facenet.cli import app
+
+        app.main(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted (Ctrl-C)\n")
+        sys.stderr.flush()
+        sys.exit(INTERRUPTED_EXIT)
+    raise AssertionError("app.main returned")  # pragma: no cover - app.main always exits
 
 
 def __getattr__(name: str) -> object:

@@ -219,6 +219,9 @@ def _recognises_inputs(values: flags.FlagValues) -> bool:
 def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | None:
     """check_flags, plus what the mode needs: no stray arguments, and something to recognise."""
     if len(argv) > 1:
+        if values.verify is not None and len(values.verify) == 1:
+            return (f"unexpected arguments {' '.join(argv[1:])!r}: --verify takes two photos separated by a comma: "
+                    f"--verify={values.verify[0]},{argv[1]}")
         return f"unexpected arguments {' '.join(argv[1:])!r} (flags take True/False as values)"
     problem = check_flags(values)
     if problem:
@@ -292,6 +295,9 @@ def preflight(argv: list[str]) -> tuple[int | None, list[str]]:
 
 
 def _setup_logging() -> None:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name in a line: escaped, never raw bytes or a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s: %(message)s", force=True)
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -10,9 +10,22 @@ from facenet.progress import progress
 __all__ = ["emit_json", "error", "import_tensorflow_quietly", "progress"]
 
 
+def _valid_utf8(value: object) -> object:
+    """`value` with every string made valid UTF-8: bytes of a non-UTF-8 file name shown as \\xNN escapes."""
+    if isinstance(value, str):
+        from facenet.images import display_path
+
+        return display_path(value)
+    if isinstance(value, dict):
+        return {key: _valid_utf8(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_valid_utf8(item) for item in value]
+    return value
+
+
 def emit_json(record: dict) -> None:
-    """One JSON object per line on stdout (UTF-8 names kept readable)."""
-    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    """One JSON object per line on stdout (UTF-8 names kept readable; never invalid UTF-8)."""
+    sys.stdout.write(json.dumps(_valid_utf8(record), ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
@@ -37,6 +50,8 @@ def import_tensorflow_quietly() -> None:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
+        except KeyboardInterrupt:
+            raise  # Ctrl-C while importing: the caller says so in one line, TensorFlow's banner stays hidden
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

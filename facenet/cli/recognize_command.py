@@ -1,7 +1,8 @@
 """`facenet -t False`: sync the database with data/, then name every face of photos, folders, videos or the webcam.
 
 Outputs: annotated photos/videos in the output folder (names mirror the inputs), JSON lines on stdout with
---json, a progress bar and a summary on stderr. Bad inputs get one line each and the run goes on.
+--json (one per face; a faceless photo or video `{"source", "frame": null, "faces": 0}`, an unreadable input
+`{"source", "error"}`), a progress bar and a summary on stderr. Bad inputs get one line each and the run goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.cli.live_command import live_command
 from facenet.cli.recognize_output import (
     OutputNames,
+    emit_error,
+    emit_no_face,
     emit_results,
     photo_suffix,
     print_enrollment,
@@ -70,7 +73,7 @@ def output_exclusions(inputs: list[str], output_dir: Path) -> list[Path] | str:
     return written
 
 
-def _collect(inputs: list[str], output_dir: Path, summary: Summary) -> list[Input] | int:
+def _collect(inputs: list[str], output_dir: Path, summary: Summary, as_json: bool) -> list[Input] | int:
     """The photos and videos to recognise (each missing one named and counted), or the exit code when none."""
     exclude = output_exclusions(inputs, output_dir)
     if isinstance(exclude, str):
@@ -78,6 +81,8 @@ def _collect(inputs: list[str], output_dir: Path, summary: Summary) -> list[Inpu
     items, errors = collect_inputs(inputs, exclude=exclude)
     for problem in errors:
         log.warning("%s", problem)
+        if as_json:
+            emit_error(problem.source, problem.reason)
     summary.errors += len(errors)
     if not items:
         log.error("nothing to recognise in %s (no photos or videos found)", ", ".join(map(str, inputs)))
@@ -175,7 +180,7 @@ def recognize_command(
         if camera_source is None:
             return 1
     elif not enroll_only and not cameras:
-        found = _collect(inputs, output_dir, summary)
+        found = _collect(inputs, output_dir, summary, as_json)
         if isinstance(found, int):
             return found
         items = found
@@ -267,6 +272,8 @@ def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary:
         frame = read_photo(item)
     except ImageError as problem:
         log.warning("%s", problem)
+        if as_json:
+            emit_error(item.source, problem.reason)
         summary.errors += 1
         return
     results = recognizer.recognize(frame.image)
@@ -299,6 +306,7 @@ def _run_video(
     window: Window | None, sinks: EventSinks | None = None,
 ) -> None:
     tracker = recognizer if isinstance(recognizer, VideoTracker) else None
+    faces_before = summary.faces
     try:
         with VideoSource.open_file(item.path, item.source) as video:
             out = names.path_for(item, ".mp4")
@@ -314,12 +322,18 @@ def _run_video(
                         sinks.send(tracker.drain())
     except SourceError as problem:
         log.warning("%s", problem)
+        if as_json:
+            emit_error(item.source, problem.reason)
         summary.errors += 1
         return
     except OSError as problem:
         log.warning("%s: cannot write the annotated video (%s)", item.source, problem)
+        if as_json:
+            emit_error(item.source, f"cannot write the annotated video ({problem})")
         summary.errors += 1
         return
+    if as_json and summary.faces == faces_before:
+        emit_no_face(item.source)
     summary.videos += 1
 
 

@@ -72,6 +72,16 @@ def emit_results(results: list[Recognition], source: str, frame: int | None) -> 
         emit_json(result.record(source, frame))
 
 
+def emit_no_face(source: str) -> None:
+    """--json: the line of a photo, or a whole video, in which no face was found (so every input has a line)."""
+    emit_json({"source": source, "frame": None, "faces": 0})
+
+
+def emit_error(source: str, reason: str) -> None:
+    """--json: the line of an input that could not be read."""
+    emit_json({"source": source, "error": reason})
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -89,6 +99,7 @@ def print_photo(results: list[Recognition], source: str, scale: tuple[float, flo
     if as_json:
         emit_results([r.scaled(scale) for r in results], source, None)
         if not results:
+            emit_no_face(source)
             log.info("%s: no face found", source)
     else:
         tqdm.write(f"{source}: {describe(results)}", file=sys.stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from facenet.cli import INTERRUPTED_EXIT
 from facenet.cli.console import emit_json
 from facenet.cli.console import error as console_error
 from facenet.model import WeightsError
@@ -18,8 +19,6 @@ from facenet.train.validation import fmt_metrics
 from facenet.zoo import ZooError
 
 log = logging.getLogger(__name__)
-
-INTERRUPTED_EXIT = 130
 
 _OFF_THRESHOLD = " (some ranked pairs better, but the rescaled threshold lost accuracy: try a lower -lr)"
 

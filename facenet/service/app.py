@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from facenet.api import NoFaceError
-from facenet.images import ImageError, decode_image
+from facenet.images import ImageError, decode_image_scaled
 from facenet.service.keys import KEY_HEADER, key_accepted
 from facenet.service.store import (
     BadName,
@@ -214,7 +214,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_image(data, name)
+            rgb, scale = decode_image_scaled(data, name)
             faces = [{**_face(r.box, r.points, scale), "name": r.name, "distance": _rounded(r.distance, 4),
                       "score": _rounded(r.score, 1)} for r in store.recognize(rgb)]
             return {**_size(rgb, scale), "faces": faces}
@@ -227,7 +227,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_image(data, name)
+            rgb, scale = decode_image_scaled(data, name)
             from facenet.pipeline import five_points
 
             faces = [{**_face(f.box, five_points(f), scale), "score": _rounded(f.score, 4)}
@@ -242,7 +242,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         photos = await read_photos(request, ("source_image", "target_image"), max_upload)
 
         def work() -> dict[str, Any]:
-            (a, _), (b, _) = (decode_image(*photos[k]) for k in ("source_image", "target_image"))
+            (a, _), (b, _) = (decode_image_scaled(*photos[k]) for k in ("source_image", "target_image"))
             answer = store.verify(a, b, (photos["source_image"][1], photos["target_image"][1]))
             return {"same": answer.same, "distance": round(answer.distance, 4), "threshold": answer.threshold}
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from facenet.api import NoFaceError, Verification, verify_with
 from facenet.files import atomic_write, file_sha256
-from facenet.images import decode_image, image_format, list_images, list_people
+from facenet.images import decode_image_scaled, image_format, list_images, list_people
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase
@@ -218,7 +218,7 @@ class GalleryStore:
         cannot be read, NoFaceError when no face is found: then nothing is written.
         """
         folder = self.folder(name)
-        rgb, _ = decode_image(data, source)
+        rgb, _ = decode_image_scaled(data, source)
         if self.pipeline.subject(rgb, "largest").face is None:
             raise NoFaceError(f"{source}: no face found")
         extension = image_format(data) or ".jpg"
