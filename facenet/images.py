@@ -109,7 +109,7 @@ def decode_image_scaled(data: bytes, name: str = "image bytes", max_side: int = 
                         ) -> tuple[np.ndarray, tuple[float, float]]:
     """`load_image_scaled` for a photo held in memory (an upload, bytes): ImageError naming `name`."""
     if not data:
-        raise ImageError(name, "empty (0 bytes)")
+        raise ImageError(name, "empty file (0 bytes)")
     return _decode(io.BytesIO(bytes(data)), name, max_side)
 
 
