@@ -146,11 +146,11 @@ def main() -> int:
                                    epoch_seconds=run.epoch_seconds, embed_seconds=run.embed_seconds,
                                    val_before=run.val_before, val_after=run.val_after, gallery=done.gallery)
         scale = run.val_after["distance_scale"] if done.saved else 1.0
-        if done.saved and read_trained(trained_weights_path(gallery, args.model)).model_weights is None:
-            trained = read_trained(trained_weights_path(gallery, args.model))
+        trained = read_trained(trained_weights_path(gallery, args.model)) if done.saved else None
+        if trained is not None and trained.model_weights is None:
             adapter = adapter_model(clean.shape[1], trained.record["adapter_hidden"], trained.adapter_weights)
             clean, domain = (np.asarray(adapter(v, training=False)) for v in (clean, domain))
-        elif done.saved:
+        elif trained is not None:
             after = FacePipeline("yunet", args.model, args.weights_dir, gallery)
             clean, domain = embed(after, args.lfw_dir, test), embed(after, domain_root, test)
     results["after"] = judge(clean, domain, index, pairs, args.lfw_dir, test, args.model, scale)

@@ -142,6 +142,7 @@ class _AdapterRun:
         self.chip_set, self.plan, self.settings, self.options = chip_set, plan, settings, options
         self.trainee, self.validate, self.views, self.logs = trainee, validate, views, logs
         self.best_weights: list[np.ndarray] | None = None
+        self.best_embeddings: np.ndarray | None = None
         self.rng = np.random.default_rng(options.seed)
 
     def train(self) -> TrainResult:
@@ -152,7 +153,7 @@ class _AdapterRun:
         result = TrainResult(before, dict(before), False, 0, 0, False, self.logs.run_dir, len(plan.pairs[2]),
                              len(plan.held), loss=self.settings.loss)
         result.plots += self._plots("before", embeddings, f"before training: {short_metrics(before)}")
-        step = self._step(embeddings)
+        step = self._step()
         last = (before, embeddings)
         started, images = time.perf_counter(), 0
         try:
@@ -175,7 +176,9 @@ class _AdapterRun:
         result.plots += self._plots("after", shown, f"{title}: {short_metrics(result.val_after)}")
         return result
 
-    def _step(self, embeddings: np.ndarray):
+    def _step(self):
+        """The compiled step over the adapter (and, for margin losses, a cosine head started at the classes'
+        mean vectors)."""
         head = None
         if self.settings.is_margin:
             train_idx = self.plan.train_idx
