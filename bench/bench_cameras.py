@@ -4,7 +4,7 @@
 
 Each camera is a real MJPEG-over-HTTP server on loopback (multipart/x-mixed-replace, 25 frames/s) looping the
 walking-people video of bench/bench_tracking.py (known people and strangers, small moving faces). The product's live
-loop (`facenet.live.run_cameras`: a reader thread per camera keeping its newest frame, frames recognised round-robin)
+loop (`facenet.live.cameras.run_cameras`: a reader thread per camera keeps its newest frame; round-robin)
 runs for `--seconds`; reported: analysed frames/s of each camera (frames a slow CPU cannot keep up with are
 skipped, not queued). Label flips are measured on every frame by bench/bench_tracking.py.
 """
@@ -33,7 +33,7 @@ from bench_video import build_gallery  # noqa: E402
 
 from facenet import config  # noqa: E402
 from facenet.database import sync_database  # noqa: E402
-from facenet.live import run_cameras  # noqa: E402
+from facenet.live.cameras import run_cameras  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 

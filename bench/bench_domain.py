@@ -37,9 +37,9 @@ from domains import DOMAINS, LFW_DEV, ROOT, make_domain  # noqa: E402
 
 from facenet.config import UNKNOWN  # noqa: E402
 from facenet.database import FaceDatabase  # noqa: E402
-from facenet.embed import normalize  # noqa: E402
-from facenet.lfw import parse_pairs, within_set_folds  # noqa: E402
-from facenet.metrics import auc, kfold_accuracy  # noqa: E402
+from facenet.eval.lfw import parse_pairs, within_set_folds  # noqa: E402
+from facenet.eval.metrics import auc, kfold_accuracy  # noqa: E402
+from facenet.models.embed import normalize  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     import facenet
-    from facenet.model import read_trained, trained_weights_path
+    from facenet.models.trained import read_trained, trained_weights_path
     from facenet.train.adapter import adapter_model
 
     domain_root = make_domain(args.domain, args.lfw_dir)

@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from facenet.config import RESNET_DAT, model_file  # noqa: E402
-from facenet.embed import Embedder  # noqa: E402
 from facenet.images import list_images  # noqa: E402
-from facenet.model import build_embedder, pretrained_dlib_resnet  # noqa: E402
+from facenet.models.build import build_embedder, pretrained_dlib_resnet  # noqa: E402
+from facenet.models.embed import Embedder  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 SOURCES = (ROOT.parent / "shared/faces/lfw_dev", ROOT.parent / "shared/faces/people", ROOT / "tests/data/people")

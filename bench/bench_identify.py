@@ -33,8 +33,8 @@ from calibrate import LFW_DEV, RESULTS, ROOT, branch_embeddings, fused, people_o
 
 from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN, calibration  # noqa: E402
 from facenet.database import FaceDatabase, sync_database  # noqa: E402
-from facenet.embed import normalize  # noqa: E402
 from facenet.images import list_images  # noqa: E402
+from facenet.models.embed import normalize  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 FIXED = (0.8, 0.9, 1.0, 1.15)

@@ -36,10 +36,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from facenet.config import calibration  # noqa: E402
-from facenet.embed import Embedder  # noqa: E402
 from facenet.images import list_images  # noqa: E402
-from facenet.margin import MARGIN_LOSSES  # noqa: E402
-from facenet.model import build_embedder  # noqa: E402
+from facenet.models.build import build_embedder  # noqa: E402
+from facenet.models.embed import Embedder  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 from facenet.train import (  # noqa: E402
     load_chips,
@@ -49,6 +48,7 @@ from facenet.train import (  # noqa: E402
     train,
     verification_metrics,
 )
+from facenet.train.margin import MARGIN_LOSSES  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 LFW_DEV = ROOT.parent / "shared" / "faces" / "lfw_dev"

@@ -22,10 +22,10 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenet.embed import normalize  # noqa: E402
+from facenet.eval.lfw import parse_pairs  # noqa: E402
+from facenet.eval.metrics import accuracy_at, auc, best_threshold  # noqa: E402
 from facenet.images import list_images  # noqa: E402
-from facenet.lfw import parse_pairs  # noqa: E402
-from facenet.metrics import accuracy_at, auc, best_threshold  # noqa: E402
+from facenet.models.embed import normalize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -117,8 +117,8 @@ def subject_points(detector, image: np.ndarray) -> np.ndarray | None:
 def make_domain(name: str, lfw_dir: Path = LFW_DEV, root: Path = RESULTS) -> Path:
     """The `name` copy of every lfw_dev photo (same layout, PNG-free: JPEG quality 95 unless the domain sets it),
     made once; photos without a detected face are copied unchanged."""
+    from facenet.detect.registry import make_detector
     from facenet.images import load_image
-    from facenet.pipeline import make_detector
 
     folder = root / name
     detector = None

@@ -26,7 +26,7 @@ from facenet.images import ImageError, check_threshold, load_image, to_rgb
 
 if TYPE_CHECKING:
     from facenet.database import EnrollmentReport, FaceDatabase
-    from facenet.faces import Face
+    from facenet.detect.face import Face
     from facenet.pipeline import FacePipeline
     from facenet.train.fine_tune import FineTuneResult
 
@@ -52,7 +52,7 @@ def face_pipeline(
     """The shared `FacePipeline` for these settings (built on first use, then reused; rebuilt when the gallery's
     trained weights change). `trained_dir`: a gallery (database folder) whose fine-tuned weights to use (default:
     none, the pretrained model); `pretrained=True` ignores them."""
-    from facenet.model import trained_weights_path
+    from facenet.models.trained import trained_weights_path
 
     trained = None if pretrained or trained_dir is None else str(Path(trained_dir).resolve())
     version: tuple = ()
@@ -72,7 +72,7 @@ def _name(image: Image) -> str:
 
 def _faces(faces: object) -> list[Face]:
     """`faces=` as a list of Face objects (a list or tuple of them, e.g. from detect_faces); TypeError otherwise."""
-    from facenet.faces import Face
+    from facenet.detect.face import Face
 
     if isinstance(faces, Face):
         return [faces]

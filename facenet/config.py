@@ -48,7 +48,7 @@ near-perfect and 1e-4 wrecks the dlib ResNet within an epoch (LFW AUC 0.9996 -> 
 scratch."""
 
 TUNE_MODES = ("adapter", "backbone")
-"""What `-t True` trains: `adapter` (default), a residual adapter over the frozen model (facenet/adapter.py), or
+"""What `-t True` trains: `adapter` (default), a residual adapter over the frozen model (facenet/models/adapter.py), or
 `backbone`, the model's own weights (FUSED_TRAINED_BRANCHES of the fused model). Each training photo is embedded
 once as it is and mirrored; the adapter trains on those vectors."""
 
@@ -236,7 +236,7 @@ DISTANCE_SCALE_RANGE = (0.2, 5.0)
 """Plausible distance scales of fine-tuned weights (how much training spread the faces; 1.0 = as calibrated).
 Fine-tuning moves it by a few percent; a file claiming more is refused, since every threshold is multiplied by it."""
 
-# --- SFace (OpenCV Zoo face embedding, converted to Keras by facenet/sface.py)
+# --- SFace (OpenCV Zoo face embedding, converted to Keras by facenet/models/sface.py)
 
 SFACE_PRETRAINED_FILE = "sface_pretrained.keras"
 """Cache of the Keras twin of SFace, converted once from the zoo ONNX file (a .json beside it names its source)."""
@@ -287,7 +287,7 @@ def default_examples_dir() -> Path | None:
     return photos if photos is not None and photos.is_dir() else None
 
 
-# --- YuNet (OpenCV Zoo face detector, facenet/yunet.py; numbers measured as its docstring records) ---------------
+# --- YuNet (OpenCV Zoo face detector, facenet/detect/yunet.py; numbers measured as its docstring records) --------
 
 YUNET_SCORE_THRESHOLD = 0.85
 """Minimum YuNet score: finds faces of ~20 px and up in a full-resolution frame (36 px: 180/180 found) and keeps
@@ -314,7 +314,7 @@ YUNET_COARSE_SIDE = 320
 """Shorter side of the coarse pass's copy: a face filling the photo is found there."""
 
 
-# --- live cameras, tracking and events (facenet/streams.py, tracking.py, events.py) ------------------------------
+# --- live cameras, tracking and events (facenet/live/streams.py, tracking.py, events.py) ------------------------------
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 """An --input starting with one of these is a live camera stream (RTSP, or MJPEG over HTTP), not a file."""

@@ -48,9 +48,9 @@ from facenet.config import (
     Calibration,
     calibration,
 )
-from facenet.embed import normalize
 from facenet.files import atomic_write, file_sha256, remove_stale_temps
 from facenet.images import DataLayout, display_path, scan_data_folder
+from facenet.models.embed import normalize
 from facenet.progress import progress_bar
 
 if TYPE_CHECKING:

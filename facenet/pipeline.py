@@ -26,45 +26,21 @@ from facenet.config import (
     CHIP_SIDES,
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
-    DETECTORS,
     TTA_PADDINGS,
     VIDEO_DETECT_SIDE,
 )
-from facenet.embed import Chips, Embedder, load_embedder
-from facenet.faces import Face, FaceDetector, face_chip, fit_shape
+from facenet.detect import align
+from facenet.detect.dlib import face_chip, fit_shape
+from facenet.detect.face import Detector, Face
+from facenet.detect.registry import make_detector
 from facenet.images import ImageError, load_image
+from facenet.models.embed import Chips, Embedder, load_embedder
 from facenet.progress import progress
 
 log = logging.getLogger(__name__)
 
 CHOICES = ("largest", "centre")
 
-
-
-class YuNetFaces:
-    """YuNet (OpenCV Zoo) behind the detector interface: every face with its 5 points, largest first."""
-
-    kind = "yunet"
-
-    def __init__(self) -> None:
-        from facenet.yunet import YuNetDetector
-
-        self._detector = YuNetDetector()
-
-    def detect(self, image: np.ndarray, max_side: int | None = None, sensitive: bool = False) -> list[Face]:
-        from facenet.config import YUNET_FALLBACK_SCORE
-
-        threshold = YUNET_FALLBACK_SCORE if sensitive else None
-        found = self._detector.detect(image, max_side=max_side, score_threshold=threshold)
-        faces = [Face(box=d.box, score=d.score, points=d.points) for d in found]
-        return sorted(faces, key=lambda f: f.area, reverse=True)
-
-
-def make_detector(kind: str = DEFAULT_DETECTOR) -> FaceDetector | YuNetFaces:
-    """The detector called `kind` (one of DETECTORS)."""
-    if kind not in DETECTORS:
-        raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
-    return YuNetFaces() if kind == "yunet" else FaceDetector(kind)
 
 
 @dataclass(frozen=True)
@@ -94,7 +70,7 @@ class FacePipeline:
 
     def __init__(
         self,
-        detector: str | FaceDetector | YuNetFaces = DEFAULT_DETECTOR,
+        detector: str | Detector = DEFAULT_DETECTOR,
         model: str | Embedder = DEFAULT_MODEL,
         weights_dir: str | Path = "weights",
         trained_dir: str | Path | None = None,
@@ -128,9 +104,9 @@ class FacePipeline:
         for face in faces:
             if "dlib" in self.embedder.kinds and face.shape is None:
                 face = replace(face, shape=fit_shape(image, face.box) if face.points is None
-                               else _align().dlib_shape(image, face))
+                               else align.dlib_shape(image, face))
             if "sface" in self.embedder.kinds and face.points is None:
-                face = replace(face, points=_align().points_from_dlib(face.landmarks))
+                face = replace(face, points=align.points_from_dlib(face.landmarks))
             done.append(face)
         return done
 
@@ -151,7 +127,7 @@ class FacePipeline:
 
     def chips(self, image: np.ndarray, faces: list[Face], padding: float = CHIP_PADDING) -> Chips:
         """The aligned chips of `faces` (completed) for every chip kind of the model."""
-        cut = {"dlib": lambda f: face_chip(image, f, padding), "sface": lambda f: _align().sface_chip(image, f.points)}
+        cut = {"dlib": lambda f: face_chip(image, f, padding), "sface": lambda f: align.sface_chip(image, f.points)}
         return {kind: np.stack([cut[kind](f) for f in faces]) if faces else empty_chips(kind)
                 for kind in self.embedder.kinds}
 
@@ -222,13 +198,8 @@ def five_points(face: Face) -> np.ndarray | None:
     YuNet's own, else estimated from dlib's shape; None when the face has neither."""
     if face.points is not None:
         return face.points
-    return None if face.shape is None else _align().points_from_dlib(face.landmarks)
+    return None if face.shape is None else align.points_from_dlib(face.landmarks)
 
-
-def _align():
-    from facenet import align  # OpenCV's warp and YuNet geometry: only loaded when a model or detector needs it
-
-    return align
 
 
 def empty_chips(kind: str) -> np.ndarray:

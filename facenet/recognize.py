@@ -27,7 +27,7 @@ from facenet.sources import SourceError, VideoSource
 if TYPE_CHECKING:
     from facenet.api import Verification
     from facenet.database import FaceDatabase
-    from facenet.faces import Face
+    from facenet.detect.face import Face
     from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ def weights_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def embedder(weights_dir):
     """The pretrained dlib ResNet twin as an `Embedder` (chips in as {"dlib": (N, 150, 150, 3)})."""
-    from facenet.embed import Embedder
-    from facenet.model import build_embedder
+    from facenet.models.build import build_embedder
+    from facenet.models.embed import Embedder
 
     return Embedder(build_embedder("dlib", weights_dir), "dlib")
 
@@ -47,9 +47,9 @@ def weights(tmp_path, embedder, weights_dir) -> Path:
 @pytest.fixture(scope="session")
 def detector():
     """dlib's HOG detector (with its 5-point landmarks)."""
-    from facenet.faces import FaceDetector
+    from facenet.detect.dlib import DlibDetector
 
-    return FaceDetector("hog")
+    return DlibDetector("hog")
 
 
 @pytest.fixture(scope="session")

@@ -15,16 +15,18 @@ import tensorflow as tf
 
 import facenet
 import facenet.train.validation as validation
-from facenet.adapter import EmbeddingAdapter, adapter_of, with_adapter
 from facenet.config import ADAPTER_LEARNING_RATE, LEARNING_RATES, learning_rate
-from facenet.embed import load_embedder
-from facenet.faces import face_chip
+from facenet.detect.dlib import face_chip
 from facenet.images import load_image
-from facenet.model import build_embedder, fingerprint, read_trained, save_trained_weights, trained_weights_path
+from facenet.models.adapter import EmbeddingAdapter, adapter_of, with_adapter
+from facenet.models.build import build_embedder
+from facenet.models.cache import fingerprint
+from facenet.models.embed import load_embedder
+from facenet.models.trained import read_trained, save_trained_weights, trained_weights_path
 from facenet.pipeline import FacePipeline
 from facenet.train.adapter import adapter_model
 from facenet.train.step import LossSettings, build_optimizer, make_step
-from facenet.triplet import pairwise_distances
+from facenet.train.triplet import pairwise_distances
 
 DATA = Path(__file__).parent / "data"
 PEOPLE = DATA / "people"

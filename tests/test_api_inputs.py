@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import facenet
+from facenet.detect.yunet import YuNetDetector
 from facenet.images import load_image
-from facenet.yunet import YuNetDetector
 
 DATA = Path(__file__).parent / "data"
 JUANES = DATA / "people" / "Juanes"

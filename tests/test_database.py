@@ -22,8 +22,8 @@ from facenet.database import (
     match_score,
     sync_database,
 )
-from facenet.embed import normalize
 from facenet.images import load_image
+from facenet.models.embed import normalize
 from facenet.pipeline import FacePipeline
 
 DATA = Path(__file__).parent / "data"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from facenet.config import LANDMARKS_DAT, RESNET_DAT, model_file
-from facenet.dlib_resnet import DlibFormatError, _Reader, read_dlib_resnet
 from facenet.images import list_images, load_image
+from facenet.models.dlib_resnet import DlibFormatError, _Reader, read_dlib_resnet
 
 PEOPLE = Path(__file__).parent / "data" / "people"
 

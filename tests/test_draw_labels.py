@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from facenet import config
+from facenet.detect.yunet import YuNetDetector
 from facenet.draw import KNOWN_RGB, Label, annotate, label_text, layout_labels, printable
 from facenet.images import load_image
-from facenet.yunet import YuNetDetector
 
 MISC = Path(__file__).parent / "data" / "misc"
 

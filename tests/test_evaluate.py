@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from facenet.cli.lfw_command import lfw_command
-from facenet.lfw import PairsError, evaluate_pairs, parse_pairs, read_pairs
-from facenet.metrics import auc, best_threshold, eer, kfold_accuracy, roc, stratified_folds, tar_at_far
+from facenet.eval.lfw import PairsError, evaluate_pairs, parse_pairs, read_pairs
+from facenet.eval.metrics import auc, best_threshold, eer, kfold_accuracy, roc, stratified_folds, tar_at_far
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -108,22 +108,10 @@ def test_metrics_reject_a_single_class():
         auc([0.1, 0.2], [True, True])
 
 
-def test_facenet_evaluate_still_re_exports_the_metrics_and_pairs_functions():
-    from facenet import evaluate, lfw, lfw_plot, metrics
-
-    for name in ("accuracy_at", "auc", "best_threshold", "eer", "kfold_accuracy", "roc", "tar_at_far",
-                 "stratified_folds", "verification_metrics", "FAR_TARGET", "N_FOLDS"):
-        assert getattr(evaluate, name) is getattr(metrics, name), name
-    for name in ("Pair", "PairsError", "parse_pairs", "read_pairs", "embed_images", "evaluate_pairs"):
-        assert getattr(evaluate, name) is getattr(lfw, name), name
-    assert evaluate.save_roc_png is lfw_plot.save_roc_png
-    assert not hasattr(evaluate, "lfw_command") and not hasattr(evaluate, "format_report")  # the CLI's now
-
-
 def test_roc_png_and_the_text_report(tmp_path):
     from facenet.cli.lfw_command import format_report
-    from facenet.lfw_plot import save_roc_png
-    from facenet.metrics import verification_metrics
+    from facenet.eval.metrics import verification_metrics
+    from facenet.eval.plot import save_roc_png
 
     distances, same = labelled([0.1, 0.2, 0.3, 0.6], [0.4, 0.5, 0.7, 0.8])
     save_roc_png(tmp_path / "roc.png", distances, same, "test")
@@ -238,8 +226,8 @@ def test_centre_choice_prefers_the_centre_face_to_the_larger_bystander(pipeline,
 
 
 def test_batched_flip_embeddings_equal_per_image_tta(pipeline):
+    from facenet.eval.lfw import embed_images
     from facenet.images import load_image
-    from facenet.lfw import embed_images
 
     paths = sorted(LFW_SMALL.glob("Albert_Costa/*.jpg"))[:3]
     batched = pipeline.embed_photos(paths, "centre", last_resort=True, tta=True, chunk=2)  # two flushes
@@ -278,9 +266,9 @@ def test_unreadable_image_excludes_its_pairs(tmp_path, pipeline, caplog):
 
 
 def test_a_faceless_image_gets_the_centre_box(tmp_path, pipeline, caplog):
-    from facenet.lfw import embed_images
+    from facenet.eval.lfw import embed_images
 
-    caplog.set_level("INFO", logger="facenet.lfw")
+    caplog.set_level("INFO", logger="facenet.eval.lfw")
     faceless = tmp_path / "rocket.jpg"
     shutil.copy2(DATA / "misc" / "rocket.jpg", faceless)
     found = embed_images([faceless, LFW_SMALL / "Alan_Greenspan/Alan_Greenspan_0001.jpg"], pipeline)
@@ -303,7 +291,7 @@ def test_threshold_from_train_pairs_is_applied_to_the_test_pairs(pipeline):
 
 
 def test_command_with_unusable_trained_weights_exits_1_with_one_line(tmp_path, weights_dir, embedder, capsys):
-    from facenet.model import trained_weights_path
+    from facenet.models.trained import trained_weights_path
 
     folder = tmp_path / "w"
     shutil.copytree(weights_dir, folder)

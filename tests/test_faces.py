@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from facenet.config import CHIP_KINDS, DETECTORS, HOG_UPSAMPLE, HOW_TEXT, PHOTO_UPSAMPLE_MAX_SIDE
-from facenet.faces import Face, FaceDetector, face_chip, face_chips, fit_shape
+from facenet.detect.dlib import DlibDetector, face_chip, fit_shape
+from facenet.detect.face import Face
+from facenet.detect.registry import make_detector
 from facenet.images import load_image
-from facenet.pipeline import FacePipeline, centre_box, make_detector, nearest_centre
+from facenet.pipeline import FacePipeline, centre_box, nearest_centre
 
 DATA = Path(__file__).parent / "data"
 MISC = DATA / "misc"
@@ -72,7 +74,7 @@ def test_downscaled_detection_maps_boxes_back(detector):
 
 
 def test_sensitive_pass_upsamples_once_more_but_never_a_big_photo(monkeypatch):
-    detector = FaceDetector("hog")
+    detector = DlibDetector("hog")
     asked = []
     monkeypatch.setattr(detector, "_detect_rects", lambda image, upsample: asked.append(upsample) or [])
     small = np.zeros((480, 640, 3), np.uint8)
@@ -99,17 +101,15 @@ def test_fit_shape_gives_the_detectors_landmarks(detector):
 def test_chips_are_aligned_150_square(detector):
     image = load_image(MISC / "2008_001322.jpg")
     faces = detector.detect(image)
-    chips = face_chips(image, faces)
-    assert chips.shape == (3, 150, 150, 3) and chips.dtype == np.uint8
-    assert np.array_equal(chips[0], face_chip(image, faces[0]))
-    assert face_chips(image, []).shape == (0, 150, 150, 3)
+    chips = [face_chip(image, face) for face in faces]
+    assert len(chips) == 3 and all(c.shape == (150, 150, 3) and c.dtype == np.uint8 for c in chips)
 
 
 def test_unknown_detector_is_refused():
     with pytest.raises(ValueError, match="unknown dlib detector"):
-        FaceDetector("haar")
+        DlibDetector("haar")
     with pytest.raises(ValueError, match="unknown dlib detector"):
-        FaceDetector("yunet")  # YuNet lives behind the pipeline, not in dlib's FaceDetector
+        DlibDetector("yunet")  # YuNet lives behind the pipeline, not in dlib's DlibDetector
     with pytest.raises(ValueError, match="unknown detector 'haar'"):
         make_detector("haar")
     assert DETECTORS == ("yunet", "hog", "cnn")
@@ -126,7 +126,7 @@ def test_pipeline_detect_completes_the_landmarks_its_model_needs(pipeline, detec
     assert all(f.shape is not None for f in faces)  # the dlib chip is aligned on dlib's 5 points
     chips = pipeline.chips(image, faces)
     assert set(chips) == set(CHIP_KINDS["dlib"]) == {"dlib"}
-    np.testing.assert_array_equal(chips["dlib"], face_chips(image, faces))
+    np.testing.assert_array_equal(chips["dlib"], np.stack([face_chip(image, f) for f in faces]))
     assert pipeline.chips(image, [])["dlib"].shape == (0, 150, 150, 3)
     vectors = pipeline.embed(image, faces)
     assert vectors.shape == (3, 128)

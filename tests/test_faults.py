@@ -20,9 +20,10 @@ import pytest
 from facenet.config import CHECKPOINT_PARTS, DATABASE_FILE, ENROLL_CHECKPOINT_PHOTOS, ENROLLMENT_REPORT, PRETRAINED_FILE
 from facenet.database import load_database, sync_database
 from facenet.files import STALE_TEMP_SECONDS, read_checked, remove_stale_temps, write_checked
-from facenet.model import WeightsError, pretrained_dlib_resnet, read_trained, save_trained_weights, trained_checksum
+from facenet.models.build import pretrained_dlib_resnet
+from facenet.models.tflite import TFLiteRunner, cached_runner, cached_tflite
+from facenet.models.trained import WeightsError, read_trained, save_trained_weights, trained_checksum
 from facenet.progress import progress, progress_bar, show_progress
-from facenet.tflite import TFLiteRunner, cached_runner, cached_tflite
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = Path(__file__).parent / "data" / "people"
@@ -76,7 +77,7 @@ def test_damaged_tflite_cache_is_rebuilt_with_one_warning(small_model, tmp_path,
         path.write_bytes(bytes(changed))
     else:
         (tmp_path / "dlib_0123.tflite.json").unlink()
-    with caplog.at_level(logging.WARNING, logger="facenet.tflite"):
+    with caplog.at_level(logging.WARNING, logger="facenet.models.tflite"):
         rebuilt = cached_tflite(small_model, path)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert str(path) in warning and "converting again" in warning and "\n" not in warning
@@ -90,7 +91,7 @@ def test_cache_the_interpreter_refuses_is_converted_again(small_model, tmp_path,
     """A cache whose record matches but which TFLite cannot read (say, written by another TensorFlow version)."""
     path = tmp_path / "dlib_0123.tflite"
     write_checked(path, lambda tmp: tmp.write_bytes(b"TFL3 from another TensorFlow"))
-    with caplog.at_level(logging.WARNING, logger="facenet.tflite"):
+    with caplog.at_level(logging.WARNING, logger="facenet.models.tflite"):
         runner = cached_runner(small_model, path)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert str(path) in warning and "converting again" in warning
@@ -106,7 +107,7 @@ def test_altered_keras_twin_is_converted_again(embedder, weights_dir, tmp_path, 
     data = bytearray(cache.read_bytes())
     data[len(data) // 2] ^= 0x01  # inside the weights: the archive may still load, with other weights
     cache.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="facenet.model"):
+    with caplog.at_level(logging.WARNING, logger="facenet.models.cache"):
         model = pretrained_dlib_resnet(tmp_path)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert str(cache) in warning and "checksum" in warning and "converting again" in warning
@@ -328,7 +329,7 @@ import sys
 from pathlib import Path
 import facenet  # sets what TensorFlow reads at import, before anything imports it
 import keras, numpy as np
-from facenet.tflite import TFLiteRunner, cached_runner, cached_tflite
+from facenet.models.tflite import TFLiteRunner, cached_runner, cached_tflite
 inputs = keras.Input((8, 8, 3), name="dlib_chip")
 model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
 data = cached_tflite(model, Path(sys.argv[1]) / "tiny.tflite")  # converted: the converter's first run
@@ -349,7 +350,7 @@ def test_a_first_run_through_the_library_prints_nothing_on_stderr(tmp_path):
 
 def test_margin_help_gives_each_loss_its_default_not_one_number():
     from facenet.cli.app import help_text
-    from facenet.margin import DEFAULTS
+    from facenet.train.margin import DEFAULTS
     from facenet.train.step import TRIPLET_MARGIN
 
     text = help_text()

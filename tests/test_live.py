@@ -29,8 +29,8 @@ from live_servers import (
 
 from facenet import config
 from facenet.images import load_image
-from facenet.streams import Camera, CameraStream, is_camera_spec, parse_cameras
-from facenet.tracking import associate, iou
+from facenet.live.streams import Camera, CameraStream, is_camera_spec, parse_cameras
+from facenet.live.tracking import associate, iou
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = Path(__file__).parent / "data" / "people"
@@ -110,7 +110,7 @@ def test_a_camera_that_never_answers_is_one_line_and_keeps_retrying(monkeypatch)
 
     def opener(camera):
         attempts.append(time.monotonic())
-        from facenet.streams import open_capture
+        from facenet.live.streams import open_capture
 
         return open_capture(camera)
 
@@ -136,9 +136,9 @@ def test_association_follows_moving_boxes_and_starts_new_ones():
 
 def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_path, data_dir, pipeline):
     from facenet.database import sync_database
+    from facenet.live.tracking import VideoTracker
     from facenet.recognize import Summary, recognize_stream
     from facenet.sources import VideoSource
-    from facenet.tracking import VideoTracker
 
     database, _ = sync_database(data_dir, tmp_path / "db", pipeline)
     # George walks right for 24 frames (changing photo every 8), nobody for 12 frames (1.2 s > TRACK_LOST_S),
@@ -170,7 +170,7 @@ def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_pa
 
 def test_a_different_person_in_the_same_place_starts_a_new_track(tmp_path, data_dir, pipeline):
     from facenet.database import sync_database
-    from facenet.tracking import TrackingRecognizer
+    from facenet.live.tracking import TrackingRecognizer
 
     database, _ = sync_database(data_dir, tmp_path / "db", pipeline)
     tracker = TrackingRecognizer(pipeline, database, "desk")

@@ -1,4 +1,4 @@
-"""Tests for facenet.margin: closed-form logits, gradients, monotonic targets, the cosine head, a small training run."""
+"""facenet.train.margin: closed-form logits, gradients, monotonic targets, the cosine head, a small training run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet.evaluate import auc
-from facenet.margin import (
+from facenet.eval.metrics import auc
+from facenet.train.margin import (
     DEFAULTS,
     MARGIN_LOSSES,
     NormalizedClassifier,

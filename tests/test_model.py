@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from facenet.config import CHIP_KINDS, PRETRAINED_FILE
-from facenet.embed import Embedder, load_embedder
 from facenet.files import atomic_write
-from facenet.model import (
+from facenet.models.build import build_embedder
+from facenet.models.cache import fingerprint
+from facenet.models.embed import Embedder, load_embedder
+from facenet.models.names import model_name
+from facenet.models.trained import (
     TRAINED_FORMAT,
     WeightsError,
-    build_embedder,
     distance_scale,
-    fingerprint,
-    model_name,
     read_trained,
     save_trained_weights,
     trained_checksum,

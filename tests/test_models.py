@@ -15,8 +15,8 @@ import pytest
 import facenet
 from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN, calibration
 from facenet.database import DATABASE_FILE, FaceDatabase, sync_database
-from facenet.embed import Embedder, normalize
 from facenet.images import load_image
+from facenet.models.embed import Embedder, normalize
 from facenet.pipeline import FacePipeline
 
 DATA = Path(__file__).parent / "data"

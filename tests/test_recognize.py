@@ -438,7 +438,7 @@ def test_commands_ask_for_the_model_detector_and_the_gallerys_weights(tmp_path, 
 def test_unusable_trained_weights_stop_the_commands_with_one_line(tmp_path, weights_dir, embedder, caplog, capsys):
     folder = tmp_path / "w"
     shutil.copytree(weights_dir, folder)
-    from facenet.model import trained_weights_path
+    from facenet.models.trained import trained_weights_path
 
     gallery = tmp_path / "db"
     gallery.mkdir()
@@ -489,7 +489,7 @@ def test_verify_same_and_different_people(fast_model, capsys):
 
 
 def test_verify_threshold_follows_the_distance_scale_of_trained_weights(pipeline, monkeypatch, capsys):
-    from facenet.embed import Embedder
+    from facenet.models.embed import Embedder
 
     spread = FacePipeline(pipeline.detector, Embedder(pipeline.embedder.model, "dlib", distance_scale=2.0))
     monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: spread)

@@ -14,12 +14,12 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-import facenet.sface as sface
-import facenet.zoo as zoo
+import facenet.models.sface as sface
+import facenet.models.zoo as zoo
 from facenet.config import SFACE_CHIP_SIZE, SFACE_PRETRAINED_FILE
-from facenet.sface import SFaceFormatError, dequantize_linear, pretrained_sface
-from facenet.tflite import TFLiteRunner, to_tflite
-from facenet.zoo import SFACE_ONNX, YUNET_ONNX, ZooError, zoo_file
+from facenet.models.sface import SFaceFormatError, dequantize_linear, pretrained_sface
+from facenet.models.tflite import TFLiteRunner, to_tflite
+from facenet.models.zoo import SFACE_ONNX, YUNET_ONNX, ZooError, zoo_file
 
 PEOPLE = Path(__file__).parent / "data" / "people"
 
@@ -94,7 +94,7 @@ def test_bad_cache_is_rebuilt(damage, sface_dir, sface_model, opencv_faces, tmp_
         (tmp_path / SFACE_PRETRAINED_FILE).write_bytes(b"not a keras archive")
     else:
         (tmp_path / (SFACE_PRETRAINED_FILE + ".json")).write_text('{"source_sha256": "another file"}')
-    with caplog.at_level(logging.WARNING, logger="facenet.model"):
+    with caplog.at_level(logging.WARNING, logger="facenet.models.cache"):
         rebuilt = pretrained_sface(tmp_path)
     assert "converting again" in caplog.text
     chips = _rgb(opencv_faces[0][:2])

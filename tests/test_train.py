@@ -21,18 +21,13 @@ import facenet.train.validation as validation
 from facenet.cli.train_command import _chosen_loss, train_command
 from facenet.config import CHIP_SIZE, calibration
 from facenet.database import gallery_threshold
-from facenet.embed import Embedder
-from facenet.faces import face_chip
+from facenet.detect.dlib import face_chip
+from facenet.eval.visualize import pca_2d, save_pca_plot
 from facenet.images import load_image
-from facenet.margin import DEFAULTS, NormalizedClassifier
-from facenet.model import (
-    build_embedder,
-    distance_scale,
-    fingerprint,
-    read_trained,
-    save_trained_weights,
-    trained_weights_path,
-)
+from facenet.models.build import build_embedder
+from facenet.models.cache import fingerprint
+from facenet.models.embed import Embedder
+from facenet.models.trained import distance_scale, read_trained, save_trained_weights, trained_weights_path
 from facenet.train import (
     CHIPS_CACHE_FILE,
     LOSSES,
@@ -46,7 +41,7 @@ from facenet.train import (
     validation_pairs,
     verification_metrics,
 )
-from facenet.visualize import pca_2d, save_pca_plot
+from facenet.train.margin import DEFAULTS, NormalizedClassifier
 
 DATA = Path(__file__).parent / "data"
 PEOPLE, MISC = DATA / "people", DATA / "misc"

@@ -1,4 +1,4 @@
-"""Tests for facenet.triplet against a brute-force NumPy reference and hand-computed values."""
+"""Tests for facenet.train.triplet against a brute-force NumPy reference and hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet.triplet import (
+from facenet.train.triplet import (
     batch_hard_triplet_loss,
     pairwise_distances,
     semi_hard_triplet_loss,

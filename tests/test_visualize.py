@@ -1,4 +1,4 @@
-"""Tests for facenet.visualize's t-SNE plot (the PCA plot is covered in test_train.py)."""
+"""Tests for facenet.eval.visualize's t-SNE plot (the PCA plot is covered in test_train.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from facenet.visualize import save_tsne_plot
+from facenet.eval.visualize import save_tsne_plot
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="needs scikit-learn")
 

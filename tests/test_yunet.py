@@ -1,4 +1,4 @@
-"""YuNet detector (facenet/yunet.py) and the chips cut from its 5 points (facenet/align.py), on real photos."""
+"""YuNet detector (facenet/detect/yunet.py) and the chips cut from its 5 points (detect/align.py), on real photos."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import dlib
 import numpy as np
 import pytest
 
-from facenet import align
-from facenet.faces import Face, face_chip
+from facenet.detect import align
+from facenet.detect.dlib import face_chip
+from facenet.detect.face import Face
+from facenet.detect.yunet import Detection, YuNetDetector
 from facenet.images import load_image
-from facenet.yunet import Detection, YuNetDetector
 
 DATA = Path(__file__).parent / "data"
 MISC, PEOPLE = DATA / "misc", DATA / "people"
@@ -133,7 +134,7 @@ def test_face_filling_the_photo(yunet):
 
 def test_sface_chip_equals_align_crop(yunet):
     """Our warp is OpenCV's FaceRecognizerSF.alignCrop (BGR in, BGR out) on real faces."""
-    from facenet.zoo import SFACE_ONNX, zoo_file
+    from facenet.models.zoo import SFACE_ONNX, zoo_file
 
     recognizer = cv2.FaceRecognizerSF.create(str(zoo_file(SFACE_ONNX)), "")
     checked = 0

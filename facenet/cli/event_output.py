@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import IO
 
 from facenet.cli.console import emit_json
-from facenet.events import MqttPublisher, WebhookPoster, event_record, save_snapshot
-from facenet.tracking import TrackEvent
+from facenet.live.events import MqttPublisher, WebhookPoster, event_record, save_snapshot
+from facenet.live.tracking import TrackEvent
 
 log = logging.getLogger(__name__)
 

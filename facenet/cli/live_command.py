@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.cli.recognize_output import emit_results
-from facenet.live import CameraCount, run_cameras
-from facenet.streams import Drop
+from facenet.live.cameras import CameraCount, run_cameras
+from facenet.live.streams import Drop
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase

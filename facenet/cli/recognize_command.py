@@ -30,11 +30,11 @@ from facenet.cli.recognize_output import (
 )
 from facenet.draw import Window, annotate
 from facenet.images import ImageError
+from facenet.live.streams import is_camera_spec, parse_cameras
+from facenet.live.tracking import VideoTracker
 from facenet.progress import progress
 from facenet.recognize import FrameHook, Recognizer, Summary, recognize_stream
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
-from facenet.streams import is_camera_spec, parse_cameras
-from facenet.tracking import VideoTracker
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase

@@ -12,11 +12,11 @@ import sys
 from facenet.cli import INTERRUPTED_EXIT
 from facenet.cli.console import emit_json
 from facenet.cli.console import error as console_error
-from facenet.model import WeightsError
+from facenet.models.trained import WeightsError
+from facenet.models.zoo import ZooError
 from facenet.train import TrainingError
 from facenet.train.fine_tune import FineTuneResult, fine_tune
 from facenet.train.validation import fmt_metrics
-from facenet.zoo import ZooError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from facenet.images import decode_image_scaled, image_format, list_images, list_
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase
-    from facenet.faces import Face
+    from facenet.detect.face import Face
     from facenet.pipeline import FacePipeline
     from facenet.recognize import Recognition
 

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.adapter import EmbeddingAdapter, adapter_of, with_adapter
 from facenet.config import ADAPTER_HIDDEN, SPLIT_SEED, calibration
-from facenet.embed import Embedder
+from facenet.models.adapter import EmbeddingAdapter, adapter_of, with_adapter
+from facenet.models.embed import Embedder
 from facenet.progress import progress
 from facenet.train.batches import pk_batches
 from facenet.train.chips import ChipSet

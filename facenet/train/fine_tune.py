@@ -17,10 +17,10 @@ import keras
 
 from facenet.config import CHIPS_CACHE_FILE, DEFAULT_DETECTOR, DEFAULT_MODEL, DEFAULT_TUNE, TUNE_MODES
 from facenet.config import learning_rate as default_learning_rate
-from facenet.model import (
+from facenet.models.names import model_name
+from facenet.models.trained import (
     WeightsError,
     distance_scale,
-    model_name,
     read_trained,
     save_trained_weights,
     trained_weights_path,

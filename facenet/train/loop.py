@@ -20,8 +20,9 @@ import tensorflow as tf
 
 from facenet.config import DEFAULT_MODEL, MIN_BATCH, PHOTOS_PER_PERSON, SPLIT_SEED, calibration
 from facenet.config import learning_rate as default_learning_rate
-from facenet.embed import Embedder
-from facenet.model import build_embedder, distance_scale, pretrained_embedder
+from facenet.models.build import build_embedder, pretrained_embedder
+from facenet.models.embed import Embedder
+from facenet.models.trained import distance_scale
 from facenet.progress import ProgressBar, progress_bar
 from facenet.train.augment import make_dataset
 from facenet.train.batches import pk_batches

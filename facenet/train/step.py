@@ -12,9 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from facenet.config import FUSED_TRAINED_BRANCHES
-from facenet.margin import DEFAULTS, MARGIN_LOSSES, NormalizedClassifier, check_margin, make_margin_train_step
 from facenet.train.chips import TrainingError
-from facenet.triplet import STRATEGIES, triplet_loss
+from facenet.train.margin import DEFAULTS, MARGIN_LOSSES, NormalizedClassifier, check_margin, make_margin_train_step
+from facenet.train.triplet import STRATEGIES, triplet_loss
 
 log = logging.getLogger(__name__)
 

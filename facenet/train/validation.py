@@ -12,8 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from facenet.config import SPLIT_SEED
-from facenet.embed import Embedder
-from facenet.metrics import accuracy_at, auc, best_threshold
+from facenet.eval.metrics import accuracy_at, auc, best_threshold
+from facenet.models.embed import Embedder
 
 MAX_VALIDATION_PAIRS = 20_000
 """Held-out pairs at most (half same-person, half different-person), sampled with the fixed seed: validation

@@ -44,6 +44,7 @@ import numpy as np
 
 from facenet.config import (
     YUNET_COARSE_SIDE,
+    YUNET_FALLBACK_SCORE,
     YUNET_FULL_FACE_SIDE,
     YUNET_MAX_SIDE,
     YUNET_MIN_SIDE,
@@ -51,9 +52,8 @@ from facenet.config import (
     YUNET_SCORE_THRESHOLD,
     YUNET_TOP_K,
 )
-from facenet.zoo import YUNET_ONNX, zoo_file
-
-Box = tuple[int, int, int, int]
+from facenet.detect.face import Box, Face
+from facenet.models.zoo import YUNET_ONNX, zoo_file
 
 
 @dataclass(frozen=True)
@@ -152,3 +152,18 @@ def _suppress(rows: np.ndarray, threshold: float, nms_threshold: float) -> np.nd
     boxes = [[float(v) for v in row[:4]] for row in rows]
     keep = cv2.dnn.NMSBoxes(boxes, [float(s) for s in rows[:, 14]], threshold, nms_threshold)
     return rows[np.asarray(keep, dtype=np.int64).reshape(-1)]
+
+
+class YuNetFaces:
+    """YuNet behind the `Detector` protocol: every face with its 5 points, largest first."""
+
+    kind = "yunet"
+
+    def __init__(self) -> None:
+        self._detector = YuNetDetector()
+
+    def detect(self, image: np.ndarray, max_side: int | None = None, sensitive: bool = False) -> list[Face]:
+        threshold = YUNET_FALLBACK_SCORE if sensitive else None
+        found = self._detector.detect(image, max_side=max_side, score_threshold=threshold)
+        faces = [Face(box=d.box, score=d.score, points=d.points) for d in found]
+        return sorted(faces, key=lambda f: f.area, reverse=True)

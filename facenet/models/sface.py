@@ -24,7 +24,8 @@ from keras import layers
 from onnx import numpy_helper
 
 from facenet.config import SFACE_PRETRAINED_FILE
-from facenet.zoo import SFACE_ONNX, zoo_file
+from facenet.models.cache import cached_conversion
+from facenet.models.zoo import SFACE_ONNX, zoo_file
 
 log = logging.getLogger(__name__)
 
@@ -415,6 +416,4 @@ def pretrained_sface(weights_dir: str | Path) -> keras.Model:
 
     A cache that is corrupt or was made from a different ONNX file is rebuilt with a warning.
     """
-    from facenet.model import cached_conversion
-
     return cached_conversion(weights_dir, SFACE_PRETRAINED_FILE, zoo_file(SFACE_ONNX), convert_sface)

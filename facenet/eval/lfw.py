@@ -1,7 +1,7 @@
 """The LFW verification benchmark: pairs files, embedding their images, and the report's numbers.
 
 A pairs file + an image root -> one embedding per distinct image -> pair distances -> the metrics of
-facenet.metrics (10-fold accuracy, ROC, AUC, EER, TAR@FAR). Returns values and raises errors; the command
+facenet.eval.metrics (10-fold accuracy, ROC, AUC, EER, TAR@FAR). Returns values and raises errors; the command
 (facenet/cli/lfw_command.py) prints them.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from facenet.config import HOW_TEXT
-from facenet.metrics import N_FOLDS, best_threshold, stratified_folds, verification_metrics
+from facenet.eval.metrics import N_FOLDS, best_threshold, stratified_folds, verification_metrics
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline

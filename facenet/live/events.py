@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from facenet.files import atomic_write
-from facenet.tracking import TrackEvent
+from facenet.live.tracking import TrackEvent
 
 EVENT_KEYS = ("event", "camera", "time", "track", "frame", "name", "distance", "score", "snapshot")
 MQTT_PREFIX = "facenet"

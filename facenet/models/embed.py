@@ -10,7 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from facenet.config import CHIP_KINDS, INFERENCE_RUNTIME
-from facenet.model import build_embedder, distance_scale, fingerprint, legacy_trained_weights, model_name
+from facenet.models.build import build_embedder
+from facenet.models.cache import fingerprint
+from facenet.models.names import model_name
+from facenet.models.trained import distance_scale, legacy_trained_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class Embedder:
         if self._tflite_path is None:
             return self._forward(*chips).numpy()
         if self._runner is None:
-            from facenet.tflite import cached_runner
+            from facenet.models.tflite import cached_runner
 
             self._runner = cached_runner(self.model, self._tflite_path, [tensor.name for tensor in self.model.inputs])
         return self._runner(*chips)

@@ -9,7 +9,7 @@ frame cannot flip the label. An embedding far from its track's mean (beyond the 
 person: that track ends and a new one starts.
 
 A track emits events: `appeared` (seen in TRACK_CONFIRM_HITS frames), `named` (TRACK_NAME_SAMPLES embeddings, or a
-changed name), `left` (not seen for TRACK_LOST_S). Returns values; facenet/events.py and the CLI send them on.
+changed name), `left` (not seen for TRACK_LOST_S). Returns values; facenet/live/events.py and the CLI send them on.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from facenet.recognize import Recognition, verify_threshold
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase
-    from facenet.faces import Face
+    from facenet.detect.face import Face
     from facenet.pipeline import FacePipeline
 
 Box = tuple[int, int, int, int]

@@ -2,7 +2,7 @@
 
 Pure NumPy on (distances, same) arrays: Euclidean distances between unit vectors, and whether each pair shows the
 same person. A pair is predicted "same person" when its distance is <= the threshold. Used by the LFW benchmark
-(facenet.lfw), training's validation and the threshold calibration (bench/calibrate.py).
+(facenet.eval.lfw), training's validation and the threshold calibration (bench/calibrate.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet.metrics import FAR_TARGET, auc, eer, roc, tar_at_far
+from facenet.eval.metrics import FAR_TARGET, auc, eer, roc, tar_at_far
 
 
 def save_roc_png(path: str | Path, distances, same, title: str) -> None:

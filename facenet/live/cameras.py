@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from facenet.live.streams import CameraSet, CameraStream, Drop, parse_cameras
+from facenet.live.tracking import TrackEvent, TrackingRecognizer
 from facenet.recognize import Recognition, Recognizer
-from facenet.streams import CameraSet, CameraStream, Drop, parse_cameras
-from facenet.tracking import TrackEvent, TrackingRecognizer
 
 if TYPE_CHECKING:
     from facenet.database import FaceDatabase

@@ -3,7 +3,7 @@
 - `sface_chip`: OpenCV's `FaceRecognizerSF.alignCrop` geometry, re-implemented: the least-squares similarity
   transform (Umeyama, no reflection) from YuNet's 5 points to OpenCV's fixed 112x112 template, then a bilinear
   `warpAffine` with black borders. Same chip as alignCrop (converted to RGB) - tests/test_yunet.py checks it.
-- `dlib_shape`: the dlib landmarks of a YuNet face, so that `dlib.get_face_chip` (facenet/faces.py) cuts the chip
+- `dlib_shape`: the dlib landmarks of a YuNet face, so that `dlib.get_face_chip` (facenet/detect/dlib.py) cuts the chip
   the dlib face ResNet expects.
 - `points_from_dlib`: YuNet-order points estimated from dlib's 5 landmarks, so that HOG/CNN faces get SFace chips.
 
@@ -45,7 +45,8 @@ import cv2
 import dlib
 import numpy as np
 
-from facenet.faces import Box, fit_shape
+from facenet.detect.dlib import fit_shape
+from facenet.detect.face import Box
 
 SFACE_CHIP = 112
 """Side of SFace's aligned chip (OpenCV's alignCrop size)."""

@@ -1,16 +1,12 @@
-"""dlib's face detectors (HOG or CNN), its 5-point landmarks and its aligned 150x150 chips; the `Face` record.
-
-Box convention, everywhere in the package: `(left, top, right, bottom)` in integer pixels of the
-image given, right/bottom exclusive (like PIL and dlib rectangles' width = right - left).
-Faces are returned largest first.
-"""
+"""dlib's face detectors (HOG or CNN) behind the `Detector` protocol, its 5-point landmarks and its aligned
+150x150 chips."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import cache
 
+import cv2
 import dlib
 import numpy as np
 
@@ -24,37 +20,11 @@ from facenet.config import (
     PHOTO_UPSAMPLE_MAX_SIDE,
     model_file,
 )
+from facenet.detect.face import Box, Face
 
 log = logging.getLogger(__name__)
 
-Box = tuple[int, int, int, int]
-
 DLIB_DETECTORS = ("hog", "cnn")
-
-
-@dataclass(frozen=True)
-class Face:
-    """One detected face: its box and detector score, and the landmarks each chip is aligned with.
-
-    `shape`: dlib's 5-point landmarks (eye corners, nose bottom) for the dlib chip; `points`: (5, 2) float32 in
-    YuNet's order (right eye, left eye, nose tip, right and left mouth corners) for the SFace chip. A detector fills
-    what it finds; `FacePipeline` adds what its model's chips need.
-    """
-
-    box: Box
-    score: float
-    shape: dlib.full_object_detection | None = None
-    points: np.ndarray | None = None
-
-    @property
-    def landmarks(self) -> np.ndarray:
-        """dlib's 5 landmarks as a (5, 2) float32 array."""
-        return np.array([(p.x, p.y) for p in self.shape.parts()], dtype=np.float32)
-
-    @property
-    def area(self) -> int:
-        left, top, right, bottom = self.box
-        return max(0, right - left) * max(0, bottom - top)
 
 
 def _rect(box: Box) -> dlib.rectangle:
@@ -76,8 +46,6 @@ def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     height, width = image.shape[:2]
     if max(height, width) <= max_side:
         return image, 1.0
-    import cv2
-
     factor = max(height, width) / max_side
     size = (round(width / factor), round(height / factor))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
@@ -93,7 +61,7 @@ def fit_shape(image: np.ndarray, box: Box) -> dlib.full_object_detection:
     return _shape_predictor()(np.ascontiguousarray(image), _rect(box))
 
 
-class FaceDetector:
+class DlibDetector:
     """dlib face detector + 5-point landmark model; `kind` is "hog" (fast) or "cnn" (MMOD, accurate, slow)."""
 
     def __init__(self, kind: str = "hog", upsample: int = HOG_UPSAMPLE, quiet: bool = False) -> None:
@@ -139,10 +107,3 @@ class FaceDetector:
 def face_chip(image: np.ndarray, face: Face, padding: float = CHIP_PADDING) -> np.ndarray:
     """The aligned CHIP_SIZE x CHIP_SIZE RGB chip of one face for the dlib ResNet (dlib's 5-point warp)."""
     return dlib.get_face_chip(np.ascontiguousarray(image), face.shape, size=CHIP_SIZE, padding=padding)
-
-
-def face_chips(image: np.ndarray, faces: list[Face], padding: float = CHIP_PADDING) -> np.ndarray:
-    """Chips of several faces as one (N, CHIP_SIZE, CHIP_SIZE, 3) uint8 batch."""
-    if not faces:
-        return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
-    return np.stack([face_chip(image, face, padding) for face in faces])

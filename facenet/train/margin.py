@@ -1,6 +1,6 @@
 """Normalized-softmax margin losses (CosFace, ArcFace, SphereFace) and the cosine classifier head they train.
 
-The alternative to the triplet losses of `facenet.triplet`: a `NormalizedClassifier` holds one unit weight vector
+The alternative to the triplet losses of `facenet.train.triplet`: a `NormalizedClassifier` holds one unit weight vector
 per training identity, the embedding's cosine to each is a logit, and a margin on the true class's logit forces
 every embedding to be closer (in angle) to its own class than to any other by that margin. The head only exists
 for training and is thrown away; recognition keeps comparing embeddings with each other.
