@@ -32,7 +32,7 @@ from bench_tracking import make_frames  # noqa: E402
 from bench_video import build_gallery  # noqa: E402
 
 from facenet import config  # noqa: E402
-from facenet.database import sync_database  # noqa: E402
+from facenet.gallery.file import sync_database  # noqa: E402
 from facenet.live.cameras import run_cameras  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 

@@ -36,10 +36,10 @@ sys.path.insert(0, str(BENCH.parent))
 from domains import DOMAINS, LFW_DEV, ROOT, make_domain  # noqa: E402
 
 from facenet.config import UNKNOWN  # noqa: E402
-from facenet.database import FaceDatabase  # noqa: E402
 from facenet.eval.lfw import parse_pairs, within_set_folds  # noqa: E402
 from facenet.eval.metrics import auc, kfold_accuracy  # noqa: E402
-from facenet.models.embed import normalize  # noqa: E402
+from facenet.gallery.index import FaceDatabase  # noqa: E402
+from facenet.models.vectors import normalize  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from calibrate import LFW_DEV, RESULTS, ROOT, branch_embeddings, fused, people_of  # noqa: E402
 
 from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN, calibration  # noqa: E402
-from facenet.database import FaceDatabase, sync_database  # noqa: E402
+from facenet.gallery.file import sync_database  # noqa: E402
+from facenet.gallery.index import FaceDatabase  # noqa: E402
 from facenet.images import list_images  # noqa: E402
-from facenet.models.embed import normalize  # noqa: E402
+from facenet.models.vectors import normalize  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 FIXED = (0.8, 0.9, 1.0, 1.15)

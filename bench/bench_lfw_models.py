@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from facenet.config import FUSION_SFACE_WEIGHT  # noqa: E402
 from facenet.eval.lfw import ImageEmbeddings, pair_distances, parse_pairs, within_set_folds  # noqa: E402
 from facenet.eval.metrics import accuracy_at, auc, best_threshold, kfold_accuracy, tar_at_far  # noqa: E402
-from facenet.models.embed import normalize  # noqa: E402
+from facenet.models.vectors import normalize  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 LFW_DEV = ROOT.parent / "shared" / "faces" / "lfw_dev"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_search import median_ms  # noqa: E402
 
-from facenet.pg_gallery import HNSW_EF_SEARCH, PgGallery  # noqa: E402
+from facenet.gallery.pg import HNSW_EF_SEARCH, PgGallery  # noqa: E402
 
 MODEL = "bench:synthetic"
 
@@ -74,18 +74,18 @@ def bench_size(url: str, people: int, dim: int, repeat: int, rng: np.random.Gene
     examine = Examine(dim)
     with PgGallery(url) as gallery:
         start = time.perf_counter()
-        report = gallery.sync(folder("p", people), examine, MODEL, dim, batch=50_000, build_index=False)
+        report = gallery.sync_photos(folder("p", people), examine, MODEL, dim, batch=50_000, build_index=False)
         seconds = time.perf_counter() - start
         row.update(enroll_s=round(seconds, 1), enroll_rows_per_s=round(people / seconds),
                    fake_examine_s=round(examine.seconds, 1), examine_and_cache_s=report["examine_s"],
                    gallery_transaction_s=report["write_s"], index_in_sync_s=report["index_s"],
                    index_after_sync=report["index"])
         start = time.perf_counter()
-        again = gallery.sync(folder("p", people), examine, MODEL, dim, build_index=False)
+        again = gallery.sync_photos(folder("p", people), examine, MODEL, dim, build_index=False)
         row["resync_unchanged_s"] = round(time.perf_counter() - start, 2)
         assert again["examined"] == 0
         start = time.perf_counter()
-        names, centroids, _ = gallery.load(MODEL, dim)
+        names, centroids, _ = gallery.load_centroids(MODEL, dim)
         row["load_s"] = round(time.perf_counter() - start, 2)
         gallery.drop_index()
         rows = rng.choice(len(names), 300, replace=False)
@@ -123,7 +123,7 @@ def bench_small(url: str, sizes: list[int], dim: int, repeat: int, rng: np.rando
     for people in sizes:
         reset(url)
         with PgGallery(url) as gallery:
-            gallery.sync(folder("s", people), Examine(dim), MODEL, dim, batch=50_000, build_index=False)
+            gallery.sync_photos(folder("s", people), Examine(dim), MODEL, dim, batch=50_000, build_index=False)
             queries = unit(rng, 50, dim)
             result[people] = round(median_ms(lambda q: gallery.nearest(q, MODEL, exact=True), queries, 1, repeat), 2)
     return result
@@ -133,13 +133,13 @@ def bench_concurrent(url: str, people: int, dim: int) -> dict:
     """Two clients enroll different people at the same moment; count what is there afterwards."""
     reset(url)
     with PgGallery(url) as gallery:
-        gallery.sync(folder("seed", 1), Examine(dim), MODEL, dim)
+        gallery.sync_photos(folder("seed", 1), Examine(dim), MODEL, dim)
     errors: list[BaseException] = []
 
     def client(prefix: str) -> None:
         try:
             with PgGallery(url) as gallery:
-                gallery.sync(folder(prefix, people), Examine(dim), MODEL, dim, batch=2000)
+                gallery.sync_photos(folder(prefix, people), Examine(dim), MODEL, dim, batch=2000)
         except BaseException as error:  # noqa: BLE001 - reported
             errors.append(error)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenet.search import ApproxIndex, ExactIndex, default_threads, faiss  # noqa: E402
+from facenet.gallery.search import ApproxIndex, ExactIndex, default_threads, faiss  # noqa: E402
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facenet.database import sync_database  # noqa: E402
+from facenet.gallery.file import sync_database  # noqa: E402
 from facenet.images import list_images, load_image  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 from facenet.recognize import Recognizer  # noqa: E402

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from bench_video import build_gallery  # noqa: E402
 
 from facenet import config  # noqa: E402
-from facenet.database import sync_database  # noqa: E402
+from facenet.gallery.file import sync_database  # noqa: E402
 from facenet.images import list_images, load_image  # noqa: E402
 from facenet.live.tracking import TrackingRecognizer  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402

@@ -43,10 +43,11 @@ import numpy as np  # noqa: E402
 from make_video import make_video  # noqa: E402
 
 from facenet import config  # noqa: E402
-from facenet.database import sync_database  # noqa: E402
+from facenet.cli.stream_output import Summary, recognize_stream  # noqa: E402
+from facenet.gallery.file import sync_database  # noqa: E402
 from facenet.images import list_images  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
-from facenet.recognize import Recognizer, Summary, recognize_stream  # noqa: E402
+from facenet.recognize import Recognizer  # noqa: E402
 from facenet.sources import VideoSource  # noqa: E402
 
 DEFAULT_PEOPLE = ROOT.parent / "shared/faces/people"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facenet.eval.lfw import parse_pairs  # noqa: E402
 from facenet.eval.metrics import accuracy_at, auc, best_threshold  # noqa: E402
 from facenet.images import list_images  # noqa: E402
-from facenet.models.embed import normalize  # noqa: E402
+from facenet.models.vectors import normalize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -9,7 +9,7 @@ from facenet.quiet import quiet_tensorflow_env
 
 quiet_tensorflow_env()  # before anything imports TensorFlow: its C++ INFO lines are not the library's to print
 
-from facenet.api import (  # noqa: E402
+from facenet.api import (  # noqa: E402 - the public names, re-exported
     Gallery,
     ImageError,
     Match,

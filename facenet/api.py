@@ -22,25 +22,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, default_weights_dir
+from facenet.detect.face import Face
+from facenet.gallery import is_url, open_gallery
 from facenet.images import ImageError, check_threshold, load_image, to_rgb
+from facenet.verify import Image, NoFaceError, Verification, subject_vector, verify_with
 
 if TYPE_CHECKING:
-    from facenet.database import EnrollmentReport, FaceDatabase
-    from facenet.detect.face import Face
+    from facenet.gallery import EnrollmentReport, FaceDatabase
     from facenet.pipeline import FacePipeline
     from facenet.train.fine_tune import FineTuneResult
-
-Image = str | Path | bytes | np.ndarray
-"""A photo: a path, the bytes of an image file, a PIL.Image, or an RGB uint8 array (H, W, 3)."""
-
-
-class NoFaceError(ValueError):
-    """A photo in which no face was found; the message names the photo."""
 
 
 @cache
 def _pipeline(detector: str, model: str, weights_dir: str, trained_dir: str | None, _version: tuple) -> FacePipeline:
-    from facenet.pipeline import FacePipeline
+    from facenet.pipeline import FacePipeline  # loads TensorFlow: `import facenet` stays light until first use
 
     return FacePipeline(detector, model, weights_dir, trained_dir)
 
@@ -52,7 +47,7 @@ def face_pipeline(
     """The shared `FacePipeline` for these settings (built on first use, then reused; rebuilt when the gallery's
     trained weights change). `trained_dir`: a gallery (database folder) whose fine-tuned weights to use (default:
     none, the pretrained model); `pretrained=True` ignores them."""
-    from facenet.models.trained import trained_weights_path
+    from facenet.models.trained import trained_weights_path  # imports Keras (TensorFlow): first use only
 
     trained = None if pretrained or trained_dir is None else str(Path(trained_dir).resolve())
     version: tuple = ()
@@ -62,18 +57,8 @@ def face_pipeline(
     return _pipeline(detector, model, str(weights_dir or default_weights_dir()), trained, version)
 
 
-def _rgb(image: Image) -> np.ndarray:
-    return to_rgb(image)
-
-
-def _name(image: Image) -> str:
-    return str(image) if isinstance(image, (str, Path)) else f"the {type(image).__name__} image"
-
-
 def _faces(faces: object) -> list[Face]:
     """`faces=` as a list of Face objects (a list or tuple of them, e.g. from detect_faces); TypeError otherwise."""
-    from facenet.detect.face import Face
-
     if isinstance(faces, Face):
         return [faces]
     if not isinstance(faces, (list, tuple)) or not all(isinstance(face, Face) for face in faces):
@@ -84,12 +69,12 @@ def _faces(faces: object) -> list[Face]:
 
 def detect_faces(image: Image, **settings) -> list[Face]:
     """Every face of a photo, largest first: `.box`, `.score`, `.points` (5 landmarks) when the detector gives them."""
-    return face_pipeline(**settings).detect(_rgb(image))
+    return face_pipeline(**settings).detect(to_rgb(image))
 
 
 def embed_faces(image: Image, faces: list[Face] | None = None, **settings) -> np.ndarray:
     """Unit vectors (N, dim) of the given faces of a photo (default: every face, largest first)."""
-    rgb = _rgb(image)
+    rgb = to_rgb(image)
     shared = face_pipeline(**settings)
     return shared.embed(rgb, shared.detect(rgb) if faces is None else shared.complete(rgb, _faces(faces)))
 
@@ -99,24 +84,6 @@ def embed_face(image: Image, **settings) -> np.ndarray:
     return subject_vector(face_pipeline(**settings), image)
 
 
-def subject_vector(pipeline: FacePipeline, image: Image, name: str | None = None) -> np.ndarray:
-    """`embed_face` through a given pipeline (the service's, say); `name`: what a NoFaceError names."""
-    rgb = _rgb(image)
-    subject = pipeline.subject(rgb, "largest")
-    if subject.face is None:
-        raise NoFaceError(f"{name or _name(image)}: no face found")
-    return pipeline.embed(rgb, [subject.face])[0]
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The answer of `verify`: same person or not, the distance of the two faces and the threshold used."""
-
-    same: bool
-    distance: float
-    threshold: float
-
-
 def verify(a: Image, b: Image, threshold: float | None = None, **settings) -> Verification:
     """Are the largest faces of two photos the same person? Default threshold: the model's, calibrated on LFW.
 
@@ -124,18 +91,6 @@ def verify(a: Image, b: Image, threshold: float | None = None, **settings) -> Ve
     if threshold is not None:
         threshold = check_threshold(threshold)
     return verify_with(face_pipeline(**settings), a, b, threshold)
-
-
-def verify_with(pipeline: FacePipeline, a: Image, b: Image, threshold: float | None = None,
-                names: tuple[str | None, str | None] = (None, None)) -> Verification:
-    """`verify` through a given pipeline (the service's, say); `names`: what a NoFaceError names."""
-    first, second = subject_vector(pipeline, a, names[0]), subject_vector(pipeline, b, names[1])
-    if threshold is None:
-        from facenet.recognize import verify_threshold
-
-        threshold = verify_threshold(pipeline)
-    distance = float(np.linalg.norm(first - second))
-    return Verification(distance <= threshold, distance, float(threshold))
 
 
 @dataclass(frozen=True)
@@ -151,8 +106,9 @@ class Match:
 
 class Gallery:
     """The people enrolled from `data_dir/<person name>/` photos, stored in `database_dir` (synced on creation and
-    by `sync()`, as the command line does: only new or changed photos are embedded). The gallery's fine-tuned
-    weights (beside its database, made by `fine_tune`) are used unless `pretrained=True`."""
+    by `sync()`, as the command line does: only new or changed photos are embedded). `database_dir` may also be a
+    PostgreSQL URL (a gallery shared by several machines: only this data folder's people are written). A folder
+    gallery's fine-tuned weights (beside its database, made by `fine_tune`) are used unless `pretrained=True`."""
 
     def __init__(
         self,
@@ -161,7 +117,8 @@ class Gallery:
         threshold: float | None = None,
         **settings,
     ) -> None:
-        self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
+        self.data_dir, self.location = Path(data_dir), str(database_dir)
+        self.database_dir = None if is_url(database_dir) else Path(database_dir)
         self.threshold = None if threshold is None else check_threshold(threshold)
         self.settings = {"trained_dir": self.database_dir, **settings}
         self.pipeline = face_pipeline(**self.settings)
@@ -170,11 +127,11 @@ class Gallery:
         self.sync()
 
     def sync(self) -> EnrollmentReport:
-        """Bring the database in line with data_dir; returns the enrollment report (also kept as `.report`)."""
-        from facenet.database import sync_database
-
+        """Bring the gallery in line with data_dir; returns the enrollment report (also kept as `.report`)."""
         self.pipeline = face_pipeline(**self.settings)  # new trained weights since the last sync: a new model
-        self.database, self.report = sync_database(self.data_dir, self.database_dir, self.pipeline)
+        with open_gallery(self.location) as gallery:
+            self.report = gallery.sync(self.data_dir, self.pipeline)
+            self.database = gallery.load(self.pipeline)
         return self.report
 
     @property
@@ -184,13 +141,16 @@ class Gallery:
 
     def recognize(self, image: Image) -> list[Match]:
         """Every face of a photo, largest first, named (or "Unknown")."""
-        from facenet.recognize import Recognizer
+        from facenet.recognize import Recognizer  # loads TensorFlow: first use only
 
-        results = Recognizer(self.pipeline, self.database, self.threshold).recognize(_rgb(image))
+        results = Recognizer(self.pipeline, self.database, self.threshold).recognize(to_rgb(image))
         return [Match(r.name, r.box, r.distance, r.score) for r in results]
 
     def fine_tune(self, **options) -> FineTuneResult:
         """`fine_tune` this gallery (its data_dir and database_dir, its settings), then sync with the result."""
+        if self.database_dir is None:
+            raise ValueError(f"{self.location}: fine-tuning keeps its weights beside a gallery folder; use a folder "
+                             "gallery (database_dir) to fine-tune")
         keep = {key: self.settings[key] for key in ("model", "detector", "weights_dir", "pretrained")
                 if key in self.settings}
         result = fine_tune(self.data_dir, self.database_dir, **{**keep, **options})
@@ -208,7 +168,7 @@ def fine_tune(data_dir: str | Path = "data", database_dir: str | Path = "databas
     gallery's database, rebuild the gallery. Options: those of `facenet.train.fine_tune.fine_tune` (model,
     detector, weights_dir, tune, epochs, loss, margin, scale, batch_size, learning_rate, validation_split,
     pretrained, log_dir)."""
-    from facenet.train.fine_tune import fine_tune as run
+    from facenet.train.fine_tune import fine_tune as run  # loads TensorFlow: first use only
 
     return run(data_dir, database_dir, **options)
 

@@ -1,33 +1,27 @@
-"""Recognition: name every face of a frame (photo, video frame, webcam frame); and 1:1 verification of two photos.
+"""Recognition: name every face of a frame (photo, video frame, webcam frame).
 
-Per frame: detect (video frames on a downscaled copy), embed all faces in one batch, one database lookup. A video or
-camera stream is recognised frame by frame and its annotated copy written (`recognize_stream`). Returns values and
-raises errors; the `facenet` command (facenet/cli/recognize_command.py, verify_command.py) prints them.
+Per frame: detect (video frames on a downscaled copy), embed all faces in one batch, one gallery lookup; a still
+video frame reuses the previous answer. Streams, windows and summaries belong to the command line
+(facenet/cli/stream_output.py); 1:1 verification is facenet/verify.py.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from facenet import config
-from facenet.draw import Label, Window, annotate
-from facenet.progress import progress
-from facenet.sources import SourceError, VideoSource
+from facenet.draw import Label
+from facenet.pipeline import five_points
 
 if TYPE_CHECKING:
-    from facenet.api import Verification
-    from facenet.database import FaceDatabase
     from facenet.detect.face import Face
+    from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -70,8 +64,6 @@ class Recognition:
 
 
 def _points(face: Face) -> tuple[tuple[float, float], ...] | None:
-    from facenet.pipeline import five_points
-
     points = five_points(face)
     return None if points is None else tuple((float(x), float(y)) for x, y in points)
 
@@ -134,156 +126,3 @@ class Recognizer:
                        for f, m in zip(faces, matches, strict=True)]
         self._last = results
         return results
-
-
-@dataclass
-class Summary:
-    """Counts of a recognition run (the closing lines of the command: facenet/cli/recognize_output.py)."""
-
-    photos: int = 0
-    videos: int = 0
-    frames: int = 0
-    faces: int = 0
-    names: Counter = field(default_factory=Counter)
-    errors: int = 0
-    interrupted: bool = False
-    started: float = field(default_factory=time.perf_counter)
-    stream_frames: int = 0
-    stream_seconds: float = 0.0
-    """Video/webcam frames and the seconds spent on them: the frame rate of the video loop alone."""
-
-    def add(self, results: Iterable[Recognition]) -> None:
-        self.frames += 1
-        for result in results:
-            self.faces += 1
-            self.names[result.name] += 1
-
-
-FrameHook = Callable[[int, list[Recognition]], None]
-"""Called with (frame index, faces) for every recognised frame of a stream."""
-
-
-class _StreamWriter:
-    """The annotated mp4 of a stream, opened on its first frame (its size is known only then)."""
-
-    def __init__(self, target: Path | None, video: VideoSource, shown: Path | None) -> None:
-        self.target, self.video, self.shown = target, video, shown
-        self._writer: cv2.VideoWriter | None = None
-
-    def write(self, annotated: np.ndarray) -> None:
-        if self.target is None:
-            return
-        if self._writer is None:
-            height, width = annotated.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.target), cv2.VideoWriter_fourcc(*"mp4v"), self.video.fps,
-                                           (width, height))
-            if not self._writer.isOpened():
-                raise SourceError(self.video.source, f"cannot write the annotated video {self.shown}")
-        self._writer.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
-
-    def release(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-
-
-def _stream_loop(
-    video: VideoSource,
-    recognizer: Recognizer,
-    summary: Summary,
-    writer: _StreamWriter,
-    window: Window | None,
-    max_frames: int | None,
-    on_frame: FrameHook | None,
-) -> None:
-    """Recognise, annotate, write and show frames until the end, `max_frames`, q/Esc, or Ctrl-C."""
-    frames = progress(video, desc=Path(video.source).name or video.source, total=video.frame_count, unit="frame")
-    try:
-        for frame in frames:
-            results = recognizer.recognize(frame.image, video=True)
-            summary.add(results)
-            if on_frame is not None:
-                on_frame(frame.index, results)
-            annotated = annotate(frame.image, [r.label() for r in results])
-            writer.write(annotated)
-            if window is not None and not window.show(annotated):
-                log.info("%s: stopped from the window", video.source)
-                break
-            if window is not None and window.failed and writer.target is None:
-                break
-            if max_frames is not None and video.frames_read >= max_frames:
-                log.info("%s: stopped after %d frames", video.source, max_frames)
-                break
-    except KeyboardInterrupt:
-        summary.interrupted = not video.live
-        log.info("%s: stopped (Ctrl-C)", video.source)
-    finally:
-        writer.release()
-    if video.frames_read == 0:
-        raise SourceError(video.source, "no frame could be decoded")
-
-
-def recognize_stream(
-    video: VideoSource,
-    recognizer: Recognizer,
-    summary: Summary,
-    out: Path | None = None,
-    window: Window | None = None,
-    max_frames: int | None = None,
-    on_frame: FrameHook | None = None,
-) -> None:
-    """Recognise every frame of a video or camera; write the annotated stream to `out` (atomically) and/or show it.
-
-    Stops at the end, at `max_frames`, on q/Esc in the window, or on Ctrl-C (what was written is kept).
-    `on_frame(index, faces)` sees every frame's results (the command prints them as JSON lines). Counts go to
-    `summary`. Raises SourceError when no frame can be decoded or the output cannot be opened, OSError when it
-    cannot be written.
-    """
-    from facenet.files import atomic_write
-
-    recognizer.reset()
-    started, first_frame = time.perf_counter(), summary.frames
-    try:
-        if out is None:
-            _stream_loop(video, recognizer, summary, _StreamWriter(None, video, None), window, max_frames, on_frame)
-        else:
-            atomic_write(out, lambda tmp: _stream_loop(video, recognizer, summary, _StreamWriter(tmp, video, out),
-                                                       window, max_frames, on_frame))
-    finally:
-        summary.stream_frames += summary.frames - first_frame
-        summary.stream_seconds += time.perf_counter() - started
-
-
-class UnverifiablePhotos(ValueError):
-    """A photo of a verification that is unreadable or has no face; `problems`: one line per such photo."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-def verify_threshold(pipeline: FacePipeline) -> float:
-    """The calibrated 1:1 threshold of the pipeline's model, in its distance scale (rounded to 4 places)."""
-    return round(config.calibration(pipeline.model).verify_threshold * pipeline.embedder.distance_scale, 4)
-
-
-def verify_photos(pipeline: FacePipeline, paths: Sequence[str | Path], threshold: float | None = None) -> Verification:
-    """Are the largest faces of two photos the same person? (threshold default: `verify_threshold`)
-
-    Raises UnverifiablePhotos naming every photo that is unreadable or has no face.
-    """
-    from facenet.api import Verification
-
-    if len(paths) != 2:
-        raise ValueError(f"verification compares exactly two photos, got {len(paths)}")
-    found = pipeline.embed_photos([Path(p) for p in paths], "largest", desc="verifying")
-    problems = [f"{path}: {result.subject.reason}" for path, result in found.items() if result.vector is None]
-    for path, result in found.items():
-        if result.subject.faces > 1:
-            log.info("%s: %d faces, comparing the largest", path, result.subject.faces)
-    if problems:
-        raise UnverifiablePhotos(problems)
-    if threshold is None:
-        threshold = verify_threshold(pipeline)
-    first, second = (found[Path(p)].vector for p in paths)
-    distance = float(np.linalg.norm(first - second))
-    return Verification(distance <= threshold, distance, threshold)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from facenet.config import ENROLLMENT_REPORT
-from facenet.database import sync_database
+from facenet.gallery.file import sync_database
 from facenet.images import display_path, scan_data_folder
 
 PEOPLE = Path(__file__).parent / "data" / "people"

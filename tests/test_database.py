@@ -11,19 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import facenet.database
+import facenet.gallery.file
 from facenet.config import DATABASE_FILE, DATABASE_VERSION, ENROLLMENT_REPORT, UNKNOWN, calibration
-from facenet.database import (
-    FaceDatabase,
-    Match,
-    comparison_far,
-    gallery_threshold,
-    load_database,
-    match_score,
-    sync_database,
-)
+from facenet.gallery.enroll import leave_out_mislabeled
+from facenet.gallery.file import read_database, sync_database
+from facenet.gallery.index import FaceDatabase, Match
+from facenet.gallery.report import EnrollmentReport
+from facenet.gallery.thresholds import comparison_far, gallery_threshold, match_score
 from facenet.images import load_image
-from facenet.models.embed import normalize
+from facenet.models.vectors import normalize
 from facenet.pipeline import FacePipeline
 
 DATA = Path(__file__).parent / "data"
@@ -168,10 +164,10 @@ def test_report_and_database_files_keep_unicode_names(base):
     assert sorted(saved["people"]) == sorted(GALLERY)
     text = (database_dir / f"{ENROLLMENT_REPORT}.txt").read_text(encoding="utf-8")
     assert "José Ñúñez (2)" in text and "Martha_Burk_0004.jpg: 2 faces" in text
-    loaded = load_database(database_dir)
+    loaded = read_database(database_dir)
     assert loaded.names == sorted(GALLERY)
     assert np.allclose(loaded.centroids, base[2].centroids)
-    assert (loaded.model, loaded.dim, loaded.fingerprint) == ("dlib", 128, report.fingerprint)
+    assert (loaded.model, loaded.dim, loaded.model_id) == ("dlib", 128, report.fingerprint)
 
 
 def test_manifest_records_the_model_its_dimension_and_the_data_folder(base, pipeline):
@@ -234,7 +230,7 @@ def test_removed_photo_and_person_are_pruned(copy, pipeline):
     assert database.names == ["Ada Lovelace", "Martha Burk"]
     assert report.embedded == 0 and report.pruned == 3
     assert report.people["Ada Lovelace"] == [f"Ada Lovelace/Paul_Tagliabue_000{i}.jpg" for i in (1, 2)]
-    assert load_database(database_dir).names == ["Ada Lovelace", "Martha Burk"]
+    assert read_database(database_dir).names == ["Ada Lovelace", "Martha Burk"]
 
 
 def test_renamed_and_moved_photos_are_not_recomputed(base, copy, pipeline):
@@ -265,12 +261,12 @@ def test_changed_photo_is_embedded_again(copy, pipeline):
 def test_other_weights_rebuild_everything(copy, embedder, detector, caplog):
     data_dir, database_dir = copy
     other = FacePipeline(detector, OtherWeights(embedder))
-    with caplog.at_level(logging.INFO, logger="facenet.database"):
+    with caplog.at_level(logging.INFO, logger="facenet.gallery.file"):
         database, report = sync_database(data_dir, database_dir, other)
     assert report.embedded == PHOTOS and report.reused == 0
     assert "other weights" in report.rebuilt and OtherWeights.model_id in report.rebuilt
     assert any("other weights" in r.getMessage() for r in caplog.records)
-    assert database.fingerprint == OtherWeights.model_id == load_database(database_dir).fingerprint
+    assert database.model_id == OtherWeights.model_id == read_database(database_dir).model_id
     assert report.fingerprint == OtherWeights.model_id
 
 
@@ -292,7 +288,7 @@ def test_corrupt_database_is_rebuilt_with_one_warning(copy, pipeline, caplog, da
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and DATABASE_FILE in warnings[0].getMessage(), warnings
     assert report.rebuilt.startswith("unreadable") and report.embedded == PHOTOS
-    assert load_database(database_dir).names == sorted(GALLERY)
+    assert read_database(database_dir).names == sorted(GALLERY)
 
 
 def test_crash_mid_write_leaves_the_previous_database(base, copy, pipeline, monkeypatch):
@@ -307,12 +303,12 @@ def test_crash_mid_write_leaves_the_previous_database(base, copy, pipeline, monk
         handle.write(b"PK\x03\x04 half a zip file")
         raise Killed
 
-    monkeypatch.setattr(facenet.database.np, "savez", dies_half_way)
+    monkeypatch.setattr(facenet.gallery.file.np, "savez", dies_half_way)
     with pytest.raises(Killed):
         sync_database(data_dir, database_dir, pipeline)
     monkeypatch.undo()
     assert (database_dir / DATABASE_FILE).read_bytes() == before
-    assert load_database(database_dir).names == sorted(GALLERY)
+    assert read_database(database_dir).names == sorted(GALLERY)
     # a temp file left by a harder crash (kill -9) is ignored too
     (database_dir / f".{Path(DATABASE_FILE).stem}.x1y2z3.npz").write_bytes(b"PK\x03\x04 half")
     _, report = sync_database(data_dir, database_dir, pipeline)
@@ -326,7 +322,7 @@ def test_unwritable_database_dir_warns_and_goes_on(copy, pipeline, caplog, monke
     def disk_full(path, write):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(facenet.database, "atomic_write", disk_full)
+    monkeypatch.setattr(facenet.gallery.file, "atomic_write", disk_full)
     with caplog.at_level(logging.WARNING):
         database, report = sync_database(data_dir, database_dir, pipeline)
     assert len(database) == 3 and report.embedded == 1
@@ -400,7 +396,7 @@ def test_mislabeled_photo_is_flagged_and_left_out_of_the_centroid(base, copy, pi
     with_holiday = normalize(np.mean([*[v.vector for v in others.values()],
                                       face_embedding(HELD_OUT["Martha Burk"], pipeline)[0]], axis=0))
     assert np.linalg.norm(database.centroids[row] - with_holiday) > 0.05  # so the comparison above can fail
-    saved = load_database(database_dir)
+    saved = read_database(database_dir)
     np.testing.assert_allclose(saved.centroids[row], expected, atol=1e-5)
     assert saved.photo_counts[row] == 3
     # the held-out photo of Ada is still named Ada, the mislabeled one is named Martha
@@ -423,9 +419,9 @@ def test_every_photo_flagged_keeps_them_all():
             *[(f"C/{i}", 2, near(e1, 0.05)) for i in range(3)], ("C/intruder", 2, near(e0, 0.05))]
     names, counts = ["A", "B", "C"], [2, 3, 4]
     centroids = unit(np.stack([np.mean([v for _, p, v in used if p == i], axis=0) for i in range(3)]))
-    report = facenet.database.EnrollmentReport("data", "db")
+    report = EnrollmentReport("data", "db")
     report.people = {name: [path for path, p, _ in used if p == i] for i, name in enumerate(names)}
-    kept_names, kept, kept_counts = facenet.database._quality(report, names, centroids.copy(), counts, used, far=10.0)
+    kept_names, kept, kept_counts = leave_out_mislabeled(report, names, centroids.copy(), counts, used, far=10.0)
     assert {m["path"]: m["excluded"] for m in report.mislabeled} == {"A/1": False, "A/2": False, "C/intruder": True}
     assert kept_names == names and kept_counts == [2, 3, 3]
     np.testing.assert_allclose(kept[:2], centroids[:2])
@@ -509,7 +505,7 @@ def test_empty_or_missing_data_dir(tmp_path, pipeline, caplog):
     matches = database.identify(np.eye(3, 128, dtype=np.float32))
     assert [m.name for m in matches] == [UNKNOWN] * 3 and all(m.score < 50 for m in matches)
     assert database.identify(np.zeros((0, 128), np.float32)) == []
-    assert load_database(tmp_path / "database").names == []
+    assert read_database(tmp_path / "database").names == []
     with caplog.at_level(logging.WARNING):
         missing, _ = sync_database(tmp_path / "nowhere", tmp_path / "database", pipeline)
     assert len(missing) == 0 and "not found" in caplog.text
@@ -529,7 +525,7 @@ def test_emptying_a_database_enrolled_from_another_folder_warns_loudly(base, cop
     message = loud[0].getMessage()
     assert "3 people" in message and enrolled_from in message and str(elsewhere) in message
     assert f"--data_dir {enrolled_from}" in message
-    assert load_database(database_dir).names == []
+    assert read_database(database_dir).names == []
 
 
 def test_emptying_the_folder_the_database_came_from_is_not_the_loud_case(copy, pipeline, caplog):
@@ -555,7 +551,7 @@ def test_identify_matches_a_brute_force_loop():
     centroids = unit(rng.standard_normal((40, 128)))
     near = unit(centroids[rng.integers(0, 40, 15)] + 0.02 * rng.standard_normal((15, 128)))
     queries = np.concatenate([near, unit(rng.standard_normal((10, 128)))])
-    database = FaceDatabase([f"person {i}" for i in range(40)], centroids, "test", rng.integers(1, 6, 40))
+    database = FaceDatabase([f"person {i}" for i in range(40)], centroids, "test", rng.integers(1, 6, 40), model="dlib")
     for threshold in (None, 0.9, 1.3):
         matches = database.identify(queries, threshold)
         assert len(matches) == len(queries)
@@ -573,18 +569,20 @@ def test_identify_matches_a_brute_force_loop():
 
 def test_default_threshold_falls_as_the_gallery_grows():
     sizes = [1, 2, 5, 12, 50, 158, 1_000, 10_000, 100_000, 1_000_000]
-    thresholds = [gallery_threshold(p) for p in sizes]
+    thresholds = [gallery_threshold(p, 1, "dlib") for p in sizes]
     assert all(a > b for a, b in zip(thresholds, thresholds[1:], strict=False)), thresholds
     assert 0.1 < thresholds[-1] < thresholds[0] < VERIFY_THRESHOLD + 0.05
-    assert gallery_threshold(12, 3, model="dlib") == gallery_threshold(12, 3)
-    assert gallery_threshold(12, 3, model="resnet50") == gallery_threshold(12, 3)  # borrows dlib's calibration
+    assert gallery_threshold(12, 3, model="resnet50") == gallery_threshold(12, 3, "dlib")  # borrows dlib's
+    with pytest.raises(TypeError):
+        gallery_threshold(12, 3)  # the model is required: thresholds differ by model (no silent dlib default)
     # more photos per person: a tighter centroid needs a tighter threshold
-    assert gallery_threshold(50, 1) > gallery_threshold(50, 3) > gallery_threshold(50, 10)
+    assert gallery_threshold(50, 1, "dlib") > gallery_threshold(50, 3, "dlib") > gallery_threshold(50, 10, "dlib")
     # per-comparison rate keeps the chance of matching anyone at the target
     for people in (1, 12, 1_000_000):
         assert 1 - (1 - comparison_far(people, 0.01)) ** people == pytest.approx(0.01, rel=1e-6)
     rng = np.random.default_rng(1)
-    databases = [FaceDatabase([str(i) for i in range(p)], unit(rng.standard_normal((p, 128))), "t", [3] * p)
+    databases = [FaceDatabase([str(i) for i in range(p)], unit(rng.standard_normal((p, 128))), "t", [3] * p,
+                              model="dlib")
                  for p in (3, 30, 300)]
     assert databases[0].threshold > databases[1].threshold > databases[2].threshold
 
@@ -592,7 +590,7 @@ def test_default_threshold_falls_as_the_gallery_grows():
 def test_threshold_override_and_score():
     rng = np.random.default_rng(2)
     centroids = unit(rng.standard_normal((5, 128)))
-    database = FaceDatabase(list("abcde"), centroids, "t")
+    database = FaceDatabase(list("abcde"), centroids, "t", model="dlib")
     query = unit(centroids[:1] + 0.03 * rng.standard_normal((1, 128)))
     distance = float(np.linalg.norm(query[0] - centroids[0]))
     (below,) = database.identify(query, threshold=distance + 1e-3)
@@ -615,15 +613,15 @@ def test_other_dimensions_and_models():
     empty = FaceDatabase([], np.zeros((0, 256)), "fused:x", model="fused", dim=256)
     assert [m.name for m in empty.identify(centroids)] == [UNKNOWN, UNKNOWN]
     with pytest.raises(ValueError, match="2 names for 1 centroids"):
-        FaceDatabase(["a", "b"], centroids[:1], "fused:x")
+        FaceDatabase(["a", "b"], centroids[:1], "fused:x", model="fused")
 
 
 def test_distance_scale_multiplies_every_threshold():
     rng = np.random.default_rng(3)
     centroids = rng.normal(size=(4, 128))
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    plain = FaceDatabase(["a", "b", "c", "d"], centroids, "x", [1, 2, 3, 3])
-    spread = FaceDatabase(["a", "b", "c", "d"], centroids, "x", [1, 2, 3, 3], distance_scale=2.0)
+    plain = FaceDatabase(["a", "b", "c", "d"], centroids, "x", [1, 2, 3, 3], model="dlib")
+    spread = FaceDatabase(["a", "b", "c", "d"], centroids, "x", [1, 2, 3, 3], model="dlib", distance_scale=2.0)
     np.testing.assert_allclose(spread.thresholds, 2.0 * plain.thresholds)
     assert spread.threshold == pytest.approx(2.0 * plain.threshold)
     # a face at 1.5x the plain threshold from "a": Unknown for the calibrated model, "a" for the spread one

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from facenet.config import CHECKPOINT_PARTS, DATABASE_FILE, ENROLL_CHECKPOINT_PHOTOS, ENROLLMENT_REPORT, PRETRAINED_FILE
-from facenet.database import load_database, sync_database
 from facenet.files import STALE_TEMP_SECONDS, read_checked, remove_stale_temps, write_checked
+from facenet.gallery.file import read_database, sync_database
 from facenet.models.build import pretrained_dlib_resnet
 from facenet.models.tflite import TFLiteRunner, cached_runner, cached_tflite
 from facenet.models.trained import WeightsError, read_trained, save_trained_weights, trained_checksum
@@ -189,7 +189,7 @@ def test_tampered_or_inconsistent_database_is_rebuilt_naming_the_file(copy, pipe
     path = database_dir / DATABASE_FILE
     rewrite_database(path, change)
     with caplog.at_level(logging.WARNING):
-        assert load_database(database_dir) is None
+        assert read_database(database_dir) is None
         database, report = sync_database(data, database_dir, pipeline)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2 and all(str(path) in w for w in warnings), warnings
@@ -198,7 +198,7 @@ def test_tampered_or_inconsistent_database_is_rebuilt_naming_the_file(copy, pipe
     assert report.embedded == 6 and sorted(database.names) == ["Jon_Voight", "Juanes", "Martha_Burk"]
     # the rebuilt file names the right person again
     probe = pipeline.embed_photos([PEOPLE / "Juanes" / "Juanes_0003.jpg"])
-    (match,) = load_database(database_dir).identify(next(iter(probe.values())).vector[None])
+    (match,) = read_database(database_dir).identify(next(iter(probe.values())).vector[None])
     assert match.name == "Juanes"
 
 
@@ -211,7 +211,7 @@ def test_report_that_cannot_be_written_is_named_and_the_database_still_saved(cop
     with caplog.at_level(logging.WARNING):
         _, report = sync_database(data, database_dir, pipeline)
     assert report.saved and report.save_error.startswith(str(blocked))
-    assert load_database(database_dir).photo_counts.tolist() == [2, 3, 2]
+    assert read_database(database_dir).photo_counts.tolist() == [2, 3, 2]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert str(blocked) in warning and DATABASE_FILE not in warning
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facenet.database import SEARCH_INDEX_MIN, FaceDatabase
-from facenet.models.embed import normalize
+from facenet.gallery.index import SEARCH_INDEX_MIN, FaceDatabase
+from facenet.models.vectors import normalize
 
 
 def test_big_gallery_uses_the_exact_index_and_agrees_with_brute_force():

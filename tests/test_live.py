@@ -135,9 +135,9 @@ def test_association_follows_moving_boxes_and_starts_new_ones():
 
 
 def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_path, data_dir, pipeline):
-    from facenet.database import sync_database
+    from facenet.cli.stream_output import Summary, recognize_stream
+    from facenet.gallery.file import sync_database
     from facenet.live.tracking import VideoTracker
-    from facenet.recognize import Summary, recognize_stream
     from facenet.sources import VideoSource
 
     database, _ = sync_database(data_dir, tmp_path / "db", pipeline)
@@ -169,7 +169,7 @@ def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_pa
 
 
 def test_a_different_person_in_the_same_place_starts_a_new_track(tmp_path, data_dir, pipeline):
-    from facenet.database import sync_database
+    from facenet.gallery.file import sync_database
     from facenet.live.tracking import TrackingRecognizer
 
     database, _ = sync_database(data_dir, tmp_path / "db", pipeline)

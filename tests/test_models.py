@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 import facenet
-from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN, calibration
-from facenet.database import DATABASE_FILE, FaceDatabase, sync_database
+from facenet.config import DATABASE_FILE, FUSION_SFACE_WEIGHT, UNKNOWN, calibration
+from facenet.gallery.file import sync_database
+from facenet.gallery.index import FaceDatabase
 from facenet.images import load_image
-from facenet.models.embed import Embedder, normalize
+from facenet.models.embed import Embedder
+from facenet.models.vectors import normalize
 from facenet.pipeline import FacePipeline
 
 DATA = Path(__file__).parent / "data"

@@ -17,7 +17,7 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg[binary] is in requireme
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
 from facenet.cli import common  # noqa: E402
-from facenet.pg_gallery import GalleryError, PgGallery, mask_url  # noqa: E402
+from facenet.gallery.pg import GalleryError, PgGallery, mask_url  # noqa: E402
 
 PEOPLE = Path(__file__).parent / "data" / "people"
 OTHER_MODEL, OTHER_DIM = "fused:0123456789abcdef", 256
@@ -74,7 +74,7 @@ def test_another_model_never_drops_other_sites_people_without_rebuild_gallery(ur
         for site, names in SITES.items():
             photos = [(name, [(f"{name}/1.jpg", hashlib.sha256(f"{site}/{name}".encode()).hexdigest())])
                       for name in names]
-            gallery.sync(photos, examine, OTHER_MODEL, OTHER_DIM)
+            gallery.sync_photos(photos, examine, OTHER_MODEL, OTHER_DIM)
     assert people_in(url) == ["Ann", "Bob", "Cy"]
 
     with caplog.at_level(logging.WARNING):

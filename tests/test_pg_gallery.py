@@ -15,8 +15,8 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg[binary] is in requireme
 
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from facenet import pg_gallery  # noqa: E402
-from facenet.pg_gallery import GalleryError, PgGallery  # noqa: E402
+from facenet.gallery import pg as pg_gallery  # noqa: E402
+from facenet.gallery.pg import GalleryError, PgGallery  # noqa: E402
 
 DIM = 128
 MODEL = "fused:3fa2c0ffee"
@@ -50,9 +50,12 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def vector_of(key: str, dim: int = DIM) -> np.ndarray:
-    """The fake embedding of a photo: a random unit vector seeded by its hash."""
-    vector = np.random.default_rng(int(key[:12], 16)).standard_normal(dim).astype(np.float32)
+def vector_of(key: str, dim: int = DIM, person: str = "") -> np.ndarray:
+    """The fake embedding of a photo: its person's direction plus noise seeded by its hash, as a unit vector (a
+    person's photos cluster, as real ones do, so the enrollment core flags none as mislabeled)."""
+    noise = np.random.default_rng(int(key[:12], 16)).standard_normal(dim)
+    direction = np.random.default_rng(int(sha(person)[:12], 16)).standard_normal(dim)
+    vector = (3.0 * direction / np.linalg.norm(direction) + noise / np.linalg.norm(noise)).astype(np.float32)
     return vector / np.linalg.norm(vector)
 
 
@@ -68,7 +71,8 @@ class FakeExamine:
             raise KeyboardInterrupt("killed mid-way")
         results = {s: {"reason": "no face" if str(p).endswith("noface.jpg") else None, "faces": 1}
                    for s, p in pending.items()}
-        return results, {s: vector_of(s, self.dim) for s, r in results.items() if r["reason"] is None}
+        return results, {s: vector_of(s, self.dim, str(pending[s]).split("/")[0]) for s, r in results.items()
+                         if r["reason"] is None}
 
     @property
     def examined(self) -> set[str]:
@@ -81,13 +85,14 @@ def folder(people: dict[str, int], tag: str = "") -> list[tuple[str, list[tuple[
 
 
 def expected_centroid(photos: list[tuple[str, str]]) -> np.ndarray:
-    mean = np.mean([vector_of(s).astype(np.float64) for _, s in dict((s, (p, s)) for p, s in photos).values()], 0)
+    distinct = dict((s, p) for p, s in photos)
+    mean = np.mean([vector_of(s, DIM, p.split("/")[0]).astype(np.float64) for s, p in distinct.items()], 0)
     return mean / np.linalg.norm(mean)
 
 
 def snapshot(url: str) -> tuple:
     with PgGallery(url) as gallery:
-        names, centroids, counts = gallery.load(MODEL, DIM)
+        names, centroids, counts = gallery.load_centroids(MODEL, DIM)
         photos = gallery.conn.execute("SELECT person_id, path, sha256 FROM facenet_photos ORDER BY path").fetchall()
     return names, centroids.round(6).tolist(), counts.tolist(), photos
 
@@ -95,17 +100,17 @@ def snapshot(url: str) -> tuple:
 def test_schema_is_created_versioned_and_checked(url):
     with PgGallery(url) as gallery:
         assert gallery.meta() is None
-        names, centroids, counts = gallery.load(MODEL, DIM)  # a reader creates nothing
+        names, centroids, counts = gallery.load_centroids(MODEL, DIM)  # a reader creates nothing
         assert names == [] and centroids.shape == (0, DIM) and gallery.meta() is None
-        gallery.sync(folder({"ann": 2}), FakeExamine(), MODEL, DIM)
+        gallery.sync_photos(folder({"ann": 2}), FakeExamine(), MODEL, DIM)
         meta = gallery.meta()
         assert (meta["schema_version"], meta["model_id"], meta["dim"]) == (pg_gallery.SCHEMA_VERSION, MODEL, DIM)
         gallery.conn.execute("UPDATE facenet_meta SET schema_version = 99")
         with pytest.raises(GalleryError, match="schema version 99 is newer than this facenet"):
-            gallery.load(MODEL, DIM)
+            gallery.load_centroids(MODEL, DIM)
         gallery.conn.execute("UPDATE facenet_meta SET schema_version = 0")
         with pytest.raises(GalleryError, match="schema version 0 is unknown"):
-            gallery.sync(folder({"ann": 2}), FakeExamine(), MODEL, DIM)
+            gallery.sync_photos(folder({"ann": 2}), FakeExamine(), MODEL, DIM)
 
 
 def test_sync_enrolls_centroids_and_reports(url):
@@ -114,8 +119,8 @@ def test_sync_enrolls_centroids_and_reports(url):
     people.append(("dan", [("dan/noface.jpg", sha("dan-noface"))]))
     examine = FakeExamine()
     with PgGallery(url) as gallery:
-        report = gallery.sync(people, examine, MODEL, DIM)
-        names, centroids, counts = gallery.load(MODEL, DIM)
+        report = gallery.sync_photos(people, examine, MODEL, DIM)
+        names, centroids, counts = gallery.load_centroids(MODEL, DIM)
     assert (report["examined"], report["embedded"], report["reused"]) == (8, 6, 0)
     assert report["not_enrolled"] == ["dan"]
     assert sorted(s["path"] for s in report["skipped"]) == ["ann/noface.jpg", "dan/noface.jpg"]
@@ -129,38 +134,38 @@ def test_resync_examines_only_new_photos_and_prunes_removed_ones(url):
     examine = FakeExamine()
     people = folder({"ann": 3, "bob": 2})
     with PgGallery(url) as gallery:
-        gallery.sync(people, examine, MODEL, DIM)
-        report = gallery.sync(people, examine, MODEL, DIM)
+        gallery.sync_photos(people, examine, MODEL, DIM)
+        report = gallery.sync_photos(people, examine, MODEL, DIM)
         assert len(examine.calls) == 1 and report["examined"] == 0 and report["reused"] == 5
         assert report["touched"] == 0
         # ann gets a new photo, bob loses one: only the new one is examined, the removed one pruned
         people[0][1].append(("ann/new.jpg", sha("ann-new")))
         gone = people[1][1].pop()
-        report = gallery.sync(people, examine, MODEL, DIM)
+        report = gallery.sync_photos(people, examine, MODEL, DIM)
         assert examine.calls[-1] == {sha("ann-new"): "ann/new.jpg"}
         assert report["pruned"] == 1 and report["examined"] == 1
-        names, centroids, counts = gallery.load(MODEL, DIM)
+        names, centroids, counts = gallery.load_centroids(MODEL, DIM)
         assert counts.tolist() == [4, 1]
         np.testing.assert_allclose(centroids[1], expected_centroid(people[1][1]), atol=1e-6)
         stored = {r[0] for r in gallery.conn.execute("SELECT sha256 FROM facenet_embeddings")}
         assert gone[1] not in stored  # the pruned photo's embedding is gone too
         # a stored failure is examined again only when retry says so
         people[0][1].append(("ann/noface.jpg", sha("ann-noface")))
-        gallery.sync(people, examine, MODEL, DIM)
+        gallery.sync_photos(people, examine, MODEL, DIM)
         calls = len(examine.calls)
-        gallery.sync(people, examine, MODEL, DIM)
+        gallery.sync_photos(people, examine, MODEL, DIM)
         assert len(examine.calls) == calls
-        gallery.sync(people, examine, MODEL, DIM, retry=lambda result: result["reason"] == "no face")
+        gallery.sync_photos(people, examine, MODEL, DIM, retry=lambda result: result["reason"] == "no face")
         assert examine.calls[-1] == {sha("ann-noface"): "ann/noface.jpg"}
 
 
 def test_a_client_never_prunes_people_it_does_not_have(url):
     with PgGallery(url) as gallery:
-        gallery.sync(folder({"ann": 2, "bob": 2}), FakeExamine(), MODEL, DIM)
-        gallery.sync(folder({"cid": 1}), FakeExamine(), MODEL, DIM)
-        assert gallery.load(MODEL, DIM)[0] == ["ann", "bob", "cid"]
+        gallery.sync_photos(folder({"ann": 2, "bob": 2}), FakeExamine(), MODEL, DIM)
+        gallery.sync_photos(folder({"cid": 1}), FakeExamine(), MODEL, DIM)
+        assert gallery.load_centroids(MODEL, DIM)[0] == ["ann", "bob", "cid"]
         assert gallery.remove_person("bob") and not gallery.remove_person("bob")
-        assert gallery.load(MODEL, DIM)[0] == ["ann", "cid"]
+        assert gallery.load_centroids(MODEL, DIM)[0] == ["ann", "cid"]
         assert gallery.stats()["photos"] == 3
 
 
@@ -177,12 +182,12 @@ def test_two_clients_enrolling_different_people_at_once_lose_nothing(url):
     def client(people: dict[str, int]) -> None:
         try:
             with PgGallery(url) as gallery:
-                gallery.sync(folder(people), Meeting(), MODEL, DIM)
+                gallery.sync_photos(folder(people), Meeting(), MODEL, DIM)
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
     with PgGallery(url) as gallery:  # the schema exists before: the two race on data, not on CREATE TABLE
-        gallery.sync(folder({"zed": 1}), FakeExamine(), MODEL, DIM)
+        gallery.sync_photos(folder({"zed": 1}), FakeExamine(), MODEL, DIM)
     threads = [threading.Thread(target=client, args=({f"a{i}": 2 for i in range(30)},)),
                threading.Thread(target=client, args=({f"b{i}": 3 for i in range(30)},))]
     for thread in threads:
@@ -191,7 +196,7 @@ def test_two_clients_enrolling_different_people_at_once_lose_nothing(url):
         thread.join(60)
     assert not errors
     with PgGallery(url) as gallery:
-        names, _, counts = gallery.load(MODEL, DIM)
+        names, _, counts = gallery.load_centroids(MODEL, DIM)
         assert len(names) == 61 and sum(counts) == 30 * 2 + 30 * 3 + 1
         assert gallery.stats()["photos"] == 151
 
@@ -199,12 +204,12 @@ def test_two_clients_enrolling_different_people_at_once_lose_nothing(url):
 def test_concurrent_syncs_of_the_same_person_are_serialized(url):
     """Two folders disagree about ann: the result is exactly one of them, never a mix."""
     with PgGallery(url) as gallery:
-        gallery.sync(folder({"ann": 1}), FakeExamine(), MODEL, DIM)
+        gallery.sync_photos(folder({"ann": 1}), FakeExamine(), MODEL, DIM)
     left, right = folder({"ann": 3}, "L"), folder({"ann": 2}, "R")
 
     def client(people) -> None:
         with PgGallery(url) as gallery:
-            gallery.sync(people, FakeExamine(), MODEL, DIM)
+            gallery.sync_photos(people, FakeExamine(), MODEL, DIM)
 
     threads = [threading.Thread(target=client, args=(p,)) for p in (left, right)]
     for thread in threads:
@@ -221,40 +226,40 @@ def test_concurrent_syncs_of_the_same_person_are_serialized(url):
 def test_a_sync_that_fails_midway_leaves_the_previous_state(url, monkeypatch):
     examine = FakeExamine()
     with PgGallery(url) as gallery:
-        gallery.sync(folder({"ann": 2, "bob": 2}), examine, MODEL, DIM)
+        gallery.sync_photos(folder({"ann": 2, "bob": 2}), examine, MODEL, DIM)
     before = snapshot(url)
     changed = folder({"ann": 3, "bob": 1, "cid": 4}, "v2")
     with PgGallery(url) as gallery, pytest.raises(KeyboardInterrupt):
-        gallery.sync(changed, FakeExamine(fail_on_call=2), MODEL, DIM, batch=2)
+        gallery.sync_photos(changed, FakeExamine(fail_on_call=2), MODEL, DIM, batch=2)
     assert snapshot(url) == before
     with PgGallery(url) as gallery:  # killed inside the gallery transaction: rolled back as a whole
         monkeypatch.setattr(PgGallery, "_update_centroids", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
         with pytest.raises(RuntimeError):
-            gallery.sync(changed, FakeExamine(), MODEL, DIM)
+            gallery.sync_photos(changed, FakeExamine(), MODEL, DIM)
     assert snapshot(url) == before
     monkeypatch.undo()
     with PgGallery(url) as gallery:  # what was examined before the failure is not examined again
         again = FakeExamine()
-        gallery.sync(changed, again, MODEL, DIM)
+        gallery.sync_photos(changed, again, MODEL, DIM)
         assert not again.calls
-        assert gallery.load(MODEL, DIM)[2].tolist() == [3, 1, 4]
+        assert gallery.load_centroids(MODEL, DIM)[2].tolist() == [3, 1, 4]
 
 
 def test_another_model_or_dimension_is_refused_unless_rebuilt(url):
     with PgGallery(url) as gallery:
-        gallery.sync(folder({"ann": 2}), FakeExamine(), MODEL, DIM)
+        gallery.sync_photos(folder({"ann": 2}), FakeExamine(), MODEL, DIM)
         for model, dim in (("dlib:0000", DIM), (MODEL, 256)):
             with pytest.raises(GalleryError, match="made by model") as caught:
-                gallery.sync(folder({"ann": 2}), FakeExamine(dim), model, dim)
+                gallery.sync_photos(folder({"ann": 2}), FakeExamine(dim), model, dim)
             assert "\n" not in str(caught.value)
         with pytest.raises(GalleryError, match="made by model"):
-            gallery.load("dlib:0000", DIM)
+            gallery.load_centroids("dlib:0000", DIM)
         with pytest.raises(GalleryError, match="made by model"):
             gallery.nearest(np.zeros(DIM, np.float32), "dlib:0000")
-        assert gallery.load(MODEL, DIM)[0] == ["ann"]  # nothing was written
-        report = gallery.sync(folder({"bob": 1}), FakeExamine(256), "fused:new", 256, rebuild=True)
+        assert gallery.load_centroids(MODEL, DIM)[0] == ["ann"]  # nothing was written
+        report = gallery.sync_photos(folder({"bob": 1}), FakeExamine(256), "fused:new", 256, rebuild=True)
         assert report["examined"] == 1
-        assert gallery.meta()["dim"] == 256 and gallery.load("fused:new", 256)[0] == ["bob"]
+        assert gallery.meta()["dim"] == 256 and gallery.load_centroids("fused:new", 256)[0] == ["bob"]
 
 
 def test_unreachable_server_and_wrong_password_give_one_clean_line(server):
@@ -293,9 +298,9 @@ def test_database_without_vector_and_no_right_to_create_it(server):
     url = make_conninfo(server.get_uri(), dbname="novector", user="plain")
     with PgGallery(url) as gallery:
         with pytest.raises(GalleryError, match="lacks the pgvector extension") as caught:
-            gallery.sync(folder({"ann": 1}), FakeExamine(), MODEL, DIM)
+            gallery.sync_photos(folder({"ann": 1}), FakeExamine(), MODEL, DIM)
         assert "\n" not in str(caught.value)
-        assert gallery.load(MODEL, DIM)[0] == []  # a reader finds no gallery, creates nothing
+        assert gallery.load_centroids(MODEL, DIM)[0] == []  # a reader finds no gallery, creates nothing
         assert not gallery.conn.execute("SELECT count(*) FROM pg_extension WHERE extname='vector'").fetchone()[0]
 
 
@@ -303,8 +308,8 @@ def test_hnsw_nearest_matches_exact_on_2k_people(url):
     rng = np.random.default_rng(7)
     people = folder({f"p{i:04d}": 1 for i in range(2000)})
     with PgGallery(url) as gallery:
-        gallery.sync(people, FakeExamine(), MODEL, DIM, batch=4096)
-        names, centroids, _ = gallery.load(MODEL, DIM)
+        gallery.sync_photos(people, FakeExamine(), MODEL, DIM, batch=4096)
+        names, centroids, _ = gallery.load_centroids(MODEL, DIM)
         probes = centroids[rng.choice(len(names), 50, replace=False)]
         probes = probes + 0.02 * rng.standard_normal(probes.shape).astype(np.float32)
         probes /= np.linalg.norm(probes, axis=1, keepdims=True)

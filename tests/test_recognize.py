@@ -23,8 +23,9 @@ from facenet.cli.verify_command import verify_command
 from facenet.draw import KNOWN_RGB, UNKNOWN_RGB, Label, Window, annotate, label_text
 from facenet.images import load_image
 from facenet.pipeline import FacePipeline
-from facenet.recognize import Recognition, Recognizer, UnverifiablePhotos, verify_photos
+from facenet.recognize import Recognition, Recognizer
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs
+from facenet.verify import UnverifiablePhotos, verify_photos
 
 DATA = Path(__file__).parent / "data"
 PEOPLE, MISC = DATA / "people", DATA / "misc"
@@ -83,7 +84,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def database(data_dir, pipeline):
-    from facenet.database import sync_database
+    from facenet.gallery.file import sync_database
 
     return sync_database(data_dir, data_dir.parent / "database", pipeline)[0]
 
@@ -400,7 +401,7 @@ def test_empty_data_folder_names_everyone_unknown_without_a_placeholder_distance
 
 
 def test_nobody_enrolled_gives_unknown_with_no_distance(pipeline):
-    from facenet.database import FaceDatabase
+    from facenet.gallery.index import FaceDatabase
 
     nobody = FaceDatabase([], np.zeros((0, 128)), pipeline.model_id, model="dlib", dim=128)
     results = Recognizer(pipeline, nobody).recognize(load_image(MISC / "two_people.jpg"))

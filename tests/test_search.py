@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facenet import search
-from facenet.search import ExactIndex, brute_force
+from facenet.gallery import search
+from facenet.gallery.search import ExactIndex, brute_force
 
 faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed (requirements.txt)")
 

@@ -31,14 +31,15 @@ def people_in(url: str) -> set[str]:
 
 
 def test_the_shared_gallery_follows_the_service(tmp_path, url, pipeline):
-    from facenet.database import sync_postgres
+    from facenet.gallery.pg import PgGallery
     from facenet.service.app import create_app
     from facenet.service.store import GalleryStore
 
     other_site = tmp_path / "other"
     (other_site / "Zach_Safrin").mkdir(parents=True)
     (other_site / "Zach_Safrin" / "z.jpg").write_bytes(STRANGER.read_bytes())
-    sync_postgres(other_site, url, pipeline)  # another site's person: the service must leave them alone
+    with PgGallery(url) as gallery:  # another site's person: the service must leave them alone
+        gallery.sync(other_site, pipeline)
 
     make_data(tmp_path / "data")
     store = GalleryStore(tmp_path / "data", pipeline, tmp_path / "unused", database_url=url)

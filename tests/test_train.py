@@ -20,9 +20,10 @@ import facenet.train.loop as loop
 import facenet.train.validation as validation
 from facenet.cli.train_command import _chosen_loss, train_command
 from facenet.config import CHIP_SIZE, calibration
-from facenet.database import gallery_threshold
 from facenet.detect.dlib import face_chip
 from facenet.eval.visualize import pca_2d, save_pca_plot
+from facenet.gallery.file import read_database
+from facenet.gallery.thresholds import gallery_threshold
 from facenet.images import load_image
 from facenet.models.build import build_embedder
 from facenet.models.cache import fingerprint
@@ -457,11 +458,10 @@ def test_guard_saves_better_weights_rebuilds_database_and_logs(tiny, weights, tm
     trained = build_embedder("dlib", weights, tmp_path / "db")
     assert fingerprint(trained) != fingerprint(build_embedder("dlib", weights))
     assert (tmp_path / "db" / CHIPS_CACHE_FILE).exists()
-    from facenet.database import load_database
 
     model_id = Embedder(trained, "dlib").model_id
-    database = load_database(tmp_path / "db", model_id)
-    assert database is not None and len(database) == 5 and database.fingerprint == model_id
+    database = read_database(tmp_path / "db", model_id)
+    assert database is not None and len(database) == 5 and database.model_id == model_id
     # the saved weights carry their spread relative to the start (in the same file); the rebuilt database's
     # thresholds follow it
     scale = record["val_after"]["distance_scale"]

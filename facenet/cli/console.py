@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from facenet.images import display_path
 from facenet.progress import progress
 
 __all__ = ["emit_json", "error", "import_tensorflow_quietly", "progress"]
@@ -13,8 +14,6 @@ __all__ = ["emit_json", "error", "import_tensorflow_quietly", "progress"]
 def _valid_utf8(value: object) -> object:
     """`value` with every string made valid UTF-8: bytes of a non-UTF-8 file name shown as \\xNN escapes."""
     if isinstance(value, str):
-        from facenet.images import display_path
-
         return display_path(value)
     if isinstance(value, dict):
         return {key: _valid_utf8(item) for key, item in value.items()}

@@ -12,7 +12,7 @@ import numpy as np
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
 from facenet.config import HOW_TEXT
-from facenet.eval.lfw import Pair, PairsError, parse_pairs, within_set_folds
+from facenet.eval.lfw import Pair, PairsError, evaluate_pairs, parse_pairs, within_set_folds
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _check_inputs(pairs: str, lfw_dir: str | None, train_pairs: str | None) -> B
 
 def _save_roc(roc_png: str, distances: np.ndarray, same: np.ndarray, title: str) -> str | None:
     """The ROC curve saved to `roc_png` (its path), or None with a warning when it cannot be written."""
-    from facenet.eval.plot import save_roc_png
+    from facenet.eval.plot import save_roc_png  # matplotlib: only when a curve is asked for
 
     try:
         save_roc_png(roc_png, distances, same, title)
@@ -100,8 +100,6 @@ def lfw_command(
     benchmark = _check_inputs(pairs, lfw_dir, train_pairs)
     if isinstance(benchmark, str):
         return error(benchmark, 2)
-    from facenet.eval.lfw import evaluate_pairs
-
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, trained_dir)
         report, distances, same = evaluate_pairs(benchmark.pairs, benchmark.folds, pipeline, flip,

@@ -18,7 +18,7 @@ from facenet.live.cameras import CameraCount, run_cameras
 from facenet.live.streams import Drop
 
 if TYPE_CHECKING:
-    from facenet.database import FaceDatabase
+    from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)

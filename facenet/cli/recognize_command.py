@@ -28,16 +28,21 @@ from facenet.cli.recognize_output import (
     print_summary,
     write_photo,
 )
+from facenet.cli.stream_output import FrameHook, Summary, recognize_stream
 from facenet.draw import Window, annotate
+from facenet.files import remove_stale_temps
+from facenet.gallery.file import sync_database
+from facenet.gallery.pg import GalleryError, PgGallery, mask_url
+from facenet.gallery.report import EnrollmentReport
 from facenet.images import ImageError
 from facenet.live.streams import is_camera_spec, parse_cameras
 from facenet.live.tracking import VideoTracker
 from facenet.progress import progress
-from facenet.recognize import FrameHook, Recognizer, Summary, recognize_stream
+from facenet.recognize import Recognizer
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
 
 if TYPE_CHECKING:
-    from facenet.database import FaceDatabase
+    from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -109,17 +114,17 @@ def _load(
     `rebuild_gallery`: dropping it would lose every site's people);
     recognition only reads it (no data/ or database/ needed, nothing pruned).
     """
-    from facenet.database import load_postgres, sync_database, sync_postgres
-    from facenet.pg_gallery import GalleryError, mask_url
-
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
         if database_url and enroll_only:
-            database, report = sync_postgres(data_dir, database_url, pipeline, rebuild=rebuild_gallery)
-            _print_pg_report(report, len(database), as_json)
+            with PgGallery(database_url) as gallery:
+                report = gallery.sync(data_dir, pipeline, rebuild=rebuild_gallery, cache_dir=database_dir)
+                database = gallery.load(pipeline)
+            _print_pg_report(report, as_json)
             return pipeline, database
         if database_url:
-            database = load_postgres(database_url, pipeline)
+            with PgGallery(database_url) as gallery:
+                database = gallery.load(pipeline)
             print(f"Gallery {mask_url(database_url)}: {len(database)} people (read only)", file=sys.stderr)
             return pipeline, database
         database, report = sync_database(data_dir, database_dir, pipeline)
@@ -132,13 +137,16 @@ def _load(
     return pipeline, database
 
 
-def _print_pg_report(report: dict, people: int, as_json: bool) -> None:
+def _print_pg_report(report: EnrollmentReport, as_json: bool) -> None:
+    """A shared gallery's sync: its summary line (JSON: the PostgreSQL facts as before, plus "enrollment", the
+    report every backend gives)."""
+    facts = report.backend
     if as_json:
-        emit_json(report)
+        emit_json({**facts, "enrollment": {k: v for k, v in report.to_dict().items() if k != "backend"}})
         return
-    print(f"Enrollment into {report['gallery']}: {report['people']} people of this folder, {report['photos']} photos "
-          f"({report['examined']} examined now, {report['reused']} reused, {report['pruned']} pruned, "
-          f"{len(report['skipped'])} skipped); the gallery holds {people} people", file=sys.stderr)
+    print(f"Enrollment into {facts['gallery']}: {facts['people']} people of this folder, {facts['photos']} photos "
+          f"({facts['examined']} examined now, {facts['reused']} reused, {facts['pruned']} pruned, "
+          f"{len(facts['skipped'])} skipped); the gallery holds {facts['gallery_people']} people", file=sys.stderr)
 
 
 def recognize_command(
@@ -212,8 +220,6 @@ def recognize_command(
 
 def _remove_partial_videos(output_dir: Path) -> None:
     """Remove the temp files of annotated videos a killed run left in the output folder (our own names only)."""
-    from facenet.files import remove_stale_temps
-
     for path in remove_stale_temps(output_dir, ["*.mp4"], recursive=True):
         log.info("%s: removed a partial video left by an interrupted run", path)
 

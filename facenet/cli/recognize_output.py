@@ -16,11 +16,13 @@ from tqdm import tqdm
 
 from facenet import config
 from facenet.cli.console import emit_json
-from facenet.recognize import Recognition, Summary
+from facenet.cli.stream_output import Summary
+from facenet.files import atomic_write
+from facenet.recognize import Recognition
 from facenet.sources import Input
 
 if TYPE_CHECKING:
-    from facenet.database import EnrollmentReport
+    from facenet.gallery.report import EnrollmentReport
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,6 @@ def photo_suffix(path: Path) -> str:
 
 def write_photo(path: Path, image: np.ndarray) -> None:
     """An annotated photo, written atomically in the format of its extension (JPEG at quality 92)."""
-    from facenet.files import atomic_write
-
     fmt = PHOTO_FORMATS[path.suffix.lower()]
     options = {"quality": 92} if fmt == "JPEG" else {}
     atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format=fmt, **options))

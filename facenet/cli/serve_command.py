@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from facenet.cli import common
+from facenet.gallery.pg import GalleryError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ def serve_command(
 
 def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):
     """The service's gallery, synced; None (logged) when the model or the gallery cannot be loaded."""
-    from facenet.pg_gallery import GalleryError
     from facenet.service.store import GalleryStore
 
     try:

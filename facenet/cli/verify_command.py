@@ -7,6 +7,7 @@ from pathlib import Path
 
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
+from facenet.verify import UnverifiablePhotos, verify_photos
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ def verify_command(
     problem = common.threshold_problem(threshold)
     if problem:
         return error(problem)
-    from facenet.recognize import UnverifiablePhotos, verify_photos
-
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, trained_dir)
     except (OSError, ValueError, RuntimeError) as failure:

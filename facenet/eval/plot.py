@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from facenet.eval.metrics import FAR_TARGET, auc, eer, roc, tar_at_far
+from facenet.files import atomic_write
 
 
 def save_roc_png(path: str | Path, distances, same, title: str) -> None:
     """The ROC curve (linear and log FAR) with the EER point, written atomically as a PNG."""
     from matplotlib.figure import Figure
-
-    from facenet.files import atomic_write
 
     far, tar, _ = roc(distances, same)
     rate = eer(distances, same)

@@ -19,7 +19,7 @@ from facenet.live.tracking import TrackEvent, TrackingRecognizer
 from facenet.recognize import Recognition, Recognizer
 
 if TYPE_CHECKING:
-    from facenet.database import FaceDatabase
+    from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
     from facenet.sources import Frame
 

@@ -22,11 +22,12 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from facenet import config
-from facenet.recognize import Recognition, verify_threshold
+from facenet.gallery.thresholds import verify_threshold
+from facenet.recognize import Recognition
 
 if TYPE_CHECKING:
-    from facenet.database import FaceDatabase
     from facenet.detect.face import Face
+    from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
 
 Box = tuple[int, int, int, int]

@@ -14,6 +14,7 @@ from facenet.models.build import build_embedder
 from facenet.models.cache import fingerprint
 from facenet.models.names import model_name
 from facenet.models.trained import distance_scale, legacy_trained_weights
+from facenet.models.vectors import normalize
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Embedder:
         if self._tflite_path is None:
             return self._forward(*chips).numpy()
         if self._runner is None:
-            from facenet.models.tflite import cached_runner
+            from facenet.models.tflite import cached_runner  # the TFLite runtime: only when that runtime runs
 
             self._runner = cached_runner(self.model, self._tflite_path, [tensor.name for tensor in self.model.inputs])
         return self._runner(*chips)
@@ -100,9 +101,3 @@ def load_embedder(
     keras_model = build_embedder(model, weights_dir, trained_dir, imagenet_weights)
     tflite_dir = Path(weights_dir) if runtime == "tflite" else None
     return Embedder(keras_model, model, distance_scale(trained_dir, model), tflite_dir)
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -20,8 +20,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from facenet.api import NoFaceError
+from facenet.gallery.pg import GalleryError
 from facenet.images import ImageError, decode_image_scaled
+from facenet.pipeline import five_points
 from facenet.service.keys import KEY_HEADER, key_accepted
 from facenet.service.store import (
     BadName,
@@ -34,6 +35,7 @@ from facenet.service.store import (
     is_api_photo,
 )
 from facenet.service.uploads import BodyLimit, MiB, UploadError, read_photos
+from facenet.verify import NoFaceError
 
 DEFAULT_MAX_UPLOAD = 10 * MiB
 STATUS = {BadName: 400, UnknownSubject: 404, UnknownPhoto: 404, SubjectExists: 409, NotDeletable: 403,
@@ -122,8 +124,6 @@ def _error_handlers(app: FastAPI) -> None:
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in error.errors())
         return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
-
-    from facenet.pg_gallery import GalleryError
 
     @app.exception_handler(GalleryError)
     async def gallery_down(_request: Request, error: GalleryError) -> JSONResponse:
@@ -228,8 +228,6 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
 
         def work() -> dict[str, Any]:
             rgb, scale = decode_image_scaled(data, name)
-            from facenet.pipeline import five_points
-
             faces = [{**_face(f.box, five_points(f), scale), "score": _rounded(f.score, 4)}
                      for f in store.detect(rgb)]
             return {**_size(rgb, scale), "faces": faces}

@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facenet.api import NoFaceError, Verification, verify_with
 from facenet.files import atomic_write, file_sha256
+from facenet.gallery.file import sync_database
+from facenet.gallery.pg import PgGallery
 from facenet.images import decode_image_scaled, image_format, list_images, list_people
+from facenet.recognize import Recognizer
+from facenet.verify import NoFaceError, Verification, verify_with
 
 if TYPE_CHECKING:
-    from facenet.database import FaceDatabase
     from facenet.detect.face import Face
+    from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
     from facenet.recognize import Recognition
 
@@ -138,8 +141,6 @@ class GalleryStore:
 
     def recognize(self, rgb: np.ndarray) -> list[Recognition]:
         """Every face of an RGB photo, largest first, named against the current snapshot."""
-        from facenet.recognize import Recognizer
-
         return Recognizer(self.pipeline, self.snapshot.database, self.threshold, reuse_still=False).recognize(rgb)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
@@ -250,28 +251,21 @@ class GalleryStore:
 
     def _sync(self, removed: str | None = None) -> Snapshot:
         """Sync the backend with data/ (`removed`: a subject that left, to drop from a shared gallery)."""
-        from facenet.database import sync_database, sync_postgres
-
         if self.database_url:
-            database, report = sync_postgres(self.data_dir, self.database_url, self.pipeline)
-            if removed is not None:
-                database = self._forget(removed)
-            text = (f"Gallery: {len(database)} people; this folder: {report['people']} people, {report['photos']} "
-                    f"photos ({report['embedded']} embedded, {report['reused']} reused, {len(report['skipped'])} "
+            with PgGallery(self.database_url) as gallery:
+                full = gallery.sync(self.data_dir, self.pipeline, cache_dir=self.database_dir)
+                if removed is not None:
+                    gallery.remove_person(removed)
+                database = gallery.load(self.pipeline)
+            facts = full.backend
+            report = {**facts, "enrollment": {k: v for k, v in full.to_dict().items() if k != "backend"}}
+            text = (f"Gallery: {len(database)} people; this folder: {facts['people']} people, {facts['photos']} "
+                    f"photos ({facts['embedded']} embedded, {facts['reused']} reused, {len(facts['skipped'])} "
                     "skipped)")
         else:
             database, full = sync_database(self.data_dir, self.database_dir, self.pipeline)
             report, text = full.to_dict(), full.to_text()
         return Snapshot(database, report, text, self._subjects())
-
-    def _forget(self, name: str) -> FaceDatabase:
-        """Remove a subject that left data/ from the shared PostgreSQL gallery; the gallery afterwards."""
-        from facenet.database import load_postgres
-        from facenet.pg_gallery import PgGallery
-
-        with PgGallery(self.database_url) as gallery:
-            gallery.remove_person(name)
-        return load_postgres(self.database_url, self.pipeline)
 
     def _subjects(self) -> dict[str, tuple[str, ...]]:
         people, _ = list_people(self.data_dir, skip=self.database_dir)

@@ -15,8 +15,16 @@ from pathlib import Path
 
 import keras
 
-from facenet.config import CHIPS_CACHE_FILE, DEFAULT_DETECTOR, DEFAULT_MODEL, DEFAULT_TUNE, TUNE_MODES
+from facenet.config import (
+    CHIPS_CACHE_FILE,
+    DEFAULT_DETECTOR,
+    DEFAULT_MODEL,
+    DEFAULT_TUNE,
+    TUNE_MODES,
+    default_weights_dir,
+)
 from facenet.config import learning_rate as default_learning_rate
+from facenet.gallery.file import sync_database
 from facenet.models.names import model_name
 from facenet.models.trained import (
     WeightsError,
@@ -108,8 +116,6 @@ def fine_tune(
     (the weights could not be saved; the previous ones stay). Ctrl-C: the best validated epoch so far is saved
     when it beat the start, the gallery is left for the next sync to rebuild (`run.interrupted`).
     """
-    from facenet.config import default_weights_dir
-
     started = time.monotonic()
     check_tune(tune)
     name = model_name(model)
@@ -163,8 +169,6 @@ def _weights_in_use(setup: _Setup) -> str:
 
 def _rebuild(setup: _Setup) -> str:
     """Re-enroll data/ with the saved weights (a fresh float32 model: the fingerprint recognition will see)."""
-    from facenet.database import sync_database
-
     try:
         database, _ = sync_database(setup.data_dir, setup.database_dir,
                                     FacePipeline(setup.detector, setup.model, setup.weights_dir, setup.database_dir))

@@ -61,7 +61,7 @@ class TrainingLogs:
         """
         if self.run_dir is None:
             return []
-        from facenet.eval.visualize import save_pca_plot, save_tsne_plot
+        from facenet.eval.visualize import save_pca_plot, save_tsne_plot  # matplotlib/sklearn: plots only
 
         written = []
         for projection, save in zip(PROJECTIONS, (save_pca_plot, save_tsne_plot), strict=True):

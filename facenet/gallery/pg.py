@@ -9,9 +9,13 @@ Tables (created on first enrollment, in the connection's current schema; schema 
 
 One gallery holds ONE embedding model: a gallery made by another model id or dimension is refused with a
 `GalleryError` (mixing models would compare incomparable vectors; the message says how many people a rebuild would
-drop), or dropped and rebuilt only by an explicit `sync(rebuild=True)` (`--rebuild_gallery`).
+drop), or dropped and rebuilt only by an explicit `sync(..., rebuild=True)` (`--rebuild_gallery`).
 
-Concurrency contract of `sync` (what makes two clients enrolling at once lose nothing):
+`sync(data_dir, pipeline)` follows the `Gallery` protocol: the same enrollment core as the file gallery
+(facenet.gallery.enroll) decides people, centroids and the report, so one folder gives the same gallery in both.
+Photo hashes are cached by size + mtime in a local `photo_hashes.json` (the `cache_dir` given, e.g. --database_dir).
+
+Concurrency contract of `sync_photos` (what makes two clients enrolling at once lose nothing):
   * a client only ever writes the people of ITS folder: their photos missing from the folder are pruned, people it
     does not have are never touched (remove a whole person with `remove_person`);
   * photos are examined (detected + embedded, the slow part) outside any lock; the results are stored in small
@@ -19,11 +23,10 @@ Concurrency contract of `sync` (what makes two clients enrolling at once lose no
   * the gallery itself (people, photos, centroids) changes in ONE transaction per sync, which locks the folder's
     people rows (`SELECT ... FOR UPDATE`, in name order, so no deadlock): two syncs of the same person are
     serialized, syncs of different people run side by side, and readers see the previous state until commit;
-  * centroids (normalized mean of a person's distinct photo vectors) are recomputed inside that transaction for
-    the people whose photos changed.
-Readers (`load`, `nearest`) never create, prune or write anything.
+  * centroids (the enrollment core's rule) of the folder's people are recomputed inside that transaction.
+Readers (`load`, `load_centroids`, `nearest`) never create, prune or write anything.
 
-Lookup: `load` for an exact in-memory search (small galleries, or facenet.search.ExactIndex), `nearest` in SQL by
+Lookup: `load` for an exact in-memory search (small galleries, or gallery.search.ExactIndex), `nearest` in SQL by
 inner product (`<#>`, centroids are unit vectors) through an HNSW index that `sync` creates once the gallery has
 more than HNSW_MIN_PEOPLE people (below that an exact scan is as fast). Measured on 2 busy cores (bench/bench_pg.py,
 random unit vectors): at 100k people an exact SQL scan takes 91 ms per face, HNSW 4-9 ms with recall@1 1.0 for
@@ -42,10 +45,19 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import numpy as np
+
+from facenet.files import atomic_write
+from facenet.gallery.enroll import Vector, enroll, examine_photos, hash_photos, read_folder, reusable
+from facenet.gallery.index import FaceDatabase
+from facenet.gallery.report import EnrollmentReport
+from facenet.gallery.thresholds import verify_threshold
+
+if TYPE_CHECKING:
+    from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +213,41 @@ class PgGallery:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ----------------------------------------------------------------------- the Gallery protocol
+
+    def sync(self, data_dir: str | Path, pipeline: FacePipeline, rebuild: bool = False,
+             cache_dir: str | Path | None = None) -> EnrollmentReport:
+        """Enroll the people of `data_dir` (only THIS folder's people are added, updated or pruned; others' are never
+        touched) with the file gallery's enrollment core; the report of what it did (`backend`: this sync's
+        PostgreSQL facts). `rebuild` drops a gallery made by another model (else GalleryError). `cache_dir` keeps
+        the photo hashes between syncs (None: every photo is hashed again)."""
+        data_dir = Path(data_dir)
+        report = EnrollmentReport(data_dir=str(data_dir), database=self.where, fingerprint=pipeline.model_id)
+        people = read_folder(data_dir, report)
+        photos = hash_photos(data_dir, people, _read_hashes(cache_dir, data_dir), report)
+        _write_hashes(cache_dir, data_dir, photos)
+
+        def examine(pending: dict[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+            return examine_photos({sha: data_dir / rel for sha, rel in pending.items()}, pipeline)
+
+        folder = [(name, [(p["path"], p["sha256"]) for p in photos if p["person"] == name]) for name, _ in people]
+        stats = self.sync_photos(folder, examine, pipeline.model_id, pipeline.embedder.dim, rebuild=rebuild,
+                                 retry=lambda result: not reusable(result, pipeline.detector.kind), report=report,
+                                 far=verify_threshold(pipeline))
+        report.examined, report.embedded = stats["examined"], stats["embedded"]
+        report.reused, report.pruned, report.saved = stats["reused"], stats["pruned"], True
+        database = self.load(pipeline)
+        report.threshold = round(database.threshold, 4)
+        report.backend = {**stats, "gallery_people": len(database)}
+        return report
+
+    def load(self, pipeline: FacePipeline) -> FaceDatabase:
+        """The whole shared gallery as the lookup index for `pipeline` (read only: nothing is created or pruned)."""
+        embedder = pipeline.embedder
+        names, centroids, counts = self.load_centroids(pipeline.model_id, embedder.dim)
+        return FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=embedder.distance_scale,
+                            model=embedder.name, dim=embedder.dim)
+
     # ----------------------------------------------------------------------- schema
 
     def _table_exists(self, name: str) -> bool:
@@ -316,7 +363,7 @@ class PgGallery:
     # ----------------------------------------------------------------------- enrollment
 
     @_gallery_errors
-    def sync(
+    def sync_photos(
         self,
         people_photos: Sequence[tuple[str, Sequence[tuple[str, str]]]],
         examine: Examine,
@@ -326,6 +373,8 @@ class PgGallery:
         retry: Callable[[dict[str, Any]], bool] | None = None,
         batch: int = EXAMINE_BATCH,
         build_index: bool = True,
+        report: EnrollmentReport | None = None,
+        far: float = np.inf,
     ) -> dict[str, Any]:
         """Make the gallery's people OF THIS FOLDER follow it: `people_photos` = [(name, [(path, sha256), ...])].
 
@@ -333,7 +382,8 @@ class PgGallery:
         failures for which `retry(result)` is true, e.g. "no face" from another detector). People absent from
         `people_photos` are left alone. Returns a report dict (people, photos, examined, embedded, reused,
         pruned, skipped, not_enrolled, seconds). build_index=False leaves the HNSW index to a later
-        `create_index` (bulk loads).
+        `create_index` (bulk loads). `report` receives the enrollment core's sections (people, duplicates,
+        mislabeled, ...); `far` is the verify threshold the core checks photos against.
         """
         start = time.perf_counter()
         self._ensure_schema(model_id, dim, rebuild)
@@ -341,7 +391,7 @@ class PgGallery:
         if len(people) != len(people_photos):
             raise GalleryError(f"{self.where}: a person is listed twice in the folder")
         photos = [(name, path, sha) for name, items in people_photos for path, sha in items]
-        report: dict[str, Any] = {"gallery": self.where, "model_id": model_id, "people": len(people),
+        stats: dict[str, Any] = {"gallery": self.where, "model_id": model_id, "people": len(people),
                                   "photos": len(photos), "examined": 0, "embedded": 0, "reused": 0, "pruned": 0,
                                   "skipped": [], "not_enrolled": [], "index": None}
         with self.conn.cursor() as cur:
@@ -352,21 +402,22 @@ class PgGallery:
             _copy(cur, "facenet_folder_photos (name, path, sha256)", photos)
             cur.execute("ANALYZE facenet_folder_photos")
             pending = self._pending(cur, model_id, retry)
-        report["reused"] = len({sha for _, _, sha in photos}) - len(pending)
+        stats["reused"] = len({sha for _, _, sha in photos}) - len(pending)
         mark = time.perf_counter()
         new_results = self._examine(pending, examine, model_id, dim, batch)
-        report["examined"] = len(new_results)
-        report["embedded"] = sum(1 for r in new_results.values() if r["reason"] is None)
-        report["examine_s"] = round(time.perf_counter() - mark, 3)
+        stats["examined"] = len(new_results)
+        stats["embedded"] = sum(1 for r in new_results.values() if r["reason"] is None)
+        stats["examine_s"] = round(time.perf_counter() - mark, 3)
         mark = time.perf_counter()
+        enrollment = report if report is not None else EnrollmentReport(data_dir="", database=self.where)
         with self.conn.transaction(), self.conn.cursor() as cur:
-            report.update(self._apply(cur, model_id, dim, new_results))
-        report["write_s"] = round(time.perf_counter() - mark, 3)
+            stats.update(self._apply(cur, model_id, [name for name, _ in people_photos], photos, enrollment, far))
+        stats["write_s"] = round(time.perf_counter() - mark, 3)
         mark = time.perf_counter()
-        report["index"] = self._maybe_index() if build_index else None
-        report["index_s"] = round(time.perf_counter() - mark, 3)
-        report["seconds"] = round(time.perf_counter() - start, 3)
-        return report
+        stats["index"] = self._maybe_index() if build_index else None
+        stats["index_s"] = round(time.perf_counter() - mark, 3)
+        stats["seconds"] = round(time.perf_counter() - start, 3)
+        return stats
 
     def _pending(self, cur: Any, model_id: str, retry: Callable[[dict[str, Any]], bool] | None) -> dict[str, str]:
         """{sha256: first relative path} of the folder's photos without a (usable or final) stored result."""
@@ -410,7 +461,8 @@ class PgGallery:
                                SET result = EXCLUDED.result, embedding = EXCLUDED.embedding""")
         return results
 
-    def _apply(self, cur: Any, model_id: str, dim: int, new_results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def _apply(self, cur: Any, model_id: str, people: list[str], photos: list[tuple[str, str, str]],
+               report: EnrollmentReport, far: float) -> dict[str, Any]:
         """The one transaction that changes the gallery: lock this folder's people, prune, add, recompute."""
         cur.execute("""INSERT INTO facenet_people (name) SELECT name FROM facenet_folder_people ORDER BY name
                        ON CONFLICT (name) DO NOTHING""")
@@ -424,13 +476,7 @@ class PgGallery:
         removed = cur.fetchall()
         cur.execute("""INSERT INTO facenet_photos (person_id, path, sha256)
                        SELECT p.id, f.path, f.sha256 FROM facenet_folder_photos f JOIN facenet_people p USING (name)
-                       ON CONFLICT (person_id, path) DO NOTHING RETURNING person_id""")
-        touched = {row[0] for row in cur.fetchall()} | {person for person, _ in removed}
-        if new_results:  # a stored failure examined again changes people whose photo set did not change
-            cur.execute("""SELECT DISTINCT p.id FROM facenet_folder_photos f JOIN facenet_people p USING (name)
-                           WHERE f.sha256 = ANY(%s)""", (list(new_results),))
-            touched |= {row[0] for row in cur.fetchall()}
-        pruned = len(removed)
+                       ON CONFLICT (person_id, path) DO NOTHING""")
         if removed:  # results of photos no longer anywhere are biometric data we no longer need
             cur.execute("""DELETE FROM facenet_embeddings e WHERE e.sha256 = ANY(%s) AND NOT EXISTS (
                                SELECT 1 FROM facenet_photos ph WHERE ph.sha256 = e.sha256)""",
@@ -441,39 +487,50 @@ class PgGallery:
                        WHERE e.sha256 IS NULL OR e.result->>'reason' IS NOT NULL ORDER BY f.path""", (model_id,))
         skipped = [{"path": path, "reason": reason or "no stored result (examine it again)"}
                    for _, path, reason in cur.fetchall()]
-        self._update_centroids(cur, model_id, dim, sorted(touched))
-        cur.execute("""SELECT p.name FROM facenet_people p JOIN facenet_folder_people USING (name)
-                       WHERE p.centroid IS NULL ORDER BY p.name""")
-        not_enrolled = [row[0] for row in cur.fetchall()]
-        return {"pruned": pruned, "touched": len(touched), "skipped": skipped, "not_enrolled": not_enrolled}
+        enrolled, touched = self._update_centroids(cur, model_id, people, photos, report, far)
+        not_enrolled = sorted(set(people) - set(enrolled))
+        return {"pruned": len(removed), "touched": touched, "skipped": skipped, "not_enrolled": not_enrolled}
 
-    def _update_centroids(self, cur: Any, model_id: str, dim: int, people: list[int]) -> None:
-        """centroid = normalized mean of each person's distinct usable photo vectors (NULL when none)."""
-        if not people:
-            return
-        cur.execute("""SELECT ph.person_id, e.embedding FROM (
-                           SELECT DISTINCT person_id, sha256 FROM facenet_photos WHERE person_id = ANY(%s)) ph
-                       JOIN facenet_embeddings e ON e.sha256 = ph.sha256 AND e.model_id = %s
-                       WHERE e.embedding IS NOT NULL ORDER BY ph.person_id""", (people, model_id), binary=True)
-        sums: dict[int, np.ndarray] = {}
-        counts: dict[int, int] = {}
-        for person, vector in cur:
-            sums[person] = sums.get(person, 0.0) + np.asarray(vector, np.float64)
-            counts[person] = counts.get(person, 0) + 1
-        rows = []
-        for person in people:
-            if person in sums:
-                mean = sums[person] / counts[person]
-                norm = float(np.linalg.norm(mean))
-                rows.append((person, counts[person], (mean / norm if norm > 0 else mean).astype(np.float32)))
-            else:
-                rows.append((person, 0, None))
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS facenet_new_centroids (id bigint, photo_count integer, "
+    def _stored(self, cur: Any, model_id: str, shas: list[str]) -> tuple[dict[str, dict[str, Any]], Vector]:
+        """The stored result of each photo (a placeholder failure when none) and a lookup of the embedded ones."""
+        cur.execute("SELECT sha256, result, embedding FROM facenet_embeddings WHERE model_id = %s AND sha256 = ANY(%s)",
+                    (model_id, shas), binary=True)
+        results: dict[str, dict[str, Any]] = {}
+        vectors: dict[str, np.ndarray] = {}
+        for sha, result, embedding in cur.fetchall():
+            results[sha] = result
+            if embedding is not None and result.get("reason") is None:
+                vectors[sha] = np.asarray(embedding, np.float32)
+        for sha in shas:
+            if sha not in results or (results[sha].get("reason") is None and sha not in vectors):
+                results[sha] = {"reason": "no stored result (examine it again)"}
+        return results, vectors.__getitem__
+
+    def _update_centroids(self, cur: Any, model_id: str, people: list[str], photos: list[tuple[str, str, str]],
+                          report: EnrollmentReport, far: float) -> tuple[list[str], int]:
+        """Centroids and photo counts of the folder's people by the enrollment core (the file gallery's rule:
+        duplicates counted once, likely-mislabeled photos left out); NULL for people without a usable photo.
+        Only rows that change are written. Returns the people enrolled and how many rows changed."""
+        results, vector = self._stored(cur, model_id, sorted({sha for _, _, sha in photos}))
+        records = [{"path": path, "person": name, "sha256": sha} for name, path, sha in photos]
+        names, centroids, counts = enroll(Path(report.data_dir or "."), people, records, results, vector, report, far)
+        found = dict(zip(names, zip(counts, centroids, strict=True), strict=True))
+        cur.execute("SELECT name, photo_count, centroid FROM facenet_people WHERE name = ANY(%s)", (people,),
+                    binary=True)
+        before = {name: (count, centroid) for name, count, centroid in cur.fetchall()}
+        rows = [(name, *found.get(name, (0, None))) for name in people]
+        rows = [row for row in rows if _changed(before.get(row[0]), row[1], row[2])]
+        if not rows:
+            return names, 0
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS facenet_new_centroids (name text, photo_count integer, "
                     "centroid vector)")
         cur.execute("TRUNCATE facenet_new_centroids")
-        _copy(cur, "facenet_new_centroids (id, photo_count, centroid)", rows, types=("int8", "int4", "vector"))
+        _copy(cur, "facenet_new_centroids (name, photo_count, centroid)",
+              ((n, c, None if v is None else np.asarray(v, np.float32)) for n, c, v in rows),
+              types=("text", "int4", "vector"))
         cur.execute("""UPDATE facenet_people p SET photo_count = n.photo_count, centroid = n.centroid,
-                       updated_at = now() FROM facenet_new_centroids n WHERE p.id = n.id""")
+                       updated_at = now() FROM facenet_new_centroids n WHERE p.name = n.name""")
+        return names, len(rows)
 
     def _maybe_index(self) -> str | None:
         """Build the HNSW index once the gallery is big enough (after the sync committed; readers go on)."""
@@ -526,10 +583,10 @@ class PgGallery:
     # ----------------------------------------------------------------------- lookup (read only)
 
     @_gallery_errors
-    def load(self, model_id: str, dim: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def load_centroids(self, model_id: str, dim: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(names, centroids (N, dim) float32, photo counts) of everyone enrolled, by name; empty when no gallery.
 
-        For the exact in-memory lookup (facenet.database.FaceDatabase / facenet.search.ExactIndex).
+        For the exact in-memory lookup (gallery.index.FaceDatabase / gallery.search.ExactIndex).
         """
         meta = self._reader_meta(model_id, dim)
         width = meta["dim"] if meta is not None else (dim or 0)
@@ -598,6 +655,17 @@ class PgGallery:
                 "hnsw": self._table_exists("facenet_people_centroid_hnsw")}
 
 
+def _changed(before: tuple[int, Any] | None, count: int, centroid: np.ndarray | None) -> bool:
+    """Whether a person's stored (photo count, centroid) differs from the new one (a person just added: yes)."""
+    if before is None:
+        return True
+    old_count, old_centroid = before
+    if old_count != count or (old_centroid is None) != (centroid is None):
+        return True
+    return centroid is not None and not np.array_equal(np.asarray(old_centroid, np.float32),
+                                                       np.asarray(centroid, np.float32))
+
+
 def _plain(value: Any) -> Any:
     """JSON for numpy scalars and arrays in examine's results."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
@@ -616,18 +684,31 @@ def _copy(cur: Any, target: str, rows: Iterable[Sequence[Any]], types: Sequence[
             copy.write_row(row)
 
 
-def folder_photos(data_dir: str | Path, people: Sequence[tuple[str, Sequence[Path]]],
-                  sha256: Callable[[Path], str]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """people [(name, [photo paths])] -> [(name, [(path relative to data_dir, sha256)])] for `PgGallery.sync`."""
-    data_dir = Path(data_dir)
-    return [(name, [(p.relative_to(data_dir).as_posix(), sha256(p)) for p in files]) for name, files in people]
+HASH_CACHE = "photo_hashes.json"
+"""Where a PostgreSQL sync keeps the photo hashes of its data folder (in the local cache folder it is given)."""
 
 
-@contextlib.contextmanager
-def open_gallery(url: str):
-    """`with open_gallery(url) as gallery:` — a PgGallery closed on exit."""
-    gallery = PgGallery(url)
+def _read_hashes(cache_dir: str | Path | None, data_dir: Path) -> dict[str, Any]:
+    """{relative path: photo record} hashed by the last sync of this very folder; empty when none or unreadable."""
+    if cache_dir is None:
+        return {}
     try:
-        yield gallery
-    finally:
-        gallery.close()
+        cached = json.loads((Path(cache_dir) / HASH_CACHE).read_text(encoding="utf-8"))
+        if cached.get("data_dir") != str(data_dir.resolve()):
+            return {}
+        return {p["path"]: p for p in cached["photos"] if {"path", "size", "mtime_ns", "sha256"} <= p.keys()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _write_hashes(cache_dir: str | Path | None, data_dir: Path, photos: list[dict[str, Any]]) -> None:
+    """Save the photo hashes for the next sync (atomically); a failure only costs hashing again."""
+    if cache_dir is None:
+        return
+    text = json.dumps({"data_dir": str(data_dir.resolve()), "photos": photos}, ensure_ascii=False)
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(cache_dir) / HASH_CACHE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError as error:
+        log.warning("%s: could not cache the photo hashes (%s)", Path(cache_dir) / HASH_CACHE, error)
+

@@ -1,0 +1,104 @@
+"""The 1:N lookup over enrolled people's centroids: nearest centroid on the unit sphere, each person's threshold
+from the gallery's size and their photo count (`thresholds`), UNKNOWN beyond it. What every backend's `load` gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facenet.config import GALLERY_FAR, UNKNOWN
+from facenet.gallery.search import ExactIndex
+from facenet.gallery.thresholds import FARTHEST, gallery_threshold, match_score
+
+SEARCH_INDEX_MIN = 50_000
+"""From this many people on, lookup uses the exact int8-shortlist index (gallery.search) instead of one plain matrix
+product (bench/bench_search.py: at 100 k people 0.9 ms vs 8 ms for one face; at 1 M 7-12 ms vs 40-58 ms)."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """Who a face is: the enrolled name (or UNKNOWN when rejected), its distance and 0-100 score."""
+
+    name: str
+    distance: float
+    score: float
+
+
+class FaceDatabase:
+    """Enrolled people's centroids and the nearest-centroid lookup with a gallery-size-aware threshold.
+
+    `threshold` is the default for a person with the gallery's median number of photos; each person's own
+    default (`thresholds[i]`, from their photo count) is what `identify` applies unless overridden. Both are
+    multiplied by `distance_scale`, the spread of fine-tuned weights relative to the calibrated model. `model`
+    (one of MODELS) picks the calibrated constants; `model_id` (`<model>:<weights fingerprint>`) names the
+    embedding that made the centroids.
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        centroids: np.ndarray,
+        model_id: str,
+        photo_counts: list[int] | np.ndarray | None = None,
+        *,
+        model: str,
+        target_far: float = GALLERY_FAR,
+        distance_scale: float = 1.0,
+        dim: int | None = None,
+    ) -> None:
+        self.names = list(names)
+        centroids = np.asarray(centroids, dtype=np.float32)
+        self.dim = int(dim or (centroids.shape[-1] if centroids.ndim == 2 and centroids.shape[-1] else 128))
+        self.centroids = np.ascontiguousarray(centroids).reshape(-1, self.dim)
+        self.model = model
+        self._index = None
+        if len(self.names) != len(self.centroids):
+            raise ValueError(f"{len(self.names)} names for {len(self.centroids)} centroids")
+        counts = np.ones(len(self.names), int) if photo_counts is None else np.asarray(photo_counts, int)
+        self.photo_counts = counts
+        self.model_id = model_id
+        self.target_far = target_far
+        self.distance_scale = distance_scale
+        people = len(self.names)
+        by_count = {int(k): distance_scale * gallery_threshold(people, int(k), model, target_far)
+                    for k in np.unique(counts)}
+        self.thresholds = np.array([by_count[int(k)] for k in counts], dtype=np.float64)
+        typical = int(np.median(counts)) if people else 1
+        self.threshold = distance_scale * gallery_threshold(people, typical, model, target_far)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index, similarity) of each row's nearest centroid: one matrix product, or for a big gallery the exact
+        int8-shortlist index of gallery.search (1 face among 1 M people in < 20 ms on 2 cores)."""
+        if len(self) >= SEARCH_INDEX_MIN:
+            if self._index is None:
+                self._index = ExactIndex(self.centroids)
+            indices, similarities = self._index.search(x, 1)
+            return indices[:, 0], similarities[:, 0].astype(np.float64)
+        similarity = x @ self.centroids.T
+        best = similarity.argmax(axis=1)
+        return best, similarity[np.arange(len(x)), best].astype(np.float64)
+
+    def identify(self, embeddings: np.ndarray, threshold: float | None = None) -> list[Match]:
+        """(N, dim) unit vectors (dim 128; 256 for fused) -> one Match per row: the nearest centroid, or UNKNOWN
+        beyond the threshold.
+
+        One matrix product for all faces: d^2 = 2 - 2 x.c on the unit sphere. `threshold` replaces every
+        person's default. With nobody enrolled every face is UNKNOWN at distance FARTHEST (2.0).
+        """
+        x = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
+        if len(self) == 0:
+            limit = self.threshold if threshold is None else threshold
+            return [Match(UNKNOWN, FARTHEST, match_score(FARTHEST, limit)) for _ in range(len(x))]
+        best, nearest = self._nearest(x)
+        distance = np.sqrt(np.clip(2.0 - 2.0 * nearest, 0.0, 4.0))
+        limit = self.thresholds[best] if threshold is None else np.full(len(x), float(threshold))
+        score = match_score(distance, limit)
+        return [
+            Match(self.names[b] if d <= t else UNKNOWN, float(d), float(s))
+            for b, d, t, s in zip(best, distance, limit, score, strict=True)
+        ]

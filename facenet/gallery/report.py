@@ -1,0 +1,108 @@
+"""What one sync of a gallery with a data folder did and found: the same report for every backend."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facenet.config import GALLERY_FAR
+
+
+@dataclass
+class EnrollmentReport:
+    """What one sync did and found; paths are relative to data_dir."""
+
+    data_dir: str
+    database: str
+    fingerprint: str = ""
+    """The model id (`<model>:<weights fingerprint>`) that embedded the photos (the key keeps its 0.2 name)."""
+    threshold: float = float("nan")
+    people: dict[str, list[str]] = field(default_factory=dict)
+    """Enrolled person -> the photos used."""
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """{"path", "reason"}: unreadable, no face."""
+    several_faces: list[dict[str, Any]] = field(default_factory=list)
+    """{"path", "faces"}: used, with the largest face."""
+    far_from_own: list[dict[str, Any]] = field(default_factory=list)
+    """{"path", "person", "distance"}: farther than the model's verify threshold from the person's other photos."""
+    mislabeled: list[dict[str, Any]] = field(default_factory=list)
+    """{"path", "person", "closer_to", "distance", "distance_to_other"}: nearer another person than its own;
+    left out of the person's centroid."""
+    duplicates: list[dict[str, str]] = field(default_factory=list)
+    """{"path", "same_as"}: byte-identical copies of a photo already enrolled (counted once); a photo also in another
+    person's folder adds "kept_with": the person it was kept with (nearest the centroid of their other photos)."""
+    not_enrolled: list[str] = field(default_factory=list)
+    """People folders without a usable photo."""
+    ignored: list[str] = field(default_factory=list)
+    """Photos directly in data_dir (not in a person's folder)."""
+    embedded: int = 0
+    """Distinct photos detected and embedded by this sync."""
+    examined: int = 0
+    """Distinct photos decoded by this sync (embedded + newly skipped)."""
+    reused: int = 0
+    """Photos whose stored result was reused (nothing recomputed)."""
+    hashed: int = 0
+    """Photos whose bytes were hashed (new, moved or touched since the last sync)."""
+    pruned: int = 0
+    """Stored photo results dropped because their photo left data_dir."""
+    rebuilt: str | None = None
+    """Why the stored database was discarded (missing, corrupt, other weights), else None."""
+    saved: bool = False
+    """Whether the database file was (re)written."""
+    resumed: int = 0
+    """Photos whose result came from the checkpoint of an interrupted enrollment (counted in `reused` too)."""
+    save_error: str | None = None
+    """The file that could not be written and why (database or report), else None."""
+    backend: dict[str, Any] = field(default_factory=dict)
+    """What only a backend knows: for a shared PostgreSQL gallery its address, this folder's people and photo
+    counts, the whole gallery's size, its index and timings (the keys `--enroll --json` printed before); empty for
+    a file gallery."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        used = sum(len(paths) for paths in self.people.values())
+        excluded = sum(1 for m in self.mislabeled if m.get("excluded"))
+        files = used + len(self.skipped) + len(self.duplicates) + excluded
+        lines = [
+            f"Enrollment: {len(self.people)} people, {used} of {files} photos used ({len(self.skipped)} skipped, "
+            f"{len(self.duplicates)} duplicates, {excluded} left out as likely mislabeled); {self.examined} photos "
+            f"examined now, {self.reused} reused, {self.pruned} pruned -> {self.database}",
+            f"Default threshold {self.threshold:.3f} (at most {GALLERY_FAR:.0%} of strangers named)",
+        ]
+        if self.rebuilt:
+            lines.append(f"Database rebuilt: {self.rebuilt}")
+        if self.resumed:
+            lines.append(f"Resumed: {self.resumed} photos examined by an interrupted enrollment were not examined "
+                         "again")
+        if self.save_error:
+            lines.append(f"NOT SAVED: {self.save_error}")
+        for name, paths in self.people.items():
+            shown = ", ".join(Path(p).name for p in paths[:5]) + (f", +{len(paths) - 5} more" if len(paths) > 5 else "")
+            lines.append(f"  {name} ({len(paths)}): {shown}")
+        sections = [
+            ("Skipped", [f"{s['path']}: {s['reason']}" for s in self.skipped]),
+            ("Several faces, the largest used", [f"{s['path']}: {s['faces']} faces" for s in self.several_faces]),
+            ("Far from the person's other photos", [f"{s['path']}: {s['distance']:.3f}" for s in self.far_from_own]),
+            (
+                "Likely mislabeled",
+                [
+                    f"{s['path']}: closer to {s['closer_to']} ({s['distance_to_other']:.3f}) than to {s['person']} "
+                    f"({s['distance']:.3f})" + ("; left out of the centroid" if s.get("excluded") else "")
+                    for s in self.mislabeled
+                ],
+            ),
+            ("Duplicates (byte-identical, counted once)", [
+                f"{d['path']}: same as {d['same_as']}" + (f" (in another person's folder: kept with {d['kept_with']},"
+                                                          " whose photos it matches)" if "kept_with" in d else "")
+                for d in self.duplicates]),
+            ("Not enrolled (no usable photo)", self.not_enrolled),
+            ("Ignored (photos directly in the data folder)", self.ignored),
+        ]
+        for title, items in sections:
+            if items:
+                lines.append(f"{title} ({len(items)}):")
+                lines.extend(f"  {item}" for item in items)
+        return "\n".join(lines)

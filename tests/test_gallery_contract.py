@@ -1,0 +1,178 @@
+"""The `Gallery` contract, run against both backends (a folder of files, PostgreSQL + pgvector started from the
+pgserver wheel) with the real pipeline on real photos: one data folder gives the same people, centroids (to 1e-6),
+enrollment report and names whichever backend stores it, also after an incremental sync (a photo removed, one
+added). One difference is by design: a shared gallery never drops a person whose folder is gone (it cannot tell them
+from another site's people; `remove_person` does), where a file gallery follows its one folder. The folder holds the cases
+where the two backends used to disagree: a likely-mislabeled photo (left out of the centroid) and one photo copied
+into two people's folders (counted once, kept with the person it matches)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facenet.gallery import EnrollmentReport, FaceDatabase, FileGallery, PgGallery, is_url, open_gallery
+from facenet.gallery.pg import HASH_CACHE
+from facenet.images import load_image
+
+pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) bundles PostgreSQL + pgvector")
+psycopg = pytest.importorskip("psycopg", reason="psycopg[binary] is in requirements.txt")
+
+from psycopg.conninfo import make_conninfo  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+PEOPLE = DATA / "people"
+MISC = DATA / "misc"
+
+FOLDER = {
+    "Ada Lovelace": [PEOPLE / "Paul_Tagliabue" / f"Paul_Tagliabue_000{i}.jpg" for i in (1, 2, 3)],
+    "José Ñúñez": [PEOPLE / "Juanes" / f"Juanes_000{i}.jpg" for i in (1, 2)],
+    "Martha Burk": [PEOPLE / "Martha_Burk" / f"Martha_Burk_000{i}.jpg" for i in (2, 3, 4)],
+}
+PROBES = {
+    "Ada Lovelace": PEOPLE / "Paul_Tagliabue" / "Paul_Tagliabue_0004.jpg",
+    "José Ñúñez": PEOPLE / "Juanes" / "Juanes_0003.jpg",
+    "Mary Carey (stranger)": PEOPLE / "Mary_Carey" / "Mary_Carey_0001.jpg",
+}
+BACKENDS = ("file", "postgresql")
+
+
+def make_folder(root: Path) -> Path:
+    """FOLDER, plus: Martha in Ada's folder (mislabeled), José's photo copied into Ada's (shared), a rocket
+    (no face), a truncated file, a photo lying loose in the data folder, and a person without a usable photo."""
+    for name, photos in FOLDER.items():
+        (root / name).mkdir(parents=True)
+        for photo in photos:
+            shutil.copy2(photo, root / name / photo.name)
+    shutil.copy2(PEOPLE / "Martha_Burk" / "Martha_Burk_0001.jpg", root / "Ada Lovelace" / "holiday.jpg")
+    shutil.copy2(PEOPLE / "Juanes" / "Juanes_0001.jpg", root / "Ada Lovelace" / "a_stray.jpg")
+    shutil.copy2(MISC / "rocket.jpg", root / "José Ñúñez" / "rocket.jpg")
+    (root / "Nobody").mkdir()
+    shutil.copy2(MISC / "truncated.jpg", root / "Nobody" / "broken.jpg")
+    shutil.copy2(PEOPLE / "Jon_Voight" / "Jon_Voight_0001.jpg", root / "loose.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = pgserver.get_server(tmp_path_factory.mktemp("contract-pg") / "data", cleanup_mode="delete")
+    yield srv
+    srv.cleanup()
+
+
+_databases = iter(range(1_000_000))
+
+
+def fresh_target(kind: str, server, tmp_path: Path) -> str:
+    """Where a new, empty gallery of `kind` lives: a folder, or a new database on the session's server."""
+    if kind == "file":
+        return str(tmp_path / "database")
+    name = f"contract_{next(_databases)}"
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return make_conninfo(server.get_uri(), dbname=name)
+
+
+def sync(target: str, data_dir: Path, pipeline) -> tuple[EnrollmentReport, FaceDatabase]:
+    with open_gallery(target) as gallery:
+        report = gallery.sync(data_dir, pipeline)
+        return report, gallery.load(pipeline)
+
+
+def contract(report: EnrollmentReport, database: FaceDatabase, probes: dict[str, np.ndarray]) -> dict:
+    """Everything both backends must agree on."""
+    return {
+        "people": report.people, "skipped": report.skipped, "duplicates": report.duplicates,
+        "mislabeled": report.mislabeled, "far_from_own": report.far_from_own, "several_faces": report.several_faces,
+        "not_enrolled": report.not_enrolled, "ignored": report.ignored, "model_id": report.fingerprint,
+        "threshold": report.threshold, "names": database.names, "counts": database.photo_counts.tolist(),
+        "named": {who: match.name for who, match in zip(probes, database.identify(np.stack(list(probes.values()))),
+                                                         strict=True)},
+    }
+
+
+@pytest.fixture(scope="module")
+def probes(pipeline) -> dict[str, np.ndarray]:
+    return {who: pipeline.embed(load_image(path), [pipeline.subject(load_image(path)).face])[0]
+            for who, path in PROBES.items()}
+
+
+@pytest.fixture(scope="module")
+def both(pipeline, server, probes, tmp_path_factory) -> dict[str, tuple]:
+    """Each backend synced with its own copy of the same folder, then again after the same changes."""
+    runs = {}
+    for kind in BACKENDS:
+        root = tmp_path_factory.mktemp(kind)
+        data_dir = make_folder(root / "data")
+        target = fresh_target(kind, server, root)
+        first = sync(target, data_dir, pipeline)
+        (data_dir / "Martha Burk" / "Martha_Burk_0003.jpg").unlink()  # a photo leaves ...
+        shutil.copy2(PEOPLE / "Juanes" / "Juanes_0003.jpg", data_dir / "José Ñúñez" / "new.jpg")  # ... a photo comes
+        second = sync(target, data_dir, pipeline)
+        runs[kind] = (target, first, second)
+    return runs
+
+
+def test_open_gallery_picks_the_backend_from_the_location(tmp_path):
+    assert isinstance(open_gallery(tmp_path / "db"), FileGallery)
+    assert is_url("postgresql://u@h/db") and is_url("postgres://h/db") and is_url("host=h dbname=faces")
+    assert not is_url(tmp_path / "db") and not is_url("database") and not is_url("C:/galleries/db=1")
+
+
+@pytest.mark.parametrize("sync_round", [1, 2], ids=["first sync", "after a photo left and one came"])
+def test_both_backends_give_the_same_people_report_and_names(both, probes, sync_round):
+    agreed = {kind: contract(*both[kind][sync_round], probes) for kind in BACKENDS}
+    assert agreed["file"] == agreed["postgresql"]
+
+
+@pytest.mark.parametrize("sync_round", [1, 2], ids=["first sync", "after a photo left and one came"])
+def test_both_backends_give_the_same_centroids(both, sync_round):
+    (_, file_db), (_, pg_db) = both["file"][sync_round], both["postgresql"][sync_round]
+    assert file_db.names == pg_db.names and len(file_db) >= 2
+    np.testing.assert_allclose(file_db.centroids, pg_db.centroids, atol=1e-6)
+
+
+def test_the_agreed_answer_is_the_right_one(both, probes):
+    """What both backends agree on is also correct: the mislabeled photo and the stray copy are handled as the
+    file gallery always did, and the probes are named."""
+    report, database = both["postgresql"][1]
+    assert [(m["path"], m["closer_to"], m["excluded"]) for m in report.mislabeled] == [
+        ("Ada Lovelace/holiday.jpg", "Martha Burk", True)]
+    assert {"path": "Ada Lovelace/a_stray.jpg", "same_as": "José Ñúñez/Juanes_0001.jpg",
+            "kept_with": "José Ñúñez"} in report.duplicates
+    assert sorted(report.people) == ["Ada Lovelace", "José Ñúñez", "Martha Burk"]
+    assert report.people["Ada Lovelace"] == ["Ada Lovelace/Paul_Tagliabue_0001.jpg",
+                                             "Ada Lovelace/Paul_Tagliabue_0002.jpg",
+                                             "Ada Lovelace/Paul_Tagliabue_0003.jpg"]
+    assert database.photo_counts.tolist() == [3, 2, 3]
+    assert report.not_enrolled == ["Nobody"] and report.ignored == ["loose.jpg"]
+    assert {s["path"] for s in report.skipped} == {"José Ñúñez/rocket.jpg", "Nobody/broken.jpg"}
+    named = dict(zip(PROBES, database.identify(np.stack(list(probes.values()))), strict=True))
+    assert named["Ada Lovelace"].name == "Ada Lovelace" and named["José Ñúñez"].name == "José Ñúñez"
+    assert named["Mary Carey (stranger)"].name == "Unknown"
+
+
+def test_the_second_sync_reuses_what_it_examined(both):
+    for kind in BACKENDS:
+        report, database = both[kind][2]
+        assert report.examined == 1 and report.embedded == 1, kind  # only the new photo
+        assert database.names[2] == "Martha Burk" and database.photo_counts.tolist() == [3, 3, 2], kind
+        assert report.pruned == 1, kind
+
+
+def test_postgresql_keeps_photo_hashes_in_the_cache_folder(pipeline, server, tmp_path):
+    """A shared gallery hashes a photo once: later syncs read size + mtime from the cache folder's file."""
+    data_dir = tmp_path / "data"
+    (data_dir / "Ada").mkdir(parents=True)
+    for photo in FOLDER["Ada Lovelace"][:2]:
+        shutil.copy2(photo, data_dir / "Ada" / photo.name)
+    target, cache = fresh_target("postgresql", server, tmp_path), tmp_path / "cache"
+    with PgGallery(target) as gallery:
+        first = gallery.sync(data_dir, pipeline, cache_dir=cache)
+        again = gallery.sync(data_dir, pipeline, cache_dir=cache)
+        without = gallery.sync(data_dir, pipeline)
+    assert (first.hashed, again.hashed, without.hashed) == (2, 0, 2)
+    assert (cache / HASH_CACHE).exists() and again.examined == 0 and again.people == first.people
