@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calibrate import LFW_DEV, RESULTS, ROOT, branch_embeddings, fused, people_of  # noqa: E402
 
-from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN, calibration  # noqa: E402
+from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN  # noqa: E402
 from facenet.gallery.file import sync_database  # noqa: E402
 from facenet.gallery.index import FaceDatabase  # noqa: E402
+from facenet.gallery.thresholds import calibration  # noqa: E402
 from facenet.images import list_images  # noqa: E402
 from facenet.models.vectors import normalize  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402

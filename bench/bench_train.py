@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from facenet.config import calibration  # noqa: E402
+from facenet.gallery.thresholds import calibration  # noqa: E402
 from facenet.images import list_images  # noqa: E402
 from facenet.models.build import build_embedder  # noqa: E402
 from facenet.models.embed import Embedder  # noqa: E402

@@ -1,4 +1,4 @@
-"""Calibrate the decision constants of each model on LFW View 1 DevTrain; prints what facenet/config.py keeps.
+"""Calibrate the decision constants of each model on LFW View 1 DevTrain; prints what gallery/thresholds.py keeps.
 
     python bench/calibrate.py [--lfw_dir ../shared/faces/lfw_dev] [--detector yunet] [--weights_dir weights]
 

@@ -24,7 +24,8 @@ import numpy as np
 from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, default_weights_dir
 from facenet.detect.face import Face
 from facenet.gallery import is_url, open_gallery
-from facenet.images import ImageError, check_threshold, load_image, to_rgb
+from facenet.images import ImageError, load_image, to_rgb
+from facenet.settings import check_threshold
 from facenet.verify import Image, NoFaceError, Verification, subject_vector, verify_with
 
 if TYPE_CHECKING:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -22,7 +21,10 @@ DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
 
 DLIB_INPUT_SCALE = 256.0
 
-MODELS = ("fused", "sface", "dlib", "resnet50")
+PRETRAINED_MODELS = ("fused", "sface", "dlib")
+"""The models with pretrained weights: what `--model` offers (resnet50 is reached by `--backbone resnet50`)."""
+
+MODELS = (*PRETRAINED_MODELS, "resnet50")
 """Embedding models: `dlib` (dlib's face ResNet twin, 128-d), `sface` (OpenCV Zoo's SFace twin, 128-d), `fused`
 (both unit vectors concatenated, SFace weighted by FUSION_SFACE_WEIGHT, re-normalised: 256-d) and `resnet50`
 (Keras' ResNet50 trunk on dlib chips, for training from scratch on big data)."""
@@ -72,6 +74,19 @@ Keras) or "tf" (the Keras model as a tf.function). Training always uses the Kera
 
 BACKBONE_ALIASES = {"dlib_resnet": "dlib"}
 """Old `--backbone` names still accepted."""
+
+BACKBONES = (*BACKBONE_ALIASES, "resnet50")
+"""`--backbone`, the older flag kept for scripts: dlib_resnet (the default) means --model; resnet50 trains Keras'
+ResNet50 trunk from scratch."""
+
+TRIPLET_LOSSES = ("semi_hard", "batch_hard")
+"""Online triplet mining strategies (also the older `--strategy` flag's values)."""
+
+MARGIN_LOSSES = ("cosface", "arcface", "sphereface")
+"""Additive/multiplicative angular margin losses (a classifier head over the embedding)."""
+
+LOSSES = TRIPLET_LOSSES + MARGIN_LOSSES
+"""Every training loss (`--loss`)."""
 
 CHIPS_CACHE_FILE = "chips_cache.npz"
 """Aligned training chips cached in the database folder, keyed by photo sha256 + detector + chip geometry."""
@@ -148,89 +163,7 @@ LANDMARKS_DAT = "shape_predictor_5_face_landmarks.dat"
 CNN_DETECTOR_DAT = "mmod_human_face_detector.dat"
 
 
-# --- enrollment database and lookup (facenet/database.py) ----------------------------------------------------------
-# The calibrated values below are printed by `python bench/calibrate.py` (LFW View 1 DevTrain, pretrained dlib ResNet,
-# HOG detector); rerun it and paste its output after changing the model. Distances are Euclidean on the unit sphere.
-
-DATABASE_FILE = "faces.npz"
-"""The database: one .npz file (no pickle) holding the embeddings, the centroids and a JSON manifest."""
-
-DATABASE_FORMAT = "facenet-face-database"
-DATABASE_VERSION = 2
-"""Bumped when the layout changes: an older or newer file is rebuilt, never misread."""
-
-ENROLLMENT_REPORT = "enrollment_report"
-"""Stem of the report written beside the database (.json for programs, .txt for people)."""
-
-ENROLL_CHUNK = 256
-"""Enrollment chips embedded per batch: bounds memory when thousands of photos are new."""
-
-ENROLL_CHECKPOINT_PHOTOS = 32
-"""Enrollment saves its progress every this many newly examined photos (a small checkpoint part beside the
-database), so a killed enrollment of thousands of photos resumes instead of starting over."""
-
-CHECKPOINT_PARTS = "faces.checkpoint.*.npz"
-"""Names of those checkpoint parts (removed once the database itself is saved)."""
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """One model's calibrated decision constants (unit-sphere Euclidean distances), from LFW View 1 DevTrain.
-
-    verify_threshold: the best-accuracy 1:1 threshold on DevTrain pairs. A stranger's distance to the centroid of
-    k photos of someone has mean impostor_mean_many + (impostor_mean_one - impostor_mean_many) / k and spread
-    impostor_std; impostor_z maps log10(false-accept rate) to the standardised quantile of that distance (the
-    measured lower tail, a little heavier than a Gaussian's; beyond the table the Gaussian tail is scaled to meet
-    its last point).
-    """
-
-    verify_threshold: float
-    impostor_mean_one: float
-    impostor_mean_many: float
-    impostor_std: float
-    impostor_z: tuple[tuple[float, float], ...]
-
-
-CALIBRATION: dict[str, Calibration] = {
-    "dlib": Calibration(
-        verify_threshold=0.4337,
-        impostor_mean_one=0.5733,
-        impostor_mean_many=0.5363,
-        impostor_std=0.0623,
-        impostor_z=((-1.0, -1.303), (-1.5, -1.881), (-2.0, -2.345), (-2.5, -2.750), (-3.0, -3.121), (-3.5, -3.470),
-                    (-4.0, -3.795), (-4.5, -4.093), (-5.0, -4.336), (-5.5, -4.532), (-6.0, -4.837)),
-    ),
-    "sface": Calibration(
-        verify_threshold=1.1399,
-        impostor_mean_one=1.3521,
-        impostor_mean_many=1.3351,
-        impostor_std=0.0659,
-        impostor_z=((-1.0, -1.294), (-1.5, -1.915), (-2.0, -2.432), (-2.5, -2.892), (-3.0, -3.318), (-3.5, -3.715),
-                    (-4.0, -4.105), (-4.5, -4.476), (-5.0, -4.855), (-5.5, -5.936), (-6.0, -8.205)),
-    ),
-    "fused": Calibration(
-        verify_threshold=0.6464,
-        impostor_mean_one=0.7940,
-        impostor_mean_many=0.7420,
-        impostor_std=0.0483,
-        impostor_z=((-1.0, -1.308), (-1.5, -1.940), (-2.0, -2.462), (-2.5, -2.913), (-3.0, -3.320), (-3.5, -3.688),
-                    (-4.0, -4.043), (-4.5, -4.372), (-5.0, -4.768), (-5.5, -5.457), (-6.0, -6.868)),
-    ),
-}
-"""Per model: printed by `python bench/calibrate.py`; rerun it and paste its output after changing a
-model, its detector route or its alignment. `resnet50` (trained from scratch) borrows dlib's."""
-
-
-def calibration(model: str) -> Calibration:
-    """The calibrated constants of `model` (resnet50 and unknown names fall back to dlib's)."""
-    return CALIBRATION.get(model, CALIBRATION["dlib"])
-
-
-GALLERY_FAR = 0.01
-"""Default share of strangers (people not enrolled) that may be named as someone, whatever the gallery size."""
-
-SCORE_STEEPNESS = 4.0
-"""Match score = 100 / (1 + (distance / threshold) ** SCORE_STEEPNESS): 100 identical, 50 at the threshold."""
+# --- trained weights (facenet/models/trained.py) ---------------------------------------------------------------------
 
 DISTANCE_SCALE_RANGE = (0.2, 5.0)
 """Plausible distance scales of fine-tuned weights (how much training spread the faces; 1.0 = as calibrated).

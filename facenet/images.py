@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import io
-import math
 import os
 import stat
 import unicodedata
@@ -155,17 +154,6 @@ def to_rgb(image: object, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
         "an image must be a path, bytes of an image file, a PIL.Image or an RGB uint8 array, "
         f"not {type(image).__name__}"
     )
-
-
-def check_threshold(threshold: float) -> float:
-    """A distance threshold as a float; ValueError unless it is a finite number above 0."""
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise TypeError(f"threshold must be a number, not {type(threshold).__name__}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"threshold must be a finite number above 0, got {threshold!r}")
-    return value
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -84,7 +84,7 @@ def test_faces_accepts_lists_and_tuples_of_faces_only(weights_dir):
 
 @pytest.mark.parametrize("threshold", [math.nan, -1, 0, math.inf])
 def test_verify_refuses_meaningless_thresholds(threshold, weights_dir):
-    with pytest.raises(ValueError, match="threshold must be a finite number above 0"):
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 2\]"):
         facenet.verify(PHOTO, PHOTO, threshold=threshold, weights_dir=weights_dir)
     with pytest.raises(TypeError, match="threshold must be a number"):
         facenet.verify(PHOTO, PHOTO, threshold="abc", weights_dir=weights_dir)

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from facenet.config import ENROLLMENT_REPORT
-from facenet.gallery.file import sync_database
+from facenet.gallery.file import ENROLLMENT_REPORT, sync_database
 from facenet.images import display_path, scan_data_folder
 
 PEOPLE = Path(__file__).parent / "data" / "people"

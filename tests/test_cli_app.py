@@ -459,3 +459,39 @@ def test_ci_runs_exactly_the_readme_set_up_commands():
     ci = [line for line in script if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == commands
     assert "pytest" in (ROOT / "requirements-dev.txt").read_text()
+
+
+@pytest.mark.parametrize(("flag", "setting", "value"), [
+    ("-e", "epochs", "0"), ("-bs", "3", None), ("-lr", "learning_rate", "0"), ("-lr", "learning_rate", "-1e-4"),
+    ("-lr", "learning_rate", "nan"), ("--validation_split", "validation_split", "0"),
+    ("--validation_split", "validation_split", "1"),
+])
+def test_the_command_line_and_the_library_refuse_the_same_training_settings(flag, setting, value, capsys):
+    """One rule per setting (facenet.settings): the flag check and `train.check_settings` agree on every bad value,
+    with the same words after the flag's or the setting's name."""
+    from facenet.train.chips import TrainingError
+    from facenet.train.loop import check_settings
+
+    if value is None:  # ("-bs", "3"): the batch size
+        setting, value = "batch_size", setting
+    code, _ = cli.preflight(["main.py", "-t", "True", flag, value])
+    said = capsys.readouterr().err.strip()
+    good = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-4, "validation_split": 0.2}
+    number = float(value) if setting in ("learning_rate", "validation_split") else int(value)
+    with pytest.raises(TrainingError) as refused:
+        check_settings(**{**good, setting: number})
+    library = str(refused.value)
+    assert code == 2 and library.startswith(f"{setting} must ")
+    assert said.endswith(library.removeprefix(setting)) and f"--{setting}" in said
+
+
+@pytest.mark.parametrize("threshold", ["0", "-1", "2.5", "nan", "inf"])
+def test_the_command_line_and_the_api_refuse_the_same_thresholds(threshold, capsys):
+    from facenet.settings import check_threshold
+
+    code, _ = cli.preflight(["main.py", "--threshold", threshold])
+    said = capsys.readouterr().err.strip()
+    with pytest.raises(ValueError) as refused:
+        check_threshold(float(threshold))
+    assert code == 2 and said == f"error: --{refused.value}"
+    assert check_threshold(2.0) == 2.0 and check_threshold("0.6") == 0.6

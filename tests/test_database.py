@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import facenet.gallery.file
-from facenet.config import DATABASE_FILE, DATABASE_VERSION, ENROLLMENT_REPORT, UNKNOWN, calibration
+from facenet.config import UNKNOWN
 from facenet.gallery.enroll import leave_out_mislabeled
-from facenet.gallery.file import read_database, sync_database
+from facenet.gallery.file import DATABASE_FILE, DATABASE_VERSION, ENROLLMENT_REPORT, read_database, sync_database
 from facenet.gallery.index import FaceDatabase, Match
 from facenet.gallery.report import EnrollmentReport
-from facenet.gallery.thresholds import comparison_far, gallery_threshold, match_score
+from facenet.gallery.thresholds import calibration, comparison_far, gallery_threshold, match_score
 from facenet.images import load_image
 from facenet.models.vectors import normalize
 from facenet.pipeline import FacePipeline
@@ -634,3 +634,24 @@ def test_distance_scale_multiplies_every_threshold():
     assert plain.identify(face)[0].name == UNKNOWN
     match = spread.identify(face)[0]
     assert match.name == "a" and match.distance == pytest.approx(d, abs=1e-4)
+
+
+def test_a_database_written_by_the_previous_release_is_read_as_it_is(tmp_path, pipeline):
+    """tests/data/release_0_3/faces.npz was written by the release before the gallery package (two people, dlib +
+    HOG): the new code reuses every stored result (nothing examined again, nothing rebuilt) and names alike."""
+    data_dir = tmp_path / "data"
+    for person, numbers in (("Juanes", (1, 2)), ("Martha_Burk", (2, 3))):
+        (data_dir / person).mkdir(parents=True)
+        for n in numbers:
+            shutil.copy2(PEOPLE / person / f"{person}_000{n}.jpg", data_dir / person)
+    database_dir = tmp_path / "database"
+    database_dir.mkdir()
+    shutil.copy2(DATA / "release_0_3" / DATABASE_FILE, database_dir / DATABASE_FILE)
+    before = read_database(database_dir, pipeline.model_id)
+    assert before is not None and before.names == ["Juanes", "Martha_Burk"]
+    database, report = sync_database(data_dir, database_dir, pipeline)
+    assert report.rebuilt is None and (report.examined, report.reused, report.hashed) == (0, 4, 4)
+    assert database.names == before.names and database.photo_counts.tolist() == [2, 2]
+    np.testing.assert_allclose(database.centroids, before.centroids, atol=1e-6)
+    probe = load_image(PEOPLE / "Juanes" / "Juanes_0003.jpg")
+    assert database.identify(pipeline.embed(probe, [pipeline.subject(probe).face]))[0].name == "Juanes"

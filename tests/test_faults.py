@@ -17,9 +17,16 @@ import keras
 import numpy as np
 import pytest
 
-from facenet.config import CHECKPOINT_PARTS, DATABASE_FILE, ENROLL_CHECKPOINT_PHOTOS, ENROLLMENT_REPORT, PRETRAINED_FILE
+from facenet.config import PRETRAINED_FILE
 from facenet.files import STALE_TEMP_SECONDS, read_checked, remove_stale_temps, write_checked
-from facenet.gallery.file import read_database, sync_database
+from facenet.gallery.file import (
+    CHECKPOINT_PARTS,
+    DATABASE_FILE,
+    ENROLL_CHECKPOINT_PHOTOS,
+    ENROLLMENT_REPORT,
+    read_database,
+    sync_database,
+)
 from facenet.models.build import pretrained_dlib_resnet
 from facenet.models.tflite import TFLiteRunner, cached_runner, cached_tflite
 from facenet.models.trained import WeightsError, read_trained, save_trained_weights, trained_checksum

@@ -1,10 +1,11 @@
 """The `Gallery` contract, run against both backends (a folder of files, PostgreSQL + pgvector started from the
 pgserver wheel) with the real pipeline on real photos: one data folder gives the same people, centroids (to 1e-6),
 enrollment report and names whichever backend stores it, also after an incremental sync (a photo removed, one
-added). One difference is by design: a shared gallery never drops a person whose folder is gone (it cannot tell them
-from another site's people; `remove_person` does), where a file gallery follows its one folder. The folder holds the cases
-where the two backends used to disagree: a likely-mislabeled photo (left out of the centroid) and one photo copied
-into two people's folders (counted once, kept with the person it matches)."""
+added). The folder holds the cases where the two backends used to disagree: a likely-mislabeled photo (left out of
+the centroid) and one photo copied into two people's folders (counted once, kept with the person it matches).
+
+One difference is by design: a shared gallery never drops a person whose folder is gone (it cannot tell them from
+another site's people; `remove_person` does), where a file gallery follows its one folder."""
 
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import facenet
-from facenet.config import DATABASE_FILE, FUSION_SFACE_WEIGHT, UNKNOWN, calibration
-from facenet.gallery.file import sync_database
+from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN
+from facenet.gallery.file import DATABASE_FILE, sync_database
 from facenet.gallery.index import FaceDatabase
+from facenet.gallery.thresholds import calibration
 from facenet.images import load_image
 from facenet.models.embed import Embedder
 from facenet.models.vectors import normalize

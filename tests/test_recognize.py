@@ -21,6 +21,7 @@ from facenet.cli.recognize_command import output_exclusions, recognize_command
 from facenet.cli.recognize_output import OutputNames
 from facenet.cli.verify_command import verify_command
 from facenet.draw import KNOWN_RGB, UNKNOWN_RGB, Label, Window, annotate, label_text
+from facenet.gallery.thresholds import calibration
 from facenet.images import load_image
 from facenet.pipeline import FacePipeline
 from facenet.recognize import Recognition, Recognizer
@@ -40,7 +41,7 @@ ENROLLED = {
 HELD_OUT = [("George_Clooney", 5, "George Clooney"), ("Juanes", 3, "Juanes"), ("Adel_Al-Jubeir", 3, "Adél Al-Jubeir")]
 STRANGERS = [("Mary_Carey", 1), ("Paul_Tagliabue", 2)]
 JSON_KEYS = {"source", "frame", "box", "name", "distance", "score"}
-VERIFY_THRESHOLD = config.calibration("dlib").verify_threshold
+VERIFY_THRESHOLD = calibration("dlib").verify_threshold
 
 
 def photo(folder: str, number: int) -> Path:

@@ -18,12 +18,12 @@ import facenet.train as training
 import facenet.train.fine_tune as fine_tune_module
 import facenet.train.loop as loop
 import facenet.train.validation as validation
-from facenet.cli.train_command import _chosen_loss, train_command
-from facenet.config import CHIP_SIZE, calibration
+from facenet.cli.train_command import chosen_loss, train_command
+from facenet.config import CHIP_SIZE
 from facenet.detect.dlib import face_chip
 from facenet.eval.visualize import pca_2d, save_pca_plot
 from facenet.gallery.file import read_database
-from facenet.gallery.thresholds import gallery_threshold
+from facenet.gallery.thresholds import calibration, gallery_threshold
 from facenet.images import load_image
 from facenet.models.build import build_embedder
 from facenet.models.cache import fingerprint
@@ -351,7 +351,7 @@ def test_each_loss_trains_for_real_and_the_guard_decides(loss, tiny, weights, tm
     second = result.head_accuracy if loss in DEFAULTS else result.active
     assert len(second) == 1 and 0.0 <= second[0] <= 1.0
     assert (result.active if loss in DEFAULTS else result.head_accuracy) == []
-    assert result.improved == validation._better(result.val_after, result.val_before, result.val_before)
+    assert result.improved == validation.is_better(result.val_after, result.val_before, result.val_before)
     assert (fingerprint(model) != start) == result.improved
     assert all(np.isfinite(v) for v in result.val_after.values())
     names = {f"{kind}_{stage}.png" for kind in ("pca", "tsne") for stage in ("before", "after")}
@@ -374,8 +374,8 @@ def test_loss_settings_defaults_and_checks():
     with pytest.raises(TrainingError, match="margin must be positive"):
         loss_settings("semi_hard", 0.0)
     # --loss supersedes the older --strategy, which stays an alias of the triplet losses
-    assert _chosen_loss(None, None) == "semi_hard" and _chosen_loss(None, "batch_hard") == "batch_hard"
-    assert _chosen_loss("cosface", "batch_hard") == "cosface"
+    assert chosen_loss(None, None) == "semi_hard" and chosen_loss(None, "batch_hard") == "batch_hard"
+    assert chosen_loss("cosface", "batch_hard") == "cosface"
 
 
 # --------------------------------------------------------------------------- the guard

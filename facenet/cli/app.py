@@ -13,7 +13,21 @@ from typing import NoReturn
 
 from absl import app, flags
 
-from facenet.config import MIN_BATCH, default_examples_dir, default_weights_dir
+from facenet.cli import common
+from facenet.config import (
+    BACKBONES,
+    DEFAULT_DETECTOR,
+    DEFAULT_MODEL,
+    DEFAULT_TUNE,
+    DETECTORS,
+    LOSSES,
+    PRETRAINED_MODELS,
+    TRIPLET_LOSSES,
+    TUNE_MODES,
+    default_examples_dir,
+    default_weights_dir,
+)
+from facenet.settings import training_problems
 
 USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
 
@@ -82,11 +96,11 @@ flags.DEFINE_float(
     short_name="lr",
 )
 flags.DEFINE_enum(
-    "model", "fused", ["dlib", "sface", "fused"],
+    "model", DEFAULT_MODEL, list(PRETRAINED_MODELS),
     "Embedding model: dlib (dlib ResNet twin), sface (SFace twin) or fused (both, concatenated)",
 )
 flags.DEFINE_enum(
-    "detector", "yunet", ["yunet", "hog", "cnn"],
+    "detector", DEFAULT_DETECTOR, list(DETECTORS),
     "Face detector: yunet (OpenCV Zoo YuNet, fast and accurate), hog (dlib HOG, CPU) or cnn (dlib CNN, slow "
     "without a GPU).",
     short_name="d",
@@ -100,14 +114,18 @@ flags.DEFINE_bool(
     "rebuild_gallery", False, "With --enroll --database_url: allow dropping a shared gallery made by another model "
     "(everyone in it, every site's people; without it such an enrollment is refused, saying how many would be lost).",
 )
-flags.DEFINE_enum("backbone", "dlib_resnet", ["dlib_resnet", "resnet50"], "Embedding backbone.")
+flags.DEFINE_enum(
+    "backbone", BACKBONES[0], list(BACKBONES),
+    "Older flag, kept for scripts: dlib_resnet (the default) uses --model; resnet50 trains Keras' ResNet50 trunk "
+    "from scratch (with -t True; --imagenet_weights to start from a local ImageNet file).",
+)
 flags.DEFINE_string("imagenet_weights", None, "resnet50 only: a local ImageNet weights file (no downloads).")
 flags.DEFINE_bool(
     "pretrained", False, "Use the pretrained models, ignoring the gallery's fine-tuned weights (in --database_dir); "
     "with -t True: start training from the pretrained model instead of the gallery's trained weights.",
 )
 flags.DEFINE_enum(
-    "tune", "adapter", ["adapter", "backbone"],
+    "tune", DEFAULT_TUNE, list(TUNE_MODES),
     "What -t True trains: adapter (a residual adapter over the frozen model: fast, adapts to your camera, masks or "
     "light) or backbone (the model's own weights, slow on a CPU).",
 )
@@ -145,9 +163,12 @@ flags.DEFINE_integer("camera", 0, "Webcam index.")
 flags.DEFINE_float("threshold", None, "Override the calibrated distance threshold (unit-sphere Euclidean).")
 flags.DEFINE_list("verify", None, "Two photos A,B: same person or not (1:1 verification).")
 flags.DEFINE_bool("enroll", False, "Only sync the database with --data_dir and print the enrollment report.")
-flags.DEFINE_enum("strategy", "semi_hard", ["semi_hard", "batch_hard"], "Older name of --loss (triplet mining).")
 flags.DEFINE_enum(
-    "loss", "semi_hard", ["semi_hard", "batch_hard", "cosface", "arcface", "sphereface"],
+    "strategy", TRIPLET_LOSSES[0], list(TRIPLET_LOSSES),
+    "Older name of --loss, kept for scripts (triplet mining only); when both are given, --loss wins.",
+)
+flags.DEFINE_enum(
+    "loss", LOSSES[0], list(LOSSES),
     "Training loss: semi_hard or batch_hard triplet mining, or the cosface, arcface or sphereface margin losses.",
 )
 flags.DEFINE_float("scale", None, "margin losses: logit scale s (default per loss)")
@@ -164,6 +185,10 @@ flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest request body in MiB (l
 
 FLAGS = flags.FLAGS
 
+TRAINING_FLAGS = {"epochs": "epochs (-e)", "batch_size": "batch_size (-bs)",
+                  "learning_rate": "learning_rate (-lr)", "validation_split": "validation_split"}
+"""How the command line names each training setting in a complaint."""
+
 
 def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
     """The first flag value that cannot work, as one line (no 'error: ' prefix); None when all can.
@@ -172,21 +197,12 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
     """
     if values.camera < 0:
         return f"--camera must be 0 or more (a webcam index), got {values.camera}"
-    if values.threshold is not None and not 0.0 < values.threshold <= 2.0:
-        return f"--threshold must be in (0, 2] (unit-sphere distance), got {values.threshold}"
-    if values.learning_rate is not None and not values.learning_rate > 0:
-        return (f"--learning_rate (-lr) must be more than 0, got {values.learning_rate} "
-                "(a zero rate trains every epoch for nothing)")
-    split = values.validation_split
-    if not 0.0 < split < 1.0:
-        why = ("no photo would be left to train on" if split >= 1.0 else
-               "training keeps new weights only if they beat the old ones on held-out photos, so some must be "
-               "held out")
-        return f"--validation_split must be in (0, 1), got {split}: {why}"
-    if values.epochs < 1:
-        return f"--epochs (-e) must be at least 1, got {values.epochs}"
-    if values.batch_size < MIN_BATCH:
-        return f"--batch_size (-bs) must be at least {MIN_BATCH} (2 people x 2 photos), got {values.batch_size}"
+    problem = common.threshold_problem(values.threshold)
+    if problem:
+        return problem
+    for setting, problem in training_problems(values.epochs, values.batch_size, values.learning_rate,
+                                              values.validation_split):
+        return f"--{TRAINING_FLAGS[setting]} {problem}"
     if values.margin is not None and not values.margin > 0:
         return f"--margin (-m) must be more than 0, got {values.margin}"
     if values.scale is not None and not values.scale > 0:

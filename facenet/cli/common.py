@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from facenet import settings
+
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
 
@@ -20,7 +22,7 @@ def load_pipeline(detector: str, model: str, weights_dir: str | Path,
 
 
 def threshold_problem(threshold: float | None) -> str | None:
-    """The one-line complaint about a --threshold outside (0, 2] (NaN included); None when it is fine or unset."""
-    if threshold is not None and not (0.0 < threshold <= 2.0):
-        return f"--threshold must be in (0, 2] (unit-sphere distance), got {threshold}"
-    return None
+    """The one-line complaint about a --threshold the library would refuse (settings.threshold_problem); None when
+    it is fine or unset."""
+    problem = None if threshold is None else settings.threshold_problem(threshold)
+    return None if problem is None else f"--threshold {problem}"

@@ -12,6 +12,7 @@ import sys
 from facenet.cli import INTERRUPTED_EXIT
 from facenet.cli.console import emit_json
 from facenet.cli.console import error as console_error
+from facenet.config import LOSSES
 from facenet.models.trained import WeightsError
 from facenet.models.zoo import ZooError
 from facenet.train import TrainingError
@@ -23,11 +24,11 @@ log = logging.getLogger(__name__)
 _OFF_THRESHOLD = " (some ranked pairs better, but the rescaled threshold lost accuracy: try a lower -lr)"
 
 
-def _chosen_loss(loss: str | None, strategy: str | None) -> str:
+def chosen_loss(loss: str | None, strategy: str | None) -> str:
     """--loss, else the older --strategy (an alias of the two triplet losses), else semi_hard."""
     if loss and strategy and strategy != loss:
         log.warning("--strategy %s ignored: --loss %s supersedes it", strategy, loss)
-    return loss or strategy or "semi_hard"
+    return loss or strategy or LOSSES[0]
 
 
 def _guard_line(done: FineTuneResult) -> str:
@@ -88,7 +89,7 @@ def train_command(
     try:
         done = fine_tune(
             data_dir, database_dir, model=model, detector=detector, weights_dir=weights_dir, tune=tune,
-            epochs=epochs, loss=_chosen_loss(loss, strategy), margin=margin, scale=scale, batch_size=batch_size,
+            epochs=epochs, loss=chosen_loss(loss, strategy), margin=margin, scale=scale, batch_size=batch_size,
             learning_rate=learning_rate, validation_split=validation_split, pretrained=pretrained,
             imagenet_weights=imagenet_weights, log_dir=log_dir,
         )

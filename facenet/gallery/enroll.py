@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facenet.config import ENROLL_CHUNK
 from facenet.files import file_sha256
 from facenet.gallery.report import EnrollmentReport
 from facenet.images import display_path, scan_data_folder
@@ -24,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NO_FACE = "no face"
+
+ENROLL_CHUNK = 256
+"""Enrollment chips embedded per batch: bounds memory when thousands of photos are new."""
 
 Vector = Callable[[str], np.ndarray]
 """sha256 of a usable photo -> its embedding."""

@@ -27,16 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facenet.config import (
-    CHECKPOINT_PARTS,
-    DATABASE_FILE,
-    DATABASE_FORMAT,
-    DATABASE_VERSION,
-    ENROLL_CHECKPOINT_PHOTOS,
-    ENROLLMENT_REPORT,
-)
 from facenet.files import atomic_write, remove_stale_temps
-from facenet.gallery.enroll import enroll, examine_photos, hash_photos, read_folder, reusable
+from facenet.gallery.enroll import Vector, enroll, examine_photos, hash_photos, read_folder, reusable
 from facenet.gallery.index import FaceDatabase
 from facenet.gallery.report import EnrollmentReport
 from facenet.gallery.thresholds import verify_threshold
@@ -46,6 +38,23 @@ if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
+
+DATABASE_FILE = "faces.npz"
+"""The database: one .npz file (no pickle) holding the embeddings, the centroids and a JSON manifest."""
+
+DATABASE_FORMAT = "facenet-face-database"
+DATABASE_VERSION = 2
+"""Bumped when the layout changes: an older or newer file is rebuilt, never misread."""
+
+ENROLLMENT_REPORT = "enrollment_report"
+"""Stem of the report written beside the database (.json for programs, .txt for people)."""
+
+ENROLL_CHECKPOINT_PHOTOS = 32
+"""Enrollment saves its progress every this many newly examined photos (a small checkpoint part beside the
+database), so a killed enrollment of thousands of photos resumes instead of starting over."""
+
+CHECKPOINT_PARTS = "faces.checkpoint.*.npz"
+"""Names of those checkpoint parts (removed once the database itself is saved)."""
 
 
 # --------------------------------------------------------------------------- storage
@@ -237,6 +246,27 @@ DATABASE_FILES = (DATABASE_FILE, f"{ENROLLMENT_REPORT}.*", CHECKPOINT_PARTS)
 # --------------------------------------------------------------------------- sync
 
 
+class _Known:
+    """What earlier syncs left: the stored database and the checkpoints of an interrupted one."""
+
+    def __init__(self, path: Path, database_dir: Path, model_id: str, dim: int, report: EnrollmentReport) -> None:
+        self.stored, report.rebuilt = _load_stored(path, model_id)
+        self.resumed_results, self.resumed_vectors = _read_checkpoints(database_dir, model_id, dim)
+        self.results = {**self.stored.manifest["results"], **self.resumed_results}
+
+    def stands(self, sha: str, detector: str) -> bool:
+        """Whether a photo's earlier result can be reused (an embedded photo needs its vector too)."""
+        result = self.results.get(sha)
+        if result is not None and result["reason"] is None:
+            return sha in self.stored.rows or sha in self.resumed_vectors
+        return reusable(result, detector)
+
+    def vector(self, sha: str) -> np.ndarray:
+        if sha in self.resumed_vectors:
+            return self.resumed_vectors[sha]
+        return self.stored.embeddings[self.stored.rows[sha]]
+
+
 def sync_database(
     data_dir: str | Path, database_dir: str | Path, pipeline: FacePipeline
 ) -> tuple[FaceDatabase, EnrollmentReport]:
@@ -257,67 +287,72 @@ def sync_database(
         database = _empty_database(embedder)
         report.threshold = database.threshold
         return database, report
-
     for temp in remove_stale_temps(database_dir, DATABASE_FILES):
         log.info("%s: removed a temp file left by an interrupted run", temp)
-    stored, report.rebuilt = _load_stored(path, embedder.model_id)
-    resumed_results, resumed_vectors = _read_checkpoints(database_dir, embedder.model_id, embedder.dim)
-    old_results = {**stored.manifest["results"], **resumed_results}
+    known = _Known(path, database_dir, embedder.model_id, embedder.dim, report)
     people = read_folder(data_dir, report, skip=database_dir)
-    photos = hash_photos(data_dir, people, {p["path"]: p for p in stored.manifest["photos"]}, report)
+    photos = hash_photos(data_dir, people, {p["path"]: p for p in known.stored.manifest["photos"]}, report)
+    results, vector = _examine_new(data_dir, database_dir, photos, known, pipeline, report)
+    names, centroids, counts = enroll(data_dir, [name for name, _ in people], photos, results, vector, report,
+                                      verify_threshold(pipeline))
+    database = FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=embedder.distance_scale,
+                            model=embedder.name, dim=embedder.dim)
+    report.threshold = round(database.threshold, 4)
+    _warn_if_emptied(known.stored.manifest, data_dir, names)
+    _save(database_dir, database, data_dir, photos, results, vector, known.stored, report)
+    return database, report
 
-    def stands(sha: str) -> bool:
-        result = old_results.get(sha)
-        if result is not None and result["reason"] is None:
-            return sha in stored.rows or sha in resumed_vectors
-        return reusable(result, pipeline.detector.kind)
 
+def _examine_new(data_dir: Path, database_dir: Path, photos: list[dict[str, Any]], known: _Known,
+                 pipeline: FacePipeline, report: EnrollmentReport) -> tuple[dict[str, dict[str, Any]], Vector]:
+    """Examine the photos without a reusable result (checkpointed in parts); every photo's result and a vector
+    lookup; the report's examined, embedded, reused, resumed and pruned counts."""
+    embedder = pipeline.embedder
     pending: dict[str, Path] = {}
     for photo in photos:
-        if not stands(photo["sha256"]):
+        if not known.stands(photo["sha256"], pipeline.detector.kind):
             pending.setdefault(photo["sha256"], data_dir / photo["path"])
     checkpoint = _Checkpoint(database_dir, embedder.model_id, embedder.dim)
     new_results, new_vectors = _examine_in_parts(pending, pipeline, checkpoint)
+    shas = {p["sha256"] for p in photos}
     report.examined, report.embedded = len(new_results), len(new_vectors)
-    report.reused = len({p["sha256"] for p in photos} - set(pending))
-    report.resumed = len(({p["sha256"] for p in photos} & set(resumed_results)) - set(pending))
-    results = {sha: old_results[sha] for sha in {p["sha256"] for p in photos} if sha not in new_results}
+    report.reused = len(shas - set(pending))
+    report.resumed = len((shas & set(known.resumed_results)) - set(pending))
+    results = {sha: known.results[sha] for sha in shas if sha not in new_results}
     results.update(new_results)
-    report.pruned = len(set(old_results) - set(results))
+    report.pruned = len(set(known.results) - set(results))
 
     def vector(sha: str) -> np.ndarray:
-        if sha in new_vectors:
-            return new_vectors[sha]
-        return resumed_vectors[sha] if sha in resumed_vectors else stored.embeddings[stored.rows[sha]]
+        return new_vectors[sha] if sha in new_vectors else known.vector(sha)
 
-    scale = embedder.distance_scale
-    names, centroids, counts = enroll(data_dir, [name for name, _ in people], photos, results, vector, report,
-                                      verify_threshold(pipeline))
-    database = FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=scale, model=embedder.name,
-                            dim=embedder.dim)
-    report.threshold = round(database.threshold, 4)
-    _warn_if_emptied(stored.manifest, data_dir, names)
+    return results, vector
 
+
+def _save(database_dir: Path, database: FaceDatabase, data_dir: Path, photos: list[dict[str, Any]],
+          results: dict[str, dict[str, Any]], vector: Vector, stored: _Stored, report: EnrollmentReport) -> None:
+    """Write the database when anything changed (atomically), then the report; failures go to report.save_error."""
+    path = database_dir / DATABASE_FILE
     embedded = sorted(sha for sha, result in results.items() if result["reason"] is None)
     manifest = {
         "format": DATABASE_FORMAT,
         "version": DATABASE_VERSION,
-        "fingerprint": embedder.model_id,
-        "model": embedder.name,
-        "dim": embedder.dim,
-        "distance_scale": scale,
+        "fingerprint": database.model_id,  # the key keeps its 0.2 name; it holds the model id
+        "model": database.model,
+        "dim": database.dim,
+        "distance_scale": database.distance_scale,
         "data_dir": str(data_dir.resolve()),
         "photos": photos,
         "results": dict(sorted(results.items())),
         "embedded": embedded,
-        "people": [{"name": n, "photos": k} for n, k in zip(names, counts, strict=True)],
+        "people": [{"name": n, "photos": int(k)} for n, k in zip(database.names, database.photo_counts,
+                                                                 strict=True)],
     }
     previous = {key: value for key, value in stored.manifest.items() if key not in ("written", "checksum")}
     if report.rebuilt or previous != manifest or "checksum" not in stored.manifest:
-        embeddings = np.stack([vector(sha) for sha in embedded]) if embedded else np.zeros((0, embedder.dim))
+        embeddings = np.stack([vector(sha) for sha in embedded]) if embedded else np.zeros((0, database.dim))
         written = {**manifest, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
-            _write_database(path, written, embeddings, centroids)
+            _write_database(path, written, embeddings, database.centroids)
             report.saved = True
         except OSError as error:
             report.save_error = f"{path}: could not save the database ({error.strerror or error})"
@@ -328,7 +363,6 @@ def sync_database(
     if problem:
         report.save_error = report.save_error or problem
         log.warning("%s", problem)
-    return database, report
 
 
 def _examine_in_parts(pending: dict[str, Path], pipeline: FacePipeline, checkpoint: _Checkpoint

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facenet.config import GALLERY_FAR, UNKNOWN
+from facenet.config import UNKNOWN
 from facenet.gallery.search import ExactIndex
-from facenet.gallery.thresholds import FARTHEST, gallery_threshold, match_score
+from facenet.gallery.thresholds import FARTHEST, GALLERY_FAR, gallery_threshold, match_score
 
 SEARCH_INDEX_MIN = 50_000
 """From this many people on, lookup uses the exact int8-shortlist index (gallery.search) instead of one plain matrix

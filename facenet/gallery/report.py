@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facenet.config import GALLERY_FAR
+from facenet.gallery.thresholds import GALLERY_FAR
 
 
 @dataclass

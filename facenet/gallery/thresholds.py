@@ -1,5 +1,5 @@
 """Gallery thresholds and scores, in one place: the stranger-distance model calibrated per model
-(config.CALIBRATION, by bench/calibrate.py on LFW View 1 DevTrain), the per-comparison false-accept share that keeps
+(CALIBRATION, printed by bench/calibrate.py from LFW View 1 DevTrain), the per-comparison false-accept share that keeps
 a whole gallery at GALLERY_FAR, each person's threshold from their photo count, the 0-100 score, and the verify
 threshold of a pipeline (its model's calibration times its trained weights' distance scale).
 
@@ -11,15 +11,77 @@ measured lower tail).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facenet.config import GALLERY_FAR, SCORE_STEEPNESS, Calibration, calibration
-
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
+
+# The calibrated values below are printed by `python bench/calibrate.py` (LFW View 1 DevTrain, each pretrained
+# model through the default YuNet route); rerun it and paste its output after changing a model. Distances are
+# Euclidean on the unit sphere.
+
+@dataclass(frozen=True)
+class Calibration:
+    """One model's calibrated decision constants (unit-sphere Euclidean distances), from LFW View 1 DevTrain.
+
+    verify_threshold: the best-accuracy 1:1 threshold on DevTrain pairs. A stranger's distance to the centroid of
+    k photos of someone has mean impostor_mean_many + (impostor_mean_one - impostor_mean_many) / k and spread
+    impostor_std; impostor_z maps log10(false-accept rate) to the standardised quantile of that distance (the
+    measured lower tail, a little heavier than a Gaussian's; beyond the table the Gaussian tail is scaled to meet
+    its last point).
+    """
+
+    verify_threshold: float
+    impostor_mean_one: float
+    impostor_mean_many: float
+    impostor_std: float
+    impostor_z: tuple[tuple[float, float], ...]
+
+
+CALIBRATION: dict[str, Calibration] = {
+    "dlib": Calibration(
+        verify_threshold=0.4337,
+        impostor_mean_one=0.5733,
+        impostor_mean_many=0.5363,
+        impostor_std=0.0623,
+        impostor_z=((-1.0, -1.303), (-1.5, -1.881), (-2.0, -2.345), (-2.5, -2.750), (-3.0, -3.121), (-3.5, -3.470),
+                    (-4.0, -3.795), (-4.5, -4.093), (-5.0, -4.336), (-5.5, -4.532), (-6.0, -4.837)),
+    ),
+    "sface": Calibration(
+        verify_threshold=1.1399,
+        impostor_mean_one=1.3521,
+        impostor_mean_many=1.3351,
+        impostor_std=0.0659,
+        impostor_z=((-1.0, -1.294), (-1.5, -1.915), (-2.0, -2.432), (-2.5, -2.892), (-3.0, -3.318), (-3.5, -3.715),
+                    (-4.0, -4.105), (-4.5, -4.476), (-5.0, -4.855), (-5.5, -5.936), (-6.0, -8.205)),
+    ),
+    "fused": Calibration(
+        verify_threshold=0.6464,
+        impostor_mean_one=0.7940,
+        impostor_mean_many=0.7420,
+        impostor_std=0.0483,
+        impostor_z=((-1.0, -1.308), (-1.5, -1.940), (-2.0, -2.462), (-2.5, -2.913), (-3.0, -3.320), (-3.5, -3.688),
+                    (-4.0, -4.043), (-4.5, -4.372), (-5.0, -4.768), (-5.5, -5.457), (-6.0, -6.868)),
+    ),
+}
+"""Per model: printed by `python bench/calibrate.py`; rerun it and paste its output after changing a
+model, its detector route or its alignment. `resnet50` (trained from scratch) borrows dlib's."""
+
+
+def calibration(model: str) -> Calibration:
+    """The calibrated constants of `model` (resnet50 and unknown names fall back to dlib's)."""
+    return CALIBRATION.get(model, CALIBRATION["dlib"])
+
+
+GALLERY_FAR = 0.01
+"""Default share of strangers (people not enrolled) that may be named as someone, whatever the gallery size."""
+
+SCORE_STEEPNESS = 4.0
+"""Match score = 100 / (1 + (distance / threshold) ** SCORE_STEEPNESS): 100 identical, 50 at the threshold."""
 
 FARTHEST = 2.0
 """Largest distance between unit vectors: what a face is from an empty gallery."""

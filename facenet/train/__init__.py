@@ -4,7 +4,7 @@ Stages, each a module so that tests and benchmarks can drive them one by one:
 
 - `chips`: `load_chips` (detect once, cache the aligned chips, read them back as memory maps);
 - `validation`: `split_validation` (hold out photos per person), `validation_pairs` (sampled, capped),
-  `verification_metrics` and the guard `_better`;
+  `verification_metrics` and the guard `is_better`;
 - `batches`: `pk_batches` (P identities x K photos);
 - `augment`: `augment_chip` and `make_dataset` (tf.data reading each batch's chips from the memory maps);
 - `step`: the loss settings, the triplet step `make_train_step`, the margin-loss step, devices and precision;
@@ -14,14 +14,13 @@ Stages, each a module so that tests and benchmarks can drive them one by one:
 The command that saves the weights and rebuilds the database is `facenet.cli.train_command.train_command`.
 """
 
-from facenet.config import CHIPS_CACHE_FILE
+from facenet.config import CHIPS_CACHE_FILE, LOSSES
 from facenet.train.augment import augment_chip, make_dataset
 from facenet.train.batches import pk_batches
 from facenet.train.chips import ChipSet, TrainingError, load_chips, scan_people
 from facenet.train.logs import TrainingLogs
 from facenet.train.loop import TrainResult, check_settings, train
 from facenet.train.step import (
-    LOSSES,
     TRIPLET_MARGIN,
     LossSettings,
     device_setup,

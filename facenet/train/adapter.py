@@ -3,7 +3,7 @@
 The frozen model embeds every photo once (training photos also mirrored); the adapter then trains on those
 vectors with the chosen loss (online semi-hard triplet mining by default) in a `tf.function` step, P x K batches,
 one random view (as is or mirrored) per photo and step. The guard is the one of backbone training
-(`validation._better` on held-out photos of the user's own people), so weights are kept only when they verify
+(`validation.is_better` on held-out photos of the user's own people), so weights are kept only when they verify
 held-out photos better. An epoch costs milliseconds; the one-off embedding pass dominates.
 """
 
@@ -18,21 +18,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import ADAPTER_HIDDEN, SPLIT_SEED, calibration
+from facenet.config import ADAPTER_HIDDEN, SPLIT_SEED
+from facenet.gallery.thresholds import calibration
 from facenet.models.adapter import EmbeddingAdapter, adapter_of, with_adapter
 from facenet.models.embed import Embedder
 from facenet.progress import progress
 from facenet.train.batches import pk_batches
 from facenet.train.chips import ChipSet
 from facenet.train.logs import TrainingLogs
-from facenet.train.loop import TrainResult, _Options, _plan
+from facenet.train.loop import RunOptions, TrainResult, plan_run
 from facenet.train.step import LossSettings, build_optimizer, make_head, make_step
 from facenet.train.validation import (
     MAX_VALIDATION_PAIRS,
     Validator,
-    _better,
-    _ranks_better,
     fmt_metrics,
+    is_better,
+    ranks_better,
     short_metrics,
 )
 
@@ -109,9 +110,9 @@ def train_adapter(chip_set: ChipSet, model: keras.Model, name: str, settings: Lo
     """
     existing = adapter_of(model)
     base = keras.Model(model.inputs, existing.input, name=model.name) if existing is not None else model
-    plan_options = _Options(name, "", None, options.learning_rate, options.batch_size, options.photos_per_person,
+    plan_options = RunOptions(name, "", None, options.learning_rate, options.batch_size, options.photos_per_person,
                             options.seed, False, None)
-    plan = _plan(chip_set, options.validation_split, plan_options, options.max_pairs)
+    plan = plan_run(chip_set, options.validation_split, plan_options, options.max_pairs)
     embedder = Embedder(base, name)
     started = time.perf_counter()
     plain, views = embed_views(embedder, chip_set, plan.train_idx)
@@ -211,10 +212,10 @@ class _AdapterRun:
         (result.head_accuracy if self.settings.is_margin else result.active).append(second)
         self.logs.scalars(epoch, {**{f"val/{key}": value for key, value in metrics.items()}, "epoch/loss": loss})
         log.info("epoch %d/%d: loss %.4f, validation %s", epoch, self.options.epochs, loss, fmt_metrics(metrics))
-        if _better(metrics, result.val_after, result.val_before):
+        if is_better(metrics, result.val_after, result.val_before):
             result.val_after, result.best_epoch, result.improved = metrics, epoch, True
             self.best_weights, self.best_embeddings = adapter_of(self.trainee).get_weights(), embeddings
-        elif _ranks_better(metrics, result.val_before) and \
+        elif ranks_better(metrics, result.val_before) and \
                 metrics["deployed_accuracy"] < result.val_before["deployed_accuracy"]:
             result.off_threshold = True
         return metrics, embeddings

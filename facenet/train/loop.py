@@ -18,12 +18,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import DEFAULT_MODEL, MIN_BATCH, PHOTOS_PER_PERSON, SPLIT_SEED, calibration
+from facenet.config import DEFAULT_MODEL, PHOTOS_PER_PERSON, SPLIT_SEED
 from facenet.config import learning_rate as default_learning_rate
+from facenet.gallery.thresholds import calibration
 from facenet.models.build import build_embedder, pretrained_embedder
 from facenet.models.embed import Embedder
 from facenet.models.trained import distance_scale
 from facenet.progress import ProgressBar, progress_bar
+from facenet.settings import training_problems
 from facenet.train.augment import make_dataset
 from facenet.train.batches import pk_batches
 from facenet.train.chips import ChipSet, TrainingError
@@ -40,10 +42,10 @@ from facenet.train.step import (
 from facenet.train.validation import (
     MAX_VALIDATION_PAIRS,
     Validator,
-    _better,
-    _ranks_better,
     embed_rows,
     fmt_metrics,
+    is_better,
+    ranks_better,
     short_metrics,
     split_validation,
     validation_pairs,
@@ -89,7 +91,7 @@ class TrainResult:
 
 
 @dataclass
-class _Plan:
+class RunPlan:
     """What the data decides before any model exists: the split, the pairs, the classes, the first batches."""
 
     train_idx: np.ndarray
@@ -103,7 +105,7 @@ class _Plan:
 
 
 @dataclass
-class _Options:
+class RunOptions:
     name: str
     weights_dir: str | Path
     imagenet_weights: str | Path | None
@@ -116,18 +118,13 @@ class _Options:
 
 
 def check_settings(epochs: int, batch_size: int, learning_rate: float, validation_split: float) -> None:
-    """TrainingError for a setting that cannot work (the loss's own: `step.loss_settings`)."""
-    if epochs < 1:
-        raise TrainingError(f"epochs must be at least 1, got {epochs}")
-    if batch_size < MIN_BATCH:
-        raise TrainingError(f"batch size must be at least {MIN_BATCH} (2 people x 2 photos), got {batch_size}")
-    if learning_rate < 0:
-        raise TrainingError(f"the learning rate must not be negative, got {learning_rate}")
-    if not 0 <= validation_split < 1:
-        raise TrainingError(f"validation_split must be in [0, 1), got {validation_split}")
+    """TrainingError for the first setting that cannot work (`settings.training_problems`, the command line's
+    rules too; the loss's own: `step.loss_settings`)."""
+    for setting, problem in training_problems(epochs, batch_size, learning_rate, validation_split):
+        raise TrainingError(f"{setting} {problem}")
 
 
-def _plan(chip_set: ChipSet, validation_split: float, options: _Options, max_pairs: int) -> _Plan:
+def plan_run(chip_set: ChipSet, validation_split: float, options: RunOptions, max_pairs: int) -> RunPlan:
     usable = int(np.sum(np.bincount(chip_set.labels) >= 2)) if len(chip_set) else 0
     if usable < 2:
         raise TrainingError(f"training needs at least 2 people with 2 or more usable photos; found {usable}")
@@ -139,13 +136,13 @@ def _plan(chip_set: ChipSet, validation_split: float, options: _Options, max_pai
     classes = np.searchsorted(people, chip_set.labels).astype(np.int32)
     first = pk_batches(classes[train_idx], options.batch_size, options.photos_per_person,
                        np.random.default_rng(options.seed))
-    return _Plan(train_idx, held, pairs, classes, len(people), first, plot_rows(len(chip_set), options.seed))
+    return RunPlan(train_idx, held, pairs, classes, len(people), first, plot_rows(len(chip_set), options.seed))
 
 
 class _Run:
     """The moving parts of one run (model, head, optimizer, step, validation, logs), one short method a stage."""
 
-    def __init__(self, chip_set: ChipSet, plan: _Plan, settings: LossSettings, options: _Options,
+    def __init__(self, chip_set: ChipSet, plan: RunPlan, settings: LossSettings, options: RunOptions,
                  distribution: tf.distribute.Strategy, logs: TrainingLogs) -> None:
         self.chip_set, self.plan, self.settings, self.options = chip_set, plan, settings, options
         self.distribution, self.logs = distribution, logs
@@ -262,10 +259,10 @@ class _Run:
         if on_epoch:
             on_epoch(epoch, self.model, metrics)
         before = result.val_before
-        if _better(metrics, result.val_after, before):
+        if is_better(metrics, result.val_after, before):
             result.val_after, result.best_epoch, result.improved = metrics, epoch, True
             self.best_weights, self.best_embeddings = self.model.get_weights(), embeddings
-        elif _ranks_better(metrics, before) and metrics["deployed_accuracy"] < before["deployed_accuracy"]:
+        elif ranks_better(metrics, before) and metrics["deployed_accuracy"] < before["deployed_accuracy"]:
             result.off_threshold = True
 
     def finish(self, result: TrainResult) -> None:
@@ -317,9 +314,9 @@ def train(
     settings = loss_settings(loss or strategy, margin, scale)
     learning_rate = default_learning_rate(name, "backbone") if learning_rate is None else learning_rate
     check_settings(epochs, batch_size, learning_rate, validation_split)
-    options = _Options(name, weights_dir, imagenet_weights, learning_rate, batch_size, photos_per_person, seed,
+    options = RunOptions(name, weights_dir, imagenet_weights, learning_rate, batch_size, photos_per_person, seed,
                        jit_compile, trained_dir)
-    plan = _plan(chip_set, validation_split, options, max_pairs)
+    plan = plan_run(chip_set, validation_split, options, max_pairs)
     log.info("%s loss, margin %g%s; %d training identities", settings.loss, settings.margin,
              f", scale {settings.scale:g}" if settings.is_margin else "", plan.num_classes)
     if name != "resnet50" and tf.config.list_physical_devices("GPU"):

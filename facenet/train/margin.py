@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-MARGIN_LOSSES = ("cosface", "arcface", "sphereface")
+from facenet.config import MARGIN_LOSSES
 
 DEFAULTS: dict[str, dict[str, float]] = {
     "cosface": {"scale": 30.0, "margin": 0.35},

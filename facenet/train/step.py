@@ -11,14 +11,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import FUSED_TRAINED_BRANCHES
+from facenet.config import FUSED_TRAINED_BRANCHES, LOSSES, MARGIN_LOSSES, TRIPLET_LOSSES
 from facenet.train.chips import TrainingError
-from facenet.train.margin import DEFAULTS, MARGIN_LOSSES, NormalizedClassifier, check_margin, make_margin_train_step
-from facenet.train.triplet import STRATEGIES, triplet_loss
+from facenet.train.margin import DEFAULTS, NormalizedClassifier, check_margin, make_margin_train_step
+from facenet.train.triplet import triplet_loss
 
 log = logging.getLogger(__name__)
 
-LOSSES = STRATEGIES + MARGIN_LOSSES
 """Training losses: semi_hard and batch_hard triplet mining, the cosface, arcface and sphereface margin losses."""
 
 TRIPLET_MARGIN = 0.5
@@ -50,7 +49,7 @@ def loss_settings(loss: str, margin: float | None = None, scale: float | None = 
     TrainingError for an unknown loss or a margin/scale it cannot use."""
     if loss not in LOSSES:
         raise TrainingError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    if loss in STRATEGIES:
+    if loss in TRIPLET_LOSSES:
         if scale is not None:
             log.warning("--scale is a setting of the margin losses; ignored with the %s triplet loss", loss)
         margin = TRIPLET_MARGIN if margin is None else margin

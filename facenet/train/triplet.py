@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from facenet.config import TRIPLET_LOSSES as STRATEGIES
+
 ACTIVE_EPS = 1e-16
-STRATEGIES = ("semi_hard", "batch_hard")
 
 
 def _prepare(labels: tf.Tensor, embeddings: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -2,7 +2,7 @@
 
 Trained weights are saved only when the AUC on held-out pairs is strictly higher than before training (or equal
 with a strictly higher best-threshold accuracy) AND the accuracy at the calibrated threshold recognition uses
-(the model's verify threshold, rescaled by the weights' distance scale) is not lower: see `_better`.
+(the model's verify threshold, rescaled by the weights' distance scale) is not lower: see `is_better`.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def verification_metrics(
     }
 
 
-def _better(candidate: dict[str, float], best: dict[str, float], start: dict[str, float]) -> bool:
+def is_better(candidate: dict[str, float], best: dict[str, float], start: dict[str, float]) -> bool:
     """The guard: a strictly higher AUC than the best so far (or the same AUC and a strictly higher best-threshold
     accuracy), and no lower accuracy than at the start at the calibrated threshold recognition uses.
 
@@ -167,10 +167,10 @@ def _better(candidate: dict[str, float], best: dict[str, float], start: dict[str
     relative to the start), which rescales every calibrated threshold; the last condition checks the rescaled
     threshold really works on the held-out pairs.
     """
-    return _ranks_better(candidate, best) and candidate["deployed_accuracy"] >= start["deployed_accuracy"]
+    return ranks_better(candidate, best) and candidate["deployed_accuracy"] >= start["deployed_accuracy"]
 
 
-def _ranks_better(candidate: dict[str, float], reference: dict[str, float]) -> bool:
+def ranks_better(candidate: dict[str, float], reference: dict[str, float]) -> bool:
     return (candidate["auc"], candidate["accuracy"]) > (reference["auc"], reference["accuracy"])
 
 

@@ -1,0 +1,53 @@
+"""The rules user settings must follow, in one place for the library and the command line: each check returns
+the one-line complaint about a value (None when it can work), the library raises it and the command line prints it
+with the flag's name. Written as `not (x > 0)` so that NaN fails too. NumPy-free and TensorFlow-free: the command
+line checks flags before loading anything."""
+
+from __future__ import annotations
+
+import math
+
+from facenet.config import MIN_BATCH
+
+MAX_DISTANCE = 2.0
+"""The largest distance between unit vectors: a threshold beyond it accepts every face."""
+
+
+def threshold_problem(value: float) -> str | None:
+    """A distance threshold must be a finite number in (0, 2] (unit-sphere Euclidean distance)."""
+    if not (math.isfinite(value) and 0.0 < value <= MAX_DISTANCE):
+        return f"must be in (0, {MAX_DISTANCE:g}] (unit-sphere distance), got {value}"
+    return None
+
+
+def training_problems(epochs: int, batch_size: int, learning_rate: float | None,
+                      validation_split: float) -> list[tuple[str, str]]:
+    """(setting, complaint) for each training setting that cannot work; empty when all can. A learning rate of
+    None means the per-model default."""
+    problems = []
+    if learning_rate is not None and not learning_rate > 0:
+        problems.append(("learning_rate", f"must be more than 0, got {learning_rate} (a zero rate trains every "
+                                          "epoch for nothing)"))
+    if not 0.0 < validation_split < 1.0:
+        why = ("no photo would be left to train on" if validation_split >= 1.0 else
+               "training keeps new weights only if they beat the old ones on held-out photos, so some must be "
+               "held out")
+        problems.append(("validation_split", f"must be in (0, 1), got {validation_split}: {why}"))
+    if epochs < 1:
+        problems.append(("epochs", f"must be at least 1, got {epochs}"))
+    if batch_size < MIN_BATCH:
+        problems.append(("batch_size", f"must be at least {MIN_BATCH} (2 people x 2 photos), got {batch_size}"))
+    return problems
+
+
+def check_threshold(threshold: object) -> float:
+    """A distance threshold as a float: TypeError unless it is a number, ValueError unless `threshold_problem`
+    passes it."""
+    try:
+        value = float(threshold)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"threshold must be a number, not {type(threshold).__name__}") from None
+    problem = threshold_problem(value)
+    if problem:
+        raise ValueError(f"threshold {problem}")
+    return value
