@@ -54,7 +54,7 @@ def test_help_exits_0_with_the_usage_on_stdout(word, tmp_path):
     result, seconds = run_main(word, cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.startswith("python main.py: train the embedding")
-    for flag in ("-t,--train", "-d,--detector: <yunet|hog|cnn>", "--model: <dlib|sface|fused>", "--database_url",
+    for flag in ("-t,--train", "-d,--detector: <yunet|hog|cnn>", "--model: <fused|sface|dlib>", "--database_url",
                  "--loss: <semi_hard|batch_hard|cosface|arcface|sphereface>", "--scale", "--[no]pretrained"):
         assert flag in result.stdout
     assert ("absl.logging:" in result.stdout) == (word == "--helpfull")
@@ -303,7 +303,8 @@ def test_the_scan_finds_what_it_looks_for(tmp_path):
 
 def test_library_modules_never_print_exit_or_emit_json():
     modules = _library_modules()
-    assert {"recognize.py", "evaluate.py", "metrics.py", "lfw.py", "progress.py"} <= {p.name for p in modules}
+    assert {"recognize.py", "verify.py", "settings.py", "metrics.py", "lfw.py", "file.py", "pg.py", "progress.py"} <= {
+        p.name for p in modules}
     offenders = {}
     for path in modules:
         found = _output_calls(path)
