@@ -1,7 +1,10 @@
-"""One place for every constant of the pipeline: chip geometry, model files, thresholds."""
+"""What several rooms of the package share: model, detector and loss names, chip geometry, model files, detector
+settings, training defaults and paths. A constant only one room uses lives with it (thresholds and calibration in
+`gallery/thresholds.py`, the database file in `gallery/file.py`)."""
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -200,8 +203,6 @@ def default_weights_dir() -> Path:
 
     Absolute, so that running from another folder never scatters a second weights/ there.
     """
-    import os
-
     root = _checkout_root()
     if root is not None:
         return root / "weights"

@@ -40,6 +40,14 @@ def training_problems(epochs: int, batch_size: int, learning_rate: float | None,
     return problems
 
 
+def triplet_margin_problem(margin: float) -> str | None:
+    """A triplet loss's margin (unit-sphere distance) must be more than 0; the margin losses check their own
+    ranges (train.margin.check_margin)."""
+    if not margin > 0:
+        return f"must be more than 0, got {margin}"
+    return None
+
+
 def check_threshold(threshold: object) -> float:
     """A distance threshold as a float: TypeError unless it is a number, ValueError unless `threshold_problem`
     passes it."""

@@ -496,3 +496,17 @@ def test_the_command_line_and_the_api_refuse_the_same_thresholds(threshold, caps
         check_threshold(float(threshold))
     assert code == 2 and said == f"error: --{refused.value}"
     assert check_threshold(2.0) == 2.0 and check_threshold("0.6") == 0.6
+
+
+def test_the_margin_rule_is_the_library_s_for_each_loss(capsys):
+    """-m 0 is refused for the triplet losses by the flags and by `loss_settings` alike; a margin loss's margin is
+    left to the library, which knows its range (cosface accepts 0: plain normalised softmax)."""
+    from facenet.train.chips import TrainingError
+    from facenet.train.step import loss_settings
+
+    code, _ = cli.preflight(["main.py", "-t", "True", "-m", "0", "--loss", "batch_hard"])
+    assert code == 2 and "--margin (-m) must be more than 0, got 0.0" in capsys.readouterr().err
+    with pytest.raises(TrainingError, match="margin must be more than 0, got 0"):
+        loss_settings("batch_hard", 0.0)
+    assert cli.preflight(["main.py", "-t", "True", "-m", "0", "--loss", "cosface"]) == (None, ["main.py"])
+    assert loss_settings("cosface", 0.0).margin == 0.0

@@ -177,3 +177,19 @@ def test_postgresql_keeps_photo_hashes_in_the_cache_folder(pipeline, server, tmp
         without = gallery.sync(data_dir, pipeline)
     assert (first.hashed, again.hashed, without.hashed) == (2, 0, 2)
     assert (cache / HASH_CACHE).exists() and again.examined == 0 and again.people == first.people
+
+
+def test_the_api_gallery_takes_a_postgresql_url_too(both, server, tmp_path, weights_dir):
+    """`facenet.Gallery(data_dir, url)` enrolls into a shared gallery and names faces like the folder gallery."""
+    import facenet
+
+    data_dir = make_folder(tmp_path / "data")
+    url = fresh_target("postgresql", server, tmp_path)
+    gallery = facenet.Gallery(data_dir, url, model="dlib", detector="hog", weights_dir=weights_dir)
+    report, database = both["file"][1]
+    assert gallery.people == database.names and gallery.report.people == report.people
+    np.testing.assert_allclose(np.stack(list(gallery.embeddings().values())), database.centroids, atol=1e-6)
+    (match,) = gallery.recognize(PROBES["José Ñúñez"])
+    assert match.name == "José Ñúñez"
+    with pytest.raises(ValueError, match="fine-tuning keeps its weights beside a gallery folder"):
+        gallery.fine_tune(epochs=1)

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of `facenet`, `python main.py` and `python -m facenet.cli` (see app.main). Ctrl-C at any moment,
     start-up included (importing TensorFlow, loading models), ends with one line and exit code 130."""
     try:
-        from facenet.cli import app
+        from facenet.cli import app  # absl and the commands: not loaded by `import facenet.cli`
 
         app.main(argv)
     except KeyboardInterrupt:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def __getattr__(name: str) -> object:
     if name in __all__:
-        from facenet.cli import app
+        from facenet.cli import app  # on first use of one of its names
 
         return getattr(app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from absl import app, flags
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from facenet.cli import common
 from facenet.config import (
@@ -27,7 +28,8 @@ from facenet.config import (
     default_examples_dir,
     default_weights_dir,
 )
-from facenet.settings import training_problems
+from facenet.progress import show_progress
+from facenet.settings import training_problems, triplet_margin_problem
 
 USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
 
@@ -92,7 +94,8 @@ flags.DEFINE_float(
 flags.DEFINE_integer("epochs", 20, "Training epochs.", short_name="e")
 flags.DEFINE_integer("batch_size", 32, "Training batch size (P identities x K photos).", short_name="bs")
 flags.DEFINE_float(
-    "learning_rate", None, "Training learning rate (default per model: 1e-6 fused, sface and dlib; 1e-4 resnet50).",
+    "learning_rate", None, "Training learning rate (default per --tune and model: adapter 1e-4; backbone 1e-6 for "
+    "fused, sface and dlib; resnet50 1e-4).",
     short_name="lr",
 )
 flags.DEFINE_enum(
@@ -203,8 +206,10 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
     for setting, problem in training_problems(values.epochs, values.batch_size, values.learning_rate,
                                               values.validation_split):
         return f"--{TRAINING_FLAGS[setting]} {problem}"
-    if values.margin is not None and not values.margin > 0:
-        return f"--margin (-m) must be more than 0, got {values.margin}"
+    loss = values.loss if values["loss"].present or not values["strategy"].present else values.strategy
+    problem = None if values.margin is None or loss not in TRIPLET_LOSSES else triplet_margin_problem(values.margin)
+    if problem:  # a margin loss's margin is checked by the library, which knows each loss's range
+        return f"--margin (-m) {problem}"
     if values.scale is not None and not values.scale > 0:
         return f"--scale must be more than 0, got {values.scale}"
     if not 0 <= values.port <= 65535:
@@ -243,7 +248,7 @@ def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | 
     if problem:
         return problem
     if values.serve:
-        from facenet.service.keys import key_problem
+        from facenet.service.keys import key_problem  # the service's modules load only for --serve
 
         return key_problem(values.host, values.api_key_file)
     if _recognises_inputs(values) and not values.input:
@@ -340,7 +345,7 @@ def run(argv: list[str]) -> int:
     import_tensorflow_quietly()
     model = _model()
     if FLAGS.serve:
-        from facenet.cli.serve_command import serve_command
+        from facenet.cli.serve_command import serve_command  # each command loads its heavy modules when chosen
 
         return serve_command(
             host=FLAGS.host, port=FLAGS.port, key_file=FLAGS.api_key_file, max_upload_mb=FLAGS.max_upload_mb,
@@ -391,10 +396,6 @@ def run(argv: list[str]) -> int:
 
 
 def _absl_main(argv: list[str]) -> int:
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from facenet.progress import show_progress
-
     _setup_logging()
     show_progress(True)
     with logging_redirect_tqdm():  # log lines printed above progress bars, not through them

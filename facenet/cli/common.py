@@ -16,7 +16,7 @@ def load_pipeline(detector: str, model: str, weights_dir: str | Path,
     """The face pipeline of the commands, with the fine-tuned weights of the gallery in `trained_dir` (None: the
     pretrained model). TensorFlow is imported only here: argument errors, a missing camera or photo fail in a
     fraction of a second. (Tests replace this function to reuse one loaded pipeline.)"""
-    from facenet.pipeline import FacePipeline
+    from facenet.pipeline import FacePipeline  # TensorFlow: only once the flags are known to be good
 
     return FacePipeline(detector, model, weights_dir, trained_dir)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 
 from facenet.images import display_path
 from facenet.progress import progress
@@ -40,15 +42,12 @@ def import_tensorflow_quietly() -> None:
 
     TF 2.21 prints them before TF_CPP_MIN_LOG_LEVEL takes effect; they are shown only if the import fails.
     """
-    import os
-    import tempfile
-
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow  # noqa: F401 - the point of this function
         except KeyboardInterrupt:
             raise  # Ctrl-C while importing: the caller says so in one line, TensorFlow's banner stays hidden
         except BaseException:

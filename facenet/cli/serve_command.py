@@ -35,7 +35,7 @@ def serve_command(
     store = _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained)
     if store is None:
         return EXIT_FAILED
-    import uvicorn
+    import uvicorn  # the service's stack (uvicorn, FastAPI) loads only for `serve`
 
     from facenet.service.app import create_app
     from facenet.service.uploads import MiB

@@ -12,7 +12,7 @@ from facenet.files import atomic_write
 
 def save_roc_png(path: str | Path, distances, same, title: str) -> None:
     """The ROC curve (linear and log FAR) with the EER point, written atomically as a PNG."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib (optional, heavy): only when a curve is drawn
 
     far, tar, _ = roc(distances, same)
     rate = eer(distances, same)

@@ -41,7 +41,7 @@ def _tsne_2d(embeddings: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:
     libgomp's spinning barriers made the Barnes-Hut iterations 5-10x slower with two threads than with one
     (2 loaded cores, 40 to 2000 points).
     """
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # scikit-learn (heavy): only when a t-SNE plot is made
     from threadpoolctl import threadpool_limits
 
     x = np.asarray(embeddings, np.float64)
@@ -103,7 +103,7 @@ def _save_scatter(
 ) -> Path:
     """The drawing both plots share: one colour per person, `highlight` as crosses, legend up to
     LEGEND_MAX_PEOPLE people; written to `path` as PNG through a temp file."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib (heavy): only when a plot is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

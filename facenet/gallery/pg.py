@@ -37,6 +37,8 @@ exactly in ~7 ms: beyond a few 100k people, prefer `load` + ExactIndex in the re
 
 from __future__ import annotations
 
+# psycopg and pgvector are imported where they are used (optional: the file gallery and every other mode need
+# neither, and `import facenet` must not pay for them).
 import contextlib
 import functools
 import json

@@ -89,7 +89,7 @@ class MqttPublisher:
     """Publishes events and per-person presence to an MQTT broker (topic layout: the module doc)."""
 
     def __init__(self, url: str, on_problem: Problem | None = None, prefix: str = MQTT_PREFIX) -> None:
-        import paho.mqtt.client as mqtt
+        import paho.mqtt.client as mqtt  # optional: only with --mqtt_url
 
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def to_tflite(model: keras.Model) -> bytes:
     """The model as a float32 TFLite flatbuffer with a free batch size."""
-    import tensorflow as tf
+    import tensorflow as tf  # the converter and interpreter: only where the TFLite runtime is used
 
     # from_keras_model: a hand-made concrete function of a Keras 3 model converts to NaN-producing TFLite (TF 2.21)
     with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints the temporary SavedModel's signature
@@ -74,7 +74,7 @@ class TFLiteRunner:
 
     def __init__(self, model_bytes: bytes, num_threads: int = 2, max_batch: int = 32,
                  names: list[str] | None = None) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # the converter and interpreter: only where the TFLite runtime is used
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice about ai_edge_litert

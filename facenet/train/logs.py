@@ -21,7 +21,7 @@ PROJECTIONS = ("pca", "tsne")
 
 def _scalar_metadata() -> bytes:
     """TensorBoard's scalar plugin tag, so that scalars are written without the tensorboard package."""
-    from tensorflow.core.framework import summary_pb2
+    from tensorflow.core.framework import summary_pb2  # TensorFlow's protos: only when logs are written
 
     plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
     return summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from facenet.config import FUSED_TRAINED_BRANCHES, LOSSES, MARGIN_LOSSES, TRIPLET_LOSSES
+from facenet.settings import triplet_margin_problem
 from facenet.train.chips import TrainingError
 from facenet.train.margin import DEFAULTS, NormalizedClassifier, check_margin, make_margin_train_step
 from facenet.train.triplet import triplet_loss
@@ -53,8 +54,9 @@ def loss_settings(loss: str, margin: float | None = None, scale: float | None = 
         if scale is not None:
             log.warning("--scale is a setting of the margin losses; ignored with the %s triplet loss", loss)
         margin = TRIPLET_MARGIN if margin is None else margin
-        if not margin > 0:
-            raise TrainingError(f"the margin must be positive, got {margin}")
+        problem = triplet_margin_problem(margin)
+        if problem:
+            raise TrainingError(f"margin {problem}")
         return LossSettings(loss, float(margin))
     margin = DEFAULTS[loss]["margin"] if margin is None else margin
     scale = DEFAULTS[loss]["scale"] if scale is None else scale
