@@ -1,4 +1,4 @@
-"""A big gallery's lookup (the exact index of facenet.search) names exactly whom the plain matrix product names."""
+"""A big gallery's lookup (the exact index of gallery.search) names exactly whom the plain matrix product names."""
 
 from __future__ import annotations
 

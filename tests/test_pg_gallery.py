@@ -1,4 +1,4 @@
-"""facenet.pg_gallery against a real PostgreSQL 16 + pgvector (the pgserver wheel), one database per test."""
+"""facenet.gallery.pg (PgGallery) on a real PostgreSQL 16 + pgvector (the pgserver wheel), one database per test."""
 
 from __future__ import annotations
 

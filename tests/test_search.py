@@ -1,4 +1,4 @@
-"""facenet.search: ExactIndex equals a float32 brute force (random and adversarial near-ties), ApproxIndex agrees."""
+"""gallery.search: ExactIndex equals a float32 brute force (random and adversarial near-ties), ApproxIndex agrees."""
 
 from __future__ import annotations
 
