@@ -1,4 +1,4 @@
-"""PostgreSQL + pgvector gallery (facenet.pg_gallery): enrollment rate, lookup latency exact vs HNSW, concurrency.
+"""PostgreSQL + pgvector gallery (facenet.gallery.pg): enrollment rate, lookup latency exact vs HNSW, concurrency.
 
     python bench/bench_pg.py                                  # 100k people, a throwaway pgserver instance
     python bench/bench_pg.py --people 100000 1000000 --json bench/results/pg.json

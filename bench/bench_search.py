@@ -1,4 +1,4 @@
-"""Lookup speed of facenet.search against the plain NumPy product that FaceDatabase.identify does today.
+"""Lookup speed of facenet.gallery.search (what FaceDatabase.identify uses) against the plain NumPy product.
 
     python bench/bench_search.py                       # exact: 100k and 1M people; approximate: 1M
     python bench/bench_search.py --approx 1000000 10000000 --json bench/results/search.json

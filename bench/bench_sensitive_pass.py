@@ -4,7 +4,7 @@ score): the photos in which the normal pass finds no face and the sensitive one 
     python bench/bench_sensitive_pass.py [FOLDER ...]   # default: ../shared/faces/{people,lfw_dev,misc}
 
 Prints the number of readable images and each sensitive-only photo with its best score and box. Enrollment leaves
-such a face out unless it matches the person's normally detected photos (facenet/database.py::_confirm_sensitive).
+such a face out unless it matches the person's normally detected photos (facenet/gallery/enroll.py::_confirm_sensitive).
 """
 
 from __future__ import annotations
