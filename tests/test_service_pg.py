@@ -31,7 +31,7 @@ def people_in(url: str) -> set[str]:
 
 
 def test_the_shared_gallery_follows_the_service(tmp_path, url, pipeline):
-    from facenet.gallery.pg import PgGallery
+    from facenet.gallery.pg import HASH_CACHE, PgGallery
     from facenet.service.app import create_app
     from facenet.service.store import GalleryStore
 
@@ -42,10 +42,11 @@ def test_the_shared_gallery_follows_the_service(tmp_path, url, pipeline):
         gallery.sync(other_site, pipeline)
 
     make_data(tmp_path / "data")
-    store = GalleryStore(tmp_path / "data", pipeline, tmp_path / "unused", database_url=url)
+    store = GalleryStore(tmp_path / "data", pipeline, tmp_path / "local", database_url=url)
     client = TestClient(create_app(store, frozenset({KEY})), headers={"x-api-key": KEY})
     assert people_in(url) == {"Zach_Safrin", "George_Clooney", "Jon_Voight", "Barbra_Streisand"}
-    assert not (tmp_path / "unused").exists()
+    # the local folder holds only the photo-hash cache of the shared gallery's syncs: no file gallery
+    assert [p.name for p in (tmp_path / "local").iterdir()] == [HASH_CACHE]
 
     def names(photo) -> list[str]:
         answer = client.post("/api/v1/recognize", content=photo.read_bytes(), headers={"content-type": "image/jpeg"})
