@@ -23,7 +23,7 @@ from facenet.cli.verify_command import verify_command
 from facenet.draw import KNOWN_RGB, UNKNOWN_RGB, Label, Window, annotate, label_text
 from facenet.gallery.thresholds import calibration
 from facenet.images import load_image
-from facenet.pipeline import FacePipeline
+from facenet.pipeline import VIDEO_DETECT_SIDE, FacePipeline
 from facenet.recognize import Recognition, Recognizer
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs
 from facenet.verify import UnverifiablePhotos, verify_photos
@@ -278,7 +278,7 @@ def test_video_frames_detect_downscaled_and_reuse_unchanged_frames(embedder, det
     recognizer = Recognizer(FacePipeline(CountingDetector(), embedder), database)
     frame = fit_640x480(load_image(photo("George_Clooney", 5)))
     (first,) = recognizer.recognize(frame, video=True)
-    assert first.name == "George Clooney" and seen == [config.VIDEO_DETECT_SIDE]
+    assert first.name == "George Clooney" and seen == [VIDEO_DETECT_SIDE]
     noisy = np.clip(frame.astype(int) + np.random.default_rng(0).integers(-2, 3, frame.shape), 0, 255)
     assert recognizer.recognize(noisy.astype(np.uint8), video=True) == [first] and len(seen) == 1
     (moved,) = recognizer.recognize(fit_640x480(load_image(photo("George_Clooney", 5)), shift=60), video=True)

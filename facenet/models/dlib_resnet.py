@@ -14,7 +14,12 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from facenet.config import CHIP_SIZE, DLIB_INPUT_SCALE, DLIB_MEAN_RGB, EMBEDDING_DIM
+from facenet.config import CHIP_SIZE, EMBEDDING_DIM
+
+DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
+"""Per-channel means the dlib ResNet subtracts before dividing by 256."""
+
+DLIB_INPUT_SCALE = 256.0
 
 
 class DlibFormatError(ValueError):
