@@ -18,6 +18,7 @@ TTA_PADDINGS = (0.2, 0.25, 0.3)
 """Chip paddings averaged (each with its mirror) by flip test-time augmentation."""
 
 EMBEDDING_DIM = 128
+"""Width of one branch's descriptor (the dlib ResNet, resnet50; SFace's is 128 too): the fused model's is twice it."""
 
 PRETRAINED_MODELS = ("fused", "sface", "dlib")
 """The models with pretrained weights: what `--model` offers (resnet50 is reached by `--backbone resnet50`)."""
