@@ -102,9 +102,6 @@ HOW_TEXT = {
 }
 """How a photo's subject was found when the detector's first pass found nothing (the pipeline's fallback chain)."""
 
-HEADLESS_WEBCAM_FRAMES = 300
-"""Without a display the webcam stream is written to the output folder and stops after this many frames."""
-
 PRETRAINED_FILE = "dlib_resnet_pretrained.keras"
 """Converted dlib ResNet, cached in the weights folder after the first run."""
 

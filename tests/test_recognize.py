@@ -17,6 +17,7 @@ import pytest
 
 from facenet import config
 from facenet.cli import common
+from facenet.cli import recognize_command as recognize_command_module
 from facenet.cli.recognize_command import output_exclusions, recognize_command
 from facenet.cli.recognize_output import OutputNames
 from facenet.cli.verify_command import verify_command
@@ -371,7 +372,7 @@ def test_headless_webcam_writes_a_bounded_annotated_stream(tmp_path, data_dir, f
     clip = write_video(tmp_path / "camera.mp4", [fit_640x480(load_image(photo("Juanes", 3)))] * 12)
     monkeypatch.setattr(VideoSource, "open_camera",
                         classmethod(lambda cls, index: cls(cv2.VideoCapture(str(clip)), f"camera {index}", live=True)))
-    monkeypatch.setattr(config, "HEADLESS_WEBCAM_FRAMES", 5)
+    monkeypatch.setattr(recognize_command_module, "HEADLESS_WEBCAM_FRAMES", 5)
     assert run_recognize(tmp_path, data_dir, [], web_cam=True, camera=3) == 0
     records = json_lines(capsys.readouterr().out)
     assert [(r["frame"], r["name"], r["source"]) for r in records] == [(i, "Juanes", "camera 3") for i in range(5)]
