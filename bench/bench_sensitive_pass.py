@@ -15,8 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facenet.config import YUNET_FALLBACK_SCORE  # noqa: E402
-from facenet.detect.yunet import YuNetDetector  # noqa: E402
+from facenet.detect.yunet import YUNET_FALLBACK_SCORE, YuNetDetector  # noqa: E402
 from facenet.images import ImageError, list_images, load_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "faces"

@@ -46,7 +46,7 @@ from facenet import config  # noqa: E402
 from facenet.cli.stream_output import Summary, recognize_stream  # noqa: E402
 from facenet.gallery.file import sync_database  # noqa: E402
 from facenet.images import list_images  # noqa: E402
-from facenet.pipeline import FacePipeline  # noqa: E402
+from facenet.pipeline import VIDEO_DETECT_SIDE, FacePipeline  # noqa: E402
 from facenet.recognize import Recognizer  # noqa: E402
 from facenet.sources import VideoSource  # noqa: E402
 
@@ -112,7 +112,7 @@ def bench_stages(video_path: Path, pipeline: FacePipeline, frames: int = 100) ->
                 break
             t1 = time.perf_counter()
             faces = pipeline.detector.detect(frame.image, max_side=None if pipeline.detector.kind == "yunet"
-                                             else config.VIDEO_DETECT_SIDE)
+                                             else VIDEO_DETECT_SIDE)
             t2 = time.perf_counter()
             chips = pipeline.chips(frame.image, pipeline.complete(frame.image, faces))
             t3 = time.perf_counter()
@@ -210,7 +210,7 @@ def main() -> int:
             gallery = {person.name: list_images(person) for person in sorted(data.iterdir())}
             fr = bench_face_recognition(video_path, gallery, expected, args.fr_frames)
             results["face_recognition"] = fr
-            side = config.VIDEO_DETECT_SIDE
+            side = VIDEO_DETECT_SIDE
             results["face_recognition_small"] = bench_face_recognition(video_path, gallery, expected, args.fr_frames,
                                                                        detect_side=side)
             results["ratio_every_frame"] = round(results["ours_every_frame"]["fps"] / fr["fps"], 2)
@@ -233,7 +233,7 @@ def main() -> int:
     rows = [("ours, unchanged frames reused (default)", "ours_reuse"),
             ("ours, every frame detected + embedded", "ours_every_frame"),
             ("face_recognition, `face_encodings(frame)`", "face_recognition"),
-            (f"face_recognition, detection on a {config.VIDEO_DETECT_SIDE} px wide copy", "face_recognition_small")]
+            (f"face_recognition, detection on a {VIDEO_DETECT_SIDE} px wide copy", "face_recognition_small")]
     for label, key in rows:
         if key in results:
             row = results[key]

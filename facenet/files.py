@@ -1,4 +1,4 @@
-"""File helpers shared by every stage that writes or fingerprints files: atomic writes and content hashes."""
+"""File helpers shared by every stage that writes or hashes files: atomic writes and content hashes."""
 
 from __future__ import annotations
 

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facenet.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+MAX_IMAGE_SIDE = 4096
+"""Larger photos are downscaled on load so that a huge file cannot exhaust memory."""
+
+MAX_IMAGE_PIXELS = 400_000_000
+"""Photos above this many pixels are refused outright (decompression bombs)."""
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
 
 
 class ImageError(ValueError):

@@ -27,7 +27,6 @@ from facenet.config import (
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
     TTA_PADDINGS,
-    VIDEO_DETECT_SIDE,
 )
 from facenet.detect import align
 from facenet.detect.dlib import face_chip, fit_shape
@@ -37,10 +36,12 @@ from facenet.images import ImageError, load_image
 from facenet.models.embed import Chips, Embedder, load_embedder
 from facenet.progress import progress
 
+VIDEO_DETECT_SIDE = 320
+"""Video frames are detected at this longest side (boxes mapped back): the fast path for 640x480 streams."""
+
 log = logging.getLogger(__name__)
 
 CHOICES = ("largest", "centre")
-
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,6 @@ def five_points(face: Face) -> np.ndarray | None:
     if face.points is not None:
         return face.points
     return None if face.shape is None else align.points_from_dlib(face.landmarks)
-
 
 
 def empty_chips(kind: str) -> np.ndarray:

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
 
+
+STILL_THUMB_SIZE = (64, 48)
+STILL_MAX_DIFF = 8
+"""A video frame whose 64x48 grey thumbnail differs from the last analysed frame's by at most this many grey
+levels anywhere is "unchanged": its faces and names are reused instead of detected and embedded again."""
+
 log = logging.getLogger(__name__)
 
 
@@ -101,11 +107,11 @@ class Recognizer:
 
     def _still(self, image: np.ndarray) -> bool:
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        thumb = cv2.resize(grey, config.STILL_THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
+        thumb = cv2.resize(grey, STILL_THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
         previous, self._thumb = self._thumb, thumb
         if previous is None or previous.shape != thumb.shape:
             return False
-        if int(np.abs(thumb - previous).max()) <= config.STILL_MAX_DIFF:
+        if int(np.abs(thumb - previous).max()) <= STILL_MAX_DIFF:
             self._thumb = previous  # compare with the analysed frame, so slow drift cannot accumulate
             return True
         return False

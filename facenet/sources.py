@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from facenet.config import VIDEO_EXTENSIONS
 from facenet.images import is_image_file, load_image_scaled
 
 # FFmpeg reads this once, when OpenCV first opens a video: keep it from printing its own lines on a bad file.
@@ -20,6 +19,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
 DEFAULT_FPS = 25.0
 """Frame rate assumed when a video or camera does not report one."""

@@ -10,7 +10,7 @@ import pytest
 
 from facenet.config import LANDMARKS_DAT, RESNET_DAT, model_file
 from facenet.images import list_images, load_image
-from facenet.models.dlib_resnet import DlibFormatError, _Reader, read_dlib_resnet
+from facenet.models.dlib_resnet import DlibFormatError, DlibReader, read_dlib_resnet
 
 PEOPLE = Path(__file__).parent / "data" / "people"
 
@@ -32,13 +32,13 @@ def dlib_chips() -> np.ndarray:
 
 def test_float_encoding_from_the_spec():
     """`03 0a d7 a3 | 81 1c` = 10737418 * 2^-28 = 0.04 (the example in dlib_resnet_format.md)."""
-    reader = _Reader(bytes([0x03, 0x0A, 0xD7, 0xA3, 0x81, 0x1C]))
+    reader = DlibReader(bytes([0x03, 0x0A, 0xD7, 0xA3, 0x81, 0x1C]))
     assert reader.real() == pytest.approx(0.04, rel=1e-6)
     assert reader.pos == len(reader.data)
 
 
 def test_reader_decodes_known_values():
-    reader = _Reader(bytes([0x01, 0x00, 0x81, 0x05, 0x02, 0x34, 0x12, 0x01, 0x03]) + b"abc" + b"1")
+    reader = DlibReader(bytes([0x01, 0x00, 0x81, 0x05, 0x02, 0x34, 0x12, 0x01, 0x03]) + b"abc" + b"1")
     assert reader.integer() == 0
     assert reader.integer() == -5
     assert reader.integer() == 0x1234
@@ -48,11 +48,11 @@ def test_reader_decodes_known_values():
 
 def test_reader_rejects_garbage():
     with pytest.raises(DlibFormatError):
-        _Reader(bytes([0x7F])).integer()
+        DlibReader(bytes([0x7F])).integer()
     with pytest.raises(DlibFormatError):
-        _Reader(bytes([0x04, 0x01])).integer()
+        DlibReader(bytes([0x04, 0x01])).integer()
     with pytest.raises(DlibFormatError):
-        _Reader(b"x").boolean()
+        DlibReader(b"x").boolean()
 
 
 def test_parser_reads_the_whole_file():

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facenet.config import CHIP_KINDS, DETECTORS, HOG_UPSAMPLE, HOW_TEXT, PHOTO_UPSAMPLE_MAX_SIDE
-from facenet.detect.dlib import DlibDetector, face_chip, fit_shape
+from facenet.config import CHIP_KINDS, DETECTORS, HOW_TEXT
+from facenet.detect.dlib import HOG_UPSAMPLE, PHOTO_UPSAMPLE_MAX_SIDE, DlibDetector, face_chip, fit_shape
 from facenet.detect.face import Face
 from facenet.detect.registry import make_detector
 from facenet.images import load_image

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facenet.config import MAX_IMAGE_SIDE
-from facenet.images import ImageError, list_images, load_image
+from facenet.images import MAX_IMAGE_SIDE, ImageError, list_images, load_image
 
 MISC = Path(__file__).parent / "data" / "misc"
 FACE = Path(__file__).parent / "data" / "people" / "George_Clooney" / "George_Clooney_0001.jpg"

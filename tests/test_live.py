@@ -27,10 +27,10 @@ from live_servers import (
     write_frames,
 )
 
-from facenet import config
 from facenet.images import load_image
+from facenet.live import streams
 from facenet.live.streams import Camera, CameraStream, is_camera_spec, parse_cameras
-from facenet.live.tracking import associate, iou
+from facenet.live.tracking import TRACK_SAMPLES, associate, iou
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = Path(__file__).parent / "data" / "people"
@@ -105,7 +105,7 @@ def test_bad_live_flags_exit_2_with_one_line(flags, message, capsys):
 
 
 def test_a_camera_that_never_answers_is_one_line_and_keeps_retrying(monkeypatch):
-    monkeypatch.setattr(config, "RECONNECT_FIRST_S", 0.1)
+    monkeypatch.setattr(streams, "RECONNECT_FIRST_S", 0.1)
     drops, attempts = [], []
 
     def opener(camera):
@@ -163,7 +163,7 @@ def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_pa
         for r in results:
             per_track.setdefault(r.track, set()).add(r.name)
     assert per_track == {1: {"George Clooney"}, 2: {"Juanes"}}, "one id and one steady name per person"
-    assert tracker.tracker.embedded <= 2 * config.TRACK_SAMPLES + 2 < sum(len(r) for _, r in seen) // 3
+    assert tracker.tracker.embedded <= 2 * TRACK_SAMPLES + 2 < sum(len(r) for _, r in seen) // 3
     assert events == [("appeared", 1, "George Clooney"), ("named", 1, "George Clooney"), ("left", 1, "George Clooney"),
                       ("appeared", 2, "Juanes"), ("named", 2, "Juanes"), ("left", 2, "Juanes")]
 

@@ -17,13 +17,14 @@ import pytest
 
 from facenet import config
 from facenet.cli import common
+from facenet.cli import recognize_command as recognize_command_module
 from facenet.cli.recognize_command import output_exclusions, recognize_command
 from facenet.cli.recognize_output import OutputNames
 from facenet.cli.verify_command import verify_command
 from facenet.draw import KNOWN_RGB, UNKNOWN_RGB, Label, Window, annotate, label_text
 from facenet.gallery.thresholds import calibration
 from facenet.images import load_image
-from facenet.pipeline import FacePipeline
+from facenet.pipeline import VIDEO_DETECT_SIDE, FacePipeline
 from facenet.recognize import Recognition, Recognizer
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs
 from facenet.verify import UnverifiablePhotos, verify_photos
@@ -278,7 +279,7 @@ def test_video_frames_detect_downscaled_and_reuse_unchanged_frames(embedder, det
     recognizer = Recognizer(FacePipeline(CountingDetector(), embedder), database)
     frame = fit_640x480(load_image(photo("George_Clooney", 5)))
     (first,) = recognizer.recognize(frame, video=True)
-    assert first.name == "George Clooney" and seen == [config.VIDEO_DETECT_SIDE]
+    assert first.name == "George Clooney" and seen == [VIDEO_DETECT_SIDE]
     noisy = np.clip(frame.astype(int) + np.random.default_rng(0).integers(-2, 3, frame.shape), 0, 255)
     assert recognizer.recognize(noisy.astype(np.uint8), video=True) == [first] and len(seen) == 1
     (moved,) = recognizer.recognize(fit_640x480(load_image(photo("George_Clooney", 5)), shift=60), video=True)
@@ -371,7 +372,7 @@ def test_headless_webcam_writes_a_bounded_annotated_stream(tmp_path, data_dir, f
     clip = write_video(tmp_path / "camera.mp4", [fit_640x480(load_image(photo("Juanes", 3)))] * 12)
     monkeypatch.setattr(VideoSource, "open_camera",
                         classmethod(lambda cls, index: cls(cv2.VideoCapture(str(clip)), f"camera {index}", live=True)))
-    monkeypatch.setattr(config, "HEADLESS_WEBCAM_FRAMES", 5)
+    monkeypatch.setattr(recognize_command_module, "HEADLESS_WEBCAM_FRAMES", 5)
     assert run_recognize(tmp_path, data_dir, [], web_cam=True, camera=3) == 0
     records = json_lines(capsys.readouterr().out)
     assert [(r["frame"], r["name"], r["source"]) for r in records] == [(i, "Juanes", "camera 3") for i in range(5)]

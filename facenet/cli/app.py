@@ -340,7 +340,7 @@ def run(argv: list[str]) -> int:
     problem = check_arguments(argv)
     if problem:
         return _error(problem)
-    from facenet.cli.console import import_tensorflow_quietly
+    from facenet.cli.console import import_tensorflow_quietly  # OpenCV and PIL (through images): good flags only
 
     import_tensorflow_quietly()
     model = _model()
@@ -354,7 +354,7 @@ def run(argv: list[str]) -> int:
             pretrained=FLAGS.pretrained,
         )
     if FLAGS.lfw_pairs:
-        from facenet.cli.lfw_command import lfw_command
+        from facenet.cli.lfw_command import lfw_command  # TensorFlow and the pipeline: the chosen command only
 
         return lfw_command(
             pairs=FLAGS.lfw_pairs, lfw_dir=FLAGS.lfw_dir, flip=FLAGS.flip, as_json=FLAGS.json,
@@ -362,7 +362,7 @@ def run(argv: list[str]) -> int:
             train_pairs=FLAGS.lfw_train_pairs, trained_dir=_trained_dir(),
         )
     if FLAGS.verify:
-        from facenet.cli.verify_command import verify_command
+        from facenet.cli.verify_command import verify_command  # TensorFlow and the pipeline: the chosen command only
 
         return verify_command(
             FLAGS.verify, as_json=FLAGS.json, threshold=FLAGS.threshold, detector=FLAGS.detector,
@@ -370,7 +370,7 @@ def run(argv: list[str]) -> int:
             prog=_prog(argv[0] if argv else "facenet"),
         )
     if FLAGS.train:
-        from facenet.cli.train_command import train_command
+        from facenet.cli.train_command import train_command  # TensorFlow and training: the chosen command only
 
         # -m (None unless given), --loss and --strategy pass on only when given: each loss has its own default margin
         return train_command(
@@ -382,7 +382,7 @@ def run(argv: list[str]) -> int:
             as_json=FLAGS.json, pretrained=FLAGS.pretrained, loss=FLAGS.loss if FLAGS["loss"].present else None,
             scale=FLAGS.scale, tune=FLAGS.tune,
         )
-    from facenet.cli.event_output import LiveOptions
+    from facenet.cli.event_output import LiveOptions  # the recognize command and its modules load only here
     from facenet.cli.recognize_command import recognize_command
 
     return recognize_command(

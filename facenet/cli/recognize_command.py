@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facenet import config
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
 from facenet.cli.event_output import EventSinks, LiveOptions
@@ -48,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WINDOW_TITLE = "facenet (q or Esc quits)"
+
+HEADLESS_WEBCAM_FRAMES = 300
+"""Without a display the webcam stream is written to the output folder and stops after this many frames."""
 
 
 def _is_or_inside(path: Path, folder: Path) -> bool:
@@ -351,10 +353,10 @@ def _run_webcam(
     if window is None:
         out = output_dir / f"webcam{camera.source.removeprefix('camera ')}.mp4"
         log.warning("%s: writing the annotated webcam stream to %s (stops after %d frames, or Ctrl-C)",
-                    problem, out, config.HEADLESS_WEBCAM_FRAMES)
+                    problem, out, HEADLESS_WEBCAM_FRAMES)
     try:
         recognize_stream(camera, recognizer, summary, out, window,
-                         max_frames=config.HEADLESS_WEBCAM_FRAMES if window is None else None,
+                         max_frames=HEADLESS_WEBCAM_FRAMES if window is None else None,
                          on_frame=_json_frames(camera.source, as_json))
     except (SourceError, OSError) as failure:
         log.error("%s", failure)

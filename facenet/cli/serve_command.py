@@ -8,6 +8,8 @@ from pathlib import Path
 
 from facenet.cli import common
 from facenet.gallery.pg import GalleryError
+from facenet.service.keys import KeyFileError, key_problem, load_keys
+from facenet.service.store import GalleryStore
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +23,6 @@ def serve_command(
 ) -> int:
     """Sync the gallery with data/, then serve until Ctrl-C (a graceful stop, exit 0); exit 2 on bad key
     settings, 1 when the model or the gallery cannot be loaded."""
-    from facenet.service.keys import KeyFileError, key_problem, load_keys
-
     problem = key_problem(host, key_file)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -50,8 +50,6 @@ def serve_command(
 
 def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):
     """The service's gallery, synced; None (logged) when the model or the gallery cannot be loaded."""
-    from facenet.service.store import GalleryStore
-
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
         return GalleryStore(data_dir, pipeline, database_dir, database_url, threshold)

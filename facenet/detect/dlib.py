@@ -14,13 +14,20 @@ from facenet.config import (
     CHIP_PADDING,
     CHIP_SIZE,
     CNN_DETECTOR_DAT,
-    HOG_THRESHOLD,
-    HOG_UPSAMPLE,
     LANDMARKS_DAT,
-    PHOTO_UPSAMPLE_MAX_SIDE,
     model_file,
 )
 from facenet.detect.face import Box, Face
+
+HOG_UPSAMPLE = 1
+"""Times HOG upsamples a photo: 1 finds faces down to about 40 px."""
+
+HOG_THRESHOLD = 0.2
+"""Minimum HOG detection score: drops the weakest false alarms (a badge, a pattern), keeps real faces."""
+
+PHOTO_UPSAMPLE_MAX_SIDE = 2000
+"""Photos larger than this are detected without upsampling: faces below ~80 px are negligible there, and
+upsampling a 4096 px photo would cost seconds and ~200 MB."""
 
 log = logging.getLogger(__name__)
 

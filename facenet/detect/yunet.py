@@ -5,7 +5,7 @@ image; points are (5, 2) float32 image pixels in YuNet's order: right eye (the o
 nose tip, right mouth corner, left mouth corner. Faces come largest first. Images are RGB uint8 (grey accepted);
 they become BGR only at the OpenCV call.
 
-Two passes (constants in config, "# --- YuNet"):
+Two passes (constants below the imports):
 - fine: the image, downscaled to YUNET_MAX_SIDE (1280) when larger; boxes and points are mapped back;
 - coarse: only when the fine copy's shorter side exceeds YUNET_FULL_FACE_SIDE (480), a copy whose shorter side is
   YUNET_COARSE_SIDE (320), for faces that fill the photo (YuNet misses faces above ~500 px); the two passes are merged
@@ -42,18 +42,36 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facenet.config import (
-    YUNET_COARSE_SIDE,
-    YUNET_FALLBACK_SCORE,
-    YUNET_FULL_FACE_SIDE,
-    YUNET_MAX_SIDE,
-    YUNET_MIN_SIDE,
-    YUNET_NMS_THRESHOLD,
-    YUNET_SCORE_THRESHOLD,
-    YUNET_TOP_K,
-)
 from facenet.detect.face import Box, Face
 from facenet.models.zoo import YUNET_ONNX, zoo_file
+
+YUNET_SCORE_THRESHOLD = 0.85
+"""Minimum YuNet score: finds faces of ~20 px and up in a full-resolution frame (36 px: 180/180 found) and keeps
+dogs.jpg, rocket.jpg and coins.png empty. Non-faces measured score <= 0.57 at every scale, except dog faces: 0.77 in
+dogs.jpg as given, but up to 0.90 when it is rescaled (no threshold that keeps small faces rejects them all)."""
+
+YUNET_FALLBACK_SCORE = 0.6
+"""Score of the sensitive (fallback) pass: above every non-face measured but dog faces (<= 0.57); finds 95 % of
+12 px faces and 99 % of 16 px ones in a full-resolution frame."""
+
+YUNET_NMS_THRESHOLD = 0.3
+"""IoU above which the weaker of two overlapping boxes is dropped (OpenCV's default)."""
+
+YUNET_TOP_K = 5000
+"""Candidates kept before non-maximum suppression (OpenCV's default)."""
+
+YUNET_MAX_SIDE = 1280
+"""Longest side YuNet reads: larger photos are downscaled (a 4032x3024 photo: faces from ~50 px, ~0.3 s)."""
+
+YUNET_FULL_FACE_SIDE = 480
+"""YuNet misses faces larger than ~500 px: a copy whose shorter side is above this also gets the coarse pass."""
+
+YUNET_COARSE_SIDE = 320
+"""Shorter side of the coarse pass's copy: a face filling the photo is found there."""
+
+YUNET_MIN_SIDE = 12
+"""Images whose shorter side is below this hold no face YuNet can find (its smallest, ~12 px): they are not run
+(on 1-8 px images or 3 px strips the network returns garbage rows, even infinite boxes)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ def _resized(image: np.ndarray, factor: float) -> tuple[np.ndarray, float, float
 
 
 class YuNetDetector:
-    """YuNet through `cv2.FaceDetectorYN`; thresholds default to config's YUNET_* values."""
+    """YuNet through `cv2.FaceDetectorYN`; thresholds default to the YUNET_* values above."""
 
     def __init__(
         self,

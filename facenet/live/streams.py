@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from facenet import config
 from facenet.sources import Frame
 
 # FFmpeg reads these once, when OpenCV first opens a stream: RTSP over TCP (no lost UDP packets, works through
@@ -25,6 +24,20 @@ os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+"""An --input starting with one of these is a live camera stream (RTSP, or MJPEG over HTTP), not a file."""
+
+WEBCAM_PREFIX = "webcam:"
+"""`webcam:N` in --input is local webcam number N, read as a live camera like a stream."""
+
+STREAM_OPEN_TIMEOUT_MS = 5000
+STREAM_READ_TIMEOUT_MS = 5000
+"""A stream that does not connect, or sends no frame, within this long is dropped and reconnected."""
+
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 30.0
+"""Back-off between reconnection attempts: doubles from the first delay up to the last, reset by a good frame."""
 
 _NAME = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
 
@@ -39,7 +52,7 @@ class Camera:
     @property
     def webcam(self) -> int | None:
         """The local webcam index of a `webcam:N` camera, else None."""
-        return int(self.url.removeprefix(config.WEBCAM_PREFIX)) if self.url.startswith(config.WEBCAM_PREFIX) else None
+        return int(self.url.removeprefix(WEBCAM_PREFIX)) if self.url.startswith(WEBCAM_PREFIX) else None
 
     @property
     def shown(self) -> str:
@@ -59,7 +72,7 @@ def _spec_url(spec: str) -> str:
 def is_camera_spec(spec: str) -> bool:
     """True for a stream URL or `webcam:N` (optionally `name=` before it); False for a file or folder path."""
     url = _spec_url(spec.strip())
-    return url.lower().startswith(config.STREAM_SCHEMES) or url.startswith(config.WEBCAM_PREFIX)
+    return url.lower().startswith(STREAM_SCHEMES) or url.startswith(WEBCAM_PREFIX)
 
 
 def parse_cameras(specs: list[str]) -> list[Camera]:
@@ -73,8 +86,8 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
         spec = spec.strip()
         match = _NAME.match(spec)
         name, url = (match.group(1), match.group(2)) if match else (f"cam{position}", spec)
-        if url.startswith(config.WEBCAM_PREFIX):
-            index = url.removeprefix(config.WEBCAM_PREFIX)
+        if url.startswith(WEBCAM_PREFIX):
+            index = url.removeprefix(WEBCAM_PREFIX)
             if not index.isdigit():
                 raise ValueError(f"{spec}: a webcam is webcam:N with N a webcam index (0 or more)")
         elif not urlsplit(url).hostname:
@@ -106,8 +119,8 @@ def open_capture(camera: Camera) -> cv2.VideoCapture | None:
         capture = cv2.VideoCapture(camera.webcam)
     else:
         capture = cv2.VideoCapture(camera.url, cv2.CAP_FFMPEG, [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, config.STREAM_OPEN_TIMEOUT_MS,
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, config.STREAM_READ_TIMEOUT_MS,
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_READ_TIMEOUT_MS,
         ])
     if capture.isOpened():
         return capture
@@ -189,7 +202,7 @@ class CameraStream:
         return ""
 
     def _run(self) -> None:
-        delay, reported = config.RECONNECT_FIRST_S, False
+        delay, reported = RECONNECT_FIRST_S, False
         while not self._stop.is_set():
             capture = self._open(self.camera)
             if capture is None:
@@ -205,12 +218,12 @@ class CameraStream:
                 if not reason:
                     return
                 if self.frames_read > before:
-                    delay, reported = config.RECONNECT_FIRST_S, False
+                    delay, reported = RECONNECT_FIRST_S, False
                 if not reported:
                     self._drop(reason, delay)
                     reported = True
             self._stop.wait(delay)
-            delay = min(delay * 2, config.RECONNECT_MAX_S)
+            delay = min(delay * 2, RECONNECT_MAX_S)
 
 
 class CameraSet:
@@ -242,4 +255,4 @@ class CameraSet:
         for stream in self.streams:
             stream.stop()
         for stream in self.streams:
-            stream.join(config.STREAM_READ_TIMEOUT_MS / 1000 + 1)
+            stream.join(STREAM_READ_TIMEOUT_MS / 1000 + 1)

@@ -30,6 +30,34 @@ if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
 
+
+TRACK_MIN_IOU = 0.2
+"""A face continues a track when its box overlaps the track's last box at least this much (intersection over union),
+or when its centre is within TRACK_MAX_CENTRE_SHIFT of the track's box width (fast moves at a low frame rate)."""
+
+TRACK_MAX_CENTRE_SHIFT = 0.5
+
+TRACK_LOST_S = 1.0
+"""A track not seen for this long has left (its `left` event is sent)."""
+
+TRACK_CONFIRM_HITS = 2
+"""Frames a face must be seen in before its track counts (`appeared`): one-frame false detections never do."""
+
+TRACK_SAMPLES = 5
+"""Embeddings kept per track (its best-quality faces): the track's name comes from their normalised mean."""
+
+TRACK_NAME_SAMPLES = 3
+"""Embeddings a track needs before its name is announced (`named`), unless it leaves first."""
+
+TRACK_REEMBED_FRAMES = 5
+"""A track's face is embedded again at most every this many frames: while it has fewer than TRACK_SAMPLES, or
+when the face is better (TRACK_BETTER times the quality) than the worst one kept."""
+
+TRACK_BETTER = 1.15
+
+SNAPSHOT_MARGIN = 0.25
+"""The best-face snapshot is the face box grown by this share of its size on every side."""
+
 Box = tuple[int, int, int, int]
 
 _NO_MATCH = 1e6
@@ -120,7 +148,7 @@ def associate(tracks: list[Box], faces: list[Box]) -> list[tuple[int, int]]:
     for i, track in enumerate(tracks):
         for j, face in enumerate(faces):
             overlap, shift = iou(track, face), _centre_shift(track, face)
-            if overlap >= config.TRACK_MIN_IOU or shift <= config.TRACK_MAX_CENTRE_SHIFT:
+            if overlap >= TRACK_MIN_IOU or shift <= TRACK_MAX_CENTRE_SHIFT:
                 cost[i, j] = 1.0 - overlap + shift
     rows, cols = linear_sum_assignment(cost)
     return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if cost[i, j] < _NO_MATCH]
@@ -129,7 +157,7 @@ def associate(tracks: list[Box], faces: list[Box]) -> list[tuple[int, int]]:
 def _crop(image: np.ndarray, box: Box) -> np.ndarray:
     """The face box grown by SNAPSHOT_MARGIN on every side, clipped to the image (a copy)."""
     left, top, right, bottom = box
-    mx, my = round((right - left) * config.SNAPSHOT_MARGIN), round((bottom - top) * config.SNAPSHOT_MARGIN)
+    mx, my = round((right - left) * SNAPSHOT_MARGIN), round((bottom - top) * SNAPSHOT_MARGIN)
     height, width = image.shape[:2]
     return image[max(0, top - my): min(height, bottom + my), max(0, left - mx): min(width, right + mx)].copy()
 
@@ -138,11 +166,11 @@ def _wants_embedding(track: Track, quality: float) -> bool:
     """Embed this frame's face of the track? First face; then every few frames while samples are few or it is better."""
     if not track.samples or track.gap:
         return True
-    if track.since_embed < config.TRACK_REEMBED_FRAMES:
+    if track.since_embed < TRACK_REEMBED_FRAMES:
         return False
-    if len(track.samples) < config.TRACK_SAMPLES:
+    if len(track.samples) < TRACK_SAMPLES:
         return True
-    return quality > config.TRACK_BETTER * track.samples[-1][0]
+    return quality > TRACK_BETTER * track.samples[-1][0]
 
 
 class TrackingRecognizer:
@@ -231,7 +259,7 @@ class TrackingRecognizer:
         quality = face_quality(face)
         track.samples.append((quality, vector))
         track.samples.sort(key=lambda sample: -sample[0])
-        del track.samples[config.TRACK_SAMPLES:]
+        del track.samples[TRACK_SAMPLES:]
         track.since_embed = 0
         if quality > track.crop_quality or track.crop is None:
             track.crop, track.crop_quality = _crop(image, face.box), quality
@@ -244,10 +272,10 @@ class TrackingRecognizer:
     def _announce(self, track: Track, frame: int | None, leaving: bool = False) -> list[TrackEvent]:
         """`appeared` once the track is confirmed; `named` once it has enough evidence, or when its name changes."""
         events = []
-        if not track.confirmed and (track.hits >= config.TRACK_CONFIRM_HITS or leaving):
+        if not track.confirmed and (track.hits >= TRACK_CONFIRM_HITS or leaving):
             track.confirmed = True
             events.append(self._event("appeared", track, frame))
-        ready = len(track.samples) >= config.TRACK_NAME_SAMPLES or (leaving and track.samples)
+        ready = len(track.samples) >= TRACK_NAME_SAMPLES or (leaving and track.samples)
         if track.confirmed and (ready or len(self.database) == 0) and track.name != track.announced:
             track.announced = track.name
             events.append(self._event("named", track, frame))
@@ -257,7 +285,7 @@ class TrackingRecognizer:
         """`left` for every confirmed track not seen for TRACK_LOST_S; those tracks are dropped."""
         events, kept = [], []
         for track in self.tracks:
-            if t - track.last_seen <= config.TRACK_LOST_S:
+            if t - track.last_seen <= TRACK_LOST_S:
                 kept.append(track)
             elif track.confirmed:
                 events.extend(self._announce(track, frame, leaving=True))

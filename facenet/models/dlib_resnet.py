@@ -14,14 +14,19 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from facenet.config import CHIP_SIZE, DLIB_INPUT_SCALE, DLIB_MEAN_RGB, EMBEDDING_DIM
+from facenet.config import CHIP_SIZE, EMBEDDING_DIM
+
+DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
+"""Per-channel means the dlib ResNet subtracts before dividing by 256."""
+
+DLIB_INPUT_SCALE = 256.0
 
 
 class DlibFormatError(ValueError):
     """The file is not a dlib face ResNet this loader understands."""
 
 
-class _Reader:
+class DlibReader:
     """Sequential decoder of dlib's serialisation primitives."""
 
     def __init__(self, data: bytes) -> None:
@@ -86,7 +91,7 @@ class DlibWeights:
     layer_names: list[str] = field(default_factory=list)
 
 
-def _read_layer(reader: _Reader, weights: DlibWeights) -> None:
+def _read_layer(reader: DlibReader, weights: DlibWeights) -> None:
     name = reader.string()
     weights.layer_names.append(name)
     if name.startswith("con_"):
@@ -146,7 +151,7 @@ def _read_layer(reader: _Reader, weights: DlibWeights) -> None:
 def read_dlib_resnet(path: str | Path) -> DlibWeights:
     """Parse the .dat file; raises DlibFormatError if it is not the expected network."""
     data = Path(path).read_bytes()
-    reader = _Reader(data)
+    reader = DlibReader(data)
     weights = DlibWeights()
     reader.integer()
     if reader.string() != "loss_metric_2":

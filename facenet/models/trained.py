@@ -11,11 +11,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from facenet.config import DISTANCE_SCALE_RANGE
 from facenet.files import atomic_write
 from facenet.models.adapter import adapter_of
 from facenet.models.cache import fingerprint
 from facenet.models.names import model_name
+
+DISTANCE_SCALE_RANGE = (0.2, 5.0)
+"""Plausible distance scales of fine-tuned weights (how much training spread the faces; 1.0 = as calibrated).
+Fine-tuning moves it by a few percent; a file claiming more is refused, since every threshold is multiplied by it."""
 
 TRAINED_SUFFIX = "_trained.weights.npz"
 

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import BRIGHTNESS_DELTA, CONTRAST_RANGE, JITTER_PIXELS
+JITTER_PIXELS = 4
+"""Augmentation: the chip is reflect-padded by this much and randomly cropped back (a shift of +-4 px)."""
+
+BRIGHTNESS_DELTA = 20.0
+CONTRAST_RANGE = (0.8, 1.2)
+"""Augmentation: brightness shift (0..255 scale) and contrast factor ranges."""
 
 
 def augment_chip(chip: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
