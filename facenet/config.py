@@ -71,6 +71,7 @@ def learning_rate(model: str, tune: str = DEFAULT_TUNE) -> float:
     """The default learning rate of training `model` in `tune` mode: one rule for the command and the library."""
     return ADAPTER_LEARNING_RATE if tune == "adapter" and model != "resnet50" else LEARNING_RATES.get(model, 1e-4)
 
+
 INFERENCE_RUNTIME = "tflite"
 """How recognition runs a model: "tflite" (a converted copy, XNNPACK: ~1.5x faster on 2 cores, within 3e-5 of
 Keras) or "tf" (the Keras model as a tf.function). Training always uses the Keras model."""
@@ -91,6 +92,8 @@ MARGIN_LOSSES = ("cosface", "arcface", "sphereface")
 LOSSES = TRIPLET_LOSSES + MARGIN_LOSSES
 """Every training loss (`--loss`)."""
 
+DEFAULT_LOSS = "semi_hard"
+
 CHIPS_CACHE_FILE = "chips_cache.npz"
 """Aligned training chips cached in the database folder, keyed by photo sha256 + detector + chip geometry."""
 
@@ -109,6 +112,12 @@ SPLIT_SEED = 4
 
 MIN_BATCH = 4
 """Smallest useful batch: two identities with two photos each."""
+
+DEFAULT_EPOCHS = 20
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_VALIDATION_SPLIT = 0.2
+"""Training defaults of `-t True` and of `fine_tune`/`train`/`train_adapter`: epochs, batch size (P x K) and the
+share of each person's photos held out for the guard."""
 
 DETECTORS = ("yunet", "hog", "cnn")
 DEFAULT_DETECTOR = "yunet"
