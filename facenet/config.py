@@ -18,6 +18,7 @@ TTA_PADDINGS = (0.2, 0.25, 0.3)
 """Chip paddings averaged (each with its mirror) by flip test-time augmentation."""
 
 EMBEDDING_DIM = 128
+"""Width of the dlib ResNet's and the resnet50 trunk's descriptor (SFace's is 128 too; fused is 256)."""
 
 DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
 """Per-channel means the dlib ResNet subtracts before dividing by 256."""
