@@ -82,6 +82,8 @@ MARGIN_LOSSES = ("cosface", "arcface", "sphereface")
 LOSSES = TRIPLET_LOSSES + MARGIN_LOSSES
 """Every training loss (`--loss`)."""
 
+DEFAULT_LOSS = "semi_hard"
+
 CHIPS_CACHE_FILE = "chips_cache.npz"
 """Aligned training chips cached in the database folder, keyed by photo sha256 + detector + chip geometry."""
 
@@ -93,6 +95,12 @@ SPLIT_SEED = 4
 
 MIN_BATCH = 4
 """Smallest useful batch: two identities with two photos each."""
+
+DEFAULT_EPOCHS = 20
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_VALIDATION_SPLIT = 0.2
+"""Training defaults of `-t True` and of `fine_tune`/`train`/`train_adapter`: epochs, batch size (P x K) and the
+share of each person's photos held out for the guard."""
 
 DETECTORS = ("yunet", "hog", "cnn")
 DEFAULT_DETECTOR = "yunet"

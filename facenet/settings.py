@@ -48,6 +48,13 @@ def triplet_margin_problem(margin: float) -> str | None:
     return None
 
 
+def scale_problem(scale: float) -> str | None:
+    """A margin loss's logit scale must be more than 0."""
+    if not scale > 0:
+        return f"must be more than 0, got {scale}"
+    return None
+
+
 def check_threshold(threshold: object) -> float:
     """A distance threshold as a float: TypeError unless it is a number, ValueError unless `threshold_problem`
     passes it."""

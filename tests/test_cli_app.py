@@ -510,3 +510,35 @@ def test_the_margin_rule_is_the_library_s_for_each_loss(capsys):
         loss_settings("batch_hard", 0.0)
     assert cli.preflight(["main.py", "-t", "True", "-m", "0", "--loss", "cosface"]) == (None, ["main.py"])
     assert loss_settings("cosface", 0.0).margin == 0.0
+
+
+@pytest.mark.parametrize("scale", ["0", "-30", "nan"])
+def test_the_command_line_and_the_library_refuse_the_same_scales(scale, capsys):
+    """--scale and `loss_settings(scale=...)` share facenet.settings.scale_problem: the same values, the same words."""
+    from facenet.train.chips import TrainingError
+    from facenet.train.step import loss_settings
+
+    code, _ = cli.preflight(["main.py", "-t", "True", "--loss", "arcface", "--scale", scale])
+    said = capsys.readouterr().err.strip()
+    with pytest.raises(TrainingError) as refused:
+        loss_settings("arcface", scale=float(scale))
+    assert code == 2 and said == f"error: --{refused.value}"
+
+
+def test_the_training_flags_default_to_the_library_s_defaults():
+    """-e, -bs, --validation_split, --loss and --tune default to what `fine_tune` does when called without them."""
+    import inspect
+
+    from facenet.train.adapter import AdapterOptions
+    from facenet.train.fine_tune import fine_tune
+    from facenet.train.loop import train
+
+    assert cli.preflight(["main.py", "-t", "True"]) == (None, ["main.py"])
+    flags = cli.FLAGS
+    given = {"epochs": flags.epochs, "batch_size": flags.batch_size, "validation_split": flags.validation_split}
+    library = inspect.signature(fine_tune).parameters
+    assert {name: library[name].default for name in given} == given
+    assert (library["loss"].default, library["tune"].default) == (flags.loss, flags.tune) == (flags.strategy, "adapter")
+    assert {name: inspect.signature(train).parameters[name].default for name in given} == given
+    assert {name: getattr(AdapterOptions(), name) for name in given} == given
+    assert AdapterOptions().learning_rate == config.learning_rate(flags.model, flags.tune)

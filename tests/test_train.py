@@ -371,8 +371,10 @@ def test_loss_settings_defaults_and_checks():
         loss_settings("sphereface", 2.5)
     with pytest.raises(TrainingError, match="unknown loss"):
         loss_settings("normface")
-    with pytest.raises(TrainingError, match="margin must be positive"):
+    with pytest.raises(TrainingError, match="margin must be more than 0"):
         loss_settings("semi_hard", 0.0)
+    with pytest.raises(TrainingError, match="scale must be more than 0"):
+        loss_settings("cosface", scale=0.0)
     # --loss supersedes the older --strategy, which stays an alias of the triplet losses
     assert chosen_loss(None, None) == "semi_hard" and chosen_loss(None, "batch_hard") == "batch_hard"
     assert chosen_loss("cosface", "batch_hard") == "cosface"

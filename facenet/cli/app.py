@@ -17,9 +17,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from facenet.cli import common
 from facenet.config import (
     BACKBONES,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_DETECTOR,
+    DEFAULT_EPOCHS,
+    DEFAULT_LOSS,
     DEFAULT_MODEL,
     DEFAULT_TUNE,
+    DEFAULT_VALIDATION_SPLIT,
     DETECTORS,
     LOSSES,
     PRETRAINED_MODELS,
@@ -29,7 +33,7 @@ from facenet.config import (
     default_weights_dir,
 )
 from facenet.progress import show_progress
-from facenet.settings import training_problems, triplet_margin_problem
+from facenet.settings import scale_problem, training_problems, triplet_margin_problem
 
 USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
 
@@ -91,8 +95,10 @@ flags.DEFINE_float(
     "margin", None, "Margin of the chosen --loss (default per loss: semi_hard and batch_hard 0.5, unit-sphere "
     "distance; cosface 0.35, arcface 0.5 radians; sphereface 4, an integer).", short_name="m",
 )
-flags.DEFINE_integer("epochs", 20, "Training epochs.", short_name="e")
-flags.DEFINE_integer("batch_size", 32, "Training batch size (P identities x K photos).", short_name="bs")
+flags.DEFINE_integer("epochs", DEFAULT_EPOCHS, "Training epochs.", short_name="e")
+flags.DEFINE_integer(
+    "batch_size", DEFAULT_BATCH_SIZE, "Training batch size (P identities x K photos).", short_name="bs"
+)
 flags.DEFINE_float(
     "learning_rate", None, "Training learning rate (default per --tune and model: adapter 1e-4; backbone 1e-6 for "
     "fused, sface and dlib; resnet50 1e-4).",
@@ -167,16 +173,18 @@ flags.DEFINE_float("threshold", None, "Override the calibrated distance threshol
 flags.DEFINE_list("verify", None, "Two photos A,B: same person or not (1:1 verification).")
 flags.DEFINE_bool("enroll", False, "Only sync the database with --data_dir and print the enrollment report.")
 flags.DEFINE_enum(
-    "strategy", TRIPLET_LOSSES[0], list(TRIPLET_LOSSES),
+    "strategy", DEFAULT_LOSS, list(TRIPLET_LOSSES),
     "Older name of --loss, kept for scripts (triplet mining only); when both are given, --loss wins.",
 )
 flags.DEFINE_enum(
-    "loss", LOSSES[0], list(LOSSES),
+    "loss", DEFAULT_LOSS, list(LOSSES),
     "Training loss: semi_hard or batch_hard triplet mining, or the cosface, arcface or sphereface margin losses.",
 )
 flags.DEFINE_float("scale", None, "margin losses: logit scale s (default per loss)")
 flags.DEFINE_string("tensorboard_dir", "logs", "TensorBoard logs of training.")
-flags.DEFINE_float("validation_split", 0.2, "Share of each person's photos held out to validate training.")
+flags.DEFINE_float(
+    "validation_split", DEFAULT_VALIDATION_SPLIT, "Share of each person's photos held out to validate training."
+)
 flags.DEFINE_bool("serve", False, "Run the REST service and web page (also: `facenet serve`) on --host:--port.")
 flags.DEFINE_string("host", "127.0.0.1", "serve: address to listen on (0.0.0.0: every interface; needs API keys).")
 flags.DEFINE_integer("port", 8000, "serve: TCP port.")
@@ -210,8 +218,9 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
     problem = None if values.margin is None or loss not in TRIPLET_LOSSES else triplet_margin_problem(values.margin)
     if problem:  # a margin loss's margin is checked by the library, which knows each loss's range
         return f"--margin (-m) {problem}"
-    if values.scale is not None and not values.scale > 0:
-        return f"--scale must be more than 0, got {values.scale}"
+    problem = None if values.scale is None else scale_problem(values.scale)
+    if problem:
+        return f"--scale {problem}"
     if not 0 <= values.port <= 65535:
         return f"--port must be in 0-65535, got {values.port}"
     if not values.max_upload_mb > 0:

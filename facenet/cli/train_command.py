@@ -12,7 +12,7 @@ import sys
 from facenet.cli import INTERRUPTED_EXIT
 from facenet.cli.console import emit_json
 from facenet.cli.console import error as console_error
-from facenet.config import LOSSES
+from facenet.config import DEFAULT_LOSS, DEFAULT_TUNE
 from facenet.models.trained import WeightsError
 from facenet.models.zoo import ZooError
 from facenet.train import TrainingError
@@ -28,7 +28,7 @@ def chosen_loss(loss: str | None, strategy: str | None) -> str:
     """--loss, else the older --strategy (an alias of the two triplet losses), else semi_hard."""
     if loss and strategy and strategy != loss:
         log.warning("--strategy %s ignored: --loss %s supersedes it", strategy, loss)
-    return loss or strategy or LOSSES[0]
+    return loss or strategy or DEFAULT_LOSS
 
 
 def _guard_line(done: FineTuneResult) -> str:
@@ -76,7 +76,7 @@ def train_command(
     pretrained: bool = False,
     loss: str | None = None,
     scale: float | None = None,
-    tune: str = "adapter",
+    tune: str = DEFAULT_TUNE,
 ) -> int:
     """`facenet.fine_tune` (train, save only if validation improved, rebuild the gallery); returns the exit code.
 

@@ -18,7 +18,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import SPLIT_SEED
+from facenet.config import (
+    ADAPTER_LEARNING_RATE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_VALIDATION_SPLIT,
+    PHOTOS_PER_PERSON,
+    SPLIT_SEED,
+)
 from facenet.gallery.thresholds import calibration
 from facenet.models.adapter import EmbeddingAdapter, adapter_of, with_adapter
 from facenet.models.embed import Embedder
@@ -93,11 +100,11 @@ def adapter_model(dim: int, hidden: int, weights: list[np.ndarray] | None = None
 class AdapterOptions:
     """Settings of an adapter run beside the loss: see `train_adapter`."""
 
-    epochs: int = 20
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    validation_split: float = 0.2
-    photos_per_person: int = 4
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = ADAPTER_LEARNING_RATE
+    validation_split: float = DEFAULT_VALIDATION_SPLIT
+    photos_per_person: int = PHOTOS_PER_PERSON
     seed: int = SPLIT_SEED
     hidden: int = ADAPTER_HIDDEN
     max_pairs: int = MAX_VALIDATION_PAIRS

@@ -18,7 +18,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import DEFAULT_MODEL, PHOTOS_PER_PERSON, SPLIT_SEED
+from facenet.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LOSS,
+    DEFAULT_MODEL,
+    DEFAULT_VALIDATION_SPLIT,
+    PHOTOS_PER_PERSON,
+    SPLIT_SEED,
+)
 from facenet.config import learning_rate as default_learning_rate
 from facenet.gallery.thresholds import calibration
 from facenet.models.build import build_embedder, pretrained_embedder
@@ -81,7 +89,7 @@ class TrainResult:
     plots: list[Path] = field(default_factory=list)
     off_threshold: bool = False
     """An epoch ranked pairs better than the start but was refused: the rescaled threshold lost accuracy."""
-    loss: str = "semi_hard"
+    loss: str = DEFAULT_LOSS
     head_accuracy: list[float] = field(default_factory=list)
     """Per epoch, margin losses: the mean share of the batch the head classified right."""
     epoch_seconds: list[float] = field(default_factory=list)
@@ -283,13 +291,13 @@ def train(
     weights_dir: str | Path,
     name: str = DEFAULT_MODEL,
     imagenet_weights: str | Path | None = None,
-    epochs: int = 20,
+    epochs: int = DEFAULT_EPOCHS,
     margin: float | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     learning_rate: float | None = None,
-    strategy: str = "semi_hard",
+    strategy: str = DEFAULT_LOSS,
     log_dir: str | Path | None = None,
-    validation_split: float = 0.2,
+    validation_split: float = DEFAULT_VALIDATION_SPLIT,
     photos_per_person: int = PHOTOS_PER_PERSON,
     seed: int = SPLIT_SEED,
     jit_compile: bool = False,

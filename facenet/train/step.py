@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facenet.config import FUSED_TRAINED_BRANCHES, LOSSES, MARGIN_LOSSES, TRIPLET_LOSSES
-from facenet.settings import triplet_margin_problem
+from facenet.config import DEFAULT_LOSS, FUSED_TRAINED_BRANCHES, LOSSES, MARGIN_LOSSES, TRIPLET_LOSSES
+from facenet.settings import scale_problem, triplet_margin_problem
 from facenet.train.chips import TrainingError
 from facenet.train.margin import DEFAULTS, NormalizedClassifier, check_margin, make_margin_train_step
 from facenet.train.triplet import triplet_loss
@@ -60,6 +60,9 @@ def loss_settings(loss: str, margin: float | None = None, scale: float | None = 
         return LossSettings(loss, float(margin))
     margin = DEFAULTS[loss]["margin"] if margin is None else margin
     scale = DEFAULTS[loss]["scale"] if scale is None else scale
+    problem = scale_problem(scale)
+    if problem:
+        raise TrainingError(f"scale {problem}")
     try:
         check_margin(loss, scale, margin)
     except ValueError as error:
@@ -71,7 +74,7 @@ def make_train_step(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
     margin: float,
-    strategy: str = "semi_hard",
+    strategy: str = DEFAULT_LOSS,
     distribution: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
 ) -> Step:
