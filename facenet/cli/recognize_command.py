@@ -144,7 +144,7 @@ def _print_pg_report(report: EnrollmentReport, as_json: bool) -> None:
     report every backend gives)."""
     facts = report.backend
     if as_json:
-        emit_json({**facts, "enrollment": {k: v for k, v in report.to_dict().items() if k != "backend"}})
+        emit_json(report.shared_dict())
         return
     print(f"Enrollment into {facts['gallery']}: {facts['people']} people of this folder, {facts['photos']} photos "
           f"({facts['examined']} examined now, {facts['reused']} reused, {facts['pruned']} pruned, "

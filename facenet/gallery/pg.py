@@ -205,6 +205,7 @@ class PgGallery:
         except psycopg.Error as error:
             raise GalleryError(f"{self.where}: cannot connect: {_reason(error, url)}") from None
         self._vector_ready = False
+        self._synced: FaceDatabase | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -232,19 +233,28 @@ class PgGallery:
         def examine(pending: dict[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
             return examine_photos({sha: data_dir / rel for sha, rel in pending.items()}, pipeline)
 
-        folder = [(name, [(p["path"], p["sha256"]) for p in photos if p["person"] == name]) for name, _ in people]
-        stats = self.sync_photos(folder, examine, pipeline.model_id, pipeline.embedder.dim, rebuild=rebuild,
-                                 retry=lambda result: not reusable(result, pipeline.detector.kind), report=report,
-                                 far=verify_threshold(pipeline))
+        folder: dict[str, list[tuple[str, str]]] = {name: [] for name, _ in people}
+        for photo in photos:
+            folder[photo["person"]].append((photo["path"], photo["sha256"]))
+        stats = self.sync_photos(list(folder.items()), examine, pipeline.model_id, pipeline.embedder.dim,
+                                 rebuild=rebuild, retry=lambda result: not reusable(result, pipeline.detector.kind),
+                                 report=report, far=verify_threshold(pipeline))
         report.examined, report.embedded = stats["examined"], stats["embedded"]
         report.reused, report.pruned, report.saved = stats["reused"], stats["pruned"], True
-        database = self.load(pipeline)
+        database = self._synced = self._read(pipeline)
         report.threshold = round(database.threshold, 4)
         report.backend = {**stats, "gallery_people": len(database)}
         return report
 
     def load(self, pipeline: FacePipeline) -> FaceDatabase:
-        """The whole shared gallery as the lookup index for `pipeline` (read only: nothing is created or pruned)."""
+        """The whole shared gallery as the lookup index for `pipeline` (read only: nothing is created or pruned).
+        Right after `sync` it is the index that sync read (a big gallery is not read twice); else read now."""
+        synced, self._synced = self._synced, None
+        if synced is not None and synced.model_id == pipeline.model_id:
+            return synced
+        return self._read(pipeline)
+
+    def _read(self, pipeline: FacePipeline) -> FaceDatabase:
         embedder = pipeline.embedder
         names, centroids, counts = self.load_centroids(pipeline.model_id, embedder.dim)
         return FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=embedder.distance_scale,
@@ -387,6 +397,7 @@ class PgGallery:
         `create_index` (bulk loads). `report` receives the enrollment core's sections (people, duplicates,
         mislabeled, ...); `far` is the verify threshold the core checks photos against.
         """
+        self._synced = None  # the gallery changes: an index read before no longer holds
         start = time.perf_counter()
         self._ensure_schema(model_id, dim, rebuild)
         people = sorted({name for name, _ in people_photos})
@@ -568,6 +579,7 @@ class PgGallery:
     @_gallery_errors
     def remove_person(self, name: str) -> bool:
         """Remove one person, their photos and the results no other photo uses; False if not enrolled."""
+        self._synced = None  # the index read by the last sync no longer holds
         if self.meta() is None:
             return False
         with self.conn.transaction(), self.conn.cursor() as cur:

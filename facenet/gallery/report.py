@@ -62,6 +62,11 @@ class EnrollmentReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def shared_dict(self) -> dict[str, Any]:
+        """A shared gallery's sync as JSON: its backend facts under the keys they always had, plus "enrollment",
+        the report every backend gives."""
+        return {**self.backend, "enrollment": {k: v for k, v in self.to_dict().items() if k != "backend"}}
+
     def to_text(self) -> str:
         used = sum(len(paths) for paths in self.people.values())
         excluded = sum(1 for m in self.mislabeled if m.get("excluded"))

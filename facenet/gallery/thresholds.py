@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facenet.settings import MAX_DISTANCE
+
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
 
@@ -83,7 +85,7 @@ GALLERY_FAR = 0.01
 SCORE_STEEPNESS = 4.0
 """Match score = 100 / (1 + (distance / threshold) ** SCORE_STEEPNESS): 100 identical, 50 at the threshold."""
 
-FARTHEST = 2.0
+FARTHEST = MAX_DISTANCE
 """Largest distance between unit vectors: what a face is from an empty gallery."""
 
 

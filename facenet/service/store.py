@@ -258,7 +258,7 @@ class GalleryStore:
                     gallery.remove_person(removed)
                 database = gallery.load(self.pipeline)
             facts = full.backend
-            report = {**facts, "enrollment": {k: v for k, v in full.to_dict().items() if k != "backend"}}
+            report = full.shared_dict()
             text = (f"Gallery: {len(database)} people; this folder: {facts['people']} people, {facts['photos']} "
                     f"photos ({facts['embedded']} embedded, {facts['reused']} reused, {len(facts['skipped'])} "
                     "skipped)")
