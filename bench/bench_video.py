@@ -46,8 +46,8 @@ from facenet import config  # noqa: E402
 from facenet.cli.stream_output import Summary, recognize_stream  # noqa: E402
 from facenet.gallery.file import sync_database  # noqa: E402
 from facenet.images import list_images  # noqa: E402
+from facenet.live.frames import FrameRecognizer  # noqa: E402
 from facenet.pipeline import VIDEO_DETECT_SIDE, FacePipeline  # noqa: E402
-from facenet.recognize import Recognizer  # noqa: E402
 from facenet.sources import VideoSource  # noqa: E402
 
 DEFAULT_PEOPLE = ROOT.parent / "shared/faces/people"
@@ -76,23 +76,15 @@ def frame_truth(truth: list[str], frames_per_photo: int) -> list[str]:
     return [name for name in truth for _ in range(frames_per_photo)]
 
 
-def bench_ours(video_path: Path, recognizer: Recognizer, out: Path, expected: list[str]) -> dict:
-    """The CLI's video loop (no JSON, no window), timed end to end; accuracy from a recording recognizer."""
+def bench_ours(video_path: Path, recognizer: FrameRecognizer, out: Path, expected: list[str]) -> dict:
+    """The CLI's video loop (the one frame loop, no JSON, no window), timed end to end; accuracy from its frames."""
     named: list[str | None] = []
-    original = recognizer.recognize
-
-    def recording(image, video=False):
-        results = original(image, video=video)
-        named.append(results[0].name if results else None)
-        return results
-
-    recognizer.recognize = recording
     summary = Summary()
     start = time.perf_counter()
     with VideoSource.open_file(video_path) as video:
-        recognize_stream(video, recognizer, summary, out=out, window=None)
+        recognize_stream(video, recognizer, summary, out=out, window=None,
+                         on_frame=lambda _index, results: named.append(results[0].name if results else None))
     seconds = time.perf_counter() - start
-    recognizer.recognize = original
     correct = sum(n == e for n, e in zip(named, expected, strict=False))
     return {"frames": summary.frames, "seconds": round(seconds, 2), "fps": round(summary.frames / seconds, 1),
             "ms_per_frame": round(1000 * seconds / summary.frames, 1),
@@ -196,11 +188,14 @@ def main() -> int:
                  "frames_per_photo": args.frames_per_photo}
         results: dict = {"model": args.model, "detector": args.detector, "video": video, "cpu_cores": os.cpu_count()}
         results["stages_ms"] = bench_stages(video_path, pipeline)
-        reuse = Recognizer(pipeline, database, reuse_still=True)
+        reuse = FrameRecognizer(pipeline, database, "bench", track=False)
         results["ours_reuse"] = bench_ours(video_path, reuse, workdir / "ours_reuse.mp4", expected)
-        results["ours_reuse"]["frames_analysed"] = reuse.analysed
-        every = Recognizer(pipeline, database, reuse_still=False)
+        results["ours_reuse"]["frames_analysed"] = reuse.plain.analysed
+        every = FrameRecognizer(pipeline, database, "bench", track=False)
+        every.plain.reuse_still = False
         results["ours_every_frame"] = bench_ours(video_path, every, workdir / "ours_every.mp4", expected)
+        tracking = FrameRecognizer(pipeline, database, "bench", track=True)
+        results["ours_tracking"] = bench_ours(video_path, tracking, workdir / "ours_tracking.mp4", expected)
         try:
             import face_recognition  # noqa: F401
         except ImportError as error:
@@ -232,6 +227,7 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     rows = [("ours, unchanged frames reused (default)", "ours_reuse"),
             ("ours, every frame detected + embedded", "ours_every_frame"),
+            ("ours, tracking (`--track`: faces checked every few frames)", "ours_tracking"),
             ("face_recognition, `face_encodings(frame)`", "face_recognition"),
             (f"face_recognition, detection on a {VIDEO_DETECT_SIDE} px wide copy", "face_recognition_small")]
     for label, key in rows:

@@ -30,7 +30,7 @@ from live_servers import (
 from facenet.images import load_image
 from facenet.live import streams
 from facenet.live.streams import Camera, CameraStream, is_camera_spec, parse_cameras
-from facenet.live.tracking import TRACK_SAMPLES, associate, iou
+from facenet.live.tracking import TRACK_CHECK_FRAMES, associate, iou
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = Path(__file__).parent / "data" / "people"
@@ -137,7 +137,7 @@ def test_association_follows_moving_boxes_and_starts_new_ones():
 def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_path, data_dir, pipeline):
     from facenet.cli.stream_output import Summary, recognize_stream
     from facenet.gallery.file import sync_database
-    from facenet.live.tracking import VideoTracker
+    from facenet.live.frames import FrameRecognizer
     from facenet.sources import VideoSource
 
     database, _ = sync_database(data_dir, tmp_path / "db", pipeline)
@@ -151,19 +151,20 @@ def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_pa
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
 
-    tracker, seen = VideoTracker(pipeline, database), []
+    recognizer, seen, sent = FrameRecognizer(pipeline, database, "walk"), [], []
     with VideoSource.open_file(video) as source:
-        tracker.start("walk", source.fps)
-        recognize_stream(source, tracker, Summary(), on_frame=lambda i, results: seen.append((i, results)))
-    tracker.finish()
-    events = [(e.kind, e.track, e.name) for e in tracker.drain()]
+        recognize_stream(source, recognizer, Summary(), on_frame=lambda i, results: seen.append((i, results)),
+                         on_events=sent.extend)
+    events = [(e.kind, e.track, e.name) for e in sent]
 
     per_track = {}
     for _, results in seen:
         for r in results:
             per_track.setdefault(r.track, set()).add(r.name)
     assert per_track == {1: {"George Clooney"}, 2: {"Juanes"}}, "one id and one steady name per person"
-    assert tracker.tracker.embedded <= 2 * TRACK_SAMPLES + 2 < sum(len(r) for _, r in seen) // 3
+    faces = sum(len(r) for _, r in seen)
+    print("embedded", recognizer.tracker.embedded, "of", faces)
+    assert faces // TRACK_CHECK_FRAMES <= recognizer.tracker.embedded < faces // 2, "checked all along, not every frame"
     assert events == [("appeared", 1, "George Clooney"), ("named", 1, "George Clooney"), ("left", 1, "George Clooney"),
                       ("appeared", 2, "Juanes"), ("named", 2, "Juanes"), ("left", 2, "Juanes")]
 
@@ -177,9 +178,15 @@ def test_a_different_person_in_the_same_place_starts_a_new_track(tmp_path, data_
     # George leaves and Juanes steps into the same place 0.3 s later (< TRACK_LOST_S: George's track is still live)
     empty = np.zeros((480, 640, 3), np.uint8)
     frames = [frame_of("George_Clooney", 6)] * 6 + [empty] * 3 + [frame_of("Juanes", 3)] * 6
-    seen = [tracker.recognize(frame, i, i / 10)[0] for i, frame in enumerate(frames)]
+    seen, events = [], []
+    for i, frame in enumerate(frames):
+        faces, new = tracker.recognize(frame, i, i / 10)
+        seen.append(faces)
+        events += [(e.kind, e.track, e.name) for e in new]
     assert [(r[0].track, r[0].name) for r in seen if r] == [(1, "George Clooney")] * 6 + [(2, "Juanes")] * 6
-    assert [(e.kind, e.track) for e in tracker.finish()] == [("named", 2), ("left", 2)]
+    events += [(e.kind, e.track, e.name) for e in tracker.finish()]
+    assert events == [("appeared", 1, "George Clooney"), ("named", 1, "George Clooney"), ("left", 1, "George Clooney"),
+                      ("appeared", 2, "Juanes"), ("named", 2, "Juanes"), ("left", 2, "Juanes")]
 
 
 def test_a_video_file_with_events_gets_tracks_events_and_snapshots(tmp_path, data_dir, pipeline, monkeypatch, capsys):

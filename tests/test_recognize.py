@@ -375,7 +375,11 @@ def test_headless_webcam_writes_a_bounded_annotated_stream(tmp_path, data_dir, f
     monkeypatch.setattr(recognize_command_module, "HEADLESS_WEBCAM_FRAMES", 5)
     assert run_recognize(tmp_path, data_dir, [], web_cam=True, camera=3) == 0
     records = json_lines(capsys.readouterr().out)
-    assert [(r["frame"], r["name"], r["source"]) for r in records] == [(i, "Juanes", "camera 3") for i in range(5)]
+    faces, events = [r for r in records if "source" in r], [r for r in records if "event" in r]
+    assert [(r["frame"], r["name"], r["source"], r["track"]) for r in faces] == [
+        (i, "Juanes", "camera 3", 1) for i in range(5)], "the webcam is tracked like every live camera"
+    assert [(e["event"], e["camera"], e["name"]) for e in events] == [
+        (kind, "camera 3", "Juanes") for kind in ("appeared", "named", "left")]
     assert count_frames(tmp_path / "out" / "webcam3.mp4") == 5
     assert any("webcam3.mp4" in m and "5 frames" in m for m in caplog.messages)
 

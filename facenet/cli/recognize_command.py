@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,8 +36,8 @@ from facenet.gallery.file import sync_database
 from facenet.gallery.pg import GalleryError, PgGallery, mask_url
 from facenet.gallery.report import EnrollmentReport
 from facenet.images import ImageError
+from facenet.live.frames import FrameRecognizer
 from facenet.live.streams import is_camera_spec, parse_cameras
-from facenet.live.tracking import VideoTracker
 from facenet.progress import progress
 from facenet.recognize import Recognizer
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
@@ -50,6 +52,23 @@ WINDOW_TITLE = "facenet (q or Esc quits)"
 
 HEADLESS_WEBCAM_FRAMES = 300
 """Without a display the webcam stream is written to the output folder and stops after this many frames."""
+
+
+@dataclass(frozen=True)
+class StreamSetup:
+    """What each video or webcam stream of a run gets: its own FrameRecognizer, and the run's event sinks."""
+
+    pipeline: FacePipeline
+    database: FaceDatabase
+    threshold: float | None
+    track: bool
+    sinks: EventSinks | None
+
+    def recognizer(self, source: str) -> FrameRecognizer:
+        return FrameRecognizer(self.pipeline, self.database, source, self.threshold, self.track)
+
+    def on_events(self) -> Callable[[list], None] | None:
+        return self.sinks.send if self.sinks is not None else None
 
 
 def _is_or_inside(path: Path, folder: Path) -> bool:
@@ -206,12 +225,22 @@ def recognize_command(
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
         if cameras:
             return live_command(inputs, pipeline, database, threshold, as_json, output_dir, live)
-        recognizer = Recognizer(pipeline, database, threshold)
         _remove_partial_videos(output_dir)
-        if camera_source is not None:
-            return _run_webcam(camera_source, recognizer, summary, as_json, output_dir)
-        tracker = VideoTracker(pipeline, database, threshold) if live.tracking(live=False) else None
-        return _run_inputs(items, recognizer, summary, as_json, output_dir, data_dir, tracker, live)
+        streams = live.tracking(live=camera_source is not None)
+        try:
+            sinks = EventSinks(live, output_dir, as_json) if streams else None
+        except (OSError, ValueError) as problem:
+            log.error("cannot send events: %s", problem)
+            return 1
+        setup = StreamSetup(pipeline, database, threshold, streams, sinks)
+        try:
+            if camera_source is not None:
+                return _run_webcam(camera_source, setup, summary, as_json, output_dir)
+            return _run_inputs(items, Recognizer(pipeline, database, threshold), setup, summary, as_json, output_dir,
+                               data_dir)
+        finally:
+            if sinks is not None:
+                sinks.close()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -240,14 +269,9 @@ def _cameras_problem(inputs: list[str], ignored: bool) -> str | None:
 
 
 def _run_inputs(
-    items: list[Input], recognizer: Recognizer, summary: Summary, as_json: bool, output_dir: Path, data_dir: Path,
-    tracker: VideoTracker | None = None, live: LiveOptions | None = None,
+    items: list[Input], recognizer: Recognizer, setup: StreamSetup, summary: Summary, as_json: bool,
+    output_dir: Path, data_dir: Path,
 ) -> int:
-    try:
-        sinks = EventSinks(live, output_dir, as_json) if tracker is not None and live is not None else None
-    except (OSError, ValueError) as problem:
-        log.error("cannot send events: %s", problem)
-        return 1
     names = OutputNames(output_dir, items, data_dir)
     window = None
     if any(item.kind == "video" for item in items):
@@ -261,14 +285,12 @@ def _run_inputs(
         for item in (item for item in items if item.kind == "video"):
             if summary.interrupted:
                 break
-            _run_video(item, tracker or recognizer, names, summary, as_json, window, sinks)
+            _run_video(item, setup, names, summary, as_json, window)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         if window is not None:
             window.close()
-        if sinks is not None:
-            sinks.close()
     print_summary(summary, output_dir)
     if summary.interrupted:
         return 130
@@ -297,37 +319,19 @@ def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary:
             summary.errors += 1
 
 
-def _json_frames(source: str, as_json: bool, tracker: VideoTracker | None = None,
-                 sinks: EventSinks | None = None) -> FrameHook | None:
-    """The per-frame hook of recognize_stream: JSON lines with --json; a tracker's events to the sinks."""
-    def hook(index: int, results: list) -> None:
-        if as_json:
-            emit_results(results, source, index)
-        if tracker is not None and sinks is not None:
-            sinks.send(tracker.drain())
-
-    return hook if as_json or sinks is not None else None
+def _json_frames(source: str, as_json: bool) -> FrameHook | None:
+    """The per-frame hook of recognize_stream: JSON lines with --json."""
+    return (lambda index, results: emit_results(results, source, index)) if as_json else None
 
 
 def _run_video(
-    item: Input, recognizer: Recognizer | VideoTracker, names: OutputNames, summary: Summary, as_json: bool,
-    window: Window | None, sinks: EventSinks | None = None,
+    item: Input, setup: StreamSetup, names: OutputNames, summary: Summary, as_json: bool, window: Window | None,
 ) -> None:
-    tracker = recognizer if isinstance(recognizer, VideoTracker) else None
     faces_before = summary.faces
     try:
         with VideoSource.open_file(item.path, item.source) as video:
-            out = names.path_for(item, ".mp4")
-            if tracker is not None:
-                tracker.start(video.source, video.fps)
-            try:
-                recognize_stream(video, recognizer, summary, out, window,
-                                 on_frame=_json_frames(video.source, as_json, tracker, sinks))
-            finally:
-                if tracker is not None:
-                    tracker.finish()
-                    if sinks is not None:
-                        sinks.send(tracker.drain())
+            recognize_stream(video, setup.recognizer(video.source), summary, names.path_for(item, ".mp4"), window,
+                             on_frame=_json_frames(video.source, as_json), on_events=setup.on_events())
     except SourceError as problem:
         log.warning("%s", problem)
         if as_json:
@@ -345,9 +349,7 @@ def _run_video(
     summary.videos += 1
 
 
-def _run_webcam(
-    camera: VideoSource, recognizer: Recognizer, summary: Summary, as_json: bool, output_dir: Path
-) -> int:
+def _run_webcam(camera: VideoSource, setup: StreamSetup, summary: Summary, as_json: bool, output_dir: Path) -> int:
     window, problem = Window.open(WINDOW_TITLE)
     out = None
     if window is None:
@@ -355,9 +357,9 @@ def _run_webcam(
         log.warning("%s: writing the annotated webcam stream to %s (stops after %d frames, or Ctrl-C)",
                     problem, out, HEADLESS_WEBCAM_FRAMES)
     try:
-        recognize_stream(camera, recognizer, summary, out, window,
+        recognize_stream(camera, setup.recognizer(camera.source), summary, out, window,
                          max_frames=HEADLESS_WEBCAM_FRAMES if window is None else None,
-                         on_frame=_json_frames(camera.source, as_json))
+                         on_frame=_json_frames(camera.source, as_json), on_events=setup.on_events())
     except (SourceError, OSError) as failure:
         log.error("%s", failure)
         return 1

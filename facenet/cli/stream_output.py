@@ -1,5 +1,6 @@
-"""Recognising streams for the command line: a video or camera stream frame by frame, its annotated copy written
-and shown in a window, and the counts of a run (`Summary`) that the command's closing lines print."""
+"""Recognising streams for the command line: a video file or the webcam through the one frame loop's recogniser
+(facenet/live/frames.py), its annotated copy written and shown in a window, and the counts of a run (`Summary`) that
+the command's closing lines print."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import numpy as np
 
 from facenet.draw import Window, annotate
 from facenet.files import atomic_write
+from facenet.live.frames import FrameRecognizer
+from facenet.live.tracking import TrackEvent
 from facenet.progress import progress
-from facenet.recognize import Recognition, Recognizer
+from facenet.recognize import Recognition
 from facenet.sources import SourceError, VideoSource
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ class Summary:
 FrameHook = Callable[[int, list[Recognition]], None]
 """Called with (frame index, faces) for every recognised frame of a stream."""
 
+EventHook = Callable[[list[TrackEvent]], None]
+"""Called with the track events of a frame, and with the last ones when the stream ends."""
+
 
 class _StreamWriter:
     """The annotated mp4 of a stream, opened on its first frame (its size is known only then)."""
@@ -74,22 +80,26 @@ class _StreamWriter:
 
 def _stream_loop(
     video: VideoSource,
-    recognizer: Recognizer,
+    recognizer: FrameRecognizer,
     summary: Summary,
     writer: _StreamWriter,
     window: Window | None,
     max_frames: int | None,
     on_frame: FrameHook | None,
+    on_events: EventHook | None,
 ) -> None:
-    """Recognise, annotate, write and show frames until the end, `max_frames`, q/Esc, or Ctrl-C."""
+    """Recognise, annotate, write and show frames until the end, `max_frames`, q/Esc, or Ctrl-C; then every track
+    leaves."""
     frames = progress(video, desc=Path(video.source).name or video.source, total=video.frame_count, unit="frame")
     try:
         for frame in frames:
-            results = recognizer.recognize(frame.image, video=True)
-            summary.add(results)
+            recognized = recognizer.recognize(frame, stream_time(video, frame.index))
+            summary.add(recognized.faces)
             if on_frame is not None:
-                on_frame(frame.index, results)
-            annotated = annotate(frame.image, [r.label() for r in results])
+                on_frame(frame.index, recognized.faces)
+            if recognized.events and on_events is not None:
+                on_events(recognized.events)
+            annotated = annotate(frame.image, [r.label() for r in recognized.faces])
             writer.write(annotated)
             if window is not None and not window.show(annotated):
                 log.info("%s: stopped from the window", video.source)
@@ -104,36 +114,47 @@ def _stream_loop(
         log.info("%s: stopped (Ctrl-C)", video.source)
     finally:
         writer.release()
+        leaving = recognizer.finish()
+        if leaving and on_events is not None:
+            on_events(leaving)
     if video.frames_read == 0:
         raise SourceError(video.source, "no frame could be decoded")
 
 
+def stream_time(video: VideoSource, index: int) -> float:
+    """A frame's time in seconds: its number / fps in a file, the clock for a live source."""
+    return time.monotonic() if video.live else index / video.fps
+
+
 def recognize_stream(
     video: VideoSource,
-    recognizer: Recognizer,
+    recognizer: FrameRecognizer,
     summary: Summary,
     out: Path | None = None,
     window: Window | None = None,
     max_frames: int | None = None,
     on_frame: FrameHook | None = None,
+    on_events: EventHook | None = None,
 ) -> None:
-    """Recognise every frame of a video or camera; write the annotated stream to `out` (atomically) and/or show it.
+    """Recognise every frame of a video or the webcam with `recognizer` (made for this stream); write the annotated
+    stream to `out` (atomically) and/or show it.
 
     Stops at the end, at `max_frames`, on q/Esc in the window, or on Ctrl-C (what was written is kept).
-    `on_frame(index, faces)` sees every frame's results (the command prints them as JSON lines). Counts go to
-    `summary`. Raises SourceError when no frame can be decoded or the output cannot be opened, OSError when it
-    cannot be written.
+    `on_frame(index, faces)` sees every frame's results (the command prints them as JSON lines), `on_events` the
+    track events (those of the end included). Counts go to `summary`. Raises SourceError when no frame can be
+    decoded or the output cannot be opened, OSError when it cannot be written.
     """
-    recognizer.reset()
     started, first_frame = time.perf_counter(), summary.frames
+
+    def loop(target: Path | None) -> None:
+        _stream_loop(video, recognizer, summary, _StreamWriter(target, video, out), window, max_frames, on_frame,
+                     on_events)
+
     try:
         if out is None:
-            _stream_loop(video, recognizer, summary, _StreamWriter(None, video, None), window, max_frames, on_frame)
+            loop(None)
         else:
-            atomic_write(out, lambda tmp: _stream_loop(video, recognizer, summary, _StreamWriter(tmp, video, out),
-                                                       window, max_frames, on_frame))
+            atomic_write(out, loop)
     finally:
         summary.stream_frames += summary.frames - first_frame
         summary.stream_seconds += time.perf_counter() - started
-
-

@@ -1,5 +1,6 @@
-"""Recognition on live cameras: several streams in one process, each with its own tracker (or plain per-frame
-recognition), processed round-robin on the newest frame of each camera.
+"""Recognition on live cameras: several streams in one process, each with its own `FrameRecognizer` (the one frame
+loop's recogniser: tracks and events, or plain per-frame recognition), processed round-robin on the newest frame of
+each camera.
 
 Returns per-camera counts; what to do with faces and events is the caller's (`on_frame`, `on_events` hooks: the
 command prints and publishes them). Stops after `max_frames` analysed frames per camera, when `stop` is set, or on
@@ -14,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from facenet.live.frames import FrameRecognizer
 from facenet.live.streams import CameraSet, CameraStream, Drop, parse_cameras
-from facenet.live.tracking import TrackEvent, TrackingRecognizer
-from facenet.recognize import Recognition, Recognizer
+from facenet.live.tracking import TrackEvent
+from facenet.recognize import Recognition
 
 if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
@@ -43,26 +45,6 @@ class CameraCount:
         return (self.frames - 1) / span if self.frames > 1 and span > 0 else 0.0
 
 
-class LiveRecognizer:
-    """The recogniser of one camera: tracks (`track=True`) or plain per-frame recognition."""
-
-    def __init__(self, pipeline: FacePipeline, database: FaceDatabase, camera: str, threshold: float | None,
-                 track: bool) -> None:
-        self.tracker = TrackingRecognizer(pipeline, database, camera, threshold) if track else None
-        self.plain = None if track else Recognizer(pipeline, database, threshold, reuse_still=False)
-
-    def recognize(self, frame: Frame, t: float) -> tuple[list[Recognition], list[TrackEvent]]:
-        if self.tracker is not None:
-            return self.tracker.recognize(frame.image, frame.index, t)
-        return self.plain.recognize(frame.image, video=True), []
-
-    def idle(self, t: float) -> list[TrackEvent]:
-        return self.tracker.idle(t) if self.tracker is not None else []
-
-    def finish(self) -> list[TrackEvent]:
-        return self.tracker.finish() if self.tracker is not None else []
-
-
 def run_cameras(
     specs: list[str],
     pipeline: FacePipeline,
@@ -78,7 +60,7 @@ def run_cameras(
     """Recognise the cameras of `specs` (see streams.parse_cameras) until `max_frames` each, `stop`, or Ctrl-C."""
     cameras = parse_cameras(specs)
     streams = [CameraStream(camera, on_drop) for camera in cameras]
-    recognizers = {camera.name: LiveRecognizer(pipeline, database, camera.name, threshold, track)
+    recognizers = {camera.name: FrameRecognizer(pipeline, database, camera.name, threshold, track)
                    for camera in cameras}
     counts = {camera.name: CameraCount() for camera in cameras}
     cameras_set = CameraSet(streams).start()
@@ -100,7 +82,7 @@ def run_cameras(
     return counts
 
 
-def _expire_idle(recognizers: dict[str, LiveRecognizer], fresh: set[str], on_events: EventHook | None) -> None:
+def _expire_idle(recognizers: dict[str, FrameRecognizer], fresh: set[str], on_events: EventHook | None) -> None:
     """Cameras without a new frame (a dropped stream) still see their tracks leave."""
     now = time.monotonic()
     for name, recognizer in recognizers.items():
@@ -114,18 +96,18 @@ def _all_done(counts: dict[str, CameraCount], max_frames: int | None) -> bool:
 
 
 def _analyse(
-    stream: CameraStream, frame: Frame, recognizer: LiveRecognizer, counts: dict[str, CameraCount],
+    stream: CameraStream, frame: Frame, recognizer: FrameRecognizer, counts: dict[str, CameraCount],
     max_frames: int | None, on_frame: FaceHook | None, on_events: EventHook | None,
 ) -> None:
     count = counts[stream.camera.name]
     if max_frames is not None and count.frames >= max_frames:
         return
     now = time.monotonic()
-    results, events = recognizer.recognize(frame, now)
+    recognized = recognizer.recognize(frame, now)
     count.frames += 1
     count.first = now if count.first is None else count.first
     count.last = time.monotonic()
     if on_frame is not None:
-        on_frame(frame, results)
-    if events and on_events is not None:
-        on_events(events)
+        on_frame(frame, recognized.faces)
+    if recognized.events and on_events is not None:
+        on_events(recognized.events)

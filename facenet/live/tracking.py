@@ -1,15 +1,25 @@
-"""Tracking faces across the frames of one camera or video, so that a person keeps one id and one steady name.
+"""Tracking faces across the frames of one camera or video: one id per person, and a name that is checked all along.
 
-Each frame is detected; faces are matched to the live tracks by box overlap (Hungarian assignment on
-1 - IoU, with a centre-distance gate for fast moves). A track's face is embedded only a few times (its first
-frame, then every TRACK_REEMBED_FRAMES frames while it has fewer than TRACK_SAMPLES embeddings, or when the face is
-clearly better than the worst one kept, or again after a frame it was missed in), and its name is the gallery's
-answer for the normalised mean of its best-quality embeddings (quality = detector score x face size): one blurred
-frame cannot flip the label. An embedding far from its track's mean (beyond the 1:1 verify threshold) is another
-person: that track ends and a new one starts.
+Each frame is detected; faces are matched to the live tracks by box overlap (Hungarian assignment on 1 - IoU, with
+a centre-distance gate for fast moves). A track never trusts its past: its face is embedded again
+
+- on each of its first TRACK_NAME_SAMPLES frames (a new track is named from its own first face),
+- after a frame it was missed in (`gap`),
+- when its look changed since its last embedding (`look`: a 16x16 normalised grey thumbnail of the face; someone
+  stepping into the same box changes it at once),
+- when the face is clearly better (TRACK_BETTER times the quality) than any it kept,
+- on the frame after a check whose own answer disagreed with the track's name,
+- and in any case every TRACK_CHECK_FRAMES frames.
+
+An embedding farther from the track's mean than the 1:1 verify threshold is someone else, and so is a face whose own
+answer (the gallery's name for that embedding alone) differs from the track's TRACK_DISAGREE checks in a row: the
+track ends (`left`) and the face starts a new track, named from its own embedding. A track's name is the gallery's
+answer for the quality-weighted mean of its last TRACK_SAMPLES embeddings: one blurred frame cannot flip it, and a
+stranger never inherits an enrolled person's name.
 
 A track emits events: `appeared` (seen in TRACK_CONFIRM_HITS frames), `named` (TRACK_NAME_SAMPLES embeddings, or a
-changed name), `left` (not seen for TRACK_LOST_S). Returns values; facenet/live/events.py and the CLI send them on.
+changed name), `left` (not seen for TRACK_LOST_S, or replaced by someone else). Returns values; the one frame loop
+(facenet/live/frames.py) and the outputs send them on.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -44,16 +55,25 @@ TRACK_CONFIRM_HITS = 2
 """Frames a face must be seen in before its track counts (`appeared`): one-frame false detections never do."""
 
 TRACK_SAMPLES = 5
-"""Embeddings kept per track (its best-quality faces): the track's name comes from their normalised mean."""
+"""The last embeddings a track keeps: its name comes from their quality-weighted mean."""
 
 TRACK_NAME_SAMPLES = 3
-"""Embeddings a track needs before its name is announced (`named`), unless it leaves first."""
+"""Embeddings a track needs before its name is announced (`named`); its first frames are all embedded."""
 
-TRACK_REEMBED_FRAMES = 5
-"""A track's face is embedded again at most every this many frames: while it has fewer than TRACK_SAMPLES, or
-when the face is better (TRACK_BETTER times the quality) than the worst one kept."""
+TRACK_CHECK_FRAMES = 3
+"""A track's face is embedded again at least every this many frames, whatever else happens: who it is stays checked."""
+
+TRACK_SAME_LOOK = 0.7
+"""Correlation of the face's 16x16 normalised grey thumbnail with the one at its last embedding below which the
+face looks changed and is embedded again now (bench/bench_tracking.py measures it)."""
+
+TRACK_DISAGREE = 2
+"""Checks in a row whose own answer differs from the track's name before the face starts a new track."""
 
 TRACK_BETTER = 1.15
+"""A face this many times better (quality) than every one the track kept is embedded at once."""
+
+LOOK_SIDE = 16
 
 SNAPSHOT_MARGIN = 0.25
 """The best-face snapshot is the face box grown by this share of its size on every side."""
@@ -92,7 +112,7 @@ class TrackEvent:
 
 @dataclass
 class Track:
-    """One face followed across frames, with its best embeddings (quality, vector) and its current answer."""
+    """One face followed across frames: its last embeddings (quality, vector), its look, and its current answer."""
 
     id: int
     box: Box
@@ -101,6 +121,11 @@ class Track:
     hits: int = 1
     since_embed: int = 0
     samples: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    """The last TRACK_SAMPLES embeddings, oldest first."""
+    embedded: int = 0
+    look: np.ndarray | None = None
+    """The face's thumbnail (see `look`) at its last embedding."""
+    disagree: int = 0
     crop: np.ndarray | None = None
     crop_quality: float = 0.0
     name: str = config.UNKNOWN
@@ -119,6 +144,24 @@ def face_quality(face: Face) -> float:
     """How good a face is to embed: detector score x the shorter side of its box (bigger, surer faces first)."""
     left, top, right, bottom = face.box
     return float(face.score) * max(0, min(right - left, bottom - top))
+
+
+def look(image: np.ndarray, box: Box) -> np.ndarray | None:
+    """The face's LOOK_SIDE x LOOK_SIDE grey thumbnail, zero mean and unit norm (None for an empty box)."""
+    height, width = image.shape[:2]
+    left, top, right, bottom = max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])
+    if right - left < 2 or bottom - top < 2:
+        return None
+    grey = cv2.cvtColor(np.ascontiguousarray(image[top:bottom, left:right]), cv2.COLOR_RGB2GRAY)
+    thumb = cv2.resize(grey, (LOOK_SIDE, LOOK_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    thumb -= thumb.mean()
+    norm = float(np.linalg.norm(thumb))
+    return thumb / norm if norm > 1e-6 else None
+
+
+def looks_alike(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Two thumbnails of `look` correlate at least TRACK_SAME_LOOK (a missing one never does)."""
+    return a is not None and b is not None and float(a @ b) >= TRACK_SAME_LOOK
 
 
 def iou(a: Box, b: Box) -> float:
@@ -162,29 +205,40 @@ def _crop(image: np.ndarray, box: Box) -> np.ndarray:
     return image[max(0, top - my): min(height, bottom + my), max(0, left - mx): min(width, right + mx)].copy()
 
 
-def _wants_embedding(track: Track, quality: float) -> bool:
-    """Embed this frame's face of the track? First face; then every few frames while samples are few or it is better."""
-    if not track.samples or track.gap:
+def wants_embedding(track: Track, quality: float, seen: np.ndarray | None) -> bool:
+    """Embed this frame's face of the track? See the module doc: first frames, a gap, a disagreement to confirm, a
+    changed look, a clearly better face, or TRACK_CHECK_FRAMES since the last check."""
+    if track.embedded < TRACK_NAME_SAMPLES or track.gap or track.disagree or track.since_embed >= TRACK_CHECK_FRAMES:
         return True
-    if track.since_embed < TRACK_REEMBED_FRAMES:
-        return False
-    if len(track.samples) < TRACK_SAMPLES:
+    if not looks_alike(seen, track.look):
         return True
-    return quality > TRACK_BETTER * track.samples[-1][0]
+    return quality > TRACK_BETTER * max(kept for kept, _ in track.samples)
+
+
+def mean_vector(samples: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """The unit quality-weighted mean of (quality, vector) samples."""
+    weights = np.array([max(quality, 1e-6) for quality, _ in samples])
+    mean = np.average([vector for _, vector in samples], axis=0, weights=weights)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
 class TrackingRecognizer:
-    """Names the faces of one camera's frames through tracks (see the module doc); one per camera or video."""
+    """Names the faces of one camera's frames through tracks (see the module doc); one per camera or video.
+
+    `switch`: the distance from a track's mean beyond which a face is someone else (default: the pipeline's 1:1
+    verify threshold).
+    """
 
     def __init__(
-        self, pipeline: FacePipeline, database: FaceDatabase, camera: str, threshold: float | None = None
+        self, pipeline: FacePipeline, database: FaceDatabase, camera: str, threshold: float | None = None,
+        switch: float | None = None,
     ) -> None:
         self.pipeline, self.database, self.camera, self.threshold = pipeline, database, camera, threshold
         self.tracks: list[Track] = []
         self._next_id = 1
         self.frames = 0
         self.embedded = 0
-        self._switch = verify_threshold(pipeline)
+        self._switch = verify_threshold(pipeline) if switch is None else switch
 
     def recognize(
         self, image: np.ndarray, frame: int | None, t: float
@@ -193,12 +247,10 @@ class TrackingRecognizer:
         self.frames += 1
         faces = self.pipeline.detect(image, video=True)
         pairs = dict((j, i) for i, j in associate([track.box for track in self.tracks], [f.box for f in faces]))
+        seen = [self._continue(self.tracks[pairs[j]], face, t) if j in pairs else self._start(face, t)
+                for j, face in enumerate(faces)]
+        self._check(image, faces, seen, t)
         events: list[TrackEvent] = []
-        seen: list[Track] = []
-        for j, face in enumerate(faces):
-            track = self._continue(self.tracks[pairs[j]], face, t, self.frames) if j in pairs else self._start(face, t)
-            seen.append(track)
-        self._embed(image, faces, seen, t)
         for track in seen:
             events.extend(self._announce(track, frame))
         events.extend(self._expire(t, frame))
@@ -220,47 +272,53 @@ class TrackingRecognizer:
         self.tracks.append(track)
         return track
 
-    @staticmethod
-    def _continue(track: Track, face: Face, t: float, frame_number: int) -> Track:
+    def _continue(self, track: Track, face: Face, t: float) -> Track:
         track.box, track.last_seen = face.box, t
-        track.gap, track.last_frame = frame_number - track.last_frame > 1, frame_number
+        track.gap, track.last_frame = self.frames - track.last_frame > 1, self.frames
         track.hits += 1
         track.since_embed += 1
         return track
 
-    def _embed(self, image: np.ndarray, faces: list[Face], tracks: list[Track], t: float) -> None:
-        """Embed, in one batch, the faces whose tracks want it; then update those tracks' names.
-
-        A face whose embedding is farther from its track's mean than the 1:1 verify threshold is someone else
-        (two people crossing, or a new person where one just left): that track ends and the face starts a new one
-        (`tracks` is updated in place).
-        """
+    def _check(self, image: np.ndarray, faces: list[Face], tracks: list[Track], t: float) -> None:
+        """Embed, in one batch, the faces whose tracks want a check; end the tracks whose face is someone else;
+        name the checked tracks (`tracks` is updated in place)."""
         if len(self.database) == 0:
             return
+        looks = [look(image, face.box) for face in faces]
         chosen = [j for j, (face, track) in enumerate(zip(faces, tracks, strict=True))
-                  if _wants_embedding(track, face_quality(face))]
+                  if wants_embedding(track, face_quality(face), looks[j])]
         if not chosen:
             return
         vectors = self.pipeline.embed(image, [faces[j] for j in chosen])
         self.embedded += len(chosen)
-        for j, vector in zip(chosen, vectors, strict=True):
-            track = tracks[j]
-            if track.samples and float(np.linalg.norm(vector - _mean_vector(track))) > self._switch:
-                track.last_seen = -float("inf")  # leaves at this frame's expiry
-                tracks[j] = track = self._start(faces[j], t)
-            self._add_sample(track, faces[j], image, vector)
-        updated = [tracks[j] for j in chosen]
-        means = np.stack([_mean_vector(track) for track in updated])
-        for track, match in zip(updated, self.database.identify(means, self.threshold), strict=True):
+        own = self.database.identify(vectors, self.threshold)
+        for j, vector, answer in zip(chosen, vectors, own, strict=True):
+            if self._someone_else(tracks[j], vector, answer.name):
+                tracks[j].last_seen = -float("inf")  # leaves at this frame's expiry
+                tracks[j] = self._start(faces[j], t)
+            self._add_sample(tracks[j], faces[j], image, vector, looks[j])
+        checked = [tracks[j] for j in chosen]
+        means = np.stack([mean_vector(track.samples) for track in checked])
+        for track, match in zip(checked, self.database.identify(means, self.threshold), strict=True):
             track.name, track.distance, track.score = match.name, match.distance, match.score
 
+    def _someone_else(self, track: Track, vector: np.ndarray, own_name: str) -> bool:
+        """Is this embedding another person than the track so far: far from its mean, or named otherwise again?"""
+        if not track.samples:
+            return False
+        if float(np.linalg.norm(vector - mean_vector(track.samples))) > self._switch:
+            return True
+        track.disagree = track.disagree + 1 if own_name != track.name else 0
+        return track.disagree >= TRACK_DISAGREE
+
     @staticmethod
-    def _add_sample(track: Track, face: Face, image: np.ndarray, vector: np.ndarray) -> None:
+    def _add_sample(track: Track, face: Face, image: np.ndarray, vector: np.ndarray, seen: np.ndarray | None) -> None:
         quality = face_quality(face)
         track.samples.append((quality, vector))
-        track.samples.sort(key=lambda sample: -sample[0])
-        del track.samples[TRACK_SAMPLES:]
+        del track.samples[:-TRACK_SAMPLES]
+        track.embedded += 1
         track.since_embed = 0
+        track.look = seen
         if quality > track.crop_quality or track.crop is None:
             track.crop, track.crop_quality = _crop(image, face.box), quality
 
@@ -275,7 +333,7 @@ class TrackingRecognizer:
         if not track.confirmed and (track.hits >= TRACK_CONFIRM_HITS or leaving):
             track.confirmed = True
             events.append(self._event("appeared", track, frame))
-        ready = len(track.samples) >= TRACK_NAME_SAMPLES or (leaving and track.samples)
+        ready = track.embedded >= TRACK_NAME_SAMPLES or (leaving and track.samples)
         if track.confirmed and (ready or len(self.database) == 0) and track.name != track.announced:
             track.announced = track.name
             events.append(self._event("named", track, frame))
@@ -291,47 +349,4 @@ class TrackingRecognizer:
                 events.extend(self._announce(track, frame, leaving=True))
                 events.append(self._event("left", track, frame))
         self.tracks = kept
-        return events
-
-
-def _mean_vector(track: Track) -> np.ndarray:
-    """The unit mean of the track's kept embeddings."""
-    mean = np.mean([vector for _, vector in track.samples], axis=0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
-
-
-class VideoTracker:
-    """A TrackingRecognizer with the Recognizer interface that `recognize_stream` drives, for video files.
-
-    Stream time is the frame number / `fps`; the events of each frame wait in `events` (take them with `drain`).
-    `reset` (called by recognize_stream before each video) starts fresh tracks named after `source`.
-    """
-
-    def __init__(self, pipeline: FacePipeline, database: FaceDatabase, threshold: float | None = None) -> None:
-        self.pipeline, self.database, self.threshold = pipeline, database, threshold
-        self.source, self.fps = "video", 25.0
-        self.tracker = TrackingRecognizer(pipeline, database, self.source, threshold)
-        self.events: list[TrackEvent] = []
-        self._frame = 0
-
-    def start(self, source: str, fps: float) -> None:
-        """The next video's name (its events' camera) and frame rate."""
-        self.source, self.fps = source, fps
-
-    def reset(self) -> None:
-        self.tracker = TrackingRecognizer(self.pipeline, self.database, self.source, self.threshold)
-        self._frame = 0
-
-    def recognize(self, image: np.ndarray, video: bool = True) -> list[TrackedRecognition]:
-        results, events = self.tracker.recognize(image, self._frame, self._frame / self.fps)
-        self.events.extend(events)
-        self._frame += 1
-        return results
-
-    def finish(self) -> None:
-        """The video ended: every track leaves."""
-        self.events.extend(self.tracker.finish(self._frame - 1 if self._frame else None))
-
-    def drain(self) -> list[TrackEvent]:
-        events, self.events = self.events, []
         return events

@@ -1,0 +1,150 @@
+"""The tracking rules (facenet/live/tracking.py) on a scripted camera: a fake pipeline whose detector returns the
+boxes of a script and whose embedder returns each scripted person's vector. Fast, and no model or Debian package is
+needed. What is checked: who each frame's face is named, when faces are embedded, and the events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facenet.config import UNKNOWN
+from facenet.detect.face import Face
+from facenet.gallery.index import FaceDatabase
+from facenet.live.frames import FrameRecognizer
+from facenet.live.tracking import TRACK_CHECK_FRAMES, TRACK_DISAGREE, TRACK_NAME_SAMPLES, TrackingRecognizer
+from facenet.sources import Frame
+
+DIM = 128
+BOX = (40, 30, 120, 110)
+RNG = np.random.default_rng(7)
+VECTORS = {who: v / np.linalg.norm(v) for who, v in ((w, RNG.normal(size=DIM)) for w in
+                                                       ("ada", "bob", "cy", "stranger", "twin"))}
+# "twin" looks like nobody else (its own texture); its vector is 0.45 from ada's: within the switch distance (0.6)
+twin = VECTORS["ada"] * 0.9 + VECTORS["bob"] * 0.436
+VECTORS["twin"] = twin / np.linalg.norm(twin)
+TEXTURES = {who: np.random.default_rng(i).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+            for i, who in enumerate(VECTORS)}
+
+
+class ScriptedPipeline:
+    """Frame i shows `script[i]`: a list of (who, box, score); `texture` says whose face pixels are drawn. The frame
+    number is written in the image's first pixel, so the detector knows which frame it is given."""
+
+    model = "dlib"
+
+    class embedder:  # noqa: N801 - what verify_threshold reads of a pipeline's embedder
+        distance_scale = 1.0
+
+    def __init__(self, script: list[list[tuple[str, tuple, float]]], texture: dict[int, str] | None = None) -> None:
+        self.script, self.texture = script, texture or {}
+        self.frame = -1
+        self.embedded: list[int] = []
+        """The frame number of every face embedded."""
+
+    def image(self, i: int) -> np.ndarray:
+        image = np.full((200, 200, 3), 90, np.uint8)
+        for who, (left, top, right, bottom), _ in self.script[i]:
+            face = TEXTURES[self.texture.get(i, who)]
+            image[top:bottom, left:right] = face[: bottom - top, : right - left]
+        image[0, 0, :2] = i % 256, i // 256
+        return image
+
+    def detect(self, image: np.ndarray, video: bool = False) -> list[Face]:
+        self.frame = int(image[0, 0, 0]) + 256 * int(image[0, 0, 1])
+        return [Face(box, score) for _, box, score in self.script[self.frame]]
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        people = {box: who for who, box, _ in self.script[self.frame]}
+        self.embedded.extend([self.frame] * len(faces))
+        return np.stack([VECTORS[people[face.box]] for face in faces]).astype(np.float32)
+
+
+def database() -> FaceDatabase:
+    names = ["ada", "bob", "cy"]
+    return FaceDatabase(names, np.stack([VECTORS[n] for n in names]), "test", [3, 3, 3], model="dlib")
+
+
+def run(script, texture=None, threshold=None):
+    """(labels per frame, track ids per frame, events as (kind, track, name), embedded frames) of the script."""
+    pipeline = ScriptedPipeline(script, texture)
+    tracker = TrackingRecognizer(pipeline, database(), "door", threshold, switch=0.6)
+    labels, ids, events = [], [], []
+    for i in range(len(script)):
+        faces, new = tracker.recognize(pipeline.image(i), i, i / 10)
+        labels.append([f.name for f in faces])
+        ids.append([f.track for f in faces])
+        events += [(e.kind, e.track, e.name) for e in new]
+    events += [(e.kind, e.track, e.name) for e in tracker.finish(len(script) - 1)]
+    return labels, ids, events, pipeline.embedded
+
+
+def shown(*people: tuple[str, int], box=BOX, score=0.9):
+    """A script of one face at `box`: each (who, frames) in turn, no empty frame between."""
+    return [[(who, box, score)] for who, frames in people for _ in range(frames)]
+
+
+def test_a_different_person_stepping_into_the_box_is_named_at_once_with_a_new_track():
+    labels, ids, events, _ = run(shown(("ada", 8), ("bob", 8), ("stranger", 8)))
+    assert labels == [["ada"]] * 8 + [["bob"]] * 8 + [[UNKNOWN]] * 8
+    assert ids == [[1]] * 8 + [[2]] * 8 + [[3]] * 8
+    assert events == [("appeared", 1, "ada"), ("named", 1, "ada"), ("left", 1, "ada"),
+                      ("appeared", 2, "bob"), ("named", 2, "bob"), ("left", 2, "bob"),
+                      ("appeared", 3, UNKNOWN), ("named", 3, UNKNOWN), ("left", 3, UNKNOWN)]
+
+
+def test_a_swap_that_keeps_the_look_is_caught_by_the_regular_check():
+    """Bob's face pixels look like Ada's (the same texture): only the regular check can tell, within its period."""
+    script = shown(("ada", 10), ("bob", 10))
+    labels, ids, _, embedded = run(script, texture={i: "ada" for i in range(20)})
+    first_bob = labels.index(["bob"])
+    assert 10 <= first_bob <= 10 + TRACK_CHECK_FRAMES - 1
+    assert labels[first_bob:] == [["bob"]] * (20 - first_bob) and ids[first_bob][0] == 2
+    assert labels[:10] == [["ada"]] * 10
+
+
+def test_a_stranger_stepping_in_never_carries_the_name():
+    labels, _, _, _ = run(shown(("cy", 12), ("stranger", 12)))
+    assert labels[12:] == [[UNKNOWN]] * 12
+
+
+def test_a_track_is_checked_all_along_but_not_on_every_frame():
+    _, ids, _, embedded = run(shown(("ada", 30)))
+    assert ids == [[1]] * 30
+    assert embedded[:TRACK_NAME_SAMPLES] == list(range(TRACK_NAME_SAMPLES)), "its first frames are all embedded"
+    gaps = np.diff(embedded)
+    assert gaps.max() <= TRACK_CHECK_FRAMES, "never longer than TRACK_CHECK_FRAMES without a check"
+    assert len(embedded) <= TRACK_NAME_SAMPLES + 30 // TRACK_CHECK_FRAMES + 1
+
+
+def test_a_missed_frame_and_a_better_face_are_embedded_at_once():
+    script = shown(("ada", 6)) + [[]] + shown(("ada", 2)) + shown(("ada", 1), score=0.9 * 1.5) + shown(("ada", 1))
+    _, ids, _, embedded = run(script)
+    assert ids[7] == [1] and 7 in embedded, "the frame after a gap is embedded"
+    assert 9 in embedded, "a clearly better face is embedded"
+
+
+def test_two_people_side_by_side_keep_their_tracks_and_names():
+    left, right = (10, 30, 80, 100), (120, 30, 190, 100)
+    script = [[("ada", left, 0.9), ("bob", right, 0.9)] for _ in range(10)]
+    labels, ids, _, _ = run(script)
+    assert labels == [["ada", "bob"]] * 10 and ids == [[1, 2]] * 10
+
+
+def test_answers_that_keep_disagreeing_with_the_track_start_a_new_one():
+    """'twin' is within the switch distance of Ada's track, but beyond the gallery's threshold (0.4) of Ada: the
+    answers of two checks in a row say it is someone else."""
+    assert 0.4 < np.linalg.norm(VECTORS["twin"] - VECTORS["ada"]) < 0.6
+    labels, ids, _, _ = run(shown(("ada", 8), ("twin", 16)), threshold=0.4)
+    assert labels[:8] == [["ada"]] * 8
+    assert labels[8 + TRACK_DISAGREE - 1:] == [[UNKNOWN]] * (16 - TRACK_DISAGREE + 1) and ids[-1] == [2]
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_the_frame_recognizer_is_the_same_door_with_and_without_tracks(track):
+    script = shown(("ada", 4), ("bob", 4))
+    pipeline = ScriptedPipeline(script)
+    frames = FrameRecognizer(pipeline, database(), "door", track=track)
+    names = [frames.recognize(Frame("door", i, pipeline.image(i)), i / 10).faces[0].name for i in range(8)]
+    assert names == ["ada"] * 4 + ["bob"] * 4
+    assert bool(frames.finish()) == track
