@@ -8,14 +8,15 @@ a centre-distance gate for fast moves). A track never trusts its past: its face 
 - when its look changed since its last embedding (`look`: a 16x16 normalised grey thumbnail of the face; someone
   stepping into the same box changes it at once),
 - when the face is clearly better (TRACK_BETTER times the quality) than any it kept,
-- on the frame after a check whose own answer disagreed with the track's name,
+- on the frame after a check whose own answer disagreed with the track's name, or that proposed a new name,
 - and in any case every TRACK_CHECK_FRAMES frames.
 
 An embedding farther from the track's mean than the 1:1 verify threshold is someone else, and so is a face whose own
 answer (the gallery's name for that embedding alone) differs from the track's TRACK_DISAGREE checks in a row: the
-track ends (`left`) and the face starts a new track, named from its own embedding. A track's name is the gallery's
-answer for the quality-weighted mean of its last TRACK_SAMPLES embeddings: one blurred frame cannot flip it, and a
-stranger never inherits an enrolled person's name.
+track ends (`left`) and the face starts a new track, named from its own embeddings. A track's name is the gallery's
+answer for the quality-weighted mean of its last TRACK_SAMPLES embeddings, taken at once when it is Unknown and only
+after TRACK_NAME_CHECKS checks in a row when it is an enrolled name (Unknown meanwhile): one blurred frame cannot
+flip it, and a stranger never inherits, nor brushes past, an enrolled person's name.
 
 A track emits events: `appeared` (seen in TRACK_CONFIRM_HITS frames), `named` (TRACK_NAME_SAMPLES embeddings, or a
 changed name), `left` (not seen for TRACK_LOST_S, or replaced by someone else). Returns values; the one frame loop
@@ -38,7 +39,7 @@ from facenet.recognize import Recognition
 
 if TYPE_CHECKING:
     from facenet.detect.face import Face
-    from facenet.gallery.index import FaceDatabase
+    from facenet.gallery.index import FaceDatabase, Match
     from facenet.pipeline import FacePipeline
 
 
@@ -69,6 +70,10 @@ face looks changed and is embedded again now (bench/bench_tracking.py measures i
 
 TRACK_DISAGREE = 2
 """Checks in a row whose own answer differs from the track's name before the face starts a new track."""
+
+TRACK_NAME_CHECKS = 2
+"""Checks in a row whose mean names the same enrolled person before a track takes that name (Unknown meanwhile): a
+stranger whose mean brushes past someone's threshold once is never shown as them. Unknown is taken at once."""
 
 TRACK_BETTER = 1.15
 """A face this many times better (quality) than every one the track kept is embedded at once."""
@@ -126,6 +131,9 @@ class Track:
     look: np.ndarray | None = None
     """The face's thumbnail (see `look`) at its last embedding."""
     disagree: int = 0
+    candidate: str | None = None
+    """An enrolled name the track's mean gave but that is not yet confirmed (TRACK_NAME_CHECKS)."""
+    candidate_checks: int = 0
     crop: np.ndarray | None = None
     crop_quality: float = 0.0
     name: str = config.UNKNOWN
@@ -208,11 +216,27 @@ def _crop(image: np.ndarray, box: Box) -> np.ndarray:
 def wants_embedding(track: Track, quality: float, seen: np.ndarray | None) -> bool:
     """Embed this frame's face of the track? See the module doc: first frames, a gap, a disagreement to confirm, a
     changed look, a clearly better face, or TRACK_CHECK_FRAMES since the last check."""
-    if track.embedded < TRACK_NAME_SAMPLES or track.gap or track.disagree or track.since_embed >= TRACK_CHECK_FRAMES:
+    if track.embedded < TRACK_NAME_SAMPLES or track.gap or track.since_embed >= TRACK_CHECK_FRAMES:
+        return True
+    if track.disagree or track.candidate is not None:
         return True
     if not looks_alike(seen, track.look):
         return True
     return quality > TRACK_BETTER * max(kept for kept, _ in track.samples)
+
+
+def _settle(track: Track, match: Match) -> None:
+    """The track's answer after a check: Unknown or its own name at once, another name once confirmed."""
+    track.distance, track.score = match.distance, match.score
+    if match.name in (config.UNKNOWN, track.name):
+        track.name, track.candidate, track.candidate_checks = match.name, None, 0
+        return
+    track.candidate_checks = track.candidate_checks + 1 if track.candidate == match.name else 1
+    track.candidate = match.name
+    if track.candidate_checks >= TRACK_NAME_CHECKS:
+        track.name, track.candidate, track.candidate_checks = match.name, None, 0
+    else:
+        track.name = config.UNKNOWN
 
 
 def mean_vector(samples: list[tuple[float, np.ndarray]]) -> np.ndarray:
@@ -300,7 +324,7 @@ class TrackingRecognizer:
         checked = [tracks[j] for j in chosen]
         means = np.stack([mean_vector(track.samples) for track in checked])
         for track, match in zip(checked, self.database.identify(means, self.threshold), strict=True):
-            track.name, track.distance, track.score = match.name, match.distance, match.score
+            _settle(track, match)
 
     def _someone_else(self, track: Track, vector: np.ndarray, own_name: str) -> bool:
         """Is this embedding another person than the track so far: far from its mean, or named otherwise again?"""
