@@ -316,8 +316,10 @@ def test_live_cameras_survive_a_dropped_stream_and_publish_events(tmp_path, data
     captured = capsys.readouterr()
     faces = [json.loads(line) for line in captured.out.splitlines()]
     assert {f["source"] for f in faces} == {"door", "gate"} and all(isinstance(f["track"], int) for f in faces)
-    assert {f["name"] for f in faces if f["source"] == "gate"} == {"Juanes"}
-    assert {f["name"] for f in faces if f["source"] == "door"} == {"George Clooney"}
+    firsts = {(f["source"], f["track"]): f["frame"] for f in reversed(faces)}  # a track is named from its 2nd frame
+    settled = [f for f in faces if firsts[f["source"], f["track"]] != f["frame"]]
+    assert {f["name"] for f in settled if f["source"] == "gate"} == {"Juanes"}
+    assert {f["name"] for f in settled if f["source"] == "door"} == {"George Clooney"}
     door_frames_seen = [f["frame"] for f in faces if f["source"] == "door"]
     assert door_frames_seen == sorted(door_frames_seen), "frames keep counting across the reconnection"
     assert any(line.strip().startswith("door: ") and line.endswith(" 1 drops") for line in captured.err.splitlines())
@@ -344,3 +346,53 @@ def test_live_cameras_survive_a_dropped_stream_and_publish_events(tmp_path, data
     discovery = "homeassistant/binary_sensor/facenet_door_george_clooney/config"
     configs = [json.loads(p) for t, p in messages if t == discovery]
     assert len(configs) == 1 and configs[0]["state_topic"] == "facenet/door/george_clooney/state"
+
+
+@pytest.mark.skipif(mosquitto_missing() is not None, reason=str(mosquitto_missing()))
+def test_people_replacing_each_other_at_a_camera_get_their_own_tracks_events_and_presence(
+        tmp_path, data_dir, pipeline, monkeypatch, capsys):
+    """The MJPEG camera shows George, then Juanes, then a stranger in the same spot with no empty frame between:
+    each gets a new track and their own name on every frame but its first; events and MQTT presence follow."""
+    import paho.mqtt.client as mqtt
+
+    from facenet.cli import common
+    from facenet.cli.event_output import LiveOptions
+    from facenet.cli.recognize_command import recognize_command
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: pipeline)
+    shown = [("George_Clooney", 6), ("Juanes", 3), ("Martha_Burk", 2)]  # Martha is not enrolled here
+    frames = write_frames(tmp_path / "gate", [frame_of(folder, number) for folder, number in shown for _ in range(15)])
+    camera, broker = MjpegServer(frames), Mosquitto(tmp_path)
+    messages: list[tuple[str, str]] = []
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    subscriber.on_message = lambda _c, _u, m: messages.append((m.topic, m.payload.decode()))
+    subscriber.on_connect = lambda c, *_: c.subscribe([("facenet/gate/#", 1)])
+    subscriber.connect("127.0.0.1", broker.port)
+    subscriber.loop_start()
+    try:
+        code = recognize_command(
+            web_cam=False, inputs=[f"gate={camera.url}"], camera=0, output_dir=tmp_path / "out", data_dir=data_dir,
+            database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog", threshold=None,
+            as_json=True, enroll_only=False,
+            live=LiveOptions(events=str(tmp_path / "events.jsonl"), mqtt_url=broker.url, max_frames=40))
+    finally:
+        camera.stop()
+        time.sleep(0.5)
+        subscriber.loop_stop()
+        broker.stop()
+    assert code == 0
+    faces = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    per_track: dict[int, list[str]] = {}
+    for face in faces:
+        per_track.setdefault(face["track"], []).append(face["name"])
+    truth = ["George Clooney", "Juanes", "Unknown"]
+    assert [names[-1] for names in per_track.values()] == truth, per_track
+    assert all(set(names[1:]) == {names[-1]} for names in per_track.values()), "one name per track after its first"
+
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["track"], e["name"]) for e in events] == [
+        (kind, track, name) for track, name in zip(per_track, truth, strict=True)
+        for kind in ("appeared", "named", "left")]
+    presence = [(t.split("/")[2], p) for t, p in messages if t.endswith("/state")]
+    assert presence == [("george_clooney", "ON"), ("george_clooney", "OFF"), ("juanes", "ON"), ("juanes", "OFF"),
+                        ("unknown", "ON"), ("unknown", "OFF")]
