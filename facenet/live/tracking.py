@@ -8,15 +8,16 @@ a centre-distance gate for fast moves). A track never trusts its past: its face 
 - when its look changed since its last embedding (`look`: a 16x16 normalised grey thumbnail of the face; someone
   stepping into the same box changes it at once),
 - when the face is clearly better (TRACK_BETTER times the quality) than any it kept,
-- on the frame after a check whose own answer disagreed with the track's name, or that proposed a new name,
+- on the frame after a check whose own answer disagreed with the track's name,
 - and in any case every TRACK_CHECK_FRAMES frames.
 
 An embedding farther from the track's mean than the 1:1 verify threshold is someone else, and so is a face whose own
-answer (the gallery's name for that embedding alone) differs from the track's TRACK_DISAGREE checks in a row: the
+answer (the gallery's name for that embedding alone) differs from a named track's TRACK_DISAGREE checks in a row: the
 track ends (`left`) and the face starts a new track, named from its own embeddings. A track's name is the gallery's
 answer for the quality-weighted mean of its last TRACK_SAMPLES embeddings, taken at once when it is Unknown and only
-after TRACK_NAME_CHECKS checks in a row when it is an enrolled name (Unknown meanwhile): one blurred frame cannot
-flip it, and a stranger never inherits, nor brushes past, an enrolled person's name.
+after TRACK_NAME_CHECKS checks in a row when it is an enrolled name (Unknown meanwhile), and for a track that had
+its answer already only well within that person's threshold (TRACK_RENAME_RATIO): one blurred frame cannot flip it,
+and a stranger never inherits, nor brushes past, an enrolled person's name.
 
 A track emits events: `appeared` (seen in TRACK_CONFIRM_HITS frames), `named` (TRACK_NAME_SAMPLES embeddings, or a
 changed name), `left` (not seen for TRACK_LOST_S, or replaced by someone else). Returns values; the one frame loop
@@ -34,7 +35,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from facenet import config
-from facenet.gallery.thresholds import verify_threshold
+from facenet.gallery.thresholds import match_score, verify_threshold
 from facenet.recognize import Recognition
 
 if TYPE_CHECKING:
@@ -74,6 +75,14 @@ TRACK_DISAGREE = 2
 TRACK_NAME_CHECKS = 2
 """Checks in a row whose mean names the same enrolled person before a track takes that name (Unknown meanwhile): a
 stranger whose mean brushes past someone's threshold once is never shown as them. Unknown is taken at once."""
+
+TRACK_RENAME_RATIO = 0.9
+"""A track that already has its answer (TRACK_NAME_SAMPLES checks) takes another, enrolled, name only at a distance
+of at most this share of that person's threshold: a stranger's mean hovering at someone's threshold (measured:
+0.571-0.578 for a threshold of ~0.58 on bench/bench_swaps.py) never turns into them. Enrolled people facing the
+camera sit at ~0.5-0.8 of their threshold."""
+
+RENAME_SCORE = match_score(TRACK_RENAME_RATIO, 1.0)
 
 TRACK_BETTER = 1.15
 """A face this many times better (quality) than every one the track kept is embedded at once."""
@@ -218,7 +227,7 @@ def wants_embedding(track: Track, quality: float, seen: np.ndarray | None) -> bo
     changed look, a clearly better face, or TRACK_CHECK_FRAMES since the last check."""
     if track.embedded < TRACK_NAME_SAMPLES or track.gap or track.since_embed >= TRACK_CHECK_FRAMES:
         return True
-    if track.disagree or track.candidate is not None:
+    if track.disagree:
         return True
     if not looks_alike(seen, track.look):
         return True
@@ -226,10 +235,14 @@ def wants_embedding(track: Track, quality: float, seen: np.ndarray | None) -> bo
 
 
 def _settle(track: Track, match: Match) -> None:
-    """The track's answer after a check: Unknown or its own name at once, another name once confirmed."""
+    """The track's answer after a check: Unknown or its own name at once; another name once TRACK_NAME_CHECKS checks
+    agree, and for a track that had its answer already, only well within that person's threshold."""
     track.distance, track.score = match.distance, match.score
     if match.name in (config.UNKNOWN, track.name):
         track.name, track.candidate, track.candidate_checks = match.name, None, 0
+        return
+    if track.embedded > TRACK_NAME_SAMPLES and match.score < RENAME_SCORE:
+        track.name, track.candidate, track.candidate_checks = config.UNKNOWN, None, 0
         return
     track.candidate_checks = track.candidate_checks + 1 if track.candidate == match.name else 1
     track.candidate = match.name
@@ -332,7 +345,10 @@ class TrackingRecognizer:
             return False
         if float(np.linalg.norm(vector - mean_vector(track.samples))) > self._switch:
             return True
-        track.disagree = track.disagree + 1 if own_name != track.name else 0
+        # Only a named track is split on disagreement: an Unknown one changes its name by its mean, with the margin
+        # (a stranger hovering at a threshold must not restart as a fresh track that takes the name)
+        named = track.name != config.UNKNOWN
+        track.disagree = track.disagree + 1 if named and own_name != track.name else 0
         return track.disagree >= TRACK_DISAGREE
 
     @staticmethod
