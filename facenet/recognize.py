@@ -78,6 +78,28 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
+class StillFrames:
+    """Tells a video frame that is unchanged since the last analysed one (STILL_MAX_DIFF): its answer can be reused."""
+
+    def __init__(self) -> None:
+        self._thumb: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._thumb = None
+
+    def still(self, image: np.ndarray) -> bool:
+        """Is this frame unchanged? When not, it becomes the analysed frame the next ones are compared with."""
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        thumb = cv2.resize(grey, STILL_THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
+        previous, self._thumb = self._thumb, thumb
+        if previous is None or previous.shape != thumb.shape:
+            return False
+        if int(np.abs(thumb - previous).max()) <= STILL_MAX_DIFF:
+            self._thumb = previous  # compare with the analysed frame, so slow drift cannot accumulate
+            return True
+        return False
+
+
 class Recognizer:
     """Names every face of a frame with one batched embedding and one database lookup.
 
@@ -98,27 +120,17 @@ class Recognizer:
         self.reuse_still = reuse_still
         self.analysed = 0
         self.reused = 0
-        self._thumb: np.ndarray | None = None
+        self._still = StillFrames()
         self._last: list[Recognition] = []
 
     def reset(self) -> None:
         """Forget the previous frame (call between videos)."""
-        self._thumb, self._last = None, []
-
-    def _still(self, image: np.ndarray) -> bool:
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        thumb = cv2.resize(grey, STILL_THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
-        previous, self._thumb = self._thumb, thumb
-        if previous is None or previous.shape != thumb.shape:
-            return False
-        if int(np.abs(thumb - previous).max()) <= STILL_MAX_DIFF:
-            self._thumb = previous  # compare with the analysed frame, so slow drift cannot accumulate
-            return True
-        return False
+        self._still.reset()
+        self._last = []
 
     def recognize(self, image: np.ndarray, video: bool = False) -> list[Recognition]:
         """Every face of an RGB frame, largest first, named."""
-        if video and self.reuse_still and self._still(image):
+        if video and self.reuse_still and self._still.still(image):
             self.reused += 1
             return self._last
         self.analysed += 1

@@ -79,7 +79,7 @@ def database() -> FaceDatabase:
 def run(script, texture=None, threshold=None, switch=0.6):
     """(labels per frame, track ids per frame, events as (kind, track, name), embedded frames) of the script."""
     pipeline = ScriptedPipeline(script, texture)
-    tracker = TrackingRecognizer(pipeline, database(), "door", threshold, switch=switch)
+    tracker = TrackingRecognizer(pipeline, database(), "door", threshold, switch=switch, reuse_still=False)
     labels, ids, events = [], [], []
     for i in range(len(script)):
         faces, new = tracker.recognize(pipeline.image(i), i, i / 10)
@@ -183,7 +183,42 @@ def test_answers_that_keep_disagreeing_with_the_track_start_a_new_one():
 def test_the_frame_recognizer_is_the_same_door_with_and_without_tracks(track):
     script = shown(("ada", 4), ("bob", 4))
     pipeline = ScriptedPipeline(script)
-    frames = FrameRecognizer(pipeline, database(), "door", track=track)
+    frames = FrameRecognizer(pipeline, database(), "door", track=track, reuse_still=False)
     names = [[frames.recognize(Frame("door", i, pipeline.image(i)), i / 10).faces[0].name] for i in range(8)]
     assert names == (named("ada", 4) + named("bob", 4) if track else [["ada"]] * 4 + [["bob"]] * 4)
     assert bool(frames.finish()) == track
+
+
+def test_a_still_picture_keeps_its_faces_and_tracks_without_detecting_again():
+    """Frames equal to the last analysed one (a still picture) keep its answer once its track has one; the next
+    change is analysed."""
+    script = shown(("ada", 6), ("bob", 6))
+    pipeline = ScriptedPipeline(script)
+    tracker = TrackingRecognizer(pipeline, database(), "door", switch=0.6)
+    images = [pipeline.image(0)] * 6 + [pipeline.image(6)] * 6  # the frame number pixel stays that of the first
+    labels, ids, events = [], [], []
+    for i, image in enumerate(images):
+        faces, new = tracker.recognize(image, i, i / 10)
+        labels.append([f.name for f in faces])
+        ids.append([f.track for f in faces])
+        events += [(e.kind, e.name) for e in new]
+    assert labels == named("ada", 6) + named("bob", 6), "a still picture is checked until its track has its answer"
+    assert pipeline.embedded == [0, 0, 0, 6, 6, 6] and tracker.reused == 6
+    assert ids == [[1]] * 6 + [[2]] * 6
+    assert events == [("appeared", "ada"), ("named", "ada"), ("left", "ada"), ("appeared", "bob"), ("named", "bob")]
+
+
+def test_the_same_picture_after_a_drop_is_a_new_track():
+    """A camera showing a still picture drops for longer than TRACK_LOST_S (its track leaves), then shows the same
+    picture again: that is analysed afresh, as a new track, not the answer of the track that left."""
+    pipeline = ScriptedPipeline(shown(("ada", 1)))
+    tracker = TrackingRecognizer(pipeline, database(), "door", switch=0.6)
+    image, kinds = pipeline.image(0), []
+    for t in (0.0, 0.1, 0.2, 0.3):
+        kinds += [(e.kind, e.track) for e in tracker.recognize(image, None, t)[1]]
+    kinds += [(e.kind, e.track) for e in tracker.idle(5.0)]
+    for t in (5.1, 5.2, 5.3, 5.4):
+        faces, new = tracker.recognize(image, None, t)
+        kinds += [(e.kind, e.track) for e in new]
+    assert faces[0].track == 2 and faces[0].name == "ada"
+    assert kinds == [("appeared", 1), ("named", 1), ("left", 1), ("appeared", 2), ("named", 2)]

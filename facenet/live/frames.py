@@ -34,11 +34,13 @@ class FrameRecognizer:
 
     def __init__(
         self, pipeline: FacePipeline, database: FaceDatabase, source: str, threshold: float | None = None,
-        track: bool = True,
+        track: bool = True, reuse_still: bool = True,
     ) -> None:
+        """`reuse_still`: a frame unchanged since the last analysed one keeps its answer (recognize.StillFrames)."""
         self.source = source
-        self.tracker = TrackingRecognizer(pipeline, database, source, threshold) if track else None
-        self.plain = None if track else Recognizer(pipeline, database, threshold)
+        self.tracker = (TrackingRecognizer(pipeline, database, source, threshold, reuse_still=reuse_still)
+                        if track else None)
+        self.plain = None if track else Recognizer(pipeline, database, threshold, reuse_still)
         self._last_frame: int | None = None
 
     @property

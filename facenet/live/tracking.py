@@ -19,6 +19,9 @@ after TRACK_NAME_CHECKS checks in a row when it is an enrolled name (Unknown mea
 its answer already only well within that person's threshold (TRACK_RENAME_RATIO): one blurred frame cannot flip it,
 and a stranger never inherits, nor brushes past, an enrolled person's name.
 
+A frame unchanged since the last analysed one (recognize.StillFrames: a still picture) keeps that frame's faces and
+tracks, as plain recognition does, once every track in it has its answer.
+
 A track emits events: `appeared` (seen in TRACK_CONFIRM_HITS frames), `named` (TRACK_NAME_SAMPLES embeddings, or a
 changed name), `left` (not seen for TRACK_LOST_S, or replaced by someone else). Returns values; the one frame loop
 (facenet/live/frames.py) and the outputs send them on.
@@ -36,7 +39,7 @@ from scipy.optimize import linear_sum_assignment
 
 from facenet import config
 from facenet.gallery.thresholds import match_score, verify_threshold
-from facenet.recognize import Recognition
+from facenet.recognize import Recognition, StillFrames
 
 if TYPE_CHECKING:
     from facenet.detect.face import Face
@@ -252,6 +255,12 @@ def _settle(track: Track, match: Match) -> None:
         track.name = config.UNKNOWN
 
 
+def _settled(last: tuple[TrackedRecognition, Track]) -> bool:
+    """Has the track its answer (its first checks done, no name or disagreement waiting to be confirmed)?"""
+    track = last[1]
+    return track.embedded >= TRACK_NAME_SAMPLES and track.candidate is None and not track.disagree
+
+
 def mean_vector(samples: list[tuple[float, np.ndarray]]) -> np.ndarray:
     """The unit quality-weighted mean of (quality, vector) samples."""
     weights = np.array([max(quality, 1e-6) for quality, _ in samples])
@@ -268,20 +277,29 @@ class TrackingRecognizer:
 
     def __init__(
         self, pipeline: FacePipeline, database: FaceDatabase, camera: str, threshold: float | None = None,
-        switch: float | None = None,
+        switch: float | None = None, reuse_still: bool = True,
     ) -> None:
         self.pipeline, self.database, self.camera, self.threshold = pipeline, database, camera, threshold
         self.tracks: list[Track] = []
         self._next_id = 1
         self.frames = 0
         self.embedded = 0
+        self.reused = 0
         self._switch = verify_threshold(pipeline) if switch is None else switch
+        self._still = StillFrames() if reuse_still else None
+        self._last: list[tuple[TrackedRecognition, Track]] = []
 
     def recognize(
         self, image: np.ndarray, frame: int | None, t: float
     ) -> tuple[list[TrackedRecognition], list[TrackEvent]]:
-        """Every face of an RGB frame (at stream time `t` seconds), named by its track; and the events it caused."""
+        """Every face of an RGB frame (at stream time `t` seconds), named by its track; and the events it caused.
+
+        A frame unchanged since the last analysed one (recognize.StillFrames) keeps that frame's faces and tracks once
+        they have their answers.
+        """
         self.frames += 1
+        if self._still is not None and self._still.still(image) and all(map(_settled, self._last)):
+            return self._reuse(t, frame)
         faces = self.pipeline.detect(image, video=True)
         pairs = dict((j, i) for i, j in associate([track.box for track in self.tracks], [f.box for f in faces]))
         seen = [self._continue(self.tracks[pairs[j]], face, t) if j in pairs else self._start(face, t)
@@ -293,7 +311,19 @@ class TrackingRecognizer:
         events.extend(self._expire(t, frame))
         results = [TrackedRecognition(face.box, track.name, track.distance, track.score, track=track.id)
                    for face, track in zip(faces, seen, strict=True)]
+        self._last = list(zip(results, seen, strict=True))
         return results, events
+
+    def _reuse(self, t: float, frame: int | None) -> tuple[list[TrackedRecognition], list[TrackEvent]]:
+        """The last analysed frame's faces, seen again now (nothing in the picture changed)."""
+        self.reused += 1
+        events: list[TrackEvent] = []
+        for _, track in self._last:
+            track.last_seen, track.last_frame = t, self.frames
+            track.hits += 1
+            events.extend(self._announce(track, frame))
+        events.extend(self._expire(t, frame))
+        return [result for result, _ in self._last], events
 
     def finish(self, frame: int | None = None) -> list[TrackEvent]:
         """The end of the stream: every track leaves (named first if it never was)."""
@@ -380,7 +410,8 @@ class TrackingRecognizer:
         return events
 
     def _expire(self, t: float, frame: int | None) -> list[TrackEvent]:
-        """`left` for every confirmed track not seen for TRACK_LOST_S; those tracks are dropped."""
+        """`left` for every confirmed track not seen for TRACK_LOST_S; those tracks are dropped, and the last frame's
+        answer is no longer reused (the next frame is analysed)."""
         events, kept = [], []
         for track in self.tracks:
             if t - track.last_seen <= TRACK_LOST_S:
@@ -388,5 +419,7 @@ class TrackingRecognizer:
             elif track.confirmed:
                 events.extend(self._announce(track, frame, leaving=True))
                 events.append(self._event("left", track, frame))
+        if len(kept) < len(self.tracks) and self._still is not None:
+            self._still.reset()
         self.tracks = kept
         return events
