@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,7 +36,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_cameras import serve_mjpeg  # noqa: E402
 from bench_swaps import dev_train_people  # noqa: E402
 
 from facenet import config  # noqa: E402
@@ -83,6 +83,34 @@ def scene(people: list[tuple[str, np.ndarray]], frames: int, size: tuple[int, in
             images.append(np.clip(noisy, 0, 255).astype(np.uint8))
             truth.append(shown)
     return images, truth
+
+
+def serve_mjpeg(jpegs: list[bytes], fps: float = 25.0) -> ThreadingHTTPServer:
+    """A loopback MJPEG server looping the JPEGs at `fps`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            start, i = time.monotonic(), 0
+            try:
+                while True:
+                    jpeg = jpegs[i % len(jpegs)]
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                     + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+                    i += 1
+                    time.sleep(max(0.0, start + i / fps - time.monotonic()))
+            except OSError:
+                return
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class Tally:

@@ -1,6 +1,6 @@
 """Swap videos: people replacing each other in one place in front of a fixed camera, with no empty frame between
 them (strangers among them), and how right a recogniser's labels are on them. Used by tests/test_tracking_swaps.py
-and bench/bench_tracking.py.
+and bench/bench_swaps.py.
 
 A video is 640x480: one background (a wall), and each person's photo (a 250x250 LFW crop: the face ~45% of it)
 scaled to `side` px at nearly the same spot, drifting and breathing a little, with sensor noise, so that no two
