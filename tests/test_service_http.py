@@ -27,6 +27,7 @@ httpx = pytest.importorskip("httpx")
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 STARTUP_S = 240
+CAMERA_PHOTO = HELD_OUT.parent / "George_Clooney_0003.jpg"  # what the fake webcam shows (250x250, centred)
 
 
 def free_port() -> int:
@@ -185,7 +186,7 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     root = tmp_path_factory.mktemp("browser")
-    camera = fake_webcam(root / "cam.y4m", HELD_OUT.parent / "George_Clooney_0003.jpg")
+    camera = fake_webcam(root / "cam.y4m", CAMERA_PHOTO)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -213,7 +214,51 @@ def wait_for(driver, css: str, text: str | None = None, timeout: float = 90):
     return wait.until(found, f"no {css} with {text!r}")
 
 
-def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser):
+SCREEN_PX = 3  # how far (CSS pixels) a drawn box may sit from where the API's box lands on screen
+
+DRAWN = """
+    const media = document.getElementById(arguments[0]);
+    const rect = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+    const items = [...document.querySelectorAll('#faces li.face')];
+    return {media: rect(media),
+            natural: [media.naturalWidth || media.videoWidth, media.naturalHeight || media.videoHeight],
+            boxes: [...document.querySelectorAll('#stage .face-box')].map(rect),
+            listed: items.map((li) => li.dataset.box.split(',').map(Number))};"""
+
+
+def on_screen(box: list[int], media: list[float], natural: list[int], fit_contain: bool) -> np.ndarray:
+    """Where the pixels of `box` (in the image's own pixels) are on screen: the image element's rect scaled from
+    its natural size (a video shows its frame letterboxed inside its element: object-fit contain)."""
+    left, top, right, bottom = media
+    sx, sy = (right - left) / natural[0], (bottom - top) / natural[1]
+    if fit_contain:
+        sx = sy = min(sx, sy)
+        left += (right - left - natural[0] * sx) / 2
+        top += (bottom - top - natural[1] * sy) / 2
+    return np.array([left + box[0] * sx, top + box[1] * sy, left + box[2] * sx, top + box[3] * sy])
+
+
+def drawn_vs_api(driver, media_id: str, api_boxes: list[list[int]] | None = None) -> float:
+    """The worst distance (CSS px) between a drawn box's edges and the API's box for that face, on screen (no
+    `api_boxes`: the boxes of the API answer the page lists, read at the same moment)."""
+    drawn = driver.execute_script(DRAWN, media_id)
+    api_boxes = drawn["listed"] if api_boxes is None else api_boxes
+    assert drawn["natural"][0] > 0 and len(drawn["boxes"]) == len(api_boxes) > 0, drawn
+    expected = [on_screen(b, drawn["media"], drawn["natural"], media_id == "webcam") for b in api_boxes]
+    return max(np.abs(np.array(rect) - want).max() for rect, want in zip(drawn["boxes"], expected, strict=True))
+
+
+def wide_photo(path: Path, photo: Path, size: tuple[int, int] = (1000, 460), at: tuple[int, int] = (640, 150)
+               ) -> Path:
+    """`photo` pasted at `at` (x, y) on a grey canvas of `size` (w, h): wider than the stage, shown scaled down."""
+    canvas = np.full((size[1], size[0], 3), 90, np.uint8)
+    face = cv2.imread(str(photo))
+    canvas[at[1]:at[1] + face.shape[0], at[0]:at[0] + face.shape[1]] = face
+    cv2.imwrite(str(path), canvas)
+    return path
+
+
+def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser, tmp_path):
     url, data = server
     browser.get(url + "/")
     key = wait_for(browser, "#api-key")[0]
@@ -248,22 +293,36 @@ def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser):
     assert [d["same_as"] for d in report["duplicates"] if d["path"].startswith("Zach Safrin/api-")] == [
         "Jon_Voight/Jon_Voight_0001.jpg"]
 
-    # recognise an uploaded photo: names and boxes in the DOM
-    browser.find_element("css selector", "#recognize-file").send_keys(str(HELD_OUT))
-    [face] = wait_for(browser, "#faces li.face", "George_Clooney")
-    assert face.get_attribute("data-name") == "George_Clooney"
-    left, top, right, bottom = (int(v) for v in face.get_attribute("data-box").split(","))
-    assert 0 <= left < right <= 250 and 0 <= top < bottom <= 250
-    [box] = browser.find_elements("css selector", "#stage .face-box")
-    assert "George_Clooney" in box.text and box.size["width"] > 20 and box.size["height"] > 20
+    # recognise an uploaded photo: the names, and each box drawn on screen exactly where the API puts the face
+    # (a 250 px photo shown at its own size, smaller than the stage; then a 1000 px one shown scaled down)
+    wide = wide_photo(tmp_path / "wide.jpg", HELD_OUT)
+    for photo in (HELD_OUT, wide):
+        api = post_photo(url, photo).json()
+        browser.find_element("css selector", "#recognize-file").send_keys(str(photo))
+        wait_for(browser, "#recognize-status", "1 face(s)")
+        [face] = wait_for(browser, "#faces li.face", "George_Clooney")
+        assert face.get_attribute("data-box") == ",".join(map(str, api["faces"][0]["box"]))
+        [box] = browser.find_elements("css selector", "#stage .face-box")
+        assert "George_Clooney" in box.text
+        assert drawn_vs_api(browser, "photo", [f["box"] for f in api["faces"]]) <= SCREEN_PX
+        assert not browser.find_element("css selector", "#webcam").is_displayed()
+    assert browser.execute_script("return document.getElementById('photo').clientWidth") < api["width"] / 2
+    left, top, right, bottom = api["faces"][0]["box"]  # on the 250 px photo pasted at (640, 150)
+    assert 640 <= left < right <= 890 and 150 <= top < bottom <= 400
     browser.find_element("css selector", "#recognize-file").send_keys(str(STRANGER))
     wait_for(browser, "#faces li.face", "Zach Safrin")
 
-    # the webcam (Chromium's fake device playing a photo of George Clooney)
+    # the webcam (Chromium's fake device playing a photo of George Clooney): boxes on the face in the video too
     browser.find_element("css selector", "#webcam-start").click()
     wait_for(browser, "#recognize-status", "webcam: ")
     wait_for(browser, "#faces li.face", "George_Clooney")
-    assert browser.find_elements("css selector", "#stage .face-box")
+    assert not browser.find_element("css selector", "#photo").is_displayed()
+    [listed] = browser.execute_script(DRAWN, "webcam")["listed"]
+    left, top, right, bottom = np.add(post_photo(url, CAMERA_PHOTO).json()["faces"][0]["box"], [51, 19] * 2)
+    centre = (listed[0] + listed[2]) / 2, (listed[1] + listed[3]) / 2  # on the face of the photo pasted at (51, 19)
+    assert 51 <= listed[0] < listed[2] <= 301 and 19 <= listed[1] < listed[3] <= 269, listed
+    assert left < centre[0] < right and top < centre[1] < bottom, (listed, (left, top, right, bottom))
+    assert drawn_vs_api(browser, "webcam") <= SCREEN_PX
     browser.find_element("css selector", "#webcam-stop").click()
 
     # the OpenAPI docs render offline (Swagger UI from the wheel, no CDN)

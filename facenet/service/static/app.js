@@ -131,18 +131,28 @@ async function recognise(blob) {
   return call("POST", "/recognize", blob instanceof File ? blob : new Blob([blob], { type: "image/jpeg" }));
 }
 
+// Show one of the photo and the webcam on the stage (the other hidden), with no boxes yet.
+function showOnStage(media) {
+  drawFaces({ faces: [] });
+  $("photo").hidden = media !== $("photo");
+  $("webcam").hidden = media !== $("webcam");
+  $("recognize-status").className = "";
+}
+
 async function recognisePhoto(file) {
   stopWebcam();
-  $("webcam").hidden = true;
   const photo = $("photo");
-  photo.hidden = false;
-  photo.src = URL.createObjectURL(file);
+  if (photo.src) URL.revokeObjectURL(photo.src);
+  const src = photo.src = URL.createObjectURL(file);
+  showOnStage(photo);
   $("recognize-status").textContent = "recognising…";
   try {
     const answer = await recognise(file);
+    if (photo.src !== src || photo.hidden) return;  // another photo or the webcam was chosen meanwhile
     drawFaces(answer);
     $("recognize-status").textContent = `${answer.faces.length} face(s)`;
   } catch (error) {
+    if (photo.src !== src || photo.hidden) return;
     drawFaces({ faces: [] });
     $("recognize-status").textContent = error.message;
     $("recognize-status").className = "error";
@@ -158,8 +168,7 @@ async function startWebcam() {
   }
   const video = $("webcam");
   video.srcObject = webcamStream;
-  video.hidden = false;
-  $("photo").hidden = true;
+  showOnStage(video);
   $("webcam-start").disabled = true;
   $("webcam-stop").disabled = false;
   let frames = 0;
