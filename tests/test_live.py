@@ -161,9 +161,7 @@ def test_tracking_keeps_one_id_and_name_per_person_and_embeds_a_few_times(tmp_pa
     for _, results in seen:
         for r in results:
             per_track.setdefault(r.track, []).append(r.name)
-    # a track takes an enrolled name once two checks agree on it (its first frame is Unknown), then keeps it
-    assert per_track == {1: ["Unknown"] + ["George Clooney"] * 23, 2: ["Unknown"] + ["Juanes"] * 15}, \
-        "one id and one steady name per person"
+    assert per_track == {1: ["George Clooney"] * 24, 2: ["Juanes"] * 16}, "one id and one steady name per person"
     faces = sum(len(r) for _, r in seen)
     print("embedded", recognizer.tracker.embedded, "of", faces)
     assert faces // TRACK_CHECK_FRAMES <= recognizer.tracker.embedded < faces // 2, "checked all along, not every frame"
@@ -185,8 +183,7 @@ def test_a_different_person_in_the_same_place_starts_a_new_track(tmp_path, data_
         faces, new = tracker.recognize(frame, i, i / 10)
         seen.append(faces)
         events += [(e.kind, e.track, e.name) for e in new]
-    assert [(r[0].track, r[0].name) for r in seen if r] == (
-        [(1, "Unknown")] + [(1, "George Clooney")] * 5 + [(2, "Unknown")] + [(2, "Juanes")] * 5)
+    assert [(r[0].track, r[0].name) for r in seen if r] == [(1, "George Clooney")] * 6 + [(2, "Juanes")] * 6
     events += [(e.kind, e.track, e.name) for e in tracker.finish()]
     assert events == [("appeared", 1, "George Clooney"), ("named", 1, "George Clooney"), ("left", 1, "George Clooney"),
                       ("appeared", 2, "Juanes"), ("named", 2, "Juanes"), ("left", 2, "Juanes")]
@@ -210,8 +207,7 @@ def test_a_video_file_with_events_gets_tracks_events_and_snapshots(tmp_path, dat
                      threshold=None, as_json=True, enroll_only=False)
     assert recognize_command(**arguments, live=LiveOptions(events=str(tmp_path / "ev.jsonl"))) == 0
     faces = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(f["frame"], f["name"], f["track"]) for f in faces] == [(0, "Unknown", 1)] + [
-        (i, "Juanes", 1) for i in range(1, 12)]
+    assert [(f["frame"], f["name"], f["track"]) for f in faces] == [(i, "Juanes", 1) for i in range(12)]
     events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert [(e["event"], e["camera"], e["name"]) for e in events] == [
         (kind, str(video), "Juanes") for kind in ("appeared", "named", "left")]
@@ -316,10 +312,8 @@ def test_live_cameras_survive_a_dropped_stream_and_publish_events(tmp_path, data
     captured = capsys.readouterr()
     faces = [json.loads(line) for line in captured.out.splitlines()]
     assert {f["source"] for f in faces} == {"door", "gate"} and all(isinstance(f["track"], int) for f in faces)
-    firsts = {(f["source"], f["track"]): f["frame"] for f in reversed(faces)}  # a track is named from its 2nd frame
-    settled = [f for f in faces if firsts[f["source"], f["track"]] != f["frame"]]
-    assert {f["name"] for f in settled if f["source"] == "gate"} == {"Juanes"}
-    assert {f["name"] for f in settled if f["source"] == "door"} == {"George Clooney"}
+    assert {f["name"] for f in faces if f["source"] == "gate"} == {"Juanes"}
+    assert {f["name"] for f in faces if f["source"] == "door"} == {"George Clooney"}
     door_frames_seen = [f["frame"] for f in faces if f["source"] == "door"]
     assert door_frames_seen == sorted(door_frames_seen), "frames keep counting across the reconnection"
     assert any(line.strip().startswith("door: ") and line.endswith(" 1 drops") for line in captured.err.splitlines())
@@ -352,7 +346,7 @@ def test_live_cameras_survive_a_dropped_stream_and_publish_events(tmp_path, data
 def test_people_replacing_each_other_at_a_camera_get_their_own_tracks_events_and_presence(
         tmp_path, data_dir, pipeline, monkeypatch, capsys):
     """The MJPEG camera shows George, then Juanes, then a stranger in the same spot with no empty frame between:
-    each gets a new track and their own name on every frame but its first; events and MQTT presence follow."""
+    each gets a new track and their own name on every frame; events and MQTT presence follow."""
     import paho.mqtt.client as mqtt
 
     from facenet.cli import common
@@ -387,7 +381,7 @@ def test_people_replacing_each_other_at_a_camera_get_their_own_tracks_events_and
         per_track.setdefault(face["track"], []).append(face["name"])
     truth = ["George Clooney", "Juanes", "Unknown"]
     assert [names[-1] for names in per_track.values()] == truth, per_track
-    assert all(set(names[1:]) == {names[-1]} for names in per_track.values()), "one name per track after its first"
+    assert all(set(names) == {names[-1]} for names in per_track.values()), "one name per track, on every frame"
 
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [(e["event"], e["track"], e["name"]) for e in events] == [

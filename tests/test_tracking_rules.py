@@ -91,9 +91,8 @@ def run(script, texture=None, threshold=None, switch=0.6):
 
 
 def named(who: str, frames: int) -> list[list[str]]:
-    """A track's labels over its frames: an enrolled name is shown once TRACK_NAME_CHECKS checks agree on it."""
-    wait = 0 if who == UNKNOWN else TRACK_NAME_CHECKS - 1
-    return [[UNKNOWN]] * wait + [[who]] * (frames - wait)
+    """A track's labels over its frames: the scripted faces are their people's centroids, well within: named at once."""
+    return [[who]] * frames
 
 
 def shown(*people: tuple[str, int], box=BOX, score=0.9):
@@ -115,10 +114,9 @@ def test_a_swap_that_keeps_the_look_is_caught_by_the_regular_check():
     script = shown(("ada", 10), ("bob", 10))
     labels, ids, _, embedded = run(script, texture={i: "ada" for i in range(20)})
     first_bob = labels.index(["bob"])
-    assert 10 <= first_bob <= 10 + TRACK_CHECK_FRAMES - 1 + TRACK_NAME_CHECKS - 1
+    assert 10 <= first_bob <= 10 + TRACK_CHECK_FRAMES - 1
     assert labels[first_bob:] == [["bob"]] * (20 - first_bob) and ids[first_bob][0] == 2
     assert labels[:10] == named("ada", 10)
-    assert all(label != ["ada"] for label in labels[10:]) or labels[10:].index(["bob"]) >= 0
 
 
 def test_a_stranger_whose_answer_brushes_past_a_name_once_is_never_shown_named():
@@ -132,6 +130,13 @@ def test_a_stranger_whose_answer_brushes_past_a_name_once_is_never_shown_named()
     labels, ids, _, embedded = run(script, texture={i: "near" for i in range(12)}, threshold=0.8)
     assert brushed in embedded
     assert labels == [[UNKNOWN]] * 12 and ids == [[1]] * 12
+
+
+def test_a_new_track_near_a_threshold_is_named_only_once_two_checks_agree():
+    """A new track whose face sits just within Cy's threshold (0.78 of 0.8: not well within) is Unknown on its first
+    frame and named from its second (two checks agree); a face well within is named at once."""
+    labels, _, _, _ = run(shown(("hover", 4), ("cy", 4)), texture={i: "hover" for i in range(4)}, threshold=0.8)
+    assert labels == [[UNKNOWN]] * (TRACK_NAME_CHECKS - 1) + [["cy"]] * (8 - TRACK_NAME_CHECKS + 1)
 
 
 def test_a_stranger_hovering_at_a_threshold_is_never_named():
@@ -167,7 +172,7 @@ def test_two_people_side_by_side_keep_their_tracks_and_names():
     left, right = (10, 30, 80, 100), (120, 30, 190, 100)
     script = [[("ada", left, 0.9), ("bob", right, 0.9)] for _ in range(10)]
     labels, ids, _, _ = run(script)
-    assert labels[1:] == [["ada", "bob"]] * 9 and ids == [[1, 2]] * 10
+    assert labels == [["ada", "bob"]] * 10 and ids == [[1, 2]] * 10
 
 
 def test_answers_that_keep_disagreeing_with_the_track_start_a_new_one():

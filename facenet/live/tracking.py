@@ -14,10 +14,10 @@ a centre-distance gate for fast moves). A track never trusts its past: its face 
 An embedding farther from the track's mean than the 1:1 verify threshold is someone else, and so is a face whose own
 answer (the gallery's name for that embedding alone) differs from a named track's TRACK_DISAGREE checks in a row: the
 track ends (`left`) and the face starts a new track, named from its own embeddings. A track's name is the gallery's
-answer for the quality-weighted mean of its last TRACK_SAMPLES embeddings, taken at once when it is Unknown and only
-after TRACK_NAME_CHECKS checks in a row when it is an enrolled name (Unknown meanwhile), and for a track that had
-its answer already only well within that person's threshold (TRACK_RENAME_RATIO): one blurred frame cannot flip it,
-and a stranger never inherits, nor brushes past, an enrolled person's name.
+answer for the quality-weighted mean of its last TRACK_SAMPLES embeddings: Unknown at once; an enrolled name at once
+by a new track when well within that person's threshold (TRACK_RENAME_RATIO), else only after TRACK_NAME_CHECKS
+checks agree (Unknown meanwhile), and by a track that had its answer already only well within and once checks agree:
+one blurred frame cannot flip it, and a stranger never inherits, nor brushes past, an enrolled person's name.
 
 A frame unchanged since the last analysed one (recognize.StillFrames: a still picture) keeps that frame's faces and
 tracks, as plain recognition does, once every track in it has its answer.
@@ -76,15 +76,15 @@ face looks changed and is embedded again now (measured on the swap videos of tes
 TRACK_DISAGREE = 2
 """Checks in a row whose own answer differs from the track's name before the face starts a new track."""
 
-TRACK_NAME_CHECKS = 2
-"""Checks in a row whose mean names the same enrolled person before a track takes that name (Unknown meanwhile): a
-stranger whose mean brushes past someone's threshold once is never shown as them. Unknown is taken at once."""
-
 TRACK_RENAME_RATIO = 0.9
-"""A track that already has its answer (TRACK_NAME_SAMPLES checks) takes another, enrolled, name only at a distance
-of at most this share of that person's threshold: a stranger's mean hovering at someone's threshold (measured:
-0.571-0.578 for a threshold of ~0.58 on bench/bench_swaps.py) never turns into them. Enrolled people facing the
-camera sit at ~0.5-0.8 of their threshold."""
+"""A distance of at most this share of a person's threshold is "well within" it. A new track takes such a name at
+once; a name nearer the threshold only once TRACK_NAME_CHECKS checks in a row agree (Unknown meanwhile). A track that
+already has its answer (TRACK_NAME_SAMPLES checks) takes another, enrolled, name only well within and once checks
+agree: a stranger's mean hovering at someone's threshold (measured: 0.571-0.578 for a threshold of ~0.58 on
+bench/bench_swaps.py) never turns into them. Enrolled people facing the camera sit at ~0.5-0.8 of their threshold."""
+
+TRACK_NAME_CHECKS = 2
+"""Checks in a row that must agree on a name that is not taken at once (see TRACK_RENAME_RATIO)."""
 
 RENAME_SCORE = match_score(TRACK_RENAME_RATIO, 1.0)
 
@@ -239,13 +239,16 @@ def wants_embedding(track: Track, quality: float, seen: np.ndarray | None) -> bo
 
 
 def _settle(track: Track, match: Match) -> None:
-    """The track's answer after a check: Unknown or its own name at once; another name once TRACK_NAME_CHECKS checks
-    agree, and for a track that had its answer already, only well within that person's threshold."""
+    """The track's answer after a check (see TRACK_NAME_CHECKS and TRACK_RENAME_RATIO): Unknown or its own name at
+    once; another, enrolled, name at once by a new track when well within that person's threshold, else once
+    TRACK_NAME_CHECKS checks agree; by a track that had its answer already, only well within and once checks agree."""
     track.distance, track.score = match.distance, match.score
-    if match.name in (config.UNKNOWN, track.name):
+    well_within = match.score >= RENAME_SCORE
+    established = track.embedded > TRACK_NAME_SAMPLES
+    if match.name in (config.UNKNOWN, track.name) or (well_within and not established):
         track.name, track.candidate, track.candidate_checks = match.name, None, 0
         return
-    if track.embedded > TRACK_NAME_SAMPLES and match.score < RENAME_SCORE:
+    if established and not well_within:
         track.name, track.candidate, track.candidate_checks = config.UNKNOWN, None, 0
         return
     track.candidate_checks = track.candidate_checks + 1 if track.candidate == match.name else 1
