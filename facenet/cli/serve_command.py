@@ -68,7 +68,10 @@ def serve_command(
     if live_cameras is not None:
         print(f"Cameras: {', '.join(c['name'] for c in live_cameras.summaries())} (/api/v1/cameras)",
               file=sys.stderr, flush=True)
-    server.run()  # Ctrl-C: a graceful stop
+    try:
+        server.run()  # Ctrl-C: a graceful stop (uvicorn raises the signal again once stopped)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
