@@ -257,7 +257,7 @@ def test_camera_routes_need_the_key_and_a_dead_camera_is_reconnecting(tmp_path, 
     from facenet.service.store import GalleryStore
 
     store = GalleryStore(tmp_path / "data", pipeline, tmp_path / "db")
-    cameras = ServiceCameras([f"porch=rtsp://127.0.0.1:{free_port()}/live"], store, output_dir=tmp_path / "out")
+    cameras = ServiceCameras([f"porch=rtsp://127.0.0.1:{free_port()}/live"], store)
     routes = ["/api/v1/cameras", "/api/v1/cameras/porch", "/api/v1/cameras/porch/latest.jpg",
               "/api/v1/cameras/porch/stream.mjpg", "/api/v1/events", "/api/v1/events/1/snapshot.jpg"]
     with TestClient(create_app(store, frozenset({KEY}), cameras=cameras)) as client:

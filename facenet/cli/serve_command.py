@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
 
 from facenet.cli import common
-from facenet.cli.event_output import LiveOptions
+from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.gallery.pg import GalleryError
 from facenet.service.keys import KeyFileError, key_problem, load_keys
 from facenet.service.store import GalleryStore
@@ -53,8 +54,10 @@ def serve_command(
 
     live_cameras = None
     if cameras:
+        live = live or LiveOptions()
+        live_cameras = ServiceCameras(cameras, store, live.tracking(live=True))
         try:
-            live_cameras = ServiceCameras(cameras, store, live, Path(output_dir), as_json)
+            live_cameras.sink = EventSinks(live, Path(output_dir), as_json, on_record=live_cameras.keep)
         except (OSError, ValueError) as problem:
             log.error("cannot send events: %s", problem)
             return EXIT_FAILED
@@ -68,10 +71,8 @@ def serve_command(
     if live_cameras is not None:
         print(f"Cameras: {', '.join(c['name'] for c in live_cameras.summaries())} (/api/v1/cameras)",
               file=sys.stderr, flush=True)
-    try:
-        server.run()  # Ctrl-C: a graceful stop (uvicorn raises the signal again once stopped)
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises the signal again once it has stopped
+        server.run()  # Ctrl-C: a graceful stop
     return 0
 
 

@@ -2,9 +2,9 @@
 (facenet.live.cameras.run_cameras) on a background thread, recognising against the service's current gallery.
 
 Per camera it keeps the newest annotated frame as a JPEG (what latest.jpg and the MJPEG stream serve), its status
-(connecting, live, reconnecting, stopped), frames analysed, drops and current tracks. Track events go to the same
-sinks as the CLI's (--events, --mqtt_url, --webhook: facenet/cli/event_output.py) and into a ring of the last
-EVENTS_KEPT events, each with its best-face snapshot as a JPEG in memory.
+(connecting, live, reconnecting, stopped), frames analysed, drops and current tracks. Track events go to `sink`
+(the command's --events, --mqtt_url, --webhook: facenet/cli/event_output.py EventSinks, which hands each record back
+to `keep`) and into a ring of the last EVENTS_KEPT events, each with its best-face snapshot as a JPEG in memory.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
 
-from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.draw import annotate
 from facenet.live.cameras import run_cameras
+from facenet.live.events import event_record
 from facenet.live.streams import Drop, parse_cameras
 
 if TYPE_CHECKING:
@@ -44,6 +43,14 @@ live again only after more frames than this since its drop."""
 JPEG_QUALITY = 80
 STOP_WAIT_S = 15.0
 """How long the service's shutdown waits for the camera thread (a stream read times out after 5 s)."""
+
+
+class EventSink(Protocol):
+    """Where track events go besides the ring (the command's EventSinks)."""
+
+    def send(self, events: list[TrackEvent]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class CurrentGallery:
@@ -98,17 +105,17 @@ class CameraState:
 
 
 class ServiceCameras:
-    """The service's cameras: `start` runs them on a thread, `stop` ends it and closes the event sinks.
+    """The service's cameras: `start` runs them on a thread, `stop` ends it and closes the event sink.
 
-    Raises ValueError for a bad camera spec, OSError/ValueError when an event sink cannot be set up.
+    `track`: follow faces across frames (tracks and events); raises ValueError for a bad camera spec. Without a
+    `sink`, events only go to the ring (their record's snapshot is then null).
     """
 
-    def __init__(self, specs: list[str], store: GalleryStore, options: LiveOptions | None = None,
-                 output_dir: str | Path = "output", as_json: bool = False) -> None:
-        self.specs, self.store = list(specs), store
-        self.options = options or LiveOptions()
+    def __init__(self, specs: list[str], store: GalleryStore, track: bool = True) -> None:
+        self.specs, self.store, self.track = list(specs), store, track
         self.cameras = {c.name: CameraState(c.name, c.shown) for c in parse_cameras(self.specs)}
-        self.sinks = EventSinks(self.options, Path(output_dir), as_json, on_record=self._recorded)
+        self.sink: EventSink | None = None
+        """Set by the command: gets every event, and calls `keep` with each one's record."""
         self.events: collections.deque[tuple[dict[str, Any], bytes | None]] = collections.deque(maxlen=EVENTS_KEPT)
         self.stopping: Callable[[], bool] = lambda: False
         """Also true while the web server shuts down (set by the command): the MJPEG streams end then."""
@@ -124,11 +131,12 @@ class ServiceCameras:
         return self
 
     def stop(self) -> None:
-        """Stop the cameras (every track leaves: its events are sent), then flush and close the sinks."""
+        """Stop the cameras (every track leaves: its events are sent), then flush and close the sink."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(STOP_WAIT_S)
-        self.sinks.close()
+        if self.sink is not None:
+            self.sink.close()
 
     def stopped(self) -> bool:
         return self._stop.is_set() or self.stopping()
@@ -136,7 +144,7 @@ class ServiceCameras:
     def _run(self) -> None:
         try:
             run_cameras(self.specs, self.store.pipeline, CurrentGallery(self.store), self.store.threshold,
-                        self.options.tracking(live=True), on_frame=self._frame, on_events=self._events,
+                        self.track, on_frame=self._frame, on_events=self._events,
                         on_drop=self._drop, stop=self._stop)
         except Exception:  # the service keeps answering; the cameras show as stopped
             log.exception("the cameras stopped")
@@ -165,15 +173,19 @@ class ServiceCameras:
             camera.status, camera.drops, camera.since_drop = "reconnecting", drop.count, 0
 
     def _events(self, events: list[TrackEvent]) -> None:
-        self.sinks.send(events)
+        if self.sink is not None:
+            self.sink.send(events)
+        else:
+            for event in events:
+                self.keep(event_record(event, None), event)
         with self._lock:
             for event in events:
                 if event.kind == "left" and event.camera in self.cameras:
                     camera = self.cameras[event.camera]
                     camera.tracks = [t for t in camera.tracks if t["track"] != event.track]
 
-    def _recorded(self, record: dict[str, Any], event: TrackEvent) -> None:
-        """Keep a sent event (with an id and its snapshot) in the ring."""
+    def keep(self, record: dict[str, Any], event: TrackEvent) -> None:
+        """Keep an event's record (with an id and its snapshot) in the ring."""
         snapshot = jpeg(event.crop, 92) if event.crop is not None and event.crop.size else None
         with self._lock:
             event_id, self._next_id = self._next_id, self._next_id + 1
