@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -283,6 +284,45 @@ def test_camera_routes_need_the_key_and_a_dead_camera_is_reconnecting(tmp_path, 
         vector = pipeline.embed(image, pipeline.detect(image)[:1])
         assert len(gallery) == 1 and gallery.identify(vector)[0].name == "Juanes"
     assert cameras.stopped() and cameras.summaries()[0]["status"] == "stopped"
+
+
+def test_with_keys_the_page_shows_the_camera_by_fetching_its_frames(tmp_path, pipeline, browser):  # noqa: F811
+    """An <img> cannot send the key header: with keys the page fetches latest.jpg (with the header) instead."""
+    import uvicorn
+
+    from facenet.service.app import create_app
+    from facenet.service.cameras import ServiceCameras
+    from facenet.service.store import GalleryStore
+
+    (tmp_path / "data" / "Juanes").mkdir(parents=True)
+    for number in (1, 2):
+        (tmp_path / "data" / "Juanes" / photo("Juanes", number).name).write_bytes(photo("Juanes", number).read_bytes())
+    store = GalleryStore(tmp_path / "data", pipeline, tmp_path / "db")
+    camera = MjpegServer(write_frames(tmp_path / "door", [frame_of("Juanes", 3)] * 5), fps=10)
+    cameras = ServiceCameras([f"door={camera.url}"], store)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(store, frozenset({KEY}), cameras=cameras), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    cameras.stopping = lambda: server.should_exit
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        until(lambda: server.started, "uvicorn to start", 30)
+        browser.get(f"http://127.0.0.1:{port}/")
+        key = wait_for(browser, "#api-key")[0]
+        key.send_keys(KEY + "\n")
+        browser.execute_script("document.getElementById('api-key').dispatchEvent(new Event('change'))")
+        wait_for(browser, "#cameras .camera .person", "Juanes", timeout=WAIT_S)
+        view = browser.find_element("css selector", "#cameras .camera img.camera-view")
+        until(lambda: browser.execute_script("return arguments[0].naturalWidth", view) == FRAME_SIZE[0],
+              "a frame in the page", 20)
+        assert view.get_attribute("src").startswith("blob:"), "fetched with the key, not the MJPEG URL"
+        wait_for(browser, "#events li.event", "named Juanes", timeout=10)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        camera.stop()
+    assert not thread.is_alive() and cameras.stopped()
 
 
 def test_without_cameras_the_camera_routes_are_empty(tmp_path, pipeline):
