@@ -76,7 +76,6 @@ def serve_command(
     return 0
 
 
-
 def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):
     """The service's gallery, synced; None (logged) when the model or the gallery cannot be loaded."""
     try:
