@@ -100,6 +100,7 @@ class MjpegServer:
     def __init__(self, frames: Path, port: int = 0, fps: float = 10.0) -> None:
         jpegs = [path.read_bytes() for path in sorted(frames.glob("*.jpg"))]
         delay = 1.0 / fps
+        stopped = self.stopped = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -108,6 +109,8 @@ class MjpegServer:
                 self.end_headers()
                 try:
                     for i in range(10**9):
+                        if stopped.is_set():  # `stop` ends the open streams too: the camera sees a drop
+                            return
                         jpeg = jpegs[i % len(jpegs)]
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
@@ -124,6 +127,7 @@ class MjpegServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -43,6 +43,7 @@ USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
     {prog} --verify=A.jpg,B.jpg          # 1:1 verification
     {prog} --lfw_pairs P --lfw_dir D     # LFW-protocol benchmark
     {prog} serve --port 8000             # REST service + web page (same as --serve)
+    {prog} serve --input door=rtsp://…   # ... with live cameras (views, tracks, events)
 
 Exit codes: 0 done, 1 some input failed (each named on stderr), 2 bad arguments, 130 interrupted.
 """
@@ -259,10 +260,15 @@ def check_arguments(argv: list[str], values: flags.FlagValues = FLAGS) -> str | 
     if values.serve:
         from facenet.service.keys import key_problem  # the service's modules load only for --serve
 
-        return key_problem(values.host, values.api_key_file)
+        return common.serve_camera_problem(_serve_cameras(values)) or key_problem(values.host, values.api_key_file)
     if _recognises_inputs(values) and not values.input:
         return "no input to recognise: pass --input PHOTO,FOLDER,VIDEO (or -wc True for the webcam)"
     return None
+
+
+def _serve_cameras(values: flags.FlagValues) -> list[str]:
+    """The live cameras of `serve --input …` (--input's default, the example photos, is not one)."""
+    return list(values.input or []) if values["input"].present else []
 
 
 def _prog(argv0: str) -> str:
@@ -353,6 +359,8 @@ def run(argv: list[str]) -> int:
 
     import_tensorflow_quietly()
     model = _model()
+    from facenet.cli.event_output import LiveOptions  # light: live options of serve and recognize
+
     if FLAGS.serve:
         from facenet.cli.serve_command import serve_command  # each command loads its heavy modules when chosen
 
@@ -360,7 +368,9 @@ def run(argv: list[str]) -> int:
             host=FLAGS.host, port=FLAGS.port, key_file=FLAGS.api_key_file, max_upload_mb=FLAGS.max_upload_mb,
             data_dir=FLAGS.data_dir, database_dir=FLAGS.database_dir, database_url=FLAGS.database_url,
             weights_dir=FLAGS.weights_path, model=model, detector=FLAGS.detector, threshold=FLAGS.threshold,
-            pretrained=FLAGS.pretrained,
+            pretrained=FLAGS.pretrained, cameras=_serve_cameras(FLAGS),
+            live=LiveOptions(FLAGS.track, FLAGS.events, FLAGS.mqtt_url, FLAGS.webhook),
+            output_dir=FLAGS.output_dir, as_json=FLAGS.json,
         )
     if FLAGS.lfw_pairs:
         from facenet.cli.lfw_command import lfw_command  # TensorFlow and the pipeline: the chosen command only
@@ -391,8 +401,7 @@ def run(argv: list[str]) -> int:
             as_json=FLAGS.json, pretrained=FLAGS.pretrained, loss=FLAGS.loss if FLAGS["loss"].present else None,
             scale=FLAGS.scale, tune=FLAGS.tune,
         )
-    from facenet.cli.event_output import LiveOptions  # the recognize command and its modules load only here
-    from facenet.cli.recognize_command import recognize_command
+    from facenet.cli.recognize_command import recognize_command  # the recognize command's modules load only here
 
     return recognize_command(
         web_cam=FLAGS.web_cam, inputs=FLAGS.input or [], camera=FLAGS.camera, output_dir=FLAGS.output_dir,

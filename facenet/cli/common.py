@@ -1,4 +1,4 @@
-"""What the commands share: loading the face pipeline, and the --threshold range check."""
+"""What the commands share: loading the face pipeline, the --threshold range check, the cameras of `serve`."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def threshold_problem(threshold: float | None) -> str | None:
     it is fine or unset."""
     problem = None if threshold is None else settings.threshold_problem(threshold)
     return None if problem is None else f"--threshold {problem}"
+
+
+def serve_camera_problem(specs: list[str]) -> str | None:
+    """Why `serve --input` cannot be the service's cameras (one line), or None: every item a live camera."""
+    if not specs:
+        return None
+    from facenet.live.streams import is_camera_spec, parse_cameras  # OpenCV: only when cameras are given
+
+    files = [spec for spec in specs if not is_camera_spec(spec)]
+    if files:
+        return (f"serve --input takes live cameras only ([name=]rtsp://…, [name=]http(s)://…, [name=]webcam:N), "
+                f"got {files[0]!r}")
+    try:
+        parse_cameras(specs)
+    except ValueError as error:
+        return str(error)
+    return None

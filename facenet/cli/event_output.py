@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -49,10 +50,13 @@ def event_text(record: dict) -> str:
 
 
 class EventSinks:
-    """Sends each track event to every configured place; `close` flushes them."""
+    """Sends each track event to every configured place; `close` flushes them. `on_record(record, event)` also
+    gets each event's JSON record (the service keeps the recent ones)."""
 
-    def __init__(self, options: LiveOptions, output_dir: Path, as_json: bool) -> None:
+    def __init__(self, options: LiveOptions, output_dir: Path, as_json: bool,
+                 on_record: Callable[[dict, TrackEvent], None] | None = None) -> None:
         self.output_dir = output_dir
+        self._on_record = on_record
         self.sent = 0
         self._file: IO[str] | None = None
         self._stdout_json = options.events == "-" or (options.events is None and as_json)
@@ -85,6 +89,8 @@ class EventSinks:
             self.mqtt.publish(record)
         if self.webhook is not None:
             self.webhook.publish(record)
+        if self._on_record is not None:
+            self._on_record(record, event)
 
     def close(self) -> None:
         if self._file is not None:

@@ -1,12 +1,15 @@
-"""`facenet serve` (= `--serve`): the REST service and web page on --host:--port, over data/ and the gallery."""
+"""`facenet serve` (= `--serve`): the REST service and web page on --host:--port, over data/ and the gallery; with
+--input, live cameras recognised in the service (their views, tracks and events in the API and on the page)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
 
 from facenet.cli import common
+from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.gallery.pg import GalleryError
 from facenet.service.keys import KeyFileError, key_problem, load_keys
 from facenet.service.store import GalleryStore
@@ -19,10 +22,14 @@ EXIT_USAGE, EXIT_FAILED = 2, 1
 def serve_command(
     host: str, port: int, key_file: str | None, max_upload_mb: float, data_dir: str | Path, database_dir: str | Path,
     database_url: str | None, weights_dir: str | Path, model: str, detector: str, threshold: float | None,
-    pretrained: bool,
+    pretrained: bool, cameras: list[str] | None = None, live: LiveOptions | None = None,
+    output_dir: str | Path = "output", as_json: bool = False,
 ) -> int:
     """Sync the gallery with data/, then serve until Ctrl-C (a graceful stop, exit 0); exit 2 on bad key
-    settings, 1 when the model or the gallery cannot be loaded."""
+    settings or camera specs, 1 when the model, the gallery or an event sink cannot be set up.
+
+    `cameras`: live camera specs ([name=]rtsp://…) run in the service, their events sent as `live` says (the CLI's
+    --events, --mqtt_url, --webhook) and their snapshots written under `output_dir`/snapshots."""
     problem = key_problem(host, key_file)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -32,19 +39,40 @@ def serve_command(
     except KeyFileError as error:  # the file changed since the check
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    problem = common.serve_camera_problem(cameras or [])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     store = _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained)
     if store is None:
         return EXIT_FAILED
     import uvicorn  # the service's stack (uvicorn, FastAPI) loads only for `serve`
 
     from facenet.service.app import create_app
+    from facenet.service.cameras import ServiceCameras
     from facenet.service.uploads import MiB
 
-    app = create_app(store, keys, max_upload=int(max_upload_mb * MiB))
+    live_cameras = None
+    if cameras:
+        live = live or LiveOptions()
+        live_cameras = ServiceCameras(cameras, store, live.tracking(live=True))
+        try:
+            live_cameras.sink = EventSinks(live, Path(output_dir), as_json, on_record=live_cameras.keep)
+        except (OSError, ValueError) as problem:
+            log.error("cannot send events: %s", problem)
+            return EXIT_FAILED
+    app = create_app(store, keys, max_upload=int(max_upload_mb * MiB), cameras=live_cameras)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    if live_cameras is not None:
+        live_cameras.stopping = lambda: server.should_exit  # Ctrl-C ends the MJPEG streams, then the cameras
     print(store.snapshot.report_text.splitlines()[0], file=sys.stderr)
     print(f"Serving {len(store.snapshot.database)} people from {data_dir} on http://{host}:{port}/ (API docs: /docs; "
           f"API keys {'required' if keys else 'not required'}); Ctrl-C stops", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")  # Ctrl-C: a graceful stop
+    if live_cameras is not None:
+        print(f"Cameras: {', '.join(c['name'] for c in live_cameras.summaries())} (/api/v1/cameras)",
+              file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises the signal again once it has stopped
+        server.run()  # Ctrl-C: a graceful stop
     return 0
 
 

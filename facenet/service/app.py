@@ -2,18 +2,22 @@
 
 Every /api/v1 route but /api/v1/health needs the `x-api-key` header when keys are configured. Every error is a 4xx
 (or 503 when a shared gallery is unreachable) with one JSON message: {"detail": "..."}. The OpenAPI docs are at
-/docs, the web page at /.
+/docs, the web page at /. With live cameras (`serve --input`, facenet/service/cameras.py) the /api/v1/cameras and
+/api/v1/events routes show them; they run from the app's startup to its shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
@@ -23,6 +27,7 @@ from starlette.exceptions import HTTPException
 from facenet.gallery.pg import GalleryError
 from facenet.images import ImageError, decode_image_scaled
 from facenet.pipeline import five_points
+from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
 from facenet.service.keys import KEY_HEADER, key_accepted
 from facenet.service.store import (
     BadName,
@@ -78,11 +83,29 @@ def _rounded(value: float | None, places: int) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), places)
 
 
-def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_upload: int = DEFAULT_MAX_UPLOAD
-               ) -> FastAPI:
-    """The FastAPI application over `store`; `keys`: accepted API keys (none: open); `max_upload`: bytes."""
+MJPEG_BOUNDARY = "frame"
+STREAM_POLL_S = 0.05
+"""How often an MJPEG stream looks for a new annotated frame."""
+
+
+def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_upload: int = DEFAULT_MAX_UPLOAD,
+               cameras: ServiceCameras | None = None) -> FastAPI:
+    """The FastAPI application over `store`; `keys`: accepted API keys (none: open); `max_upload`: bytes;
+    `cameras`: live cameras, started with the app and stopped with it."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if cameras is not None:
+            cameras.start()
+        try:
+            yield
+        finally:
+            if cameras is not None:
+                await run_in_threadpool(cameras.stop)
+
     app = FastAPIOffline(title="facenet", version="1", summary="Face recognition service: subjects, example faces "
-                         "(saved under data/<person>/), recognize, verify, detect.")  # /docs without a CDN
+                         "(saved under data/<person>/), recognize, verify, detect, live cameras.",
+                         lifespan=lifespan)  # /docs without a CDN
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=max_upload)
 
@@ -94,6 +117,7 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
     _subject_routes(api, store)
     _face_routes(api, store, max_upload)
     _image_routes(api, store, max_upload)
+    _camera_routes(api, cameras)
 
     @app.get("/api/v1/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -245,6 +269,68 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
             return {"same": answer.same, "distance": round(answer.distance, 4), "threshold": answer.threshold}
 
         return await run_in_threadpool(work)
+
+
+def _camera_routes(api: APIRouter, cameras: ServiceCameras | None) -> None:
+    def known(name: str) -> ServiceCameras:
+        if cameras is None or cameras.camera(name) is None:
+            raise HTTPException(404, f"no camera {name!r}")
+        return cameras
+
+    @api.get("/cameras", tags=["cameras"])
+    def list_cameras() -> dict[str, Any]:
+        """Every live camera (`serve --input`): status (connecting, live, reconnecting, stopped), frames analysed,
+        drops, frame size, and its current tracks [{track, name, box, distance, score}]."""
+        return {"cameras": cameras.summaries() if cameras is not None else []}
+
+    @api.get("/cameras/{name}", tags=["cameras"])
+    def get_camera(name: str) -> dict[str, Any]:
+        """One camera, as in the list."""
+        return known(name).camera(name)
+
+    @api.get("/cameras/{name}/latest.jpg", tags=["cameras"], response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}})
+    def latest(name: str) -> Response:
+        """The camera's newest analysed frame, annotated (boxes, names, scores), as a JPEG."""
+        _, data = known(name).latest(name)
+        if data is None:
+            raise HTTPException(404, f"camera {name!r} has no frame yet")
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "no-store"})
+
+    @api.get("/cameras/{name}/stream.mjpg", tags=["cameras"], response_class=StreamingResponse,
+             responses={200: {"content": {f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}": {}}}})
+    def stream(name: str) -> StreamingResponse:
+        """The camera's annotated live view: a multipart/x-mixed-replace stream of JPEGs (usable as an <img> src)."""
+        source = known(name)
+
+        async def parts() -> AsyncIterator[bytes]:
+            seen = -1
+            while not source.stopped():
+                seq, data = source.latest(name)
+                if data is not None and seq != seen:
+                    seen = seq
+                    yield (f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                           ).encode() + data + b"\r\n"
+                else:
+                    await asyncio.sleep(STREAM_POLL_S)
+
+        return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
+                                 headers={"cache-control": "no-store"})
+
+    @api.get("/events", tags=["cameras"])
+    def events(limit: int = Query(EVENTS_KEPT, ge=1, le=EVENTS_KEPT)) -> dict[str, Any]:
+        """Recent track events of the cameras, newest first: the CLI's event record (event, camera, time, track,
+        frame, name, distance, score, snapshot) plus its `id` and `snapshot_url` (the best face as a JPEG)."""
+        return {"events": cameras.recent(limit) if cameras is not None else []}
+
+    @api.get("/events/{event_id}/snapshot.jpg", tags=["cameras"], response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}})
+    def event_snapshot(event_id: int) -> Response:
+        """The event's snapshot: its track's best face at that time (JPEG)."""
+        data = cameras.snapshot(event_id) if cameras is not None else None
+        if data is None:
+            raise HTTPException(404, f"no snapshot for event {event_id} (no such recent event, or it has none)")
+        return Response(data, media_type="image/jpeg")
 
 
 class _Revalidated(StaticFiles):

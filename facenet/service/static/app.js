@@ -1,4 +1,5 @@
-// facenet web page: enroll by dropping photos, see the gallery and the report, recognise a photo or the webcam.
+// facenet web page: enroll by dropping photos, see the gallery and the report, recognise a photo or the webcam,
+// watch the service's live cameras (serve --input) and their events.
 // Plain JS over the REST API (/api/v1); the API key, when the service wants one, is kept in localStorage.
 "use strict";
 
@@ -6,6 +7,9 @@ const API = "/api/v1";
 const $ = (id) => document.getElementById(id);
 let webcamTimer = null;
 let webcamStream = null;
+let keyRequired = false;
+const CAMERA_POLL_MS = 1000;
+const FRAME_POLL_MS = 250;
 
 function headers() {
   const key = localStorage.getItem("facenet-key") || "";
@@ -203,11 +207,83 @@ function stopWebcam() {
   $("webcam-stop").disabled = true;
 }
 
+// ---------------------------------------------------------------- live cameras (serve --input)
+
+const snapshotUrls = new Map();  // event id -> object URL of its snapshot (fetched once)
+
+function cameraCard(camera) {
+  let card = [...document.querySelectorAll("#camera-list .camera")].find((c) => c.dataset.camera === camera.name);
+  if (card) return card;
+  const view = element("img", { className: "camera-view", alt: `camera ${camera.name}` });
+  card = element("div", { className: "camera", dataset: { camera: camera.name } },
+    element("h3", {}, camera.name, element("span", { className: "camera-status" })),
+    view, element("ul", { className: "camera-tracks" }));
+  $("camera-list").append(card);
+  if (keyRequired) pollFrames(camera, view);  // an <img> cannot send the x-api-key header: fetch each frame
+  else view.src = camera.stream;              // the annotated MJPEG stream
+  return card;
+}
+
+async function pollFrames(camera, view) {
+  try {
+    const blob = await call("GET", camera.latest.replace(API, ""));
+    const old = view.src;
+    view.src = URL.createObjectURL(blob);
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  } catch (error) { /* no frame yet, or a wrong key: try again */ }
+  setTimeout(() => pollFrames(camera, view), FRAME_POLL_MS);
+}
+
+function showCamera(camera) {
+  const card = cameraCard(camera);
+  card.dataset.status = camera.status;
+  const status = card.querySelector(".camera-status");
+  status.className = `camera-status ${camera.status}`;
+  status.textContent = ` ${camera.status} · ${camera.frames} frames`;
+  card.querySelector(".camera-tracks").replaceChildren(...camera.tracks.map((t) => element("li",
+    { className: "person", dataset: { name: t.name, track: t.track ?? "" } },
+    element("strong", { textContent: t.name }), t.score == null ? "" : ` ${t.score}`)));
+}
+
+function eventItem(event) {
+  const item = element("li", { className: `event ${event.event}`, dataset: { event: event.event, name: event.name ?? "" } });
+  if (event.snapshot_url) {
+    const img = element("img", { alt: "" });
+    item.append(img);
+    const cached = snapshotUrls.get(event.id);
+    if (cached) img.src = cached;
+    else call("GET", event.snapshot_url.replace(API, "")).then((blob) => {
+      const url = URL.createObjectURL(blob);
+      snapshotUrls.set(event.id, url);
+      img.src = url;
+    }).catch(() => {});
+  }
+  const time = new Date(event.time).toLocaleTimeString();
+  item.append(`${time} ${event.camera} #${event.track} ${event.event}${event.name ? " " + event.name : ""}`);
+  return item;
+}
+
+async function pollCameras() {
+  try {
+    const { cameras } = await call("GET", "/cameras");
+    $("cameras").hidden = cameras.length === 0;
+    if (cameras.length) {
+      cameras.forEach(showCamera);
+      const { events } = await call("GET", "/events?limit=30");
+      $("events").replaceChildren(...events.map(eventItem));
+      const kept = new Set(events.map((e) => e.id));
+      for (const [id, url] of snapshotUrls) if (!kept.has(id)) { URL.revokeObjectURL(url); snapshotUrls.delete(id); }
+    }
+  } catch (error) { /* a wrong key: the gallery shows the message */ }
+  setTimeout(pollCameras, CAMERA_POLL_MS);
+}
+
 // ---------------------------------------------------------------- wiring
 
 async function start() {
   const health = await (await fetch(API + "/health")).json();
   $("health").textContent = `${health.people} people enrolled · model ${health.model}`;
+  keyRequired = health.key_required;
   if (health.key_required) {
     $("key-row").hidden = false;
     $("api-key").value = localStorage.getItem("facenet-key") || "";
@@ -223,6 +299,7 @@ async function start() {
   $("webcam-stop").onclick = stopWebcam;
   $("sync").onclick = async () => { await call("POST", "/sync"); refresh(); };
   refresh();
+  pollCameras();
 }
 
 start();
