@@ -215,3 +215,38 @@ def test_similarity_recovers_a_known_transform():
     assert np.allclose(align.transform(align.invert(matrix), target), source)
     with pytest.raises(ValueError):
         align.similarity(np.ones((5, 2)), target)
+
+
+def test_an_hd_camera_frame_is_read_at_the_video_side_and_keeps_its_faces(yunet):
+    """A 1280x720 video frame is detected on an 800 px copy (the live path's speed) and every face of 40-120 px is
+    still found, its box mapped back to the frame's pixels; the whole frame finds the same faces."""
+    from facenet.detect.registry import make_detector
+    from facenet.pipeline import YUNET_VIDEO_SIDE, FacePipeline
+
+    seen, detector = [], make_detector("yunet")
+
+    class Watched:
+        kind = "yunet"
+
+        def detect(self, image, max_side=None, sensitive=False):
+            seen.append(max_side)
+            return detector.detect(image, max_side=max_side, sensitive=sensitive)
+
+    class NoModel:
+        kinds = ()
+
+    rng = np.random.default_rng(3)
+    frame = cv2.resize(rng.integers(40, 200, (12, 16, 3)).astype(np.uint8), (1280, 720), interpolation=cv2.INTER_CUBIC)
+    placed = []
+    for k, (path, side) in enumerate(zip(people_photos(5), (90, 130, 180, 220, 260), strict=True)):
+        x, y = 30 + 245 * k, 200 + 40 * k
+        frame[y: y + side, x: x + side] = cv2.resize(load_image(path), (side, side), interpolation=cv2.INTER_AREA)
+        placed.append((x, y, x + side, y + side))
+    faces = FacePipeline(Watched(), NoModel()).detect(frame, video=True)
+    assert seen == [YUNET_VIDEO_SIDE]
+    whole = detector.detect(frame)
+    assert len(faces) == len(whole) == 5
+    for face in faces:
+        assert max(iou(face.box, other.box) for other in whole) > 0.7, "the same box as the whole frame's"
+        assert any(p[0] <= (face.box[0] + face.box[2]) / 2 < p[2] for p in placed)
+    assert min(f.box[2] - f.box[0] for f in faces) < 45, "the smallest face (~40 px) is among them"
