@@ -13,13 +13,14 @@ when a face is given an enrolled name that is not the person's. Our loops run th
 `face_locations` (HOG) + `face_encodings` + its nearest known face within 0.6 (its README's loop), at full size and
 on a 1/4-size copy (its webcam demo). Cameras: loopback MJPEG servers stream the scene at 25 frames/s; the product's
 live loop (`run_cameras`, tracking on) runs `--seconds`; analysed frames/s per camera and the same right/wrong counts
-on the analysed frames.
+on the analysed frames (each server runs in a process of its own, as a camera is another device).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -85,8 +86,9 @@ def scene(people: list[tuple[str, np.ndarray]], frames: int, size: tuple[int, in
     return images, truth
 
 
-def serve_mjpeg(jpegs: list[bytes], fps: float = 25.0) -> ThreadingHTTPServer:
-    """A loopback MJPEG server looping the JPEGs at `fps`."""
+def serve_mjpeg(jpegs: list[bytes], fps: float, port: multiprocessing.Queue) -> None:
+    """A loopback MJPEG server looping the JPEGs at `fps`, until killed; puts its port on `port`. Run in a process of
+    its own, as a camera is another device: its work never competes with the loop measured for the GIL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -109,8 +111,8 @@ def serve_mjpeg(jpegs: list[bytes], fps: float = 25.0) -> ThreadingHTTPServer:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    port.put(server.server_address[1])
+    server.serve_forever()
 
 
 class Tally:
@@ -174,9 +176,13 @@ def face_recognition_loop(video: Path, truth: list[Shown], known: dict[str, list
 
 def cameras(jpegs: list[bytes], truth: list[Shown], count: int, pipeline, database, seconds: float) -> dict:
     """`count` MJPEG cameras streaming the scene at 25 frames/s (each from another point of it), tracking on."""
-    servers = [serve_mjpeg(jpegs[i * len(jpegs) // count:] + jpegs[: i * len(jpegs) // count], FPS)
-               for i in range(count)]
-    specs = [f"cam{i + 1}=http://127.0.0.1:{s.server_address[1]}/video" for i, s in enumerate(servers)]
+    ports: multiprocessing.Queue = multiprocessing.Queue()
+    servers = [multiprocessing.Process(target=serve_mjpeg, args=(
+        jpegs[i * len(jpegs) // count:] + jpegs[: i * len(jpegs) // count], FPS, ports), daemon=True)
+        for i in range(count)]
+    for server in servers:
+        server.start()
+    specs = [f"cam{i + 1}=http://127.0.0.1:{ports.get(timeout=30)}/video" for i in range(count)]
     offsets = {f"cam{i + 1}": i * len(jpegs) // count for i in range(count)}
     tallies = {name: Tally() for name in offsets}
 
@@ -190,8 +196,8 @@ def cameras(jpegs: list[bytes], truth: list[Shown], count: int, pipeline, databa
         counts = run_cameras(specs, pipeline, database, track=True, on_frame=on_frame, stop=stop)
     finally:
         for server in servers:
-            server.shutdown()
-            server.server_close()
+            server.kill()
+            server.join()
     return {name: {**tallies[name].row(0), "fps": round(c.fps, 1), "drops": c.drops} for name, c in counts.items()}
 
 
