@@ -189,3 +189,14 @@ class Mosquitto:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+def until(check, what: str, timeout: float = 60, every: float = 0.05):
+    """`check()`'s first true value, polled every `every` s; fails the test naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")

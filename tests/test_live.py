@@ -24,6 +24,7 @@ from live_servers import (
     free_port,
     mosquitto_missing,
     rtsp_missing,
+    until,
     write_frames,
 )
 
@@ -233,14 +234,9 @@ class Controller(threading.Thread):
         self.failure: BaseException | None = None
         self.renamed: dict | None = None
 
-    def _wait(self, test, what: str, timeout: float = 60) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = test()
-            if found:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+    @staticmethod
+    def _wait(test, what: str, timeout: float = 60) -> object:
+        return until(test, what, timeout)
 
     def _event(self, kind: str, camera: str, later_than: int = 0) -> dict | None:
         lines = self.events.read_text().splitlines() if self.events.exists() else []

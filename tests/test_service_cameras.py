@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from live_servers import MjpegServer, Mosquitto, mosquitto_missing, write_frames
+from live_servers import MjpegServer, Mosquitto, mosquitto_missing, until, write_frames
 
 from facenet.live.events import EVENT_KEYS
 from tests.test_live import frame_of, photo
@@ -29,17 +29,6 @@ httpx = pytest.importorskip("httpx")
 ENROLLED = {"Juanes": ("Juanes", (1, 2)), "George Clooney": ("George_Clooney", (1, 3, 4))}
 FRAME_SIZE = (640, 480)
 WAIT_S = 60
-
-
-def until(check, what: str, timeout: float = WAIT_S):
-    """`check()`'s first true value, polled; fails the test naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def decode(data: bytes) -> np.ndarray:
