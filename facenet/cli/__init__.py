@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
         app.main(argv)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted (Ctrl-C)\n")
+        from facenet.cli.console import INTERRUPTED_LINE
+
+        sys.stderr.write(INTERRUPTED_LINE + "\n")
         sys.stderr.flush()
         sys.exit(INTERRUPTED_EXIT)
     raise AssertionError("app.main returned")  # pragma: no cover - app.main always exits

@@ -30,6 +30,10 @@ def emit_json(record: dict) -> None:
     sys.stdout.flush()
 
 
+INTERRUPTED_LINE = "interrupted (Ctrl-C)"
+"""The one line of a run stopped by Ctrl-C, wherever it was (start-up, enrollment, recognition)."""
+
+
 def error(message: str, code: int = 2, prefix: str = "error") -> int:
     """`error: message` (or another `prefix`) on stderr; returns `code` (default 2: bad arguments or input) for the
     command to return."""

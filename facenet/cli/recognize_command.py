@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facenet.cli import common
-from facenet.cli.console import emit_json, error
+from facenet.cli.console import INTERRUPTED_LINE, emit_json, error
 from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.cli.live_command import live_command
 from facenet.cli.recognize_output import (
@@ -242,7 +242,7 @@ def recognize_command(
             if sinks is not None:
                 sinks.close()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(INTERRUPTED_LINE, file=sys.stderr)
         return 130
     finally:
         if camera_source is not None:
