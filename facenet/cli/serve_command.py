@@ -61,7 +61,8 @@ def serve_command(
         except (OSError, ValueError) as problem:
             log.error("cannot send events: %s", problem)
             return EXIT_FAILED
-    app = create_app(store, keys, max_upload=int(max_upload_mb * MiB), cameras=live_cameras)
+    app = create_app(store, keys, max_upload=int(max_upload_mb * MiB), cameras=live_cameras,
+                     host=host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     if live_cameras is not None:
         live_cameras.stopping = lambda: server.should_exit  # Ctrl-C ends the MJPEG streams, then the cameras

@@ -28,6 +28,7 @@ from facenet.gallery.pg import GalleryError
 from facenet.images import ImageError, decode_image_scaled
 from facenet.pipeline import five_points
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
+from facenet.service.guard import OriginGuard
 from facenet.service.keys import KEY_HEADER, key_accepted
 from facenet.service.store import (
     BadName,
@@ -89,9 +90,11 @@ STREAM_POLL_S = 0.05
 
 
 def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_upload: int = DEFAULT_MAX_UPLOAD,
-               cameras: ServiceCameras | None = None) -> FastAPI:
+               cameras: ServiceCameras | None = None, host: str | None = None) -> FastAPI:
     """The FastAPI application over `store`; `keys`: accepted API keys (none: open); `max_upload`: bytes;
-    `cameras`: live cameras, started with the app and stopped with it."""
+    `cameras`: live cameras, started with the app and stopped with it; `host`: the address it listens on (on
+    loopback, requests whose Host names another host are refused: DNS rebinding; None: no Host check).
+    Cross-origin writes are refused and security headers added whatever the keys (facenet/service/guard.py)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +111,7 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
                          lifespan=lifespan)  # /docs without a CDN
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(OriginGuard, host=host)  # outermost: its refusals and headers cover every answer
 
     def check_key(request: Request) -> None:
         if not key_accepted(request.headers.get(KEY_HEADER), keys):
