@@ -218,6 +218,25 @@ class DataLayout:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def person_name(text: str) -> str:
+    """A person's name in its one Unicode form (NFC), whatever wrote it: a folder copied from a Mac (decomposed,
+    NFD), typed on Linux, sent to the service. The store, the gallery and the command line compare names by it."""
+    return unicodedata.normalize("NFC", text)
+
+
+def person_folder(data_dir: str | Path, name: str) -> Path | None:
+    """The folder data_dir/<name>/ of a person, whatever Unicode form its name has on disk; None if there is none."""
+    data_dir, name = Path(data_dir), person_name(name)
+    exact = data_dir / name
+    if exact.is_dir():
+        return exact
+    try:
+        entries = sorted(data_dir.iterdir())
+    except OSError:
+        return None
+    return next((e for e in entries if _utf8(e.name) and person_name(e.name) == name and e.is_dir()), None)
+
+
 def _person_photos(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
     """The photos below a person's folder (subfolders searched, symlinked subfolders not followed); entries that
     cannot be read are added to `skipped`, other files are ignored."""
@@ -263,7 +282,7 @@ def scan_data_folder(data_dir: str | Path, skip: str | Path | None = None) -> Da
         if problem:
             layout.skipped.append((entry, problem))
         elif entry.is_dir():
-            name = unicodedata.normalize("NFC", entry.name)
+            name = person_name(entry.name)
             layout.people.append((name, _person_photos(entry, layout.skipped)))
         elif is_image_file(entry):
             layout.loose.append(entry)

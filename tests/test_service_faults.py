@@ -4,15 +4,20 @@ byte for byte afterwards."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import threading
 import time
 
 import pytest
 
-from tests.test_service import HELD_OUT, files_of, make_data
+from tests.conftest import PEOPLE
+from tests.test_service import ENROLLED, HELD_OUT, files_of, make_data
 from tests.test_service_http import free_port
 
 httpx = pytest.importorskip("httpx")
+
+RENE = [PEOPLE / "Juanes" / f"Juanes_{n:04d}.jpg" for n in (1, 2, 3)]
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +93,69 @@ def test_page_and_api_answers_carry_security_headers(open_server):
         assert "frame-ancestors 'none'" in policy and "unsafe" not in policy, path
     docs = httpx.get(url + "/docs")
     assert docs.status_code == 200 and "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+
+
+def test_a_decomposed_unicode_folder_from_a_mac_is_served_under_its_one_name(open_server):
+    """data/Rene + U+0301 (NFD, as copied from a Mac) is the subject "René" (NFC) for sync, listing, uploads and
+    recognition, and every later write still works (it was 500 after writing to data/)."""
+    url, _, data = open_server
+    nfd, nfc = "Rene\u0301", "Ren\u00e9"
+    (data / nfd).mkdir()
+    shutil.copy2(RENE[0], data / nfd / "rene.jpg")
+    try:
+        synced = httpx.post(f"{url}/api/v1/sync", timeout=300)
+        assert synced.status_code == 200, synced.text
+        assert synced.json()["report"]["people"][nfc] == [f"{nfd}/rene.jpg"]
+        subjects = {s["subject"]: s for s in httpx.get(f"{url}/api/v1/subjects").json()["subjects"]}
+        assert subjects[nfc] == {"subject": nfc, "photos": 1, "enrolled": True}
+        for spelling in (nfc, nfd):
+            listed = httpx.get(f"{url}/api/v1/subjects/{spelling}/faces")
+            assert listed.status_code == 200 and listed.json() == {"subject": nfc, "faces": [
+                {"image_id": "rene.jpg", "added_by_service": False, "used": True}]}
+        named = httpx.post(f"{url}/api/v1/recognize", files={"file": ("r.jpg", RENE[2].read_bytes())}, timeout=120)
+        assert [f["name"] for f in named.json()["faces"]] == [nfc]
+        before = files_of(data)
+        added = httpx.post(f"{url}/api/v1/subjects/{nfc}/faces", files={"file": ("r.jpg", RENE[1].read_bytes())},
+                           timeout=300)
+        assert added.status_code == 201, added.text
+        image_id = added.json()["image_id"]
+        assert added.json() == {"subject": nfc, "image_id": image_id, "created": True, "used": True}
+        assert files_of(data) == {**before, f"{nfd}/{image_id}": hashlib.sha256(RENE[1].read_bytes()).hexdigest()}
+        assert sorted(p.name for p in data.iterdir()) == sorted([*ENROLLED, nfd])  # no second, NFC folder
+        again = httpx.post(f"{url}/api/v1/subjects", json={"subject": nfc})
+        assert again.status_code == 409 and again.json() == {"detail": f"subject {nfc!r} already exists"}
+        gone = httpx.delete(f"{url}/api/v1/subjects/{nfc}/faces/{image_id}", timeout=300)
+        assert gone.status_code == 200 and gone.json() == {"subject": nfc, "deleted": image_id}
+        assert files_of(data) == before
+    finally:
+        shutil.rmtree(data / nfd)
+        httpx.post(f"{url}/api/v1/sync", timeout=300)
+
+
+def test_a_failed_sync_puts_data_back_before_answering(tmp_path, pipeline, monkeypatch):
+    """When the sync after a write fails (the shared gallery went down...), data/ is put back before the error."""
+    from facenet.gallery.pg import GalleryError
+    from facenet.service.store import GalleryStore
+
+    (tmp_path / "data" / "Juanes").mkdir(parents=True)
+    shutil.copy2(RENE[0], tmp_path / "data" / "Juanes")
+    store = GalleryStore(tmp_path / "data", pipeline, tmp_path / "db")
+    mine, _ = store.add_photo("Juanes", RENE[1].read_bytes())
+    store.add_subject("Empty")
+    (tmp_path / "data" / "Only_api").mkdir()
+    shutil.copy2(tmp_path / "data" / "Juanes" / mine, tmp_path / "data" / "Only_api" / mine)
+    store.sync()
+    before = files_of(tmp_path / "data")
+    folders = sorted(p.name for p in (tmp_path / "data").iterdir())
+
+    def down(*_args: object, **_kwargs: object) -> None:
+        raise GalleryError("the gallery is unreachable")
+
+    monkeypatch.setattr(store, "_sync", down)
+    for write in (lambda: store.add_photo("Juanes", RENE[2].read_bytes()), lambda: store.add_subject("New"),
+                  lambda: store.rename_subject("Empty", "Renamed"), lambda: store.delete_photo("Juanes", mine),
+                  lambda: store.delete_subject("Only_api"), lambda: store.delete_subject("Empty")):
+        with pytest.raises(GalleryError, match="unreachable"):
+            write()
+        assert files_of(tmp_path / "data") == before
+        assert sorted(p.name for p in (tmp_path / "data").iterdir()) == folders

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from facenet.gallery.pg import GalleryError
-from facenet.images import ImageError, decode_image_scaled
+from facenet.images import ImageError, decode_image_scaled, person_name
 from facenet.pipeline import five_points
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
 from facenet.service.guard import OriginGuard
@@ -38,6 +38,7 @@ from facenet.service.store import (
     SubjectExists,
     UnknownPhoto,
     UnknownSubject,
+    clean_name,
     is_api_photo,
 )
 from facenet.service.uploads import BodyLimit, MiB, UploadError, read_photos
@@ -200,8 +201,7 @@ def _used(store: GalleryStore, subject: str) -> set[str]:
     snap = store.snapshot
     paths = snap.report.get("people", {})
     if isinstance(paths, dict):
-        prefix = f"{subject}/"
-        return {p[len(prefix):] for p in paths.get(subject, []) if p.startswith(prefix)}
+        return {p.partition("/")[2] for p in paths.get(subject, [])}  # the folder on disk may be NFD
     return set(snap.subjects.get(subject, ())) if subject in snap.database.names else set()
 
 
@@ -209,9 +209,10 @@ def _face_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
     @api.get("/subjects/{subject}/faces", tags=["example faces"])
     def list_faces(subject: str) -> dict[str, Any]:
         """The subject's photos: id (path in its folder), added through the service or not, used for enrollment."""
-        folder, used = store.folder(subject), _used(store, subject)
-        photos = store.snapshot.subjects.get(folder.name, ())
-        return {"subject": folder.name, "faces": [
+        folder = store.folder(subject)
+        name = person_name(folder.name)
+        used, photos = _used(store, name), store.snapshot.subjects.get(name, ())
+        return {"subject": name, "faces": [
             {"image_id": p, "added_by_service": is_api_photo(folder / p), "used": p in used} for p in photos]}
 
     @api.post("/subjects/{subject}/faces", status_code=201, tags=["example faces"], openapi_extra=_image_body("file"))
@@ -220,7 +221,7 @@ def _face_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
         image_id, created = await run_in_threadpool(store.add_photo, subject, data, name)
         return {"subject": subject, "image_id": image_id, "created": created,
-                "used": image_id in _used(store, subject)}
+                "used": image_id in _used(store, clean_name(subject))}
 
     @api.get("/subjects/{subject}/faces/{image_id:path}", tags=["example faces"], response_class=FileResponse)
     def get_face(subject: str, image_id: str) -> FileResponse:
