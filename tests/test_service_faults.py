@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import struct
 import threading
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -159,3 +162,54 @@ def test_a_failed_sync_puts_data_back_before_answering(tmp_path, pipeline, monke
             write()
         assert files_of(tmp_path / "data") == before
         assert sorted(p.name for p in (tmp_path / "data").iterdir()) == folders
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid grey PNG of width x height black pixels: a few hundred KB that decode to width * height bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), b"\0" * (width + 1)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def test_a_small_png_that_decodes_huge_is_refused_by_its_declared_size(open_server):
+    url, _, data = open_server
+    bomb = huge_png(13000, 13000)
+    assert len(bomb) < 1 << 20
+    before = files_of(data)
+    says = ("big.png: image too large: 13000x13000 pixels (169 Mpx) declared, the limit is 50 Mpx for PNG "
+            "(MAX_DECODED_PIXELS in facenet/images.py); refused before decoding")
+    for path in ("/api/v1/recognize", "/api/v1/detect", "/api/v1/subjects/Jon_Voight/faces"):
+        answer = httpx.post(url + path, files={"file": ("big.png", bomb, "image/png")}, timeout=120)
+        assert answer.status_code == 400 and answer.json() == {"detail": says}, (path, answer.text)
+    assert files_of(data) == before
+
+
+def test_the_service_decodes_a_few_photos_at_a_time(open_server, monkeypatch):
+    import facenet.images
+    from facenet.service.uploads import MAX_DECODES
+
+    url, _, _ = open_server
+    decode, running, most, lock = facenet.images._decode, [0], [0], threading.Lock()
+
+    def slow_decode(*args: object, **kwargs: object) -> object:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.3)
+        try:
+            return decode(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(facenet.images, "_decode", slow_decode)
+    photo = HELD_OUT.read_bytes()
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: httpx.post(f"{url}/api/v1/detect", timeout=120, files={
+            "file": ("g.jpg", photo, "image/jpeg")}), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6 and all(len(a.json()["faces"]) == 1 for a in answers)
+    assert most[0] == MAX_DECODES

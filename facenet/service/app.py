@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from facenet.gallery.pg import GalleryError
-from facenet.images import ImageError, decode_image_scaled, person_name
+from facenet.images import ImageError, person_name
 from facenet.pipeline import five_points
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
 from facenet.service.guard import OriginGuard
@@ -41,7 +41,7 @@ from facenet.service.store import (
     clean_name,
     is_api_photo,
 )
-from facenet.service.uploads import BodyLimit, MiB, UploadError, read_photos
+from facenet.service.uploads import BodyLimit, MiB, UploadError, decode_photo, read_photos
 from facenet.verify import NoFaceError
 
 DEFAULT_MAX_UPLOAD = 10 * MiB
@@ -243,7 +243,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_image_scaled(data, name)
+            rgb, scale = decode_photo(data, name)
             faces = [{**_face(r.box, r.points, scale), "name": r.name, "distance": _rounded(r.distance, 4),
                       "score": _rounded(r.score, 1)} for r in store.recognize(rgb)]
             return {**_size(rgb, scale), "faces": faces}
@@ -256,7 +256,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_image_scaled(data, name)
+            rgb, scale = decode_photo(data, name)
             faces = [{**_face(f.box, five_points(f), scale), "score": _rounded(f.score, 4)}
                      for f in store.detect(rgb)]
             return {**_size(rgb, scale), "faces": faces}
@@ -269,7 +269,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         photos = await read_photos(request, ("source_image", "target_image"), max_upload)
 
         def work() -> dict[str, Any]:
-            (a, _), (b, _) = (decode_image_scaled(*photos[k]) for k in ("source_image", "target_image"))
+            (a, _), (b, _) = (decode_photo(*photos[k]) for k in ("source_image", "target_image"))
             answer = store.verify(a, b, (photos["source_image"][1], photos["target_image"][1]))
             return {"same": answer.same, "distance": round(answer.distance, 4), "threshold": answer.threshold}
 

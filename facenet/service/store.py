@@ -28,7 +28,6 @@ from facenet.files import atomic_write, file_sha256
 from facenet.gallery.file import sync_database
 from facenet.gallery.pg import PgGallery
 from facenet.images import (
-    decode_image_scaled,
     image_format,
     list_images,
     list_people,
@@ -36,6 +35,7 @@ from facenet.images import (
     person_name,
 )
 from facenet.recognize import Recognizer
+from facenet.service.uploads import decode_photo
 from facenet.verify import NoFaceError, Verification, verify_with
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class GalleryStore:
         cannot be read, NoFaceError when no face is found: then nothing is written.
         """
         folder = self.folder(name)
-        rgb, _ = decode_image_scaled(data, source)
+        rgb, _ = decode_photo(data, source)
         if self.pipeline.subject(rgb, "largest").face is None:
             raise NoFaceError(f"{source}: no face found")
         extension = image_format(data) or ".jpg"
