@@ -213,3 +213,17 @@ def test_the_service_decodes_a_few_photos_at_a_time(open_server, monkeypatch):
             "file": ("g.jpg", photo, "image/jpeg")}), range(6)))
     assert [a.status_code for a in answers] == [200] * 6 and all(len(a.json()["faces"]) == 1 for a in answers)
     assert most[0] == MAX_DECODES
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(open_server):
+    url, _, data = open_server
+    before = files_of(data)
+    nested = b'{"a":' * 50_000
+    for path in ("/api/v1/recognize", "/api/v1/verify", "/api/v1/subjects/Jon_Voight/faces"):
+        answer = httpx.post(url + path, content=nested, headers={"content-type": "application/json"}, timeout=60)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json() == {"detail": "the JSON body is nested too deeply: send an object of base64 photo fields"}
+    subject = httpx.post(f"{url}/api/v1/subjects", content=nested, headers={"content-type": "application/json"})
+    assert subject.status_code == 400 and subject.json() == {"detail": "There was an error parsing the body"}
+    assert files_of(data) == before
+    assert httpx.get(f"{url}/api/v1/health").json()["status"] == "ok"

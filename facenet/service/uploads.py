@@ -73,6 +73,8 @@ def _from_json(body: bytes, fields: tuple[str, ...]) -> dict[str, tuple[bytes, s
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise UploadError("the body is not valid JSON") from None
+    except RecursionError:
+        raise UploadError("the JSON body is nested too deeply: send an object of base64 photo fields") from None
     if not isinstance(document, dict):
         raise UploadError("the JSON body must be an object")
     return {field: (_base64(document.get(field), field), field) for field in fields}
