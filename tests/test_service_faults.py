@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -16,7 +18,7 @@ import pytest
 
 from tests.conftest import PEOPLE
 from tests.test_service import ENROLLED, HELD_OUT, files_of, make_data
-from tests.test_service_http import free_port
+from tests.test_service_http import MAIN, free_port, serve_env
 
 httpx = pytest.importorskip("httpx")
 
@@ -227,3 +229,23 @@ def test_deeply_nested_json_is_a_400_not_a_500(open_server):
     assert subject.status_code == 400 and subject.json() == {"detail": "There was an error parsing the body"}
     assert files_of(data) == before
     assert httpx.get(f"{url}/api/v1/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(("args", "keys", "says"), [
+    (("--max_upload_mb", "inf"), None, "error: --max_upload_mb must be more than 0 and finite (MiB), got inf"),
+    (("--max_upload_mb", "nan"), None, "error: --max_upload_mb must be more than 0 and finite (MiB), got nan"),
+    (("--max_upload_mb", "-1"), None, "error: --max_upload_mb must be more than 0 and finite (MiB), got -1.0"),
+    ((), "ok-key,cl\u00e9", "error: FACENET_API_KEYS: an API key holds latin small letter e with acute (U+00E9), "
+                          "which an x-api-key header cannot carry: use visible ASCII characters only (letters, "
+                          "digits, punctuation)"),
+    (("--api_key_file", "keys.txt"), None, "error: keys.txt: line 3: an API key holds latin small letter e with "
+                                           "acute (U+00E9), which an x-api-key header cannot carry: use visible "
+                                           "ASCII characters only (letters, digits, punctuation)"),
+])
+def test_serve_refuses_bad_limits_and_keys_up_front(tmp_path, args, keys, says):
+    (tmp_path / "keys.txt").write_text("# one key per line\nok-key\nmot-de-passe-\u00e9t\u00e9\n", encoding="utf-8")
+    env = {**serve_env(), **({"FACENET_API_KEYS": keys} if keys else {})}
+    result = subprocess.run([sys.executable, str(MAIN), "serve", "--port", str(free_port()), *args], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == says, result.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was loaded or written

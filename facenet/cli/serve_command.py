@@ -13,6 +13,7 @@ from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.gallery.pg import GalleryError
 from facenet.service.keys import KeyFileError, key_problem, load_keys
 from facenet.service.store import GalleryStore
+from facenet.settings import max_upload_problem
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def serve_command(
     `cameras`: live camera specs ([name=]rtsp://…) run in the service, their events sent as `live` says (the CLI's
     --events, --mqtt_url, --webhook) and their snapshots written under `output_dir`/snapshots."""
     problem = key_problem(host, key_file)
+    upload_problem = max_upload_problem(max_upload_mb)
+    problem = problem or (f"--max_upload_mb {upload_problem}" if upload_problem else None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
