@@ -84,6 +84,10 @@ def test_cross_origin_writes_and_foreign_hosts_are_refused_without_keys(open_ser
     assert own.status_code == 201 and own.json() == {"subject": "Zed"} and (data / "Zed").is_dir()
     by_name = httpx.delete(f"http://localhost:{port}/api/v1/subjects/Zed", headers={"origin": f"http://localhost:{port}"})
     assert by_name.status_code == 200 and by_name.json() == {"subject": "Zed", "deleted_photos": 0}
+    proxied = httpx.post(f"{url}/api/v1/subjects", json={"subject": "Zed"},  # nginx in front: Host is upstream's
+                         headers={"origin": "https://faces.example.com", "x-forwarded-host": "faces.example.com"})
+    assert proxied.status_code == 201 and proxied.json() == {"subject": "Zed"}
+    assert httpx.delete(f"{url}/api/v1/subjects/Zed").json() == {"subject": "Zed", "deleted_photos": 0}
     assert files_of(data) == before and not (data / "Zed").exists()
 
 

@@ -1,7 +1,9 @@
 """Cross-site protection of the service, keys or not: an ASGI middleware that refuses DNS-rebinding requests (a Host
 header naming another host while the service listens on loopback: 421), refuses writes sent by another origin's
-page (POST, PUT, PATCH or DELETE whose Origin is not the service's own, or whose Sec-Fetch-Site says cross-site:
-403), and adds security headers to every answer (a self-only Content-Security-Policy, no framing, nosniff)."""
+page (POST, PUT, PATCH or DELETE whose Origin is not the service's own, its Host or a proxy's X-Forwarded-Host,
+or whose Sec-Fetch-Site says cross-site: 403; a browser cannot add X-Forwarded-Host to a cross-origin request
+without a CORS preflight, which the service never grants), and adds security headers to every answer (a self-only
+Content-Security-Policy, no framing, nosniff)."""
 
 from __future__ import annotations
 
@@ -88,7 +90,8 @@ class OriginGuard:
         if method.upper() in SAFE_METHODS:
             return None
         origin = headers.get("origin")
-        if origin is not None and not _same_origin(origin, host_header):
+        own = (host_header, headers.get("x-forwarded-host", "").split(",")[0] or None)  # behind a reverse proxy too
+        if origin is not None and not any(_same_origin(origin, host) for host in own):
             return 403, (f"refused a cross-origin {method.upper()} from {origin!r}: only the service's own page "
                          "may change the gallery")
         if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
