@@ -27,13 +27,7 @@ import numpy as np
 from facenet.files import atomic_write, file_sha256
 from facenet.gallery.file import sync_database
 from facenet.gallery.pg import PgGallery
-from facenet.images import (
-    image_format,
-    list_images,
-    list_people,
-    person_folder,
-    person_name,
-)
+from facenet.images import image_format, list_images, list_people, person_folder, person_name
 from facenet.recognize import Recognizer
 from facenet.service.uploads import decode_photo
 from facenet.verify import NoFaceError, Verification, verify_with
