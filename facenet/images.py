@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import unicodedata
 import warnings
@@ -17,8 +18,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_IMAGE_SIDE = 4096
 """Larger photos are downscaled on load so that a huge file cannot exhaust memory."""
 
-MAX_IMAGE_PIXELS = 400_000_000
-"""Photos above this many pixels are refused outright (decompression bombs)."""
+MAX_IMAGE_PIXELS = 160_000_000
+"""JPEGs declaring more pixels are refused before decoding (a JPEG decodes straight at reduced size; this stays
+under Pillow's own bomb limit, so this message is the one that fires)."""
+
+MAX_DECODED_PIXELS = 50_000_000
+"""Other formats (PNG, GIF, TIFF, WebP...) decode whole before being scaled down: above this many declared pixels
+(about 150 MB of RGB) they are refused before decoding, so a small file cannot expand to gigabytes."""
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -88,8 +94,9 @@ def _decode(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(file) as img:
                 width, height = img.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageError(path, f"image too large ({width}x{height} pixels)")
+                limit = MAX_IMAGE_PIXELS if img.format == "JPEG" else MAX_DECODED_PIXELS
+                if width * height > limit:
+                    raise ImageError(path, _too_large(f"{width}x{height} pixels", width * height, limit, img.format))
                 if max(width, height) > max_side:
                     img.draft("RGB", (max_side, max_side))
                     img.thumbnail((max_side, max_side))
@@ -107,9 +114,21 @@ def _decode(
         raise ImageError(path, "is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not a readable image (unknown or corrupt format)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # above Pillow's own limit: refused while reading the header
+        declared = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = int(declared.group(1)) if declared else 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise ImageError(path, _too_large(None, pixels, min(MAX_IMAGE_PIXELS, MAX_DECODED_PIXELS), None)) from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(path, f"cannot decode image ({error})") from None
     return np.asarray(rgb, dtype=np.uint8), scale
+
+
+def _too_large(size: str | None, pixels: int, limit: int, kind: str | None) -> str:
+    """The one line refusing a photo by its declared size (`size`: "WxH pixels", when known)."""
+    which = "MAX_IMAGE_PIXELS" if kind == "JPEG" else "MAX_DECODED_PIXELS"
+    declared = f"{size} ({pixels / 1e6:.0f} Mpx)" if size else f"{pixels / 1e6:.0f} Mpx"
+    return (f"image too large: {declared} declared, the limit is {limit / 1e6:.0f} Mpx "
+            f"for {kind or 'this format'} ({which} in facenet/images.py); refused before decoding")
 
 
 def decode_image_scaled(data: bytes, name: str = "image bytes", max_side: int = MAX_IMAGE_SIDE
@@ -218,6 +237,25 @@ class DataLayout:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def person_name(text: str) -> str:
+    """A person's name in its one Unicode form (NFC), whatever wrote it: a folder copied from a Mac (decomposed,
+    NFD), typed on Linux, sent to the service. The store, the gallery and the command line compare names by it."""
+    return unicodedata.normalize("NFC", text)
+
+
+def person_folder(data_dir: str | Path, name: str) -> Path | None:
+    """The folder data_dir/<name>/ of a person, whatever Unicode form its name has on disk; None if there is none."""
+    data_dir, name = Path(data_dir), person_name(name)
+    exact = data_dir / name
+    if exact.is_dir():
+        return exact
+    try:
+        entries = sorted(data_dir.iterdir())
+    except OSError:
+        return None
+    return next((e for e in entries if _utf8(e.name) and person_name(e.name) == name and e.is_dir()), None)
+
+
 def _person_photos(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
     """The photos below a person's folder (subfolders searched, symlinked subfolders not followed); entries that
     cannot be read are added to `skipped`, other files are ignored."""
@@ -263,7 +301,7 @@ def scan_data_folder(data_dir: str | Path, skip: str | Path | None = None) -> Da
         if problem:
             layout.skipped.append((entry, problem))
         elif entry.is_dir():
-            name = unicodedata.normalize("NFC", entry.name)
+            name = person_name(entry.name)
             layout.people.append((name, _person_photos(entry, layout.skipped)))
         elif is_image_file(entry):
             layout.loose.append(entry)

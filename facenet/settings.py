@@ -55,6 +55,13 @@ def scale_problem(scale: float) -> str | None:
     return None
 
 
+def max_upload_problem(megabytes: float) -> str | None:
+    """The service's upload limit (MiB) must be a finite number more than 0."""
+    if not (math.isfinite(megabytes) and megabytes > 0):
+        return f"must be more than 0 and finite (MiB), got {megabytes}"
+    return None
+
+
 def check_threshold(threshold: object) -> float:
     """A distance threshold as a float: TypeError unless it is a number, ValueError unless `threshold_problem`
     passes it."""

@@ -33,7 +33,7 @@ from facenet.config import (
     default_weights_dir,
 )
 from facenet.progress import show_progress
-from facenet.settings import scale_problem, training_problems, triplet_margin_problem
+from facenet.settings import max_upload_problem, scale_problem, training_problems, triplet_margin_problem
 
 USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
 
@@ -224,8 +224,9 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
         return f"--scale {problem}"
     if not 0 <= values.port <= 65535:
         return f"--port must be in 0-65535, got {values.port}"
-    if not values.max_upload_mb > 0:
-        return f"--max_upload_mb must be more than 0, got {values.max_upload_mb}"
+    problem = max_upload_problem(values.max_upload_mb)
+    if problem:
+        return f"--max_upload_mb {problem}"
     return _live_problem(values)
 
 

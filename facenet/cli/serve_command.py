@@ -13,6 +13,7 @@ from facenet.cli.event_output import EventSinks, LiveOptions
 from facenet.gallery.pg import GalleryError
 from facenet.service.keys import KeyFileError, key_problem, load_keys
 from facenet.service.store import GalleryStore
+from facenet.settings import max_upload_problem
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def serve_command(
     `cameras`: live camera specs ([name=]rtsp://…) run in the service, their events sent as `live` says (the CLI's
     --events, --mqtt_url, --webhook) and their snapshots written under `output_dir`/snapshots."""
     problem = key_problem(host, key_file)
+    upload_problem = max_upload_problem(max_upload_mb)
+    problem = problem or (f"--max_upload_mb {upload_problem}" if upload_problem else None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -61,7 +64,8 @@ def serve_command(
         except (OSError, ValueError) as problem:
             log.error("cannot send events: %s", problem)
             return EXIT_FAILED
-    app = create_app(store, keys, max_upload=int(max_upload_mb * MiB), cameras=live_cameras)
+    app = create_app(store, keys, max_upload=int(max_upload_mb * MiB), cameras=live_cameras,
+                     host=host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     if live_cameras is not None:
         live_cameras.stopping = lambda: server.should_exit  # Ctrl-C ends the MJPEG streams, then the cameras

@@ -25,9 +25,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from facenet.gallery.pg import GalleryError
-from facenet.images import ImageError, decode_image_scaled
+from facenet.images import ImageError, person_name
 from facenet.pipeline import five_points
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
+from facenet.service.guard import OriginGuard
 from facenet.service.keys import KEY_HEADER, key_accepted
 from facenet.service.store import (
     BadName,
@@ -37,9 +38,10 @@ from facenet.service.store import (
     SubjectExists,
     UnknownPhoto,
     UnknownSubject,
+    clean_name,
     is_api_photo,
 )
-from facenet.service.uploads import BodyLimit, MiB, UploadError, read_photos
+from facenet.service.uploads import BodyLimit, MiB, UploadError, decode_photo, read_photos
 from facenet.verify import NoFaceError
 
 DEFAULT_MAX_UPLOAD = 10 * MiB
@@ -89,9 +91,11 @@ STREAM_POLL_S = 0.05
 
 
 def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_upload: int = DEFAULT_MAX_UPLOAD,
-               cameras: ServiceCameras | None = None) -> FastAPI:
+               cameras: ServiceCameras | None = None, host: str | None = None) -> FastAPI:
     """The FastAPI application over `store`; `keys`: accepted API keys (none: open); `max_upload`: bytes;
-    `cameras`: live cameras, started with the app and stopped with it."""
+    `cameras`: live cameras, started with the app and stopped with it; `host`: the address it listens on (on
+    loopback, requests whose Host names another host are refused: DNS rebinding; None: no Host check).
+    Cross-origin writes are refused and security headers added whatever the keys (facenet/service/guard.py)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +112,7 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
                          lifespan=lifespan)  # /docs without a CDN
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(OriginGuard, host=host)  # outermost: its refusals and headers cover every answer
 
     def check_key(request: Request) -> None:
         if not key_accepted(request.headers.get(KEY_HEADER), keys):
@@ -196,8 +201,7 @@ def _used(store: GalleryStore, subject: str) -> set[str]:
     snap = store.snapshot
     paths = snap.report.get("people", {})
     if isinstance(paths, dict):
-        prefix = f"{subject}/"
-        return {p[len(prefix):] for p in paths.get(subject, []) if p.startswith(prefix)}
+        return {p.partition("/")[2] for p in paths.get(subject, [])}  # the folder on disk may be NFD
     return set(snap.subjects.get(subject, ())) if subject in snap.database.names else set()
 
 
@@ -205,9 +209,10 @@ def _face_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
     @api.get("/subjects/{subject}/faces", tags=["example faces"])
     def list_faces(subject: str) -> dict[str, Any]:
         """The subject's photos: id (path in its folder), added through the service or not, used for enrollment."""
-        folder, used = store.folder(subject), _used(store, subject)
-        photos = store.snapshot.subjects.get(folder.name, ())
-        return {"subject": folder.name, "faces": [
+        folder = store.folder(subject)
+        name = person_name(folder.name)
+        used, photos = _used(store, name), store.snapshot.subjects.get(name, ())
+        return {"subject": name, "faces": [
             {"image_id": p, "added_by_service": is_api_photo(folder / p), "used": p in used} for p in photos]}
 
     @api.post("/subjects/{subject}/faces", status_code=201, tags=["example faces"], openapi_extra=_image_body("file"))
@@ -216,7 +221,7 @@ def _face_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
         image_id, created = await run_in_threadpool(store.add_photo, subject, data, name)
         return {"subject": subject, "image_id": image_id, "created": created,
-                "used": image_id in _used(store, subject)}
+                "used": image_id in _used(store, clean_name(subject))}
 
     @api.get("/subjects/{subject}/faces/{image_id:path}", tags=["example faces"], response_class=FileResponse)
     def get_face(subject: str, image_id: str) -> FileResponse:
@@ -238,7 +243,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_image_scaled(data, name)
+            rgb, scale = decode_photo(data, name)
             faces = [{**_face(r.box, r.points, scale), "name": r.name, "distance": _rounded(r.distance, 4),
                       "score": _rounded(r.score, 1)} for r in store.recognize(rgb)]
             return {**_size(rgb, scale), "faces": faces}
@@ -251,7 +256,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_image_scaled(data, name)
+            rgb, scale = decode_photo(data, name)
             faces = [{**_face(f.box, five_points(f), scale), "score": _rounded(f.score, 4)}
                      for f in store.detect(rgb)]
             return {**_size(rgb, scale), "faces": faces}
@@ -264,7 +269,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         photos = await read_photos(request, ("source_image", "target_image"), max_upload)
 
         def work() -> dict[str, Any]:
-            (a, _), (b, _) = (decode_image_scaled(*photos[k]) for k in ("source_image", "target_image"))
+            (a, _), (b, _) = (decode_photo(*photos[k]) for k in ("source_image", "target_image"))
             answer = store.verify(a, b, (photos["source_image"][1], photos["target_image"][1]))
             return {"same": answer.same, "distance": round(answer.distance, 4), "threshold": answer.threshold}
 

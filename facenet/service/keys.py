@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import unicodedata
 from pathlib import Path
 
 KEY_HEADER = "x-api-key"
@@ -17,19 +18,36 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class KeyFileError(ValueError):
-    """An unreadable or empty key file; the message names it."""
+    """An unreadable or empty key file, or a key a header cannot carry; the message names where it came from."""
+
+
+def _key_problem(key: str) -> str | None:
+    """Why a header cannot carry `key` (HTTP headers are Latin-1 bytes: only visible ASCII matches reliably)."""
+    bad = next((c for c in key if not " " <= c <= "~"), None)
+    if bad is None:
+        return None
+    return (f"an API key holds {unicodedata.name(bad, repr(bad)).lower()} (U+{ord(bad):04X}), which an x-api-key "
+            "header cannot carry: use visible ASCII characters only (letters, digits, punctuation)")
 
 
 def load_keys(key_file: str | Path | None = None, environ: dict[str, str] | None = None) -> frozenset[str]:
-    """Every accepted key: FACENET_API_KEYS plus the lines of `key_file`."""
+    """Every accepted key: FACENET_API_KEYS plus the lines of `key_file`; KeyFileError for an unreadable or empty
+    file, or a key with a character other than visible ASCII (it could never match a header)."""
     environ = os.environ if environ is None else environ
     keys = {k.strip() for k in environ.get(KEYS_ENV, "").split(",") if k.strip()}
+    problem = next(filter(None, map(_key_problem, sorted(keys))), None)
+    if problem:
+        raise KeyFileError(f"{KEYS_ENV}: {problem}")
     if key_file:
         try:
             lines = Path(key_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise KeyFileError(f"{key_file}: cannot read the API key file ({error})") from None
         found = {line.strip() for line in lines if line.strip() and not line.strip().startswith("#")}
+        for number, line in enumerate(lines, 1):
+            problem = line.strip() in found and _key_problem(line.strip())
+            if problem:
+                raise KeyFileError(f"{key_file}: line {number}: {problem}")
         if not found:
             raise KeyFileError(f"{key_file}: the API key file holds no key")
         keys |= found

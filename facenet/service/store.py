@@ -17,7 +17,7 @@ import copy
 import hashlib
 import re
 import threading
-import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +27,9 @@ import numpy as np
 from facenet.files import atomic_write, file_sha256
 from facenet.gallery.file import sync_database
 from facenet.gallery.pg import PgGallery
-from facenet.images import decode_image_scaled, image_format, list_images, list_people
+from facenet.images import image_format, list_images, list_people, person_folder, person_name
 from facenet.recognize import Recognizer
+from facenet.service.uploads import decode_photo
 from facenet.verify import NoFaceError, Verification, verify_with
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def locked_pipeline(pipeline: FacePipeline) -> FacePipeline:
 
 def clean_name(name: str) -> str:
     """A subject name usable as a folder name (NFC, trimmed); BadName says why not."""
-    name = unicodedata.normalize("NFC", str(name)).strip()
+    name = person_name(str(name)).strip()
     if not name:
         raise BadName("the subject name is empty")
     if name in (".", "..") or name.startswith(".") or any(c in name for c in '/\\\0'):
@@ -153,10 +154,10 @@ class GalleryStore:
         return verify_with(self.pipeline, a, b, names=names)
 
     def folder(self, name: str) -> Path:
-        """data/<name>/ of an existing subject; UnknownSubject otherwise."""
-        folder = self.data_dir / clean_name(name)
-        if not folder.is_dir():
-            raise UnknownSubject(f"unknown subject {name!r} (no folder {folder})")
+        """data/<name>/ of an existing subject (its name in any Unicode form on disk); UnknownSubject otherwise."""
+        folder = person_folder(self.data_dir, clean_name(name))
+        if folder is None:
+            raise UnknownSubject(f"unknown subject {name!r} (no folder {self.data_dir / clean_name(name)})")
         return folder
 
     def photo(self, name: str, image_id: str) -> Path:
@@ -179,10 +180,10 @@ class GalleryStore:
         name = clean_name(name)
         with self._write:
             folder = self.data_dir / name
-            if folder.exists():
+            if folder.exists() or person_folder(self.data_dir, name) is not None:
                 raise SubjectExists(f"subject {name!r} already exists")
             folder.mkdir()
-            self._swap()
+            self._swap_or_undo(folder.rmdir)
         return name
 
     def rename_subject(self, name: str, new_name: str) -> str:
@@ -190,10 +191,10 @@ class GalleryStore:
         new_name = clean_name(new_name)
         with self._write:
             folder, target = self.folder(name), self.data_dir / new_name
-            if target.exists():
+            if target.exists() or person_folder(self.data_dir, new_name) is not None:
                 raise SubjectExists(f"subject {new_name!r} already exists")
             folder.rename(target)
-            self._swap(removed=folder.name)
+            self._swap_or_undo(lambda: target.rename(folder), removed=person_name(folder.name))
         return new_name
 
     def delete_subject(self, name: str) -> int:
@@ -206,10 +207,18 @@ class GalleryStore:
                 raise NotDeletable(f"subject {folder.name!r} holds {len(own)} file(s) not added through the service "
                                    f"(e.g. {own[0].relative_to(folder).as_posix()!r}); facenet never deletes your "
                                    f"own photos: remove them from {folder} by hand first")
+            kept = {path: path.read_bytes() for path in entries}
             for path in entries:
                 path.unlink()
             folder.rmdir()
-            self._swap(removed=folder.name)
+
+            def undo() -> None:
+                folder.mkdir()
+                for path, data in kept.items():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+
+            self._swap_or_undo(undo, removed=person_name(folder.name))
         return len(entries)
 
     def add_photo(self, name: str, data: bytes, source: str = "upload") -> tuple[str, bool]:
@@ -219,7 +228,7 @@ class GalleryStore:
         cannot be read, NoFaceError when no face is found: then nothing is written.
         """
         folder = self.folder(name)
-        rgb, _ = decode_image_scaled(data, source)
+        rgb, _ = decode_photo(data, source)
         if self.pipeline.subject(rgb, "largest").face is None:
             raise NoFaceError(f"{source}: no face found")
         extension = image_format(data) or ".jpg"
@@ -230,7 +239,7 @@ class GalleryStore:
             created = not target.exists()
             if created:
                 atomic_write(target, lambda tmp: tmp.write_bytes(data))
-                self._swap()
+                self._swap_or_undo(target.unlink)
         return image_id, created
 
     def delete_photo(self, name: str, image_id: str) -> None:
@@ -240,10 +249,20 @@ class GalleryStore:
             if not is_api_photo(path):
                 raise NotDeletable(f"{path} was not added through the service: facenet never deletes your own "
                                    "photos (remove it by hand)")
+            kept = path.read_bytes()
             path.unlink()
-            self._swap()
+            self._swap_or_undo(lambda: atomic_write(path, lambda tmp: tmp.write_bytes(kept)))
 
     # ------------------------------------------------------------------ sync
+
+    def _swap_or_undo(self, undo: Callable[[], None], removed: str | None = None) -> None:
+        """Sync after a change to data/; when the sync fails, `undo` puts data/ back first (an error is never
+        answered after data/ changed)."""
+        try:
+            self._swap(removed)
+        except BaseException:
+            undo()
+            raise
 
     def _swap(self, removed: str | None = None) -> Snapshot:
         self.snapshot = self._sync(removed)
@@ -269,5 +288,5 @@ class GalleryStore:
 
     def _subjects(self) -> dict[str, tuple[str, ...]]:
         people, _ = list_people(self.data_dir, skip=self.database_dir)
-        return {name: tuple(p.relative_to(self.data_dir / name).as_posix() for p in photos)
-                for name, photos in people}
+        return {name: tuple(Path(*p.relative_to(self.data_dir).parts[1:]).as_posix() for p in photos)
+                for name, photos in people}  # relative to the folder as named on disk (NFD from a Mac too)

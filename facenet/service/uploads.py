@@ -3,6 +3,7 @@
 A photo comes as a multipart form field, as base64 (or a `data:` URI) in a JSON object under the same field name,
 or, for one-photo endpoints, as the raw body (Content-Type image/*). A body larger than the limit is refused with
 413 before it is read whole (by Content-Length, or while streaming when there is none).
+Photos are decoded a few at a time (`decode_photo`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from facenet.images import decode_image_scaled
+
 MiB = 1 << 20
+MAX_DECODES = 2
+"""Photos the service decodes at once (each may hold up to ~150 MB while it decodes); more requests wait."""
+_decodes = threading.BoundedSemaphore(MAX_DECODES)
+
+
+def decode_photo(data: bytes, name: str) -> tuple[np.ndarray, tuple[float, float]]:
+    """`decode_image_scaled` of an uploaded photo, at most MAX_DECODES at a time across the service."""
+    with _decodes:
+        return decode_image_scaled(data, name)
 
 
 class UploadError(ValueError):
@@ -59,6 +73,8 @@ def _from_json(body: bytes, fields: tuple[str, ...]) -> dict[str, tuple[bytes, s
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise UploadError("the body is not valid JSON") from None
+    except RecursionError:
+        raise UploadError("the JSON body is nested too deeply: send an object of base64 photo fields") from None
     if not isinstance(document, dict):
         raise UploadError("the JSON body must be an object")
     return {field: (_base64(document.get(field), field), field) for field in fields}
