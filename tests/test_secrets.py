@@ -101,3 +101,37 @@ def test_a_url_without_password_uses_pgpassword(tmp_path, monkeypatch):
         assert os.environ.get("PGPASSWORD") is None
     finally:
         server.cleanup()
+
+
+def test_a_silent_server_gives_up_within_the_connect_timeout_whatever_the_database_is_called():
+    """A database named connect_timeout_test on a socket that accepts and never answers: GalleryError in ~5 s
+    (the URL's text mentions connect_timeout, its parameters do not)."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    url = f"postgresql://facenet@127.0.0.1:{listener.getsockname()[1]}/connect_timeout_test"
+    outcome: list[BaseException | float] = []
+
+    def connect() -> None:
+        start = time.monotonic()
+        try:
+            PgGallery(url)
+        except GalleryError as error:
+            outcome.extend([error, time.monotonic() - start])
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(20)
+    for conn in (*accepted, listener):  # unblocks a connect still waiting
+        conn.close()
+    thread.join(5)
+    assert outcome, "still waiting for the silent server after 20 s"
+    error, seconds = outcome
+    assert 4 <= seconds <= 8, seconds
+    assert "cannot connect" in str(error) and "\n" not in str(error)

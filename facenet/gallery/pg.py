@@ -141,6 +141,16 @@ def _reason(error: BaseException, url: str) -> str:
     return text[:300]
 
 
+def _url_sets(parameter: str, url: str) -> bool:
+    """Whether the URL's parameters (not its text: a database may be named connect_timeout_test) set `parameter`."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return parameter in conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL: connect says why
+        return False
+
+
 def _gallery_errors(method: Callable) -> Callable:
     """Turn a lost connection or tables dropped underneath (a rebuild by another client) into a GalleryError."""
 
@@ -195,7 +205,7 @@ class PgGallery:
                                "pgvector") from error
         self.url = url
         self.where = mask_url(url)
-        kwargs = {} if "connect_timeout" in url else {"connect_timeout": connect_timeout}
+        kwargs = {} if _url_sets("connect_timeout", url) else {"connect_timeout": connect_timeout}
         try:
             self.conn = psycopg.connect(url, autocommit=True, **kwargs)
         except psycopg.Error as error:
