@@ -48,10 +48,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import numpy as np
 
+from facenet import redact
 from facenet.files import atomic_write
 from facenet.gallery.enroll import Vector, enroll, examine_photos, hash_photos, read_folder, reusable
 from facenet.gallery.index import FaceDatabase
@@ -93,47 +93,43 @@ class GalleryError(Exception):
 
 def mask_url(url: str) -> str:
     """The URL (or key=value conninfo) with the password removed, for messages and logs."""
+    parts = redact.split_url(url)
+    if parts is not None:  # a URL: never trusted to parse (a password may hold "@", "/", "?", "#", ":")
+        scheme, user, _, rest = parts
+        where = re.split(r"[?#]", rest, maxsplit=1)[0]
+        return hide_secrets(f"{scheme}://{user + '@' if user else ''}{where}", url)
     try:
         from psycopg.conninfo import conninfo_to_dict
 
         info = conninfo_to_dict(url)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown without anything before its last "@"
-        return hide_secrets(url.split("@")[-1], url) if "@" in url else "<database url>"
+    except Exception:  # noqa: BLE001 - an unparsable conninfo shows nothing of itself
+        return "<database url>"
     user = info.get("user") or ""
     host = info.get("host") or "localhost"
     port = f":{info['port']}" if info.get("port") else ""
     db = info.get("dbname") or ""
-    return f"postgresql://{user + '@' if user else ''}{host}{port}/{db}"
-
-
-_URL_USERINFO = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
-_KEYWORD_PASSWORD = re.compile(r"(?:^|[\s?&])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
+    return hide_secrets(f"postgresql://{user + '@' if user else ''}{host}{port}/{db}", url)
 
 
 def url_secrets(url: str) -> list[str]:
     """Every spelling of the password a (possibly malformed) database URL holds, longest first.
 
-    Read without trusting the URL to parse: the userinfo of `scheme://user:password@host` (raw and
-    percent-decoded, whatever the scheme, spaces and bad escapes included), `password=` keywords and query
-    parameters, and what psycopg parses.
+    Read without trusting the URL to parse (facenet.redact: the userinfo up to the last "@", `password=` keywords
+    and query parameters, raw, percent-decoded and in pieces), plus what psycopg parses.
     """
-    found: set[str] = set()
-    match = _URL_USERINFO.match(url)
-    if match and ":" in match.group(1):
-        found.add(match.group(1).split(":", 1)[1])
-    found.update(value.strip("'") for value in _KEYWORD_PASSWORD.findall(url))
+    parsed = ""
     with contextlib.suppress(Exception):
         from psycopg.conninfo import conninfo_to_dict
 
-        found.add(str(conninfo_to_dict(url).get("password") or ""))
-    found |= {unquote(secret) for secret in found}
-    return sorted((secret for secret in found if secret), key=len, reverse=True)
+        parsed = str(conninfo_to_dict(url).get("password") or "")
+    return redact.url_secrets(url, [parsed])
 
 
 def hide_secrets(text: str, url: str) -> str:
     """`text` with every spelling of `url`'s password replaced by ***: for any message that may quote the URL."""
     for secret in url_secrets(url):
-        text = text.replace(secret, "***")
+        if len(secret) >= redact.MIN_PIECE:
+            text = text.replace(secret, redact.HIDDEN)
     return text
 
 
@@ -143,6 +139,16 @@ def _reason(error: BaseException, url: str) -> str:
     for prefix in ("connection failed: ", "FATAL: "):
         text = text.replace(prefix, "")
     return text[:300]
+
+
+def _url_sets(parameter: str, url: str) -> bool:
+    """Whether the URL's parameters (not its text: a database may be named connect_timeout_test) set `parameter`."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return parameter in conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL: connect says why
+        return False
 
 
 def _gallery_errors(method: Callable) -> Callable:
@@ -199,7 +205,7 @@ class PgGallery:
                                "pgvector") from error
         self.url = url
         self.where = mask_url(url)
-        kwargs = {} if "connect_timeout" in url else {"connect_timeout": connect_timeout}
+        kwargs = {} if _url_sets("connect_timeout", url) else {"connect_timeout": connect_timeout}
         try:
             self.conn = psycopg.connect(url, autocommit=True, **kwargs)
         except psycopg.Error as error:

@@ -33,6 +33,7 @@ from PIL import Image
 
 from facenet.files import atomic_write
 from facenet.live.tracking import TrackEvent
+from facenet.redact import mask_url, url_host
 
 EVENT_KEYS = ("event", "camera", "time", "track", "frame", "name", "distance", "score", "snapshot")
 MQTT_PREFIX = "facenet"
@@ -92,8 +93,12 @@ class MqttPublisher:
         import paho.mqtt.client as mqtt  # optional: only with --mqtt_url
 
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"{url}: an MQTT URL is mqtt://[user:password@]host[:port]")
+        try:
+            port = parts.port
+        except ValueError:  # e.g. a password with "/" read as host:port: no usable host
+            parts, port = parts._replace(netloc=""), None
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or not url_host(url):
+            raise ValueError(f"{mask_url(url)}: an MQTT URL is mqtt://[user:password@]host[:port]")
         self.prefix, self._on_problem, self._lost = prefix, on_problem, False
         self._names: dict[tuple[str, int], str] = {}
         self._present: Counter = Counter()
@@ -108,8 +113,8 @@ class MqttPublisher:
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_connect_fail = self._unreachable
-        self.where = f"{parts.hostname}:{parts.port or MQTT_DEFAULT_PORT}"
-        self.client.connect_async(parts.hostname, parts.port or MQTT_DEFAULT_PORT)
+        self.where = f"{parts.hostname}:{port or MQTT_DEFAULT_PORT}"
+        self.client.connect_async(parts.hostname, port or MQTT_DEFAULT_PORT)
         self.client.loop_start()
 
     def _connected(self, client, userdata, flags, reason, properties=None) -> None:
@@ -176,7 +181,7 @@ class WebhookPoster:
 
     def __init__(self, url: str, on_problem: Problem | None = None) -> None:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise ValueError(f"{url}: a webhook is an http(s):// URL")
+            raise ValueError(f"{mask_url(url)}: a webhook is an http(s):// URL")
         self.url, self._on_problem, self._failing = url, on_problem, False
         self._queue: queue.Queue[dict | None] = queue.Queue()
         self.sent = 0
@@ -198,7 +203,7 @@ class WebhookPoster:
                 self._post(record)
             except (OSError, ValueError) as problem:
                 if not self._failing and self._on_problem is not None:
-                    self._on_problem(f"webhook {self.url}: {problem} (events are dropped until it answers)")
+                    self._on_problem(f"webhook {mask_url(self.url)}: {problem} (events are dropped until it answers)")
                 self._failing = True
             else:
                 self._failing = False

@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
+from facenet.redact import mask_url, url_host
 from facenet.sources import Frame
 
 # FFmpeg reads these once, when OpenCV first opens a stream: RTSP over TCP (no lost UDP packets, works through
@@ -57,16 +57,18 @@ class Camera:
     @property
     def shown(self) -> str:
         """The URL with any password masked, for messages."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        return mask_url(self.url)
 
 
 def _spec_url(spec: str) -> str:
     match = _NAME.match(spec)
     return match.group(2) if match else spec
+
+
+def _shown_spec(spec: str) -> str:
+    """An --input item for messages: its URL's password masked."""
+    match = _NAME.match(spec)
+    return f"{match.group(1)}={mask_url(match.group(2))}" if match else mask_url(spec)
 
 
 def is_camera_spec(spec: str) -> bool:
@@ -89,11 +91,11 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
         if url.startswith(WEBCAM_PREFIX):
             index = url.removeprefix(WEBCAM_PREFIX)
             if not index.isdigit():
-                raise ValueError(f"{spec}: a webcam is webcam:N with N a webcam index (0 or more)")
-        elif not urlsplit(url).hostname:
-            raise ValueError(f"{spec}: a stream URL needs a host (e.g. rtsp://192.168.1.20:554/stream1)")
+                raise ValueError(f"{_shown_spec(spec)}: a webcam is webcam:N with N a webcam index (0 or more)")
+        elif not url_host(url):
+            raise ValueError(f"{_shown_spec(spec)}: a stream URL needs a host (e.g. rtsp://192.168.1.20:554/stream1)")
         if any(camera.name == name for camera in cameras):
-            raise ValueError(f"{spec}: the camera name {name!r} is used twice (name them: door=rtsp://…)")
+            raise ValueError(f"{_shown_spec(spec)}: the camera name {name!r} is used twice (name them: door=rtsp://…)")
         cameras.append(Camera(name, url))
     return cameras
 

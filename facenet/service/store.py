@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
     from facenet.recognize import Recognition
+
+log = logging.getLogger(__name__)
 
 API_PHOTO = re.compile(r"^api-([0-9a-f]{20})\.[a-z]+$")
 """Name of a photo written by the service: api-<sha256 prefix>.<ext>."""
@@ -120,6 +124,18 @@ def clean_name(name: str) -> str:
     return name
 
 
+class _Kept:
+    """A file's bytes and times, to put it back as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.data, stat = path, path.read_bytes(), path.stat()
+        self.times = (stat.st_atime_ns, stat.st_mtime_ns)
+
+    def restore(self) -> None:
+        atomic_write(self.path, lambda tmp: tmp.write_bytes(self.data))
+        os.utime(self.path, ns=self.times)
+
+
 def is_api_photo(path: Path) -> bool:
     """True when `path` is a photo the service wrote and its bytes are still the ones it wrote."""
     match = API_PHOTO.match(path.name)
@@ -183,7 +199,7 @@ class GalleryStore:
             if folder.exists() or person_folder(self.data_dir, name) is not None:
                 raise SubjectExists(f"subject {name!r} already exists")
             folder.mkdir()
-            self._swap_or_undo(folder.rmdir)
+            self._swap(undo=folder.rmdir)
         return name
 
     def rename_subject(self, name: str, new_name: str) -> str:
@@ -194,7 +210,7 @@ class GalleryStore:
             if target.exists() or person_folder(self.data_dir, new_name) is not None:
                 raise SubjectExists(f"subject {new_name!r} already exists")
             folder.rename(target)
-            self._swap_or_undo(lambda: target.rename(folder), removed=person_name(folder.name))
+            self._swap(removed=person_name(folder.name), undo=lambda: target.rename(folder))
         return new_name
 
     def delete_subject(self, name: str) -> int:
@@ -207,18 +223,17 @@ class GalleryStore:
                 raise NotDeletable(f"subject {folder.name!r} holds {len(own)} file(s) not added through the service "
                                    f"(e.g. {own[0].relative_to(folder).as_posix()!r}); facenet never deletes your "
                                    f"own photos: remove them from {folder} by hand first")
-            kept = {path: path.read_bytes() for path in entries}
+            kept = [_Kept(path) for path in entries]  # photos the service wrote: small, put back if the sync fails
             for path in entries:
                 path.unlink()
             folder.rmdir()
 
             def undo() -> None:
-                folder.mkdir()
-                for path, data in kept.items():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
+                folder.mkdir(exist_ok=True)
+                for photo in kept:
+                    photo.restore()
 
-            self._swap_or_undo(undo, removed=person_name(folder.name))
+            self._swap(removed=person_name(folder.name), undo=undo)
         return len(entries)
 
     def add_photo(self, name: str, data: bytes, source: str = "upload") -> tuple[str, bool]:
@@ -239,7 +254,7 @@ class GalleryStore:
             created = not target.exists()
             if created:
                 atomic_write(target, lambda tmp: tmp.write_bytes(data))
-                self._swap_or_undo(target.unlink)
+                self._swap(undo=lambda: target.unlink(missing_ok=True))
         return image_id, created
 
     def delete_photo(self, name: str, image_id: str) -> None:
@@ -249,32 +264,33 @@ class GalleryStore:
             if not is_api_photo(path):
                 raise NotDeletable(f"{path} was not added through the service: facenet never deletes your own "
                                    "photos (remove it by hand)")
-            kept = path.read_bytes()
+            kept = _Kept(path)
             path.unlink()
-            self._swap_or_undo(lambda: atomic_write(path, lambda tmp: tmp.write_bytes(kept)))
+            self._swap(undo=kept.restore)
 
     # ------------------------------------------------------------------ sync
 
-    def _swap_or_undo(self, undo: Callable[[], None], removed: str | None = None) -> None:
-        """Sync after a change to data/; when the sync fails, `undo` puts data/ back first (an error is never
-        answered after data/ changed)."""
+    def _swap(self, removed: str | None = None, undo: Callable[[], None] | None = None) -> Snapshot:
+        """Sync and swap in the new snapshot. When the sync fails (PostgreSQL down...), `undo` first puts data/ back
+        as it was before the change, so an error never leaves data/ changed and the gallery not."""
         try:
-            self._swap(removed)
+            self.snapshot = self._sync(removed)
         except BaseException:
-            undo()
+            if undo is not None:
+                try:
+                    undo()
+                except OSError as error:
+                    log.error("could not undo the change of %s after a failed sync: %s", self.data_dir, error)
             raise
-
-    def _swap(self, removed: str | None = None) -> Snapshot:
-        self.snapshot = self._sync(removed)
         return self.snapshot
 
     def _sync(self, removed: str | None = None) -> Snapshot:
         """Sync the backend with data/ (`removed`: a subject that left, to drop from a shared gallery)."""
         if self.database_url:
             with PgGallery(self.database_url) as gallery:
-                full = gallery.sync(self.data_dir, self.pipeline, cache_dir=self.database_dir)
-                if removed is not None:
+                if removed is not None:  # first: should the sync fail, data/ is put back and he is enrolled again
                     gallery.remove_person(removed)
+                full = gallery.sync(self.data_dir, self.pipeline, cache_dir=self.database_dir)
                 database = gallery.load(self.pipeline)
             facts = full.backend
             report = full.shared_dict()
