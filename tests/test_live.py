@@ -390,3 +390,38 @@ def test_people_replacing_each_other_at_a_camera_get_their_own_tracks_events_and
     presence = [(t.split("/")[2], p) for t, p in messages if t.endswith("/state")]
     assert presence == [("george_clooney", "ON"), ("george_clooney", "OFF"), ("juanes", "ON"), ("juanes", "OFF"),
                         ("unknown", "ON"), ("unknown", "OFF")]
+
+
+# --- issue 22: sinks that fail, cameras that die, names that collide -------------------------------------------------
+
+def _juanes_video(path: Path, frames: int = 12) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for i in range(frames):
+        writer.write(cv2.cvtColor(frame_of("Juanes", 3, x=100 + 5 * i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_for_the_events_file_is_one_warning_and_the_lost_events_are_counted(
+        tmp_path, data_dir, pipeline, monkeypatch, capsys, caplog):
+    from facenet.cli import common
+    from facenet.cli.event_output import LiveOptions
+    from facenet.cli.recognize_command import recognize_command
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: pipeline)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    video = _juanes_video(tmp_path / "in" / "door.mp4")
+    code = recognize_command(web_cam=False, inputs=[str(video)], camera=0, output_dir=tmp_path / "out",
+                             data_dir=data_dir, database_dir=tmp_path / "db", weights_dir="unused", model="dlib",
+                             detector="hog", threshold=None, as_json=True, enroll_only=False,
+                             live=LiveOptions(events="/dev/full"))
+    assert code == 0
+    faces = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(f["frame"], f["name"]) for f in faces] == [(i, "Juanes") for i in range(12)], "recognition went on"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["events file /dev/full: cannot write (No space left on device); recognition goes on, "
+                        "lost events are counted",
+                        "events file /dev/full: 3 of 3 events not written"], warnings
+    assert (tmp_path / "out" / "door.mp4").is_file(), "the annotated video is fine and kept"

@@ -39,19 +39,22 @@ def live_command(
         log.error("cannot send events: %s", problem)
         return 1
     on_frame = (lambda frame, results: emit_results(results, frame.source, frame.index)) if as_json else None
+    lost: list[str] = []
     try:
         counts = run_cameras(specs, pipeline, database, threshold, options.tracking(live=True), on_frame=on_frame,
                              on_events=sinks.send, on_drop=_drop_line, max_frames=options.max_frames or None)
     finally:
-        sinks.close()
-    print(summary_text(counts), file=sys.stderr, flush=True)
+        lost = sinks.close()
+    print(summary_text(counts, lost), file=sys.stderr, flush=True)
     return 0
 
 
-def summary_text(counts: dict[str, CameraCount]) -> str:
-    """One line per camera: frames analysed, frames/s, drops."""
+def summary_text(counts: dict[str, CameraCount], lost: list[str] | None = None) -> str:
+    """One line per camera: frames analysed, frames/s, drops; then one per event sink that lost events."""
     if not counts:
-        return "Done: no camera ran"
-    return "Done:\n" + "\n".join(f"  {name}: {count.frames} frames, {count.fps:.1f} frames/s, {count.drops} drops"
-                                 for name, count in counts.items())
+        text = "Done: no camera ran"
+    else:
+        text = "Done:\n" + "\n".join(f"  {name}: {count.frames} frames, {count.fps:.1f} frames/s, "
+                                     f"{count.drops} drops" for name, count in counts.items())
+    return "\n".join([text, *(f"  {line}" for line in lost or [])])
 
