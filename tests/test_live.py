@@ -425,3 +425,107 @@ def test_a_full_disk_for_the_events_file_is_one_warning_and_the_lost_events_are_
                         "lost events are counted",
                         "events file /dev/full: 3 of 3 events not written"], warnings
     assert (tmp_path / "out" / "door.mp4").is_file(), "the annotated video is fine and kept"
+
+
+class _Receiver:
+    """A real HTTP server on loopback answering every POST with `answer(handler)`; records the bodies it read."""
+
+    def __init__(self, answer) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: list[dict] = []
+        self.received, self.gets = received, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                answer(self)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.gets += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _event(number: int, camera: str = "door"):
+    from facenet.live.tracking import TrackEvent
+
+    return TrackEvent("appeared", camera, number, time.time(), number, None, None, None, time.time())
+
+
+def _redirect(handler) -> None:
+    handler.send_response(302)
+    handler.send_header("Location", "/elsewhere")
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+def _trickle(handler) -> None:
+    """Answers 204 slowly: one header line every 0.4 s (each within the socket timeout), 2.4 s in all."""
+    handler.send_response_only(204)
+    handler.flush_headers()
+    try:
+        for i in range(6):
+            time.sleep(0.4)
+            handler.wfile.write(f"X-Slow-{i}: yes\r\n".encode())
+            handler.wfile.flush()
+        handler.wfile.write(b"\r\n")
+    except OSError:  # the client hung up: what the test expects
+        return
+
+
+@pytest.mark.parametrize("answer, why", [
+    (_redirect, "answered HTTP 302 Found (redirects are not followed)"),
+    (_trickle, "no answer within 1 s"),
+])
+def test_a_webhook_that_redirects_or_trickles_loses_events_loudly(answer, why, tmp_path, monkeypatch, caplog):
+    from facenet.cli.event_output import EventSinks, LiveOptions
+    from facenet.live import events
+
+    monkeypatch.setattr(events, "WEBHOOK_TIMEOUT_S", 1.0)
+    receiver = _Receiver(answer)
+    try:
+        sinks = EventSinks(LiveOptions(events=str(tmp_path / "ev.jsonl"), webhook=receiver.url), tmp_path, False)
+        sinks.send([_event(n) for n in range(1, 4)])
+        lost = sinks.close()
+    finally:
+        receiver.stop()
+    where = receiver.url.removeprefix("http://").removesuffix("/hook")
+    assert lost == [f"webhook {where}: 3 of 3 events not delivered"]
+    assert receiver.gets == 0, "a redirect is not re-sent as a bodiless GET"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"webhook {receiver.url}: {why} (events are dropped until it answers)"], warnings
+    assert len((tmp_path / "ev.jsonl").read_text().splitlines()) == 3, "the other sinks got every event"
+
+
+def test_a_webhook_that_answers_2xx_loses_nothing(tmp_path):
+    from facenet.cli.event_output import EventSinks, LiveOptions
+
+    def accept(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"ok")
+
+    receiver = _Receiver(accept)
+    try:
+        sinks = EventSinks(LiveOptions(webhook=receiver.url), tmp_path, True)
+        sinks.send([_event(n) for n in range(1, 6)])
+        lost = sinks.close()
+    finally:
+        receiver.stop()
+    assert lost == [] and [r["track"] for r in receiver.received] == [1, 2, 3, 4, 5]
+    assert sinks.webhook is not None and sinks.webhook.sent == 5

@@ -17,12 +17,13 @@ webhook posts from a background thread; problems go to `on_problem` (one line pe
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
 import re
+import socket
 import threading
 import unicodedata
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ EVENT_KEYS = ("event", "camera", "time", "track", "frame", "name", "distance", "
 MQTT_PREFIX = "facenet"
 MQTT_DEFAULT_PORT = 1883
 WEBHOOK_TIMEOUT_S = 5.0
+"""The most one POST may take, from connecting to the end of the answer (a receiver that trickles is cut off)."""
 SNAPSHOT_FOLDER = "snapshots"
 
 Problem = Callable[[str], None]
@@ -171,32 +173,86 @@ class MqttPublisher:
         self.client.loop_stop()
 
 
+class WebhookError(OSError):
+    """A POST the receiver did not accept: no 2xx answer (a redirect is not followed), or none in time."""
+
+
 class WebhookPoster:
-    """POSTs each event record as JSON to a URL from a background thread (recognition never waits for it)."""
+    """POSTs each event record as JSON to a URL from a background thread (recognition never waits for it).
+
+    Only a 2xx answer within WEBHOOK_TIMEOUT_S counts as delivered; a redirect, an error status or a slow answer is a
+    failure (reported once per outage). `lost` / `published` count what did not arrive.
+    """
 
     def __init__(self, url: str, on_problem: Problem | None = None) -> None:
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url}: a webhook is an http(s):// URL")
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
         self.url, self._on_problem, self._failing = url, on_problem, False
         self._queue: queue.Queue[dict | None] = queue.Queue()
         self.sent = 0
+        self.published = 0
+        self.failed = 0
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
+    @property
+    def where(self) -> str:
+        """host:port of the receiver, for messages (no credentials, no secret path)."""
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+    @property
+    def lost(self) -> int:
+        """Events published but not delivered (failed, or still queued at close)."""
+        return self.published - self.sent
+
     def publish(self, record: dict) -> None:
+        self.published += 1
         self._queue.put(record)
 
     def _post(self, record: dict) -> None:
-        request = urllib.request.Request(self.url, data=json.dumps(record).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+        """One POST; raises WebhookError (not 2xx, too slow) or OSError (cannot connect)."""
+        parts = urlsplit(self.url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.hostname, parts.port, timeout=WEBHOOK_TIMEOUT_S)
+        timed_out = threading.Event()
+
+        def cut_off() -> None:  # the deadline: unblock a receiver that trickles bytes within each socket timeout
+            timed_out.set()
+            if connection.sock is not None:
+                try:
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        timer = threading.Timer(WEBHOOK_TIMEOUT_S, cut_off)
+        timer.start()
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request("POST", path, json.dumps(record).encode(), {"Content-Type": "application/json"})
+            response = connection.getresponse()
             response.read()
+        except (OSError, http.client.HTTPException) as problem:
+            if timed_out.is_set():
+                raise WebhookError(f"no answer within {WEBHOOK_TIMEOUT_S:g} s") from problem
+            raise WebhookError(str(problem) or type(problem).__name__) from problem
+        finally:
+            timer.cancel()
+            connection.close()
+        if timed_out.is_set():
+            raise WebhookError(f"no answer within {WEBHOOK_TIMEOUT_S:g} s")
+        if not 200 <= response.status < 300:
+            moved = " (redirects are not followed)" if 300 <= response.status < 400 else ""
+            raise WebhookError(f"answered HTTP {response.status} {response.reason}{moved}")
 
     def _run(self) -> None:
         while (record := self._queue.get()) is not None:
             try:
                 self._post(record)
             except (OSError, ValueError) as problem:
+                self.failed += 1
                 if not self._failing and self._on_problem is not None:
                     self._on_problem(f"webhook {self.url}: {problem} (events are dropped until it answers)")
                 self._failing = True
@@ -205,6 +261,6 @@ class WebhookPoster:
                 self.sent += 1
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (up to `timeout` s), then stop."""
+        """Send what is queued (up to `timeout` s), then stop; what is left is counted in `lost`."""
         self._queue.put(None)
         self._thread.join(timeout)
