@@ -17,6 +17,7 @@ webhook posts from a background thread; problems go to `on_problem` (one line pe
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import queue
@@ -222,10 +223,8 @@ class WebhookPoster:
         def cut_off() -> None:  # the deadline: unblock a receiver that trickles bytes within each socket timeout
             timed_out.set()
             if connection.sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     connection.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         timer = threading.Timer(WEBHOOK_TIMEOUT_S, cut_off)
         timer.start()
