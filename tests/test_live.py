@@ -529,3 +529,39 @@ def test_a_webhook_that_answers_2xx_loses_nothing(tmp_path):
         receiver.stop()
     assert lost == [] and [r["track"] for r in receiver.received] == [1, 2, 3, 4, 5]
     assert sinks.webhook is not None and sinks.webhook.sent == 5
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX signals")
+def test_two_ctrl_c_ms_apart_still_shut_down_cleanly_with_the_summary(tmp_path):
+    """`timeout -s INT` signals the process and its group: two SIGINTs a few ms apart, during the live run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "data" / "Juanes").mkdir(parents=True)
+    shutil.copy2(photo("Juanes", 1), tmp_path / "data" / "Juanes")
+    camera = MjpegServer(write_frames(tmp_path / "gate", [frame_of("Juanes", 3)] * 10))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "-t", "False", "-wc", "False", "--model", "dlib", "-d", "hog",
+         "--json", "--input", f"gate={camera.url}", "--events", str(tmp_path / "ev.jsonl")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3):  # the run is live: a face was recognised on 3 frames (its track has appeared)
+            face = process.stdout.readline()
+            assert json.loads(face)["source"] == "gate", face
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        camera.stop()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Fatal" not in stderr and "interrupted" not in stderr, stderr
+    tail = stderr.strip().splitlines()[-2:]
+    assert tail[0] == "Done:" and tail[1].startswith("  gate: ") and tail[1].endswith(" 0 drops"), tail
+    events = [json.loads(line)["event"] for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert events[-1] == "left", "every track left and its event was written"
