@@ -565,3 +565,45 @@ def test_two_ctrl_c_ms_apart_still_shut_down_cleanly_with_the_summary(tmp_path):
     assert tail[0] == "Done:" and tail[1].startswith("  gate: ") and tail[1].endswith(" 0 drops"), tail
     events = [json.loads(line)["event"] for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert events[-1] == "left", "every track left and its event was written"
+
+
+def test_a_camera_url_with_a_bad_port_is_refused_at_start_up_with_one_line(tmp_path, capsys):
+    from facenet.cli.recognize_command import recognize_command
+
+    common = dict(web_cam=False, camera=0, output_dir=tmp_path / "out", data_dir=tmp_path / "data",
+                  database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog", threshold=None,
+                  as_json=False, enroll_only=False)
+    assert recognize_command(inputs=["door=rtsp://admin:pw@cam:99999/stream"], **common) == 2
+    assert recognize_command(inputs=["gate=http://cam:0/video"], **common) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: camera door: bad URL (Port out of range 0-65535)",
+                                "error: camera gate: bad URL (port 0)"]
+    assert "pw" not in err
+
+
+def test_a_camera_thread_that_hits_an_unexpected_error_counts_a_drop_and_retries(tmp_path, monkeypatch):
+    from facenet.live.streams import open_capture
+
+    monkeypatch.setattr(streams, "RECONNECT_FIRST_S", 0.1)
+    camera = MjpegServer(write_frames(tmp_path / "gate", [frame_of("Juanes", 3)] * 3))
+    failures = iter([ValueError("Port out of range 0-65535"), RuntimeError("boom")])
+    drops = []
+
+    def opener(cam):
+        problem = next(failures, None)
+        if problem is not None:
+            raise problem
+        return open_capture(cam)
+
+    stream = CameraStream(Camera("gate", camera.url), drops.append, opener).start()
+    try:
+        deadline = time.monotonic() + 20
+        while stream.frames_read == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stream.stop()
+        stream.join(10)
+        camera.stop()
+    assert stream.frames_read > 0, "the camera was retried and read"
+    assert [d.reason for d in drops] == ["unexpected error (ValueError: Port out of range 0-65535)"]
+    assert stream.drops == 1 and not stream._thread.is_alive()
