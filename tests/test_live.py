@@ -607,3 +607,17 @@ def test_a_camera_thread_that_hits_an_unexpected_error_counts_a_drop_and_retries
     assert stream.frames_read > 0, "the camera was retried and read"
     assert [d.reason for d in drops] == ["unexpected error (ValueError: Port out of range 0-65535)"]
     assert stream.drops == 1 and not stream._thread.is_alive()
+
+
+def test_camera_names_that_share_a_topic_are_refused_with_one_line(tmp_path, capsys):
+    from facenet.cli.recognize_command import recognize_command
+
+    common = dict(web_cam=False, camera=0, output_dir=tmp_path / "out", data_dir=tmp_path / "data",
+                  database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog", threshold=None,
+                  as_json=False, enroll_only=False)
+    assert recognize_command(inputs=["Door=rtsp://h/1", "door=rtsp://h/2"], **common) == 2
+    assert recognize_command(inputs=["front-door=rtsp://h/1", "front_door=rtsp://h/2"], **common) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: cameras Door and door: the same MQTT topic and snapshot name (door); name them apart",
+        "error: cameras front-door and front_door: the same MQTT topic and snapshot name (front_door); name them apart"]
+    assert [c.name for c in parse_cameras(["door=rtsp://h/1", "door2=rtsp://h/2"])] == ["door", "door2"]

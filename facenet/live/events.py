@@ -21,10 +21,8 @@ import contextlib
 import http.client
 import json
 import queue
-import re
 import socket
 import threading
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +33,7 @@ from PIL import Image
 
 from facenet.files import atomic_write
 from facenet.live.tracking import TrackEvent
+from facenet.text import slug
 
 EVENT_KEYS = ("event", "camera", "time", "track", "frame", "name", "distance", "score", "snapshot")
 MQTT_PREFIX = "facenet"
@@ -49,12 +48,6 @@ Problem = Callable[[str], None]
 def iso_time(epoch: float) -> str:
     """UTC time as ISO 8601 with milliseconds and a Z."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def slug(text: str) -> str:
-    """A topic/entity-safe name: `José María` -> `jose_maria`."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_") or "x"
 
 
 def _rounded(value: float | None, places: int) -> float | None:

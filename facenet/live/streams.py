@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from facenet.sources import Frame
+from facenet.text import slug
 
 # FFmpeg reads these once, when OpenCV first opens a stream: RTSP over TCP (no lost UDP packets, works through
 # NAT and firewalls) and no log lines of its own on a bad stream (we report one line per drop).
@@ -79,7 +80,8 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
     """Cameras from --input items `[name=]rtsp://…`, `[name=]http(s)://…` or `[name=]webcam:N`.
 
     Unnamed cameras are called cam1, cam2, … in the order given. Raises ValueError (one line) for a bad webcam
-    index, a URL without a host or with a bad port, or a name used twice.
+    index, a URL without a host or with a bad port, a name used twice, or two names with one slug (`Door`,
+    `door`: one MQTT topic, one snapshot name).
     """
     cameras: list[Camera] = []
     for position, spec in enumerate(specs, start=1):
@@ -96,6 +98,10 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
             _check_url(name, url)
         if any(camera.name == name for camera in cameras):
             raise ValueError(f"{spec}: the camera name {name!r} is used twice (name them: door=rtsp://…)")
+        clash = next((camera.name for camera in cameras if slug(camera.name) == slug(name)), None)
+        if clash is not None:
+            raise ValueError(f"cameras {clash} and {name}: the same MQTT topic and snapshot name ({slug(name)}); "
+                             "name them apart")
         cameras.append(Camera(name, url))
     return cameras
 
