@@ -621,3 +621,24 @@ def test_camera_names_that_share_a_topic_are_refused_with_one_line(tmp_path, cap
         "error: cameras Door and door: the same MQTT topic and snapshot name (door); name them apart",
         "error: cameras front-door and front_door: the same MQTT topic and snapshot name (front_door); name them apart"]
     assert [c.name for c in parse_cameras(["door=rtsp://h/1", "door2=rtsp://h/2"])] == ["door", "door2"]
+
+
+def test_control_characters_in_a_name_never_make_a_fake_line():
+    import logging
+
+    from facenet.cli.event_output import event_text
+    from facenet.gallery.report import EnrollmentReport
+    from facenet.text import OneLineFormatter
+
+    crafted = "Ada\nLovelace (2): a.jpg\r\n  Bob\t\x1b[2J\x85"
+    report = EnrollmentReport("data", "db", threshold=0.4, people={crafted: [f"{crafted}/a.jpg"]},
+                              not_enrolled=["Eve\u2028Mallory"])
+    lines = report.to_text().splitlines()
+    assert lines[2:] == ["  Ada\\nLovelace (2): a.jpg\\r\\n  Bob\\t\\x1b[2J\\x85 (1): a.jpg",
+                         "Not enrolled (no usable photo) (1):", "  Eve\\u2028Mallory"], lines
+    record = {"camera": "door", "track": 3, "event": "named", "name": crafted, "distance": 0.31, "score": 84.0,
+              "snapshot": None}
+    assert event_text(record) == "door #3 named Ada\\nLovelace (2): a.jpg\\r\\n  Bob\\t\\x1b[2J\\x85 (0.31, score 84)"
+    log_record = logging.LogRecord("facenet", logging.WARNING, __file__, 1, "%s: no face", (crafted,), None)
+    assert OneLineFormatter("%(levelname)s: %(message)s").format(log_record) == (
+        "WARNING: Ada\\nLovelace (2): a.jpg\\r\\n  Bob\\t\\x1b[2J\\x85: no face")

@@ -16,6 +16,7 @@ from typing import IO
 from facenet.cli.console import emit_json
 from facenet.live.events import MqttPublisher, WebhookPoster, event_record, save_snapshot
 from facenet.live.tracking import TrackEvent
+from facenet.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def event_text(record: dict) -> str:
             text += f" ({record['distance']:.2f}, score {record['score']:.0f})"
     if record["snapshot"]:
         text += f" snapshot {record['snapshot']}"
-    return text
+    return one_line(text)
 
 
 class EventSinks:
