@@ -642,3 +642,26 @@ def test_control_characters_in_a_name_never_make_a_fake_line():
     log_record = logging.LogRecord("facenet", logging.WARNING, __file__, 1, "%s: no face", (crafted,), None)
     assert OneLineFormatter("%(levelname)s: %(message)s").format(log_record) == (
         "WARNING: Ada\\nLovelace (2): a.jpg\\r\\n  Bob\\t\\x1b[2J\\x85: no face")
+
+
+@pytest.mark.skipif(mosquitto_missing() is not None, reason=str(mosquitto_missing()))
+def test_mqtt_events_that_never_reached_the_broker_are_one_line_at_exit(tmp_path):
+    from facenet.cli.event_output import EventSinks, LiveOptions
+
+    port = free_port()  # nothing listens there for the whole run
+    sinks = EventSinks(LiveOptions(mqtt_url=f"mqtt://127.0.0.1:{port}"), tmp_path, True)
+    sinks.send([_event(n) for n in range(1, 5)])
+    time.sleep(0.5)
+    assert sinks.close() == [f"MQTT broker 127.0.0.1:{port}: 4 of 4 events not delivered"]
+
+    broker = Mosquitto(tmp_path)  # a broker that is up: nothing lost, no line
+    try:
+        sinks = EventSinks(LiveOptions(mqtt_url=broker.url), tmp_path, True)
+        deadline = time.monotonic() + 10
+        while sinks.mqtt is not None and not sinks.mqtt.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sinks.send([_event(n) for n in range(1, 5)])
+        assert sinks.close() == []
+        assert sinks.mqtt is not None and sinks.mqtt.published == 4
+    finally:
+        broker.stop()

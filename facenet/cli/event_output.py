@@ -129,6 +129,9 @@ class EventSinks:
         lines = []
         if self.file_lost:
             lines.append(f"events file {self._events_path}: {self.file_lost} of {self.sent} events not written")
+        if self.mqtt is not None and self.mqtt.lost:
+            lines.append(f"MQTT broker {self.mqtt.where}: {self.mqtt.lost} of {self.mqtt.published} events not "
+                         "delivered")
         if self.webhook is not None and self.webhook.lost:
             lines.append(f"webhook {self.webhook.where}: {self.webhook.lost} of {self.webhook.published} events not "
                          "delivered")

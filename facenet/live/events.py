@@ -94,6 +94,12 @@ class MqttPublisher:
         self._names: dict[tuple[str, int], str] = {}
         self._present: Counter = Counter()
         self._discovered: set[tuple[str, str]] = set()
+        self.published = 0
+        self._pending: set[int] = set()
+        """Message ids of the events the broker has not acknowledged yet."""
+        self._acked: set[int] = set()
+        """Acknowledged ids not (yet) known as events: an ack can come before `publish` returns."""
+        self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{id(self):x}")
         if parts.username:
             self.client.username_pw_set(parts.username, parts.password)
@@ -104,6 +110,7 @@ class MqttPublisher:
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_connect_fail = self._unreachable
+        self.client.on_publish = self._acknowledged
         self.where = f"{parts.hostname}:{parts.port or MQTT_DEFAULT_PORT}"
         self.client.connect_async(parts.hostname, parts.port or MQTT_DEFAULT_PORT)
         self.client.loop_start()
@@ -130,7 +137,13 @@ class MqttPublisher:
     def publish(self, record: dict) -> None:
         """Send one event record, and the presence states it changes."""
         camera = slug(record["camera"])
-        self.client.publish(f"{self.prefix}/{camera}/event", json.dumps(record), qos=1)
+        self.published += 1
+        mid = self.client.publish(f"{self.prefix}/{camera}/event", json.dumps(record), qos=1).mid
+        with self._lock:
+            if mid in self._acked:
+                self._acked.discard(mid)
+            else:
+                self._pending.add(mid)
         key = (camera, record["track"])
         if record["event"] in ("named", "left") and key in self._names:
             self._set_presence(camera, self._names.pop(key), -1)
@@ -159,12 +172,28 @@ class MqttPublisher:
         self.client.publish(f"homeassistant/binary_sensor/{unique}/config", json.dumps(config), qos=1, retain=True)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Mark the service offline, flush what is queued (up to `timeout` s when connected) and disconnect."""
+        """Mark the service offline, flush what is queued (up to `timeout` s when connected) and disconnect; what
+        never reached the broker is counted in `lost`."""
         info = self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True)
         if self.client.is_connected():
             info.wait_for_publish(timeout)
         self.client.disconnect()
         self.client.loop_stop()
+
+    @property
+    def lost(self) -> int:
+        """Events not acknowledged by the broker (after `close`: dropped, e.g. queued while it was down)."""
+        with self._lock:
+            return len(self._pending)
+
+    def _acknowledged(self, client, userdata, mid, reason=None, properties=None) -> None:
+        with self._lock:
+            if mid in self._pending:
+                self._pending.discard(mid)
+            else:
+                if len(self._acked) > 10000:  # status, presence and discovery ids: never looked up again
+                    self._acked.clear()
+                self._acked.add(mid)
 
 
 class WebhookError(OSError):
