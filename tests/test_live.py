@@ -665,3 +665,44 @@ def test_mqtt_events_that_never_reached_the_broker_are_one_line_at_exit(tmp_path
         assert sinks.mqtt is not None and sinks.mqtt.published == 4
     finally:
         broker.stop()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_live_run_whose_sinks_all_fail_goes_on_and_its_summary_counts_the_losses(tmp_path):
+    """`python main.py` on a live camera with --events /dev/full, a webhook answering 302 and an MQTT broker that is
+    down for the whole run: exit 0, one warning per sink, and the summary says how many events each one lost."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "data" / "Juanes").mkdir(parents=True)
+    shutil.copy2(photo("Juanes", 1), tmp_path / "data" / "Juanes")
+    camera = MjpegServer(write_frames(tmp_path / "gate", [frame_of("Juanes", 3)] * 10))
+    hook, mqtt_port = _Receiver(_redirect), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    try:
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), "-t", "False", "-wc", "False", "--model", "dlib", "-d", "hog",
+             "--input", f"gate={camera.url}", "--max_frames", "8", "--events", "/dev/full", "--webhook", hook.url,
+             "--mqtt_url", f"mqtt://127.0.0.1:{mqtt_port}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        camera.stop()
+        hook.stop()
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    sent = [record["event"] for record in hook.received]  # the bodies it read before answering 302
+    assert sent == ["appeared", "named", "left"] and hook.gets == 0
+    lines = run.stderr.strip().splitlines()
+    assert lines[-5:-3] == ["Done:", lines[-4]] and lines[-4].startswith("  gate: 8 frames, "), lines[-5:]
+    where = hook.url.removeprefix("http://").removesuffix("/hook")
+    assert lines[-3:] == ["  events file /dev/full: 3 of 3 events not written",
+                          f"  MQTT broker 127.0.0.1:{mqtt_port}: 3 of 3 events not delivered",
+                          f"  webhook {where}: 3 of 3 events not delivered"], lines[-3:]
+    warnings = sorted(line for line in lines if line.startswith("WARNING: "))
+    assert warnings == sorted([
+        "WARNING: events file /dev/full: cannot write (No space left on device); recognition goes on, lost events "
+        "are counted",
+        f"WARNING: MQTT broker 127.0.0.1:{mqtt_port} unreachable; retrying, events are queued",
+        f"WARNING: webhook {hook.url}: answered HTTP 302 Found (redirects are not followed) (events are dropped "
+        "until it answers)"]), warnings
