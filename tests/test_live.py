@@ -575,9 +575,11 @@ def test_a_camera_url_with_a_bad_port_is_refused_at_start_up_with_one_line(tmp_p
                   as_json=False, enroll_only=False)
     assert recognize_command(inputs=["door=rtsp://admin:pw@cam:99999/stream"], **common) == 2
     assert recognize_command(inputs=["gate=http://cam:0/video"], **common) == 2
+    assert recognize_command(inputs=["desk=rtsp://admin:pw@[fe80::1/live"], **common) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == ["error: camera door: bad URL (Port out of range 0-65535)",
-                                "error: camera gate: bad URL (port 0)"]
+                                "error: camera gate: bad URL (port 0)",
+                                "error: camera desk: bad URL (Invalid IPv6 URL)"]
     assert "pw" not in err
 
 

@@ -92,10 +92,10 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
             index = url.removeprefix(WEBCAM_PREFIX)
             if not index.isdigit():
                 raise ValueError(f"{spec}: a webcam is webcam:N with N a webcam index (0 or more)")
-        elif not urlsplit(url).hostname:
-            raise ValueError(f"{spec}: a stream URL needs a host (e.g. rtsp://192.168.1.20:554/stream1)")
         else:
             _check_url(name, url)
+            if not urlsplit(url).hostname:
+                raise ValueError(f"{spec}: a stream URL needs a host (e.g. rtsp://192.168.1.20:554/stream1)")
         if any(camera.name == name for camera in cameras):
             raise ValueError(f"{spec}: the camera name {name!r} is used twice (name them: door=rtsp://…)")
         clash = next((camera.name for camera in cameras if slug(camera.name) == slug(name)), None)
@@ -107,8 +107,8 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
 
 
 def _check_url(name: str, url: str) -> None:
-    """Raises ValueError (`camera door: bad URL (port 99999 is out of range 1-65535)`) for a URL that cannot be
-    opened as written; the URL itself is not repeated (it may hold a password)."""
+    """Raises ValueError (`camera door: bad URL (Port out of range 0-65535)`) for a URL that cannot be opened as
+    written (a bad port, a broken IPv6 address); the URL itself is not repeated (it may hold a password)."""
     try:
         port = urlsplit(url).port
     except ValueError as problem:
