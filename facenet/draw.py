@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facenet.config import UNKNOWN
+from facenet.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,6 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         except OSError:
             continue
     return ImageFont.load_default(size=size)
-
-
-def printable(text: str) -> str:
-    """`text` with control and format characters (newline, CR, tab, bidi marks...) shown as spaces, for drawing.
-
-    The text layout engine fails on some of them (raqm on a newline); names stay intact everywhere else.
-    """
-    return "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text).strip() or "?"
 
 
 def label_text(name: str, score: float | None) -> str:

@@ -386,3 +386,321 @@ def test_people_replacing_each_other_at_a_camera_get_their_own_tracks_events_and
     presence = [(t.split("/")[2], p) for t, p in messages if t.endswith("/state")]
     assert presence == [("george_clooney", "ON"), ("george_clooney", "OFF"), ("juanes", "ON"), ("juanes", "OFF"),
                         ("unknown", "ON"), ("unknown", "OFF")]
+
+
+# --- issue 22: sinks that fail, cameras that die, names that collide -------------------------------------------------
+
+def _juanes_video(path: Path, frames: int = 12) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for i in range(frames):
+        writer.write(cv2.cvtColor(frame_of("Juanes", 3, x=100 + 5 * i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_for_the_events_file_is_one_warning_and_the_lost_events_are_counted(
+        tmp_path, data_dir, pipeline, monkeypatch, capsys, caplog):
+    from facenet.cli import common
+    from facenet.cli.event_output import LiveOptions
+    from facenet.cli.recognize_command import recognize_command
+
+    monkeypatch.setattr(common, "load_pipeline", lambda *args, **kwargs: pipeline)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    video = _juanes_video(tmp_path / "in" / "door.mp4")
+    code = recognize_command(web_cam=False, inputs=[str(video)], camera=0, output_dir=tmp_path / "out",
+                             data_dir=data_dir, database_dir=tmp_path / "db", weights_dir="unused", model="dlib",
+                             detector="hog", threshold=None, as_json=True, enroll_only=False,
+                             live=LiveOptions(events="/dev/full"))
+    assert code == 0
+    faces = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(f["frame"], f["name"]) for f in faces] == [(i, "Juanes") for i in range(12)], "recognition went on"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["events file /dev/full: cannot write (No space left on device); recognition goes on, "
+                        "lost events are counted",
+                        "events file /dev/full: 3 of 3 events not written"], warnings
+    assert (tmp_path / "out" / "door.mp4").is_file(), "the annotated video is fine and kept"
+
+
+class _Receiver:
+    """A real HTTP server on loopback answering every POST with `answer(handler)`; records the bodies it read."""
+
+    def __init__(self, answer) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: list[dict] = []
+        self.received, self.gets = received, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                answer(self)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.gets += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _event(number: int, camera: str = "door"):
+    from facenet.live.tracking import TrackEvent
+
+    return TrackEvent("appeared", camera, number, time.time(), number, None, None, None, time.time())
+
+
+def _redirect(handler) -> None:
+    handler.send_response(302)
+    handler.send_header("Location", "/elsewhere")
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+def _trickle(handler) -> None:
+    """Answers 204 slowly: one header line every 0.4 s (each within the socket timeout), 2.4 s in all."""
+    handler.send_response_only(204)
+    handler.flush_headers()
+    try:
+        for i in range(6):
+            time.sleep(0.4)
+            handler.wfile.write(f"X-Slow-{i}: yes\r\n".encode())
+            handler.wfile.flush()
+        handler.wfile.write(b"\r\n")
+    except OSError:  # the client hung up: what the test expects
+        return
+
+
+@pytest.mark.parametrize("answer, why", [
+    (_redirect, "answered HTTP 302 Found (redirects are not followed)"),
+    (_trickle, "no answer within 1 s"),
+])
+def test_a_webhook_that_redirects_or_trickles_loses_events_loudly(answer, why, tmp_path, monkeypatch, caplog):
+    from facenet.cli.event_output import EventSinks, LiveOptions
+    from facenet.live import events
+
+    monkeypatch.setattr(events, "WEBHOOK_TIMEOUT_S", 1.0)
+    receiver = _Receiver(answer)
+    try:
+        sinks = EventSinks(LiveOptions(events=str(tmp_path / "ev.jsonl"), webhook=receiver.url), tmp_path, False)
+        sinks.send([_event(n) for n in range(1, 4)])
+        lost = sinks.close()
+    finally:
+        receiver.stop()
+    where = receiver.url.removeprefix("http://").removesuffix("/hook")
+    assert lost == [f"webhook {where}: 3 of 3 events not delivered"]
+    assert receiver.gets == 0, "a redirect is not re-sent as a bodiless GET"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"webhook {receiver.url}: {why} (events are dropped until it answers)"], warnings
+    assert len((tmp_path / "ev.jsonl").read_text().splitlines()) == 3, "the other sinks got every event"
+
+
+def test_a_webhook_that_answers_2xx_loses_nothing(tmp_path):
+    from facenet.cli.event_output import EventSinks, LiveOptions
+
+    def accept(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"ok")
+
+    receiver = _Receiver(accept)
+    try:
+        sinks = EventSinks(LiveOptions(webhook=receiver.url), tmp_path, True)
+        sinks.send([_event(n) for n in range(1, 6)])
+        lost = sinks.close()
+    finally:
+        receiver.stop()
+    assert lost == [] and [r["track"] for r in receiver.received] == [1, 2, 3, 4, 5]
+    assert sinks.webhook is not None and sinks.webhook.sent == 5
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX signals")
+def test_two_ctrl_c_ms_apart_still_shut_down_cleanly_with_the_summary(tmp_path):
+    """`timeout -s INT` signals the process and its group: two SIGINTs a few ms apart, during the live run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "data" / "Juanes").mkdir(parents=True)
+    shutil.copy2(photo("Juanes", 1), tmp_path / "data" / "Juanes")
+    camera = MjpegServer(write_frames(tmp_path / "gate", [frame_of("Juanes", 3)] * 10))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "-t", "False", "-wc", "False", "--model", "dlib", "-d", "hog",
+         "--json", "--input", f"gate={camera.url}", "--events", str(tmp_path / "ev.jsonl")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3):  # the run is live: a face was recognised on 3 frames (its track has appeared)
+            face = process.stdout.readline()
+            assert json.loads(face)["source"] == "gate", face
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        camera.stop()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Fatal" not in stderr and "interrupted" not in stderr, stderr
+    tail = stderr.strip().splitlines()[-2:]
+    assert tail[0] == "Done:" and tail[1].startswith("  gate: ") and tail[1].endswith(" 0 drops"), tail
+    events = [json.loads(line)["event"] for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert events[-1] == "left", "every track left and its event was written"
+
+
+def test_a_camera_url_with_a_bad_port_is_refused_at_start_up_with_one_line(tmp_path, capsys):
+    from facenet.cli.recognize_command import recognize_command
+
+    common = dict(web_cam=False, camera=0, output_dir=tmp_path / "out", data_dir=tmp_path / "data",
+                  database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog", threshold=None,
+                  as_json=False, enroll_only=False)
+    assert recognize_command(inputs=["door=rtsp://admin:pw@cam:99999/stream"], **common) == 2
+    assert recognize_command(inputs=["gate=http://cam:0/video"], **common) == 2
+    assert recognize_command(inputs=["desk=rtsp://admin:pw@[fe80::1/live"], **common) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: camera door: bad URL (Port out of range 0-65535)",
+                                "error: camera gate: bad URL (port 0)",
+                                "error: camera desk: bad URL (Invalid IPv6 URL)"]
+    assert "pw" not in err
+
+
+def test_a_camera_thread_that_hits_an_unexpected_error_counts_a_drop_and_retries(tmp_path, monkeypatch):
+    from facenet.live.streams import open_capture
+
+    monkeypatch.setattr(streams, "RECONNECT_FIRST_S", 0.1)
+    camera = MjpegServer(write_frames(tmp_path / "gate", [frame_of("Juanes", 3)] * 3))
+    failures = iter([ValueError("Port out of range 0-65535"), RuntimeError("boom")])
+    drops = []
+
+    def opener(cam):
+        problem = next(failures, None)
+        if problem is not None:
+            raise problem
+        return open_capture(cam)
+
+    stream = CameraStream(Camera("gate", camera.url), drops.append, opener).start()
+    try:
+        deadline = time.monotonic() + 20
+        while stream.frames_read == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stream.stop()
+        stream.join(10)
+        camera.stop()
+    assert stream.frames_read > 0, "the camera was retried and read"
+    assert [d.reason for d in drops] == ["unexpected error (ValueError: Port out of range 0-65535)"]
+    assert stream.drops == 1 and not stream._thread.is_alive()
+
+
+def test_camera_names_that_share_a_topic_are_refused_with_one_line(tmp_path, capsys):
+    from facenet.cli.recognize_command import recognize_command
+
+    common = dict(web_cam=False, camera=0, output_dir=tmp_path / "out", data_dir=tmp_path / "data",
+                  database_dir=tmp_path / "db", weights_dir="unused", model="dlib", detector="hog", threshold=None,
+                  as_json=False, enroll_only=False)
+    assert recognize_command(inputs=["Door=rtsp://h/1", "door=rtsp://h/2"], **common) == 2
+    assert recognize_command(inputs=["front-door=rtsp://h/1", "front_door=rtsp://h/2"], **common) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: cameras Door and door: the same MQTT topic and snapshot name (door); name them apart",
+        "error: cameras front-door and front_door: the same MQTT topic and snapshot name (front_door); name them apart"]
+    assert [c.name for c in parse_cameras(["door=rtsp://h/1", "door2=rtsp://h/2"])] == ["door", "door2"]
+
+
+def test_control_characters_in_a_name_never_make_a_fake_line():
+    import logging
+
+    from facenet.cli.event_output import event_text
+    from facenet.gallery.report import EnrollmentReport
+    from facenet.text import OneLineFormatter
+
+    crafted = "Ada\nLovelace (2): a.jpg\r\n  Bob\t\x1b[2J\x85"
+    report = EnrollmentReport("data", "db", threshold=0.4, people={crafted: [f"{crafted}/a.jpg"]},
+                              not_enrolled=["Eve\u2028Mallory"])
+    lines = report.to_text().splitlines()
+    assert lines[2:] == ["  Ada\\nLovelace (2): a.jpg\\r\\n  Bob\\t\\x1b[2J\\x85 (1): a.jpg",
+                         "Not enrolled (no usable photo) (1):", "  Eve\\u2028Mallory"], lines
+    record = {"camera": "door", "track": 3, "event": "named", "name": crafted, "distance": 0.31, "score": 84.0,
+              "snapshot": None}
+    assert event_text(record) == "door #3 named Ada\\nLovelace (2): a.jpg\\r\\n  Bob\\t\\x1b[2J\\x85 (0.31, score 84)"
+    log_record = logging.LogRecord("facenet", logging.WARNING, __file__, 1, "%s: no face", (crafted,), None)
+    assert OneLineFormatter("%(levelname)s: %(message)s").format(log_record) == (
+        "WARNING: Ada\\nLovelace (2): a.jpg\\r\\n  Bob\\t\\x1b[2J\\x85: no face")
+
+
+@pytest.mark.skipif(mosquitto_missing() is not None, reason=str(mosquitto_missing()))
+def test_mqtt_events_that_never_reached_the_broker_are_one_line_at_exit(tmp_path):
+    from facenet.cli.event_output import EventSinks, LiveOptions
+
+    port = free_port()  # nothing listens there for the whole run
+    sinks = EventSinks(LiveOptions(mqtt_url=f"mqtt://127.0.0.1:{port}"), tmp_path, True)
+    sinks.send([_event(n) for n in range(1, 5)])
+    time.sleep(0.5)
+    assert sinks.close() == [f"MQTT broker 127.0.0.1:{port}: 4 of 4 events not delivered"]
+
+    broker = Mosquitto(tmp_path)  # a broker that is up: nothing lost, no line
+    try:
+        sinks = EventSinks(LiveOptions(mqtt_url=broker.url), tmp_path, True)
+        deadline = time.monotonic() + 10
+        while sinks.mqtt is not None and not sinks.mqtt.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sinks.send([_event(n) for n in range(1, 5)])
+        assert sinks.close() == []
+        assert sinks.mqtt is not None and sinks.mqtt.published == 4
+    finally:
+        broker.stop()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_live_run_whose_sinks_all_fail_goes_on_and_its_summary_counts_the_losses(tmp_path):
+    """`python main.py` on a live camera with --events /dev/full, a webhook answering 302 and an MQTT broker that is
+    down for the whole run: exit 0, one warning per sink, and the summary says how many events each one lost."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "data" / "Juanes").mkdir(parents=True)
+    shutil.copy2(photo("Juanes", 1), tmp_path / "data" / "Juanes")
+    camera = MjpegServer(write_frames(tmp_path / "gate", [frame_of("Juanes", 3)] * 10))
+    hook, mqtt_port = _Receiver(_redirect), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    try:
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), "-t", "False", "-wc", "False", "--model", "dlib", "-d", "hog",
+             "--input", f"gate={camera.url}", "--max_frames", "8", "--events", "/dev/full", "--webhook", hook.url,
+             "--mqtt_url", f"mqtt://127.0.0.1:{mqtt_port}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        camera.stop()
+        hook.stop()
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    sent = [record["event"] for record in hook.received]  # the bodies it read before answering 302
+    assert sent == ["appeared", "named", "left"] and hook.gets == 0
+    lines = run.stderr.strip().splitlines()
+    assert lines[-5:-3] == ["Done:", lines[-4]] and lines[-4].startswith("  gate: 8 frames, "), lines[-5:]
+    where = hook.url.removeprefix("http://").removesuffix("/hook")
+    assert lines[-3:] == ["  events file /dev/full: 3 of 3 events not written",
+                          f"  MQTT broker 127.0.0.1:{mqtt_port}: 3 of 3 events not delivered",
+                          f"  webhook {where}: 3 of 3 events not delivered"], lines[-3:]
+    warnings = sorted(line for line in lines if line.startswith("WARNING: "))
+    assert warnings == sorted([
+        "WARNING: events file /dev/full: cannot write (No space left on device); recognition goes on, lost events "
+        "are counted",
+        f"WARNING: MQTT broker 127.0.0.1:{mqtt_port} unreachable; retrying, events are queued",
+        f"WARNING: webhook {hook.url}: answered HTTP 302 Found (redirects are not followed) (events are dropped "
+        "until it answers)"]), warnings

@@ -34,6 +34,7 @@ from facenet.config import (
 )
 from facenet.progress import show_progress
 from facenet.settings import max_upload_problem, scale_problem, training_problems, triplet_margin_problem
+from facenet.text import OneLineFormatter
 
 USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
 
@@ -336,6 +337,8 @@ def _setup_logging() -> None:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s: %(message)s", force=True)
+    for handler in logging.getLogger().handlers:  # a name with a newline cannot inject a fake log line
+        handler.setFormatter(OneLineFormatter("%(levelname)s: %(message)s"))
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 

@@ -16,6 +16,7 @@ from typing import IO
 from facenet.cli.console import emit_json
 from facenet.live.events import MqttPublisher, WebhookPoster, event_record, save_snapshot
 from facenet.live.tracking import TrackEvent
+from facenet.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def event_text(record: dict) -> str:
             text += f" ({record['distance']:.2f}, score {record['score']:.0f})"
     if record["snapshot"]:
         text += f" snapshot {record['snapshot']}"
-    return text
+    return one_line(text)
 
 
 class EventSinks:
@@ -58,6 +59,9 @@ class EventSinks:
         self.output_dir = output_dir
         self._on_record = on_record
         self.sent = 0
+        self.file_lost = 0
+        """Events that could not be written to the --events file (a full disk): warned once, counted here."""
+        self._events_path = options.events
         self._file: IO[str] | None = None
         self._stdout_json = options.events == "-" or (options.events is None and as_json)
         if options.events and options.events != "-":
@@ -84,7 +88,7 @@ class EventSinks:
         elif self._human:
             print(event_text(record), file=sys.stdout, flush=True)
         if self._file is not None:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._write(json.dumps(record, ensure_ascii=False) + "\n")
         if self.mqtt is not None:
             self.mqtt.publish(record)
         if self.webhook is not None:
@@ -92,13 +96,46 @@ class EventSinks:
         if self._on_record is not None:
             self._on_record(record, event)
 
-    def close(self) -> None:
+    def _write(self, line: str) -> None:
+        """One line to the --events file; a failure (disk full) is warned once and the event counted as lost."""
+        assert self._file is not None
+        try:
+            self._file.write(line)
+        except OSError as problem:
+            self._file_failed(problem)
+            self.file_lost += 1
+
+    def _file_failed(self, problem: OSError) -> None:
+        if not self.file_lost:
+            log.warning("events file %s: cannot write (%s); recognition goes on, lost events are counted",
+                        self._events_path, problem.strerror or problem)
+
+    def close(self) -> list[str]:
+        """Flush and close every sink; returns one line per sink that lost events (`N of M events not ...`)."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as problem:  # the last line could not be flushed
+                self._file_failed(problem)
+                self.file_lost = max(self.file_lost, 1)
         if self.mqtt is not None:
             self.mqtt.close()
         if self.webhook is not None:
             self.webhook.close()
+        return self.losses()
+
+    def losses(self) -> list[str]:
+        """One line per sink that lost events, e.g. `events file ev.jsonl: 3 of 12 events not written`."""
+        lines = []
+        if self.file_lost:
+            lines.append(f"events file {self._events_path}: {self.file_lost} of {self.sent} events not written")
+        if self.mqtt is not None and self.mqtt.lost:
+            lines.append(f"MQTT broker {self.mqtt.where}: {self.mqtt.lost} of {self.mqtt.published} events not "
+                         "delivered")
+        if self.webhook is not None and self.webhook.lost:
+            lines.append(f"webhook {self.webhook.where}: {self.webhook.lost} of {self.webhook.published} events not "
+                         "delivered")
+        return lines
 
 
 def _problem(text: str) -> None:

@@ -8,7 +8,11 @@ reconnected with back-off and the run goes on. The closing summary gives frames/
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,19 +43,39 @@ def live_command(
         log.error("cannot send events: %s", problem)
         return 1
     on_frame = (lambda frame, results: emit_results(results, frame.source, frame.index)) if as_json else None
-    try:
-        counts = run_cameras(specs, pipeline, database, threshold, options.tracking(live=True), on_frame=on_frame,
-                             on_events=sinks.send, on_drop=_drop_line, max_frames=options.max_frames or None)
-    finally:
-        sinks.close()
-    print(summary_text(counts), file=sys.stderr, flush=True)
+    lost: list[str] = []
+    with _ctrl_c_stops() as stop:
+        try:
+            counts = run_cameras(specs, pipeline, database, threshold, options.tracking(live=True),
+                                 on_frame=on_frame, on_events=sinks.send, on_drop=_drop_line,
+                                 max_frames=options.max_frames or None, stop=stop)
+        finally:
+            lost = sinks.close()
+        print(summary_text(counts, lost), file=sys.stderr, flush=True)
     return 0
 
 
-def summary_text(counts: dict[str, CameraCount]) -> str:
-    """One line per camera: frames analysed, frames/s, drops."""
+@contextmanager
+def _ctrl_c_stops() -> Iterator[threading.Event]:
+    """While inside: Ctrl-C (SIGINT) sets the returned event, which stops the cameras; a second Ctrl-C (a terminal
+    and `timeout -s INT` both signal, ms apart) is ignored, so the shutdown always finishes and prints its summary."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, lambda _signal, _frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def summary_text(counts: dict[str, CameraCount], lost: list[str] | None = None) -> str:
+    """One line per camera: frames analysed, frames/s, drops; then one per event sink that lost events."""
     if not counts:
-        return "Done: no camera ran"
-    return "Done:\n" + "\n".join(f"  {name}: {count.frames} frames, {count.fps:.1f} frames/s, {count.drops} drops"
-                                 for name, count in counts.items())
+        text = "Done: no camera ran"
+    else:
+        text = "Done:\n" + "\n".join(f"  {name}: {count.frames} frames, {count.fps:.1f} frames/s, "
+                                     f"{count.drops} drops" for name, count in counts.items())
+    return "\n".join([text, *(f"  {line}" for line in lost or [])])
 

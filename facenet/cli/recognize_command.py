@@ -240,7 +240,8 @@ def recognize_command(
                                data_dir)
         finally:
             if sinks is not None:
-                sinks.close()
+                for line in sinks.close():
+                    log.warning("%s", line)
     except KeyboardInterrupt:
         print(INTERRUPTED_LINE, file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from facenet.cli.stream_output import Summary
 from facenet.files import atomic_write
 from facenet.recognize import Recognition
 from facenet.sources import Input
+from facenet.text import one_line
 
 if TYPE_CHECKING:
     from facenet.gallery.report import EnrollmentReport
@@ -102,7 +103,7 @@ def print_photo(results: list[Recognition], source: str, scale: tuple[float, flo
             emit_no_face(source)
             log.info("%s: no face found", source)
     else:
-        tqdm.write(f"{source}: {describe(results)}", file=sys.stdout)
+        tqdm.write(one_line(f"{source}: {describe(results)}"), file=sys.stdout)
 
 
 def enrollment_text(report: EnrollmentReport, full: bool) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from facenet.gallery.thresholds import GALLERY_FAR
+from facenet.text import one_line
 
 
 @dataclass
@@ -110,4 +111,4 @@ class EnrollmentReport:
             if items:
                 lines.append(f"{title} ({len(items)}):")
                 lines.extend(f"  {item}" for item in items)
-        return "\n".join(lines)
+        return "\n".join(one_line(line) for line in lines)  # a newline in a folder name cannot make a fake line

@@ -17,12 +17,12 @@ webhook posts from a background thread; problems go to `on_problem` (one line pe
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import queue
-import re
+import socket
 import threading
-import unicodedata
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,11 +34,13 @@ from PIL import Image
 from facenet.files import atomic_write
 from facenet.live.tracking import TrackEvent
 from facenet.redact import mask_url, url_host
+from facenet.text import slug
 
 EVENT_KEYS = ("event", "camera", "time", "track", "frame", "name", "distance", "score", "snapshot")
 MQTT_PREFIX = "facenet"
 MQTT_DEFAULT_PORT = 1883
 WEBHOOK_TIMEOUT_S = 5.0
+"""The most one POST may take, from connecting to the end of the answer (a receiver that trickles is cut off)."""
 SNAPSHOT_FOLDER = "snapshots"
 
 Problem = Callable[[str], None]
@@ -47,12 +49,6 @@ Problem = Callable[[str], None]
 def iso_time(epoch: float) -> str:
     """UTC time as ISO 8601 with milliseconds and a Z."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def slug(text: str) -> str:
-    """A topic/entity-safe name: `José María` -> `jose_maria`."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_") or "x"
 
 
 def _rounded(value: float | None, places: int) -> float | None:
@@ -103,6 +99,12 @@ class MqttPublisher:
         self._names: dict[tuple[str, int], str] = {}
         self._present: Counter = Counter()
         self._discovered: set[tuple[str, str]] = set()
+        self.published = 0
+        self._pending: set[int] = set()
+        """Message ids of the events the broker has not acknowledged yet."""
+        self._acked: set[int] = set()
+        """Acknowledged ids not (yet) known as events: an ack can come before `publish` returns."""
+        self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{id(self):x}")
         if parts.username:
             self.client.username_pw_set(parts.username, parts.password)
@@ -113,6 +115,7 @@ class MqttPublisher:
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_connect_fail = self._unreachable
+        self.client.on_publish = self._acknowledged
         self.where = f"{parts.hostname}:{port or MQTT_DEFAULT_PORT}"
         self.client.connect_async(parts.hostname, port or MQTT_DEFAULT_PORT)
         self.client.loop_start()
@@ -139,7 +142,13 @@ class MqttPublisher:
     def publish(self, record: dict) -> None:
         """Send one event record, and the presence states it changes."""
         camera = slug(record["camera"])
-        self.client.publish(f"{self.prefix}/{camera}/event", json.dumps(record), qos=1)
+        self.published += 1
+        mid = self.client.publish(f"{self.prefix}/{camera}/event", json.dumps(record), qos=1).mid
+        with self._lock:
+            if mid in self._acked:
+                self._acked.discard(mid)
+            else:
+                self._pending.add(mid)
         key = (camera, record["track"])
         if record["event"] in ("named", "left") and key in self._names:
             self._set_presence(camera, self._names.pop(key), -1)
@@ -168,40 +177,108 @@ class MqttPublisher:
         self.client.publish(f"homeassistant/binary_sensor/{unique}/config", json.dumps(config), qos=1, retain=True)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Mark the service offline, flush what is queued (up to `timeout` s when connected) and disconnect."""
+        """Mark the service offline, flush what is queued (up to `timeout` s when connected) and disconnect; what
+        never reached the broker is counted in `lost`."""
         info = self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True)
         if self.client.is_connected():
             info.wait_for_publish(timeout)
         self.client.disconnect()
         self.client.loop_stop()
 
+    @property
+    def lost(self) -> int:
+        """Events not acknowledged by the broker (after `close`: dropped, e.g. queued while it was down)."""
+        with self._lock:
+            return len(self._pending)
+
+    def _acknowledged(self, client, userdata, mid, reason=None, properties=None) -> None:
+        with self._lock:
+            if mid in self._pending:
+                self._pending.discard(mid)
+            else:
+                if len(self._acked) > 10000:  # status, presence and discovery ids: never looked up again
+                    self._acked.clear()
+                self._acked.add(mid)
+
+
+class WebhookError(OSError):
+    """A POST the receiver did not accept: no 2xx answer (a redirect is not followed), or none in time."""
+
 
 class WebhookPoster:
-    """POSTs each event record as JSON to a URL from a background thread (recognition never waits for it)."""
+    """POSTs each event record as JSON to a URL from a background thread (recognition never waits for it).
+
+    Only a 2xx answer within WEBHOOK_TIMEOUT_S counts as delivered; a redirect, an error status or a slow answer is a
+    failure (reported once per outage). `lost` / `published` count what did not arrive.
+    """
 
     def __init__(self, url: str, on_problem: Problem | None = None) -> None:
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{mask_url(url)}: a webhook is an http(s):// URL")
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
         self.url, self._on_problem, self._failing = url, on_problem, False
         self._queue: queue.Queue[dict | None] = queue.Queue()
         self.sent = 0
+        self.published = 0
+        self.failed = 0
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
+    @property
+    def where(self) -> str:
+        """host:port of the receiver, for messages (no credentials, no secret path)."""
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+    @property
+    def lost(self) -> int:
+        """Events published but not delivered (failed, or still queued at close)."""
+        return self.published - self.sent
+
     def publish(self, record: dict) -> None:
+        self.published += 1
         self._queue.put(record)
 
     def _post(self, record: dict) -> None:
-        request = urllib.request.Request(self.url, data=json.dumps(record).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+        """One POST; raises WebhookError (not 2xx, too slow) or OSError (cannot connect)."""
+        parts = urlsplit(self.url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.hostname, parts.port, timeout=WEBHOOK_TIMEOUT_S)
+        timed_out = threading.Event()
+
+        def cut_off() -> None:  # the deadline: unblock a receiver that trickles bytes within each socket timeout
+            timed_out.set()
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(WEBHOOK_TIMEOUT_S, cut_off)
+        timer.start()
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request("POST", path, json.dumps(record).encode(), {"Content-Type": "application/json"})
+            response = connection.getresponse()
             response.read()
+        except (OSError, http.client.HTTPException) as problem:
+            if timed_out.is_set():
+                raise WebhookError(f"no answer within {WEBHOOK_TIMEOUT_S:g} s") from problem
+            raise WebhookError(str(problem) or type(problem).__name__) from problem
+        finally:
+            timer.cancel()
+            connection.close()
+        if timed_out.is_set():
+            raise WebhookError(f"no answer within {WEBHOOK_TIMEOUT_S:g} s")
+        if not 200 <= response.status < 300:
+            moved = " (redirects are not followed)" if 300 <= response.status < 400 else ""
+            raise WebhookError(f"answered HTTP {response.status} {response.reason}{moved}")
 
     def _run(self) -> None:
         while (record := self._queue.get()) is not None:
             try:
                 self._post(record)
             except (OSError, ValueError) as problem:
+                self.failed += 1
                 if not self._failing and self._on_problem is not None:
                     self._on_problem(f"webhook {mask_url(self.url)}: {problem} (events are dropped until it answers)")
                 self._failing = True
@@ -210,6 +287,6 @@ class WebhookPoster:
                 self.sent += 1
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (up to `timeout` s), then stop."""
+        """Send what is queued (up to `timeout` s), then stop; what is left is counted in `lost`."""
         self._queue.put(None)
         self._thread.join(timeout)

@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from facenet.redact import mask_url, url_host
 from facenet.sources import Frame
+from facenet.text import slug
 
 # FFmpeg reads these once, when OpenCV first opens a stream: RTSP over TCP (no lost UDP packets, works through
 # NAT and firewalls) and no log lines of its own on a bad stream (we report one line per drop).
@@ -81,7 +83,8 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
     """Cameras from --input items `[name=]rtsp://…`, `[name=]http(s)://…` or `[name=]webcam:N`.
 
     Unnamed cameras are called cam1, cam2, … in the order given. Raises ValueError (one line) for a bad webcam
-    index, a URL without a host, or a name used twice.
+    index, a URL without a host or with a bad port, a name used twice, or two names with one slug (`Door`,
+    `door`: one MQTT topic, one snapshot name).
     """
     cameras: list[Camera] = []
     for position, spec in enumerate(specs, start=1):
@@ -92,12 +95,29 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
             index = url.removeprefix(WEBCAM_PREFIX)
             if not index.isdigit():
                 raise ValueError(f"{_shown_spec(spec)}: a webcam is webcam:N with N a webcam index (0 or more)")
-        elif not url_host(url):
-            raise ValueError(f"{_shown_spec(spec)}: a stream URL needs a host (e.g. rtsp://192.168.1.20:554/stream1)")
+        else:
+            _check_url(name, url)
+            if not url_host(url):
+                raise ValueError(f"{_shown_spec(spec)}: a stream URL needs a host (e.g. rtsp://192.168.1.20:554/stream1)")
         if any(camera.name == name for camera in cameras):
             raise ValueError(f"{_shown_spec(spec)}: the camera name {name!r} is used twice (name them: door=rtsp://…)")
+        clash = next((camera.name for camera in cameras if slug(camera.name) == slug(name)), None)
+        if clash is not None:
+            raise ValueError(f"cameras {clash} and {name}: the same MQTT topic and snapshot name ({slug(name)}); "
+                             "name them apart")
         cameras.append(Camera(name, url))
     return cameras
+
+
+def _check_url(name: str, url: str) -> None:
+    """Raises ValueError (`camera door: bad URL (Port out of range 0-65535)`) for a URL that cannot be opened as
+    written (a bad port, a broken IPv6 address); the URL itself is not repeated (it may hold a password)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError as problem:
+        raise ValueError(f"camera {name}: bad URL ({problem})") from None
+    if port == 0:
+        raise ValueError(f"camera {name}: bad URL (port 0)")
 
 
 @dataclass(frozen=True)
@@ -206,26 +226,30 @@ class CameraStream:
     def _run(self) -> None:
         delay, reported = RECONNECT_FIRST_S, False
         while not self._stop.is_set():
-            capture = self._open(self.camera)
-            if capture is None:
-                if not reported:
-                    self._drop("cannot connect", delay)
-                    reported = True
-            else:
-                before = self.frames_read
-                try:
-                    reason = self._read_until_lost(capture)
-                finally:
-                    capture.release()
-                if not reason:
-                    return
-                if self.frames_read > before:
-                    delay, reported = RECONNECT_FIRST_S, False
-                if not reported:
-                    self._drop(reason, delay)
-                    reported = True
+            before = self.frames_read
+            try:
+                reason = self._attempt()
+            except Exception as problem:  # noqa: BLE001 - a camera thread never dies: the error is a drop, retried
+                reason = f"unexpected error ({type(problem).__name__}: {problem})"
+            if not reason:
+                return
+            if self.frames_read > before:
+                delay, reported = RECONNECT_FIRST_S, False
+            if not reported:
+                self._drop(reason, delay)
+                reported = True
             self._stop.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _attempt(self) -> str:
+        """Open the camera and read it until the stream fails; why it stopped ("" when asked to stop)."""
+        capture = self._open(self.camera)
+        if capture is None:
+            return "cannot connect"
+        try:
+            return self._read_until_lost(capture)
+        finally:
+            capture.release()
 
 
 class CameraSet:
