@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from facenet.redact import mask_url, url_host
+from facenet.redact import mask_url, split_url, url_host
 from facenet.sources import Frame
 from facenet.text import slug
 
@@ -112,8 +112,10 @@ def parse_cameras(specs: list[str]) -> list[Camera]:
 def _check_url(name: str, url: str) -> None:
     """Raises ValueError (`camera door: bad URL (Port out of range 0-65535)`) for a URL that cannot be opened as
     written (a bad port, a broken IPv6 address); the URL itself is not repeated (it may hold a password)."""
+    parts = split_url(url)
+    where = f"{parts[0]}://{parts[3]}" if parts is not None else url  # without the userinfo: a password may hold / ? #
     try:
-        port = urlsplit(url).port
+        port = urlsplit(where).port
     except ValueError as problem:
         raise ValueError(f"camera {name}: bad URL ({problem})") from None
     if port == 0:
