@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import PEOPLE
 from tests.test_service import ENROLLED, HELD_OUT, files_of, make_data
-from tests.test_service_http import MAIN, free_port, serve_env
+from tests.test_service_http import MAIN, free_port, serve_env, serving
 
 httpx = pytest.importorskip("httpx")
 
@@ -28,25 +28,15 @@ RENE = [PEOPLE / "Juanes" / f"Juanes_{n:04d}.jpg" for n in (1, 2, 3)]
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory, pipeline):
     """(base URL, port, data dir) of the service on 127.0.0.1 without keys (serve's default)."""
-    import uvicorn
 
     from facenet.service.app import create_app
     from facenet.service.store import GalleryStore
 
     root = tmp_path_factory.mktemp("faults")
     make_data(root / "data")
-    port = free_port()
     app = create_app(GalleryStore(root / "data", pipeline, root / "db"), max_upload=2 << 20, host="127.0.0.1")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", port, root / "data"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(app) as (url, port):
+        yield url, port, root / "data"
 
 
 def photo_form() -> dict:

@@ -5,6 +5,7 @@ webcam (a y4m clip of a real photo)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,7 +48,6 @@ def serve_env() -> dict[str, str]:
 def server(tmp_path_factory, pipeline):
     """(base URL, data dir) of the service in uvicorn on a free loopback port (a thread of this process, sharing
     the test session's pipeline): one API key, a 2 MiB upload limit."""
-    import uvicorn
 
     from facenet.service.app import create_app
     from facenet.service.store import GalleryStore
@@ -54,17 +55,28 @@ def server(tmp_path_factory, pipeline):
     root = tmp_path_factory.mktemp("serve")
     make_data(root / "data")
     app = create_app(GalleryStore(root / "data", pipeline, root / "db"), frozenset({KEY}), max_upload=2 << 20)
+    with serving(app) as (url, _port):
+        yield url, root / "data"
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[tuple[str, int]]:
+    """(base URL, port) of `app` in uvicorn on a free loopback port, a thread of this process; stopped at exit."""
+    import uvicorn
+
     port = free_port()
-    uvicorn_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not uvicorn_server.started and thread.is_alive() and time.monotonic() < deadline:
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert uvicorn_server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", root / "data"
-    uvicorn_server.should_exit = True
-    thread.join(timeout=30)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def post_photo(url: str, path: Path, key: str = KEY) -> httpx.Response:
