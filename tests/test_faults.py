@@ -331,6 +331,9 @@ def test_library_progress_is_off_unless_asked_and_plain_off_a_terminal(capfd):
 NOISE = ("oneDNN", "XNNPACK", "cpu_feature_guard", "absl::InitializeLog", "SavedModel", "fingerprint",
          "tf_tfl_flatbuffer", "mlir", "TensorFlow binary is optimized")
 
+CONVERTER = ("Sharding callback duration", "Using new converter", "unsupported characters")
+"""TensorFlow's converter's INFO lines (Python logging), which a command's log handler would otherwise print."""
+
 FIRST_RUN = """
 import sys
 from pathlib import Path
@@ -353,6 +356,28 @@ def test_a_first_run_through_the_library_prints_nothing_on_stderr(tmp_path):
     assert result.stdout.strip() == "(2, 4)" and (tmp_path / "tiny.tflite").is_file()
     noisy = [line for line in result.stderr.splitlines() if any(word in line for word in NOISE)]
     assert noisy == [], result.stderr
+
+
+def test_a_first_command_line_run_prints_no_converter_lines(tmp_path, weights_dir):
+    """The command's first run converts the model to TFLite: TensorFlow's converter INFO lines ("Sharding callback
+    duration", "Writing fingerprint", "Using new converter", …) are not the command's to print."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for path in weights_dir.iterdir():  # the Keras twin, not its TFLite copy: this run converts it
+        if not path.name.endswith((".tflite", ".tflite.json")):
+            shutil.copy2(path, weights / path.name)
+    (tmp_path / "data" / "Juanes").mkdir(parents=True)
+    shutil.copy2(Path(__file__).parent / "data" / "people" / "Juanes" / "Juanes_0001.jpg", tmp_path / "data" / "Juanes")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "-t", "False", "-wc", "False", "--input",
+                             str(Path(__file__).parent / "data" / "people" / "Juanes" / "Juanes_0002.jpg"),
+                             "-wp", str(weights), "--model", "dlib", "-d", "hog"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    assert any(name.endswith(".tflite") for name in os.listdir(weights)), "the run converted the model"
+    noisy = [line for line in result.stderr.splitlines() if any(word in line for word in NOISE + CONVERTER)]
+    assert noisy == [], result.stderr
+    assert "Juanes" in result.stdout
 
 
 def test_margin_help_gives_each_loss_its_default_not_one_number():

@@ -332,6 +332,12 @@ def preflight(argv: list[str]) -> tuple[int | None, list[str]]:
     return None, rest
 
 
+def _own_info(record: logging.LogRecord) -> bool:
+    """INFO lines are the package's own; other libraries' (TensorFlow's converter: "Sharding callback duration",
+    "Writing fingerprint", …) show from WARNING up."""
+    return record.levelno >= logging.WARNING or record.name == "facenet" or record.name.startswith("facenet.")
+
+
 def _setup_logging() -> None:
     for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name in a line: escaped, never raw bytes or a crash
         if hasattr(stream, "reconfigure"):
@@ -339,6 +345,7 @@ def _setup_logging() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s: %(message)s", force=True)
     for handler in logging.getLogger().handlers:  # a name with a newline cannot inject a fake log line
         handler.setFormatter(OneLineFormatter("%(levelname)s: %(message)s"))
+        handler.addFilter(_own_info)
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
