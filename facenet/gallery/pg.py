@@ -111,26 +111,22 @@ def mask_url(url: str) -> str:
     return hide_secrets(f"postgresql://{user + '@' if user else ''}{host}{port}/{db}", url)
 
 
-def url_secrets(url: str) -> list[str]:
-    """Every spelling of the password a (possibly malformed) database URL holds, longest first.
+def _parsed_password(url: str) -> list[str]:
+    """The password psycopg parses from `url` (a conninfo too), beside what facenet.redact reads without parsing."""
+    with contextlib.suppress(Exception):
+        from psycopg.conninfo import conninfo_to_dict
+
+        return [str(conninfo_to_dict(url).get("password") or "")]
+    return []
+
+
+def hide_secrets(text: str, url: str) -> str:
+    """`text` with every spelling of `url`'s password replaced by ***: for any message that may quote the URL.
 
     Read without trusting the URL to parse (facenet.redact: the userinfo up to the last "@", `password=` keywords
     and query parameters, raw, percent-decoded and in pieces), plus what psycopg parses.
     """
-    parsed = ""
-    with contextlib.suppress(Exception):
-        from psycopg.conninfo import conninfo_to_dict
-
-        parsed = str(conninfo_to_dict(url).get("password") or "")
-    return redact.url_secrets(url, [parsed])
-
-
-def hide_secrets(text: str, url: str) -> str:
-    """`text` with every spelling of `url`'s password replaced by ***: for any message that may quote the URL."""
-    for secret in url_secrets(url):
-        if len(secret) >= redact.MIN_PIECE:
-            text = text.replace(secret, redact.HIDDEN)
-    return text
+    return redact.hide_secrets(text, url, _parsed_password(url))
 
 
 def _reason(error: BaseException, url: str) -> str:

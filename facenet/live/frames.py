@@ -37,15 +37,10 @@ class FrameRecognizer:
         track: bool = True, reuse_still: bool = True,
     ) -> None:
         """`reuse_still`: a frame unchanged since the last analysed one keeps its answer (recognize.StillFrames)."""
-        self.source = source
         self.tracker = (TrackingRecognizer(pipeline, database, source, threshold, reuse_still=reuse_still)
                         if track else None)
         self.plain = None if track else Recognizer(pipeline, database, threshold, reuse_still)
         self._last_frame: int | None = None
-
-    @property
-    def tracking(self) -> bool:
-        return self.tracker is not None
 
     def recognize(self, frame: Frame, t: float) -> Recognized:
         """Every face of the frame (an RGB `Frame` at stream time `t`), named; and the track events it caused."""
