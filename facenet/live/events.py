@@ -221,7 +221,6 @@ class WebhookPoster:
         self._queue: queue.Queue[dict | None] = queue.Queue()
         self.sent = 0
         self.published = 0
-        self.failed = 0
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
@@ -278,7 +277,6 @@ class WebhookPoster:
             try:
                 self._post(record)
             except (OSError, ValueError) as problem:
-                self.failed += 1
                 if not self._failing and self._on_problem is not None:
                     self._on_problem(f"webhook {mask_url(self.url)}: {problem} (events are dropped until it answers)")
                 self._failing = True

@@ -69,16 +69,17 @@ class CurrentGallery:
         return getattr(self._store.snapshot.database, name)
 
 
-def _rounded(value: float | None, places: int) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), places)
-
-
 def jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """An RGB image as JPEG bytes."""
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("cannot encode the frame as JPEG")
     return data.tobytes()
+
+
+def _track(record: dict[str, Any]) -> dict[str, Any]:
+    """A face of a camera's current frame for the API: its JSON record (Recognition.record) without source and frame."""
+    return {"track": record.get("track"), **{key: record[key] for key in ("name", "box", "distance", "score")}}
 
 
 @dataclass
@@ -154,8 +155,7 @@ class ServiceCameras:
 
     def _frame(self, frame: Frame, results: list[Recognition]) -> None:
         data = jpeg(annotate(frame.image, [r.label() for r in results]))
-        tracks = [{"track": getattr(r, "track", None), "name": r.name, "box": [int(v) for v in r.box],
-                   "distance": _rounded(r.distance, 4), "score": _rounded(r.score, 1)} for r in results]
+        tracks = [_track(r.record(frame.source, frame.index)) for r in results]
         with self._lock:
             camera = self.cameras[frame.source]
             camera.frames += 1
