@@ -26,7 +26,8 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(delay, tmp_path):
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "-t", "False", "-wc", "False", "--input",
          str(DATA / "misc" / "two_people.jpg"), "--weights_path", str(tmp_path / "weights")],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job inherits SIGINT ignored
     time.sleep(delay)
     assert process.poll() is None, "the run ended before the interrupt; the test would prove nothing"
     process.send_signal(signal.SIGINT)
