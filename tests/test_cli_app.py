@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -460,6 +461,45 @@ def test_ci_runs_exactly_the_readme_set_up_commands():
     ci = [line for line in script if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == commands
     assert "pytest" in (ROOT / "requirements-dev.txt").read_text()
+
+
+def readme_install_line() -> str:
+    readme = (ROOT / "README.md").read_text()
+    setup = readme[readme.index("## Set up"): readme.index("The main commands:")]
+    return next(line.strip() for line in setup.splitlines() if line.startswith("    "))
+
+
+def test_the_install_line_makes_and_activates_a_virtualenv_before_any_python():
+    """On Debian only `python3` exists outside a virtualenv and its pip refuses the system Python (PEP 668): after the
+    Debian packages (whose failure without root is one line, and the line goes on), the install line makes .venv with
+    python3 and activates it in the same shell, and only then runs `python` (pip, main.py; the tests come after)."""
+    line = readme_install_line()
+    apt, _, rest = line.partition(' || echo "Debian packages not installed (needs root): ')
+    assert apt.startswith("(") and apt.endswith(")") and "python" not in apt  # a subshell: its failure is caught
+    venv = " && python3 -m venv .venv && . .venv/bin/activate && "
+    assert venv in rest and "python" not in rest[: rest.index(venv)]
+    assert rest.index(venv) < rest.index("python -m pip install") < rest.index("python main.py")
+    assert "python3-venv" in (ROOT / "requirements-system.txt").read_text().split()
+    assert ".venv/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_install_line_s_virtualenv_is_the_python_of_the_same_shell(tmp_path):
+    """The README's venv commands, run as written in bash under .ci/run's `set -euo pipefail` with only `python3` on
+    the PATH (no `python`): the next `python` in that shell is the new virtualenv's (and activating it trips no
+    unset variable)."""
+    line = readme_install_line()
+    venv = line[line.index("python3 -m venv"): line.index(" && python -m pip")]
+    assert venv == "python3 -m venv .venv && . .venv/bin/activate"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    base = getattr(sys, "_base_executable", sys.executable)  # a virtualenv's python3 would nest, not Debian's
+    (bin_dir / "python3").symlink_to(base)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}  # python3 and nothing else, as on a fresh Debian
+    script = f"set -euo pipefail\n{venv}\npython -c 'import sys; print(sys.prefix)'\n"
+    bash = shutil.which("bash") or "/bin/bash"  # found on the test's PATH: the script's holds only python3
+    done = subprocess.run([bash, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{tmp_path / '.venv'}\n"
 
 
 @pytest.mark.parametrize(("flag", "setting", "value"), [
