@@ -24,7 +24,8 @@ from facenet.api import (  # noqa: E402 - the public names, re-exported
     verify,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
+"""The package's version, its one place: pyproject.toml reads it (`pip show facenet`), `facenet --version` prints it."""
 
 __all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces", "embed_face",
            "embed_faces", "face_pipeline", "fine_tune", "load_image", "verify"]

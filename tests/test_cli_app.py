@@ -1,8 +1,9 @@
-"""The command line apart from the library (facenet/cli): help and bad values exit before TensorFlow loads, with
-exit codes 0 and 2; defaults that work from any folder; the installable package; plain progress lines off a
-terminal; atomic writes that leave the umask alone and fsync.
+"""The command line apart from the library (facenet/cli): help, --version and bad values exit before TensorFlow
+loads, with exit codes 0 and 2; defaults that work from any folder; the installable package and its version; the
+README's set-up line; plain progress lines off a terminal; atomic writes that leave the umask alone and fsync.
 
-Subprocess runs here stop before TensorFlow is imported, so each takes well under a second.
+Subprocess runs here stop before TensorFlow is imported, so each takes well under a second (making the README's
+virtualenv takes a few seconds).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import time
 import tokenize
 import tomllib
 import types
+import warnings
 from pathlib import Path
 
 import pytest
 
+import facenet
 import facenet.config as config
 from facenet import files, progress
 from facenet.cli import app as cli
@@ -92,6 +95,19 @@ def test_bad_flags_exit_2_with_one_line_before_tensorflow(args, says, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written in the working folder: no weights/, no output/
 
 
+def test_version_prints_facenet_and_the_version_and_exits_0_before_tensorflow(tmp_path):
+    result, seconds = run_main("--version", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "facenet 0.3.0\n", "")
+    assert result.stdout == f"facenet {facenet.__version__}\n"
+    assert seconds < FAST_SECONDS
+    assert list(tmp_path.iterdir()) == []
+    heavy = "('tensorflow', 'keras', 'cv2', 'dlib')"
+    code = ("import sys; from facenet.cli import app; code, _ = app.preflight(['facenet', '-t', 'False', '--version']);"
+            f" print(code, sorted(m for m in {heavy} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "facenet 0.3.0\n0 []\n", "")
+
+
 def test_importing_the_cli_loads_no_heavy_module():
     heavy = "('tensorflow', 'keras', 'cv2', 'dlib')"
     code = f"import sys, facenet.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
@@ -135,7 +151,14 @@ def test_help_in_process(capsys):
     assert cli.preflight(["/usr/bin/facenet", "-h"]) == (0, [])
     out = capsys.readouterr().out
     assert out.startswith("facenet: train the embedding") and "facenet --verify=A.jpg,B.jpg" in out
+    assert "    facenet --version                     # which facenet this is\n" in out
     assert cli.preflight(["facenet", "--", "--help"])[0] == 2  # after `--` it is an argument, not a flag
+
+
+def test_version_in_process(capsys):
+    assert cli.preflight(["main.py", "-t", "False", "--port", "1", "--version"]) == (0, [])
+    assert capsys.readouterr() == ("facenet 0.3.0\n", "")
+    assert cli.preflight(["facenet", "--", "--version"])[0] == 2  # after `--` it is an argument, not a flag
 
 
 @pytest.mark.parametrize(("args", "problem"), [
@@ -332,6 +355,19 @@ def test_default_dirs_when_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert config.default_weights_dir() == tmp_path / ".cache" / "facenet" / "weights"
     assert config.default_examples_dir() is None
+
+
+def test_the_version_has_one_place_which_pip_reads():
+    """pyproject.toml takes the version from facenet.__version__ (what `pip show facenet` says), as setuptools
+    builds it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "facenet.__version__"}
+    pyprojecttoml = pytest.importorskip("setuptools.config.pyprojecttoml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # setuptools: "[tool.setuptools] support is still beta"
+        built = pyprojecttoml.read_configuration(ROOT / "pyproject.toml", expand=True)
+    assert built["project"]["version"] == facenet.__version__ == "0.3.0"
 
 
 def test_pyproject_installs_the_command_and_mirrors_requirements():

@@ -1,7 +1,8 @@
 """The command line: every absl flag, their checks, and one call into the package per mode.
 
 Flags are parsed and checked here before anything heavy is imported, so a bad value fails in a fraction of a
-second with one line on stderr and exit code 2; --help/-h/--helpfull print the usage and exit 0.
+second with one line on stderr and exit code 2; --help/-h/--helpfull print the usage and --version the version
+(`facenet 0.3.0`), and exit 0.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
     {prog} --lfw_pairs P --lfw_dir D     # LFW-protocol benchmark
     {prog} serve --port 8000             # REST service + web page (same as --serve)
     {prog} serve --input door=rtsp://…   # ... with live cameras (views, tracks, events)
+    {prog} --version                     # which facenet this is
 
 Exit codes: 0 done, 1 some input failed (each named on stderr), 2 bad arguments, 130 interrupted.
 """
@@ -55,6 +57,7 @@ USAGE_EXIT = 2
 HELP_WORDS = {"-h", "--h", "-help", "--help", "-helpshort", "--helpshort", "-?", "--?"}
 HELPFULL_WORDS = {"-helpfull", "--helpfull"}
 HELPXML_WORDS = {"-helpxml", "--helpxml"}
+VERSION_WORDS = {"--version"}
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "y"), ("false", "0", "no", "n")
 
@@ -293,8 +296,16 @@ def help_text(argv0: str = "facenet", full: bool = False) -> str:
     return f"{USAGE.format(prog=_prog(argv0))}\nflags:\n\n{flag_help}\n{footer}"
 
 
+def version_text() -> str:
+    """What --version prints: `facenet 0.3.0` (the package's __version__, whichever way the command was started)."""
+    from facenet import __version__
+
+    return f"facenet {__version__}\n"
+
+
 def _help_request(argv: list[str]) -> str | None:
-    """'help', 'helpfull' or 'helpxml' when asked for before a `--` terminator, else None."""
+    """'help', 'helpfull', 'helpxml' or 'version' when asked for before a `--` terminator, else None (the first
+    one asked for wins)."""
     for word in argv[1:]:
         if word == "--":
             break
@@ -304,15 +315,21 @@ def _help_request(argv: list[str]) -> str | None:
             return "helpfull"
         if word in HELPXML_WORDS:
             return "helpxml"
+        if word in VERSION_WORDS:
+            return "version"
     return None
 
 
 def preflight(argv: list[str]) -> tuple[int | None, list[str]]:
     """Parse and check the command line: (exit code, []) when the run ends here, else (None, remaining argv).
 
-    Help exits 0 (on stdout); an unknown flag, a bad value or a bad argument exits 2 with one line on stderr.
+    Help and the version exit 0 (on stdout); an unknown flag, a bad value or a bad argument exits 2 with one line on
+    stderr.
     """
     asked = _help_request(argv)
+    if asked == "version":
+        sys.stdout.write(version_text())
+        return 0, []
     if asked == "helpxml":
         FLAGS.write_help_in_xml_format(sys.stdout)
         return 0, []
