@@ -181,3 +181,19 @@ def test_read_subjects_and_embed_photos_give_a_reason_per_photo(pipeline, tmp_pa
     expected = pipeline.embed(image, [pipeline.subject(image).face])[0]
     np.testing.assert_allclose(found[MISC / "two_people.jpg"].vector, expected, atol=1e-5)
     assert isinstance(pipeline, FacePipeline) and pipeline.model == "dlib"
+
+
+def test_face_repr_is_plain_numbers_without_addresses(detector):
+    import dlib
+
+    shape = dlib.full_object_detection(dlib.rectangle(1, 2, 30, 40), [dlib.point(10 + i, 20 + i) for i in range(5)])
+    points = np.array([[10.5, 20.25], [11, 21], [12.125, 22], [13, 23], [14, 24.004]], np.float32)
+    face = Face(box=(1, 2, 30, 40), score=np.float32(0.97312), shape=shape, points=points)
+    assert repr(face) == ("Face(box=(1, 2, 30, 40), score=0.9731, shape=((10, 20), (11, 21), (12, 22), (13, 23), "
+                          "(14, 24)), points=((10.5, 20.25), (11.0, 21.0), (12.12, 22.0), (13.0, 23.0), (14.0, 24.0)))")
+    assert repr(Face(box=(0, 0, 5, 5), score=0.0)) == "Face(box=(0, 0, 5, 5), score=0.0, shape=None, points=None)"
+    found = detector.detect(load_image(MISC / "two_people.jpg"))[0]  # a real dlib shape from the HOG detector
+    text = repr(found)
+    assert "0x" not in text and "object at" not in text
+    pairs = ", ".join(f"({x}, {y})" for x, y in found.landmarks.astype(int).tolist())
+    assert text.endswith(f", shape=({pairs}), points=None)")
