@@ -1,4 +1,5 @@
-"""Annotating frames (a box, the name and the 0-100 match score per face) and showing them in a window.
+"""Annotating frames (a box, the name and the 0-100 match score per face; Unknown without one) and showing them
+in a window.
 
 Drawing happens on RGB arrays; the window converts to BGR at the OpenCV boundary. Labels are drawn with
 a TrueType font through Pillow because OpenCV's Hershey fonts have no accented letters.
@@ -55,8 +56,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def label_text(name: str, score: float | None) -> str:
-    """"Name (score 84)": the 0-100 match score, 50 at the threshold (just the name when there is no score)."""
-    if score is None or not np.isfinite(score):
+    """"Name (score 84)": the 0-100 match score, 50 at the threshold. Just the name when there is no score, and just
+    "Unknown" for an Unknown face (its score is that of the nearest enrolled person: meaningless on a stranger)."""
+    if name == UNKNOWN or score is None or not np.isfinite(score):
         return printable(name)
     return f"{printable(name)} (score {score:.0f})"
 

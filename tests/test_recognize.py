@@ -195,6 +195,16 @@ def test_annotate_boxes_known_green_unknown_red_without_touching_the_input():
     assert label_text("Ann", 84.4) == "Ann (score 84)" and label_text("Ann", None) == "Ann"
 
 
+def test_an_unknown_face_is_labelled_unknown_without_the_nearest_person_s_score():
+    assert label_text(config.UNKNOWN, 48.0) == label_text(config.UNKNOWN, None) == "Unknown"
+    assert label_text("Ann", 48.0) == "Ann (score 48)"  # a named face keeps its score
+    image = load_image(MISC / "two_people.jpg")
+    box = (600, 60, 800, 260)
+    assert np.array_equal(annotate(image, [Label(box, config.UNKNOWN, 48.0)]),
+                          annotate(image, [Label(box, config.UNKNOWN, None)]))  # the drawn label too
+    assert not np.array_equal(annotate(image, [Label(box, "Ann", 48.0)]), annotate(image, [Label(box, "Ann", None)]))
+
+
 def test_label_goes_above_a_box_at_the_bottom_edge():
     image = np.zeros((100, 200, 3), np.uint8)
     out = annotate(image, [Label((50, 40, 150, 100), "Ann", 90.0)])
