@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_service import HELD_OUT, KEY, STRANGER, files_of, make_data
+from tests.test_service import HELD_OUT, KEY, LFW, STRANGER, files_of, make_data
 
 httpx = pytest.importorskip("httpx")
 
@@ -30,6 +30,7 @@ MAIN = Path(__file__).resolve().parents[1] / "main.py"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 STARTUP_S = 240
 CAMERA_PHOTO = HELD_OUT.parent / "George_Clooney_0003.jpg"  # what the fake webcam shows (250x250, centred)
+NOBODY = LFW / "Al_Pacino" / "Al_Pacino_0001.jpg"  # never enrolled: Unknown
 
 
 def free_port() -> int:
@@ -260,6 +261,11 @@ def drawn_vs_api(driver, media_id: str, api_boxes: list[list[int]] | None = None
     return max(np.abs(np.array(rect) - want).max() for rect, want in zip(drawn["boxes"], expected, strict=True))
 
 
+def js_number(value: float) -> str:
+    """How JavaScript writes a number of the API's JSON (84.0 -> "84", 84.3 -> "84.3")."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 def wide_photo(path: Path, photo: Path, size: tuple[int, int] = (1000, 460), at: tuple[int, int] = (640, 150)
                ) -> Path:
     """`photo` pasted at `at` (x, y) on a grey canvas of `size` (w, h): wider than the stage, shown scaled down."""
@@ -315,7 +321,11 @@ def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser, tmp
         [face] = wait_for(browser, "#faces li.face", "George_Clooney")
         assert face.get_attribute("data-box") == ",".join(map(str, api["faces"][0]["box"]))
         [box] = browser.find_elements("css selector", "#stage .face-box")
-        assert "George_Clooney" in box.text
+        # the list shows the same 0-100 score as the box drawn on the photo: the API's (not its distance)
+        score, where = js_number(api["faces"][0]["score"]), ", ".join(map(str, api["faces"][0]["box"]))
+        assert box.text == f"George_Clooney {score}"
+        assert face.text == f"George_Clooney — score {score}, box {where}"
+        assert face.text.split(" — score ")[1].split(",")[0] == box.text.split()[-1]
         assert drawn_vs_api(browser, "photo", [f["box"] for f in api["faces"]]) <= SCREEN_PX
         assert not browser.find_element("css selector", "#webcam").is_displayed()
     assert browser.execute_script("return document.getElementById('photo').clientWidth") < api["width"] / 2
@@ -323,6 +333,14 @@ def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser, tmp
     assert 640 <= left < right <= 890 and 150 <= top < bottom <= 400
     browser.find_element("css selector", "#recognize-file").send_keys(str(STRANGER))
     wait_for(browser, "#faces li.face", "Zach Safrin")
+
+    # someone never enrolled: the API gives Unknown a score (the nearest person's), the page shows just "Unknown"
+    [nobody] = post_photo(url, NOBODY).json()["faces"]
+    assert nobody["name"] == "Unknown" and nobody["score"] is not None
+    browser.find_element("css selector", "#recognize-file").send_keys(str(NOBODY))
+    [face] = wait_for(browser, "#faces li.face", "Unknown")
+    assert face.text == f"Unknown — box {', '.join(map(str, nobody['box']))}"
+    assert [b.text for b in browser.find_elements("css selector", "#stage .face-box")] == ["Unknown"]
 
     # the webcam (Chromium's fake device playing a photo of George Clooney): boxes on the face in the video too
     browser.find_element("css selector", "#webcam-start").click()

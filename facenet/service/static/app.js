@@ -10,6 +10,25 @@ let webcamStream = null;
 let keyRequired = false;
 const CAMERA_POLL_MS = 1000;
 const FRAME_POLL_MS = 250;
+const UNKNOWN = "Unknown";
+
+// The 0-100 match score a face or track shows (50 at the threshold), or null: none for an Unknown one, whose score
+// is the nearest enrolled person's and means nothing on a stranger (as on the service's annotated frames).
+function shownScore({ name, score }) {
+  return name === UNKNOWN || score == null ? null : score;
+}
+
+// What a face's box on the stage says: the name, then its score when it has one.
+function faceLabel(face) {
+  const score = shownScore(face);
+  return score == null ? face.name : `${face.name} ${score}`;
+}
+
+// A face's line in the list under the stage: the name, the same score as its box, and the box.
+function faceLine(face) {
+  const score = shownScore(face);
+  return `${face.name} — ${score == null ? "" : `score ${score}, `}box ${face.box.join(", ")}`;
+}
 
 function headers() {
   const key = localStorage.getItem("facenet-key") || "";
@@ -118,16 +137,16 @@ function drawFaces(answer) {
   list.replaceChildren();
   for (const face of answer.faces) {
     const [left, top, right, bottom] = face.box;
-    const unknown = face.name === "Unknown";
+    const unknown = face.name === UNKNOWN;
     const box = element("div", { className: "face-box" + (unknown ? " unknown" : ""), dataset: { name: face.name } },
-      element("span", { className: "face-label", textContent: face.score == null ? face.name : `${face.name} ${face.score}` }));
+      element("span", { className: "face-label", textContent: faceLabel(face) }));
     Object.assign(box.style, {
       left: `${(100 * left) / answer.width}%`, top: `${(100 * top) / answer.height}%`,
       width: `${(100 * (right - left)) / answer.width}%`, height: `${(100 * (bottom - top)) / answer.height}%`,
     });
     stage.append(box);
     list.append(element("li", { className: "face", dataset: { name: face.name, box: face.box.join(",") },
-      textContent: `${face.name} — box ${face.box.join(", ")}${face.distance == null ? "" : `, distance ${face.distance}`}` }));
+      textContent: faceLine(face) }));
   }
 }
 
@@ -242,7 +261,7 @@ function showCamera(camera) {
   status.textContent = ` ${camera.status} · ${camera.frames} frames`;
   card.querySelector(".camera-tracks").replaceChildren(...camera.tracks.map((t) => element("li",
     { className: "person", dataset: { name: t.name, track: t.track ?? "" } },
-    element("strong", { textContent: t.name }), t.score == null ? "" : ` ${t.score}`)));
+    element("strong", { textContent: t.name }), shownScore(t) == null ? "" : ` ${shownScore(t)}`)));
 }
 
 function eventItem(event) {
