@@ -418,6 +418,10 @@ class FileGallery:
             return self._synced
         return read_database(self.database_dir, pipeline.model_id) or _empty_database(pipeline.embedder)
 
+    def remove_person(self, name: str) -> bool:
+        """Nothing to do (False): the next sync drops everyone whose folder left the data folder."""
+        return False
+
     def close(self) -> None:
         """Nothing to release: every write is already complete on disk."""
 
