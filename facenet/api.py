@@ -23,7 +23,7 @@ import numpy as np
 
 from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, default_weights_dir
 from facenet.detect.face import Face
-from facenet.gallery import is_url, open_gallery
+from facenet.gallery import GalleryOptions, open_gallery
 from facenet.images import ImageError, load_image, to_rgb
 from facenet.settings import check_threshold
 from facenet.verify import Image, NoFaceError, Verification, subject_vector, verify_with
@@ -108,18 +108,21 @@ class Match:
 class Gallery:
     """The people enrolled from `data_dir/<person name>/` photos, stored in `database_dir` (synced on creation and
     by `sync()`, as the command line does: only new or changed photos are embedded). `database_dir` may also be a
-    PostgreSQL URL (a gallery shared by several machines: only this data folder's people are written). A folder
-    gallery's fine-tuned weights (beside its database, made by `fine_tune`) are used unless `pretrained=True`."""
+    PostgreSQL URL (a gallery shared by several machines: only this data folder's people are written; its photo
+    hashes are cached in `cache_dir`, like the command line's --database_dir). A folder gallery's fine-tuned weights
+    (beside its database, made by `fine_tune`) are used unless `pretrained=True`."""
 
     def __init__(
         self,
         data_dir: str | Path = "data",
         database_dir: str | Path = "database",
         threshold: float | None = None,
+        cache_dir: str | Path = "database",
         **settings,
     ) -> None:
         self.data_dir, self.location = Path(data_dir), str(database_dir)
-        self.database_dir = None if is_url(database_dir) else Path(database_dir)
+        self.options = GalleryOptions.at(database_dir, cache_dir)
+        self.database_dir = None if self.options.database_url else self.options.database_dir
         self.threshold = None if threshold is None else check_threshold(threshold)
         self.settings = {"trained_dir": self.database_dir, **settings}
         self.pipeline = face_pipeline(**self.settings)
@@ -130,7 +133,7 @@ class Gallery:
     def sync(self) -> EnrollmentReport:
         """Bring the gallery in line with data_dir; returns the enrollment report (also kept as `.report`)."""
         self.pipeline = face_pipeline(**self.settings)  # new trained weights since the last sync: a new model
-        with open_gallery(self.location) as gallery:
+        with open_gallery(self.options) as gallery:
             self.report = gallery.sync(self.data_dir, self.pipeline)
             self.database = gallery.load(self.pipeline)
         return self.report

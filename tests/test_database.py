@@ -655,3 +655,99 @@ def test_a_database_written_by_the_previous_release_is_read_as_it_is(tmp_path, p
     np.testing.assert_allclose(database.centroids, before.centroids, atol=1e-6)
     probe = load_image(PEOPLE / "Juanes" / "Juanes_0003.jpg")
     assert database.identify(pipeline.embed(probe, [pipeline.subject(probe).face]))[0].name == "Juanes"
+
+
+# --------------------------------------------------------------------------- switching models (issue 23)
+
+
+def weights_named(embedder, number: int):
+    """Another model id for the same network (what other trained weights look like to the database)."""
+    fingerprint = f"{number:016x}"
+    return type(f"Weights{number}", (OtherWeights,), {"fingerprint": fingerprint,
+                                                      "model_id": f"dlib:{fingerprint}"})(embedder)
+
+
+@pytest.fixture
+def embedded_photos(monkeypatch) -> list[str]:
+    """Every photo the pipeline embeds from now on (by file name), counted where it happens."""
+    seen: list[str] = []
+    real = FacePipeline.embed_photos
+
+    def counted(self, paths, *args, **kwargs):
+        seen.extend(Path(p).name for p in paths)
+        return real(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(FacePipeline, "embed_photos", counted)
+    return seen
+
+
+def manifest_of(database_dir: Path) -> dict:
+    with np.load(database_dir / DATABASE_FILE, allow_pickle=False) as stored:
+        return json.loads(stored["manifest"].tobytes().decode("utf-8"))
+
+
+def test_switching_back_to_a_model_embeds_nothing(base, copy, pipeline, embedder, detector, embedded_photos):
+    data_dir, database_dir = copy
+    other = FacePipeline(detector, weights_named(embedder, 1))
+    first_b, report = sync_database(data_dir, database_dir, other)
+    assert len(embedded_photos) == PHOTOS and report.embedded == PHOTOS and "other weights" in report.rebuilt
+    assert report.hashed == 0  # the photo hashes are the folder's, whatever the model
+    embedded_photos.clear()
+    again_a, report = sync_database(data_dir, database_dir, pipeline)
+    assert embedded_photos == [] and (report.embedded, report.examined, report.reused) == (0, 0, PHOTOS)
+    assert report.rebuilt is None and report.saved and report.fingerprint == pipeline.model_id
+    assert again_a.names == base[2].names and np.array_equal(again_a.centroids, base[2].centroids)
+    assert read_database(database_dir, pipeline.model_id).names == base[2].names
+    again_b, report = sync_database(data_dir, database_dir, other)
+    assert embedded_photos == [] and (report.embedded, report.rebuilt) == (0, None)
+    assert again_b.names == first_b.names and np.array_equal(again_b.centroids, first_b.centroids)
+    assert [m["fingerprint"] for m in manifest_of(database_dir)["other_models"]] == [pipeline.model_id]
+
+
+def test_the_file_keeps_the_vectors_of_the_last_models_only(copy, pipeline, embedder, detector, embedded_photos):
+    data_dir, database_dir = copy  # synced with the pretrained model (a)
+    b, c, d = (FacePipeline(detector, weights_named(embedder, n)) for n in (1, 2, 3))
+    for other in (b, c, d):
+        sync_database(data_dir, database_dir, other)
+    assert len(embedded_photos) == 3 * PHOTOS
+    manifest = manifest_of(database_dir)
+    assert manifest["fingerprint"] == d.model_id
+    assert [m["fingerprint"] for m in manifest["other_models"]] == [c.model_id, b.model_id]  # a, the oldest: gone
+    embedded_photos.clear()
+    _, report = sync_database(data_dir, database_dir, b)
+    assert embedded_photos == [] and report.embedded == 0
+    assert [m["fingerprint"] for m in manifest_of(database_dir)["other_models"]] == [d.model_id, c.model_id]
+    _, report = sync_database(data_dir, database_dir, pipeline)
+    assert len(embedded_photos) == PHOTOS and report.embedded == PHOTOS
+
+
+def test_a_photo_that_left_leaves_every_models_vectors(copy, pipeline, embedder, detector):
+    data_dir, database_dir = copy
+    gone = data_dir / "Ada Lovelace" / "Paul_Tagliabue_0001.jpg"
+    sha = next(p["sha256"] for p in manifest_of(database_dir)["photos"] if p["path"].endswith(gone.name))
+    gone.unlink()
+    sync_database(data_dir, database_dir, FacePipeline(detector, weights_named(embedder, 1)))
+    (kept,) = manifest_of(database_dir)["other_models"]
+    assert kept["fingerprint"] == pipeline.model_id and len(kept["embedded"]) == PHOTOS - 1
+    assert sha not in kept["results"] and sha not in kept["embedded"]
+
+
+def test_damaged_kept_vectors_are_dropped_alone(copy, pipeline, embedder, detector, embedded_photos, caplog):
+    data_dir, database_dir = copy
+    other = FacePipeline(detector, weights_named(embedder, 1))
+    sync_database(data_dir, database_dir, other)
+    path = database_dir / DATABASE_FILE
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    arrays["other_embeddings_0"] = arrays["other_embeddings_0"][::-1].copy()  # the vectors of other photos
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    embedded_photos.clear()
+    with caplog.at_level(logging.WARNING):
+        database, report = sync_database(data_dir, database_dir, other)
+    assert embedded_photos == [] and report.rebuilt is None and len(database) == 3  # its own vectors still stand
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and pipeline.model_id in warnings[0] and "checksum" in warnings[0]
+    assert "other_models" not in manifest_of(database_dir)
+    _, report = sync_database(data_dir, database_dir, pipeline)
+    assert len(embedded_photos) == PHOTOS and report.embedded == PHOTOS

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facenet.gallery import EnrollmentReport, FaceDatabase, FileGallery, PgGallery, is_url, open_gallery
+from facenet.gallery import (
+    EnrollmentReport,
+    FaceDatabase,
+    FileGallery,
+    GalleryOptions,
+    PgGallery,
+    is_url,
+    open_gallery,
+)
 from facenet.gallery.pg import HASH_CACHE
 from facenet.images import load_image
 
@@ -78,7 +86,7 @@ def fresh_target(kind: str, server, tmp_path: Path) -> str:
 
 
 def sync(target: str, data_dir: Path, pipeline) -> tuple[EnrollmentReport, FaceDatabase]:
-    with open_gallery(target) as gallery:
+    with open_gallery(GalleryOptions.at(target, cache_dir=data_dir.parent / "cache")) as gallery:
         report = gallery.sync(data_dir, pipeline)
         return report, gallery.load(pipeline)
 
@@ -118,7 +126,10 @@ def both(pipeline, server, probes, tmp_path_factory) -> dict[str, tuple]:
 
 
 def test_open_gallery_picks_the_backend_from_the_location(tmp_path):
-    assert isinstance(open_gallery(tmp_path / "db"), FileGallery)
+    assert isinstance(open_gallery(GalleryOptions(tmp_path / "db")), FileGallery)
+    assert GalleryOptions.at(tmp_path / "db", tmp_path / "cache") == GalleryOptions(tmp_path / "db")
+    assert GalleryOptions.at("host=h dbname=faces", tmp_path / "cache") == GalleryOptions(tmp_path / "cache",
+                                                                                          "host=h dbname=faces")
     assert is_url("postgresql://u@h/db") and is_url("postgres://h/db") and is_url("host=h dbname=faces")
     assert not is_url(tmp_path / "db") and not is_url("database") and not is_url("C:/galleries/db=1")
 
@@ -171,9 +182,10 @@ def test_postgresql_keeps_photo_hashes_in_the_cache_folder(pipeline, server, tmp
     for photo in FOLDER["Ada Lovelace"][:2]:
         shutil.copy2(photo, data_dir / "Ada" / photo.name)
     target, cache = fresh_target("postgresql", server, tmp_path), tmp_path / "cache"
+    with open_gallery(GalleryOptions(cache, target)) as gallery:
+        first = gallery.sync(data_dir, pipeline)
+        again = gallery.sync(data_dir, pipeline)
     with PgGallery(target) as gallery:
-        first = gallery.sync(data_dir, pipeline, cache_dir=cache)
-        again = gallery.sync(data_dir, pipeline, cache_dir=cache)
         without = gallery.sync(data_dir, pipeline)
     assert (first.hashed, again.hashed, without.hashed) == (2, 0, 2)
     assert (cache / HASH_CACHE).exists() and again.examined == 0 and again.people == first.people
@@ -185,7 +197,9 @@ def test_the_api_gallery_takes_a_postgresql_url_too(both, server, tmp_path, weig
 
     data_dir = make_folder(tmp_path / "data")
     url = fresh_target("postgresql", server, tmp_path)
-    gallery = facenet.Gallery(data_dir, url, model="dlib", detector="hog", weights_dir=weights_dir)
+    gallery = facenet.Gallery(data_dir, url, model="dlib", detector="hog", weights_dir=weights_dir,
+                              cache_dir=tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [HASH_CACHE]
     report, database = both["file"][1]
     assert gallery.people == database.names and gallery.report.people == report.people
     np.testing.assert_allclose(np.stack(list(gallery.embeddings().values())), database.centroids, atol=1e-6)
@@ -193,3 +207,39 @@ def test_the_api_gallery_takes_a_postgresql_url_too(both, server, tmp_path, weig
     assert match.name == "José Ñúñez"
     with pytest.raises(ValueError, match="fine-tuning keeps its weights beside a gallery folder"):
         gallery.fine_tune(epochs=1)
+
+
+def test_a_second_api_sync_of_a_postgresql_gallery_hashes_and_embeds_nothing(server, tmp_path, weights_dir,
+                                                                             monkeypatch):
+    """Issue 23: the API opened a shared gallery without a hash cache, so every sync read every photo again."""
+    import facenet
+    import facenet.gallery.enroll as enroll
+
+    hashed: list[str] = []
+
+    def counted_sha256(path):
+        hashed.append(Path(path).relative_to(data_dir).as_posix())
+        return real_sha256(path)
+
+    real_sha256 = enroll.file_sha256
+    monkeypatch.setattr(enroll, "file_sha256", counted_sha256)
+    data_dir = make_folder(tmp_path / "data")
+    url = fresh_target("postgresql", server, tmp_path)
+    gallery = facenet.Gallery(data_dir, url, model="dlib", detector="hog", weights_dir=weights_dir,
+                              cache_dir=tmp_path / "cache")
+    in_folders = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*"))
+    assert len(in_folders) == 12 and sorted(hashed) == in_folders and gallery.report.hashed == 12
+    assert gallery.report.examined == 11  # the 12 files hold 11 distinct photos (one copied into two folders)
+    embedded: list[int] = []
+    real_embed = gallery.pipeline.embed_photos
+    monkeypatch.setattr(gallery.pipeline, "embed_photos", lambda paths, *a, **k: embedded.append(len(paths))
+                        or real_embed(paths, *a, **k))
+    hashed.clear()
+    again = gallery.sync()
+    assert hashed == [] and embedded == [] and (again.hashed, again.examined, again.embedded) == (0, 0, 0)
+    assert again.reused == 11 and again.people == gallery.report.people and sorted(again.people) == [
+        "Ada Lovelace", "José Ñúñez", "Martha Burk"]
+    # a photo added by hand: only it is hashed and embedded
+    shutil.copy2(PEOPLE / "Martha_Burk" / "Martha_Burk_0001.jpg", data_dir / "Martha Burk" / "new.jpg")
+    third = gallery.sync()
+    assert hashed == ["Martha Burk/new.jpg"] and third.hashed == 1 and (third.examined, third.embedded) == (0, 0)

@@ -132,3 +132,33 @@ def test_changes_while_postgresql_is_down_leave_data_and_gallery_as_they_were(tm
         assert names(STRANGER) != ["Temp Person"]
     finally:
         server.cleanup()
+
+
+def test_used_names_exactly_the_photos_enrollment_used_in_both_backends(tmp_path, url, pipeline):
+    """Issue 23: over PostgreSQL every photo of an enrolled subject was "used" (the report's people had become a
+    count). A photo without a face and a byte-identical copy are not used, in either backend."""
+    import shutil
+
+    from facenet.service.app import create_app
+    from facenet.service.store import GalleryStore
+    from tests.conftest import MISC, PEOPLE
+
+    answers = {}
+    for backend, database_url in (("file", None), ("postgresql", url)):
+        data = tmp_path / backend / "data"
+        make_data(data)
+        shutil.copy2(MISC / "rocket.jpg", data / "Jon_Voight" / "rocket.jpg")
+        shutil.copy2(PEOPLE / "Jon_Voight" / "Jon_Voight_0001.jpg", data / "Jon_Voight" / "copy.jpg")
+        store = GalleryStore(data, pipeline, tmp_path / backend / "local", database_url=database_url)
+        client = TestClient(create_app(store, frozenset({KEY})), headers={"x-api-key": KEY})
+        faces = client.get("/api/v1/subjects/Jon_Voight/faces").json()["faces"]
+        answers[backend] = {face["image_id"]: face["used"] for face in faces}
+        report = client.get("/api/v1/report").json()["report"]
+        used = [f"Jon_Voight/Jon_Voight_000{n}.jpg" for n in (1, 2, 3)]
+        if database_url is None:  # the report as it always was: the shared gallery's facts plus "enrollment"
+            assert report["people"]["Jon_Voight"] == used
+        else:
+            assert report["people"] == 3 and report["enrollment"]["people"]["Jon_Voight"] == used
+    assert answers["postgresql"] == answers["file"] == {
+        "Jon_Voight_0001.jpg": True, "Jon_Voight_0002.jpg": True, "Jon_Voight_0003.jpg": True,
+        "copy.jpg": False, "rocket.jpg": False}

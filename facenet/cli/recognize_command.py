@@ -32,9 +32,9 @@ from facenet.cli.recognize_output import (
 from facenet.cli.stream_output import FrameHook, Summary, recognize_stream
 from facenet.draw import Window, annotate
 from facenet.files import remove_stale_temps
-from facenet.gallery.file import sync_database
-from facenet.gallery.pg import GalleryError, PgGallery, mask_url
-from facenet.gallery.report import EnrollmentReport
+from facenet.gallery import GalleryOptions, open_gallery
+from facenet.gallery.pg import GalleryError
+from facenet.gallery.report import EnrollmentReport, SharedSync
 from facenet.images import ImageError
 from facenet.live.frames import FrameRecognizer
 from facenet.live.streams import is_camera_spec, parse_cameras
@@ -135,39 +135,37 @@ def _load(
     `rebuild_gallery`: dropping it would lose every site's people);
     recognition only reads it (no data/ or database/ needed, nothing pruned).
     """
+    options = GalleryOptions(Path(database_dir), database_url, rebuild=rebuild_gallery)
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
-        if database_url and enroll_only:
-            with PgGallery(database_url) as gallery:
-                report = gallery.sync(data_dir, pipeline, rebuild=rebuild_gallery, cache_dir=database_dir)
+        with open_gallery(options) as gallery:
+            if database_url and not enroll_only:  # a shared gallery is only read by recognition
                 database = gallery.load(pipeline)
-            _print_pg_report(report, as_json)
-            return pipeline, database
-        if database_url:
-            with PgGallery(database_url) as gallery:
-                database = gallery.load(pipeline)
-            print(f"Gallery {mask_url(database_url)}: {len(database)} people (read only)", file=sys.stderr)
-            return pipeline, database
-        database, report = sync_database(data_dir, database_dir, pipeline)
+                print(f"Gallery {gallery.where}: {len(database)} people (read only)", file=sys.stderr)
+                return pipeline, database
+            report = gallery.sync(data_dir, pipeline)
+            database = gallery.load(pipeline)
     except (OSError, ValueError, RuntimeError, GalleryError) as problem:
         log.error("cannot load the model or the database: %s", problem)
         return None
+    if report.shared is not None:
+        _print_shared_report(report, report.shared, as_json)
+        return pipeline, database
     print_enrollment(report, enroll_only, as_json)
     if enroll_only and report.save_error:
         return None  # --enroll exists to save: not saving is a failure (exit 1), named by the sync's warning
     return pipeline, database
 
 
-def _print_pg_report(report: EnrollmentReport, as_json: bool) -> None:
+def _print_shared_report(report: EnrollmentReport, facts: SharedSync, as_json: bool) -> None:
     """A shared gallery's sync: its summary line (JSON: the PostgreSQL facts as before, plus "enrollment", the
     report every backend gives)."""
-    facts = report.backend
     if as_json:
-        emit_json(report.shared_dict())
+        emit_json(report.to_json())
         return
-    print(f"Enrollment into {facts['gallery']}: {facts['people']} people of this folder, {facts['photos']} photos "
-          f"({facts['examined']} examined now, {facts['reused']} reused, {facts['pruned']} pruned, "
-          f"{len(facts['skipped'])} skipped); the gallery holds {facts['gallery_people']} people", file=sys.stderr)
+    print(f"Enrollment into {facts.gallery}: {facts.people} people of this folder, {facts.photos} photos "
+          f"({facts.examined} examined now, {facts.reused} reused, {facts.pruned} pruned, "
+          f"{len(facts.skipped)} skipped); the gallery holds {facts.gallery_people} people", file=sys.stderr)
 
 
 def recognize_command(

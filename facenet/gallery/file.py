@@ -13,6 +13,11 @@ a manifest that disagrees with its arrays) is rebuilt, never trusted. A long syn
 checkpoint parts (`faces.checkpoint.*.npz`) that a killed sync's successor takes over. Beside it,
 `enrollment_report.json` / `.txt` say what the last sync did.
 
+The file also keeps the per-photo results and vectors of the last few OTHER models it was synced with
+(`other_models`, most recent first, at most KEPT_MODELS in all, each with a checksum of its vectors that the
+manifest's own checksum covers), so that switching models back and forth (`--pretrained` and a gallery's
+fine-tuned weights) embeds each photo once per model, not once per switch. A damaged section is dropped alone.
+
 """
 
 from __future__ import annotations
@@ -53,6 +58,13 @@ ENROLL_CHECKPOINT_PHOTOS = 32
 """Enrollment saves its progress every this many newly examined photos (a small checkpoint part beside the
 database), so a killed enrollment of thousands of photos resumes instead of starting over."""
 
+KEPT_MODELS = 3
+"""Models whose photo vectors the database file keeps (the one in use and the most recently used others): a model
+switch back to one of them embeds nothing; the least recently used beyond that is dropped."""
+
+OTHER_ARRAYS = "other_embeddings_{}"
+"""Name of the array of the i-th other model's photo vectors in the database file."""
+
 CHECKPOINT_PARTS = "faces.checkpoint.*.npz"
 """Names of those checkpoint parts (removed once the database itself is saved)."""
 
@@ -60,25 +72,71 @@ CHECKPOINT_PARTS = "faces.checkpoint.*.npz"
 # --------------------------------------------------------------------------- storage
 
 
-class _Stored:
-    """The database as read from disk: manifest + per-photo embeddings (rows match manifest["embedded"])."""
+class _Section:
+    """One other model's per-photo results and vectors, kept so that switching back to it embeds nothing."""
 
-    def __init__(self, manifest: dict[str, Any], embeddings: np.ndarray) -> None:
+    def __init__(self, model_id: str, model: str, dim: int, results: dict[str, dict[str, Any]],
+                 embedded: list[str], embeddings: np.ndarray) -> None:
+        self.model_id, self.model, self.dim = model_id, model, dim
+        self.results, self.embedded, self.embeddings = results, embedded, embeddings
+
+    def entry(self, shas: set[str]) -> tuple[dict[str, Any], np.ndarray]:
+        """Its manifest entry and vectors, limited to the photos `shas` still in the data folder (a photo that
+        left is no one's business any more, whatever the model)."""
+        rows = {sha: i for i, sha in enumerate(self.embedded)}
+        embedded = [sha for sha in self.embedded if sha in shas]
+        vectors = self.embeddings[[rows[sha] for sha in embedded]].reshape(-1, self.dim)
+        entry = {"fingerprint": self.model_id, "model": self.model, "dim": self.dim,
+                 "results": {sha: r for sha, r in sorted(self.results.items()) if sha in shas}, "embedded": embedded}
+        return {**entry, "checksum": _checksum(entry, vectors)}, vectors
+
+
+class _Stored:
+    """The database as read from disk: manifest + per-photo embeddings (rows match manifest["embedded"]), and the
+    other models' sections, most recent first."""
+
+    def __init__(self, manifest: dict[str, Any], embeddings: np.ndarray, others: list[_Section] | None = None
+                 ) -> None:
         self.manifest = manifest
         self.rows = {sha: i for i, sha in enumerate(manifest["embedded"])}
         self.embeddings = embeddings
+        self.others = others or []
 
     @classmethod
     def empty(cls) -> _Stored:
         return cls({"photos": [], "results": {}, "embedded": [], "people": []}, np.zeros((0, 0), np.float32))
 
+    def section(self) -> _Section | None:
+        """The stored model's own results and vectors as a section (None when nothing is stored)."""
+        if "fingerprint" not in self.manifest:
+            return None
+        m = self.manifest
+        return _Section(m["fingerprint"], m["model"], m["dim"], m["results"], m["embedded"], self.embeddings)
 
-def _read(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Manifest, photo embeddings and centroids of a database file; ValueError when anything is off."""
+    def switched_to(self, model_id: str) -> _Stored:
+        """What the file holds for `model_id`: its kept section as the stored database (the folder's photo hashes
+        shared), the model stored until now joining the others; empty results when no section is kept for it."""
+        current = self.section()
+        kept = next((o for o in self.others if o.model_id == model_id), None)
+        others = [o for o in [current, *self.others] if o is not None and o is not kept]
+        manifest = {key: value for key, value in self.manifest.items() if key != "other_models"}
+        if kept is None:
+            manifest = {**manifest, "results": {}, "embedded": []}
+            manifest.pop("fingerprint", None)
+            return _Stored(manifest, np.zeros((0, 0), np.float32), others)
+        manifest = {**manifest, "fingerprint": kept.model_id, "model": kept.model, "dim": kept.dim,
+                    "results": kept.results, "embedded": kept.embedded}
+        return _Stored(manifest, kept.embeddings, others)
+
+
+def _read(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, list[_Section]]:
+    """Manifest, photo embeddings, centroids and other models' sections of a database file; ValueError when anything
+    is off (a damaged other section is only left out, with a warning)."""
     with np.load(path, allow_pickle=False) as data:
         manifest = json.loads(data["manifest"].tobytes().decode("utf-8"))
         embeddings = data["embeddings"].astype(np.float32)
         centroids = data["centroids"].astype(np.float32)
+        others = {key: data[key].astype(np.float32) for key in data.files if key.startswith(OTHER_ARRAYS[:-2])}
     if manifest.get("format") != DATABASE_FORMAT or manifest.get("version") != DATABASE_VERSION:
         raise ValueError(f"format {manifest.get('format')!r} version {manifest.get('version')!r}, "
                          f"expected {DATABASE_FORMAT!r} version {DATABASE_VERSION}")
@@ -98,7 +156,28 @@ def _read(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         result = manifest["results"][photo["sha256"]]
         if result.get("reason") is None and photo["sha256"] not in embedded:
             raise ValueError(f"no embedding for {photo['path']}")
-    return manifest, embeddings, centroids
+    return manifest, embeddings, centroids, _sections(path, manifest, others)
+
+
+def _sections(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[_Section]:
+    """The other models' sections of a database file that check out; each damaged one is left out with a warning
+    (its photos are embedded again when that model comes back)."""
+    sections = []
+    for i, entry in enumerate(manifest.get("other_models", [])):
+        try:
+            vectors = arrays[OTHER_ARRAYS.format(i)]
+            if vectors.shape != (len(entry["embedded"]), entry["dim"]) or not np.isfinite(vectors).all():
+                raise ValueError(f"{len(entry['embedded'])} vectors listed, {vectors.shape} stored")
+            if entry["checksum"] != _checksum(entry, vectors):
+                raise ValueError("checksum mismatch")
+            if any(entry["results"][sha].get("reason") is not None for sha in entry["embedded"]):
+                raise ValueError("a vector for a photo without a face")
+            sections.append(_Section(entry["fingerprint"], entry["model"], entry["dim"], entry["results"],
+                                     entry["embedded"], vectors))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            log.warning("%s: the kept vectors of model %s are unusable (%s); dropped", path,
+                        entry.get("fingerprint") if isinstance(entry, dict) else "?", error)
+    return sections
 
 
 def read_database(database_dir: str | Path, model_id: str | None = None) -> FaceDatabase | None:
@@ -106,7 +185,7 @@ def read_database(database_dir: str | Path, model_id: str | None = None) -> Face
     another model."""
     path = Path(database_dir) / DATABASE_FILE
     try:
-        manifest, _, centroids = _read(path)
+        manifest, _, centroids, _ = _read(path)
     except FileNotFoundError:
         log.warning("%s: no database yet", path)
         return None
@@ -123,19 +202,27 @@ def read_database(database_dir: str | Path, model_id: str | None = None) -> Face
 
 
 def _load_stored(path: Path, model_id: str) -> tuple[_Stored, str | None]:
-    """The stored database to reuse, or an empty one and why it was discarded."""
+    """The stored database to reuse (for another model: the vectors kept for `model_id`, if any), or an empty one
+    and why it was discarded."""
     if not path.exists():
         log.info("%s: no database yet; creating it", path)
         return _Stored.empty(), "no database yet"
     try:
-        manifest, embeddings, _ = _read(path)
+        manifest, embeddings, _, others = _read(path)
     except Exception as error:  # noqa: BLE001 - corrupt, truncated, foreign or old: rebuild
         log.warning("%s: unreadable database (%s); rebuilding it", path, error)
         return _Stored.empty(), f"unreadable ({error})"
-    if manifest["fingerprint"] != model_id:  # the key keeps its 0.2 name; it holds the model id
-        log.info("%s: made by other weights (%s); rebuilding it for %s", path, manifest["fingerprint"], model_id)
-        return _Stored.empty(), f"made by other weights ({manifest['fingerprint']}, now {model_id})"
-    return _Stored(manifest, embeddings), None
+    stored = _Stored(manifest, embeddings, others)
+    if manifest["fingerprint"] == model_id:  # the key keeps its 0.2 name; it holds the model id
+        return stored, None
+    switched = stored.switched_to(model_id)
+    if "fingerprint" in switched.manifest:
+        log.info("%s: made by other weights (%s); using the vectors kept for %s", path, manifest["fingerprint"],
+                 model_id)
+        return switched, None
+    log.info("%s: made by other weights (%s); rebuilding it for %s (the vectors of %s are kept)", path,
+             manifest["fingerprint"], model_id, manifest["fingerprint"])
+    return switched, f"made by other weights ({manifest['fingerprint']}, now {model_id})"
 
 
 def _checksum(manifest: dict[str, Any], *arrays: np.ndarray) -> str:
@@ -150,22 +237,26 @@ def _checksum(manifest: dict[str, Any], *arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _write_npz(path: Path, manifest: dict[str, Any], **arrays: np.ndarray) -> None:
-    """A manifest (JSON, with the checksum of itself and the arrays) and float32 arrays as one .npz, atomically."""
+def _write_npz(path: Path, manifest: dict[str, Any], covered: dict[str, np.ndarray] | None = None,
+               **arrays: np.ndarray) -> None:
+    """A manifest (JSON, with the checksum of itself and the arrays) and float32 arrays as one .npz, atomically.
+    `covered`: more arrays, whose own checksums the manifest holds (so its checksum covers them too)."""
     arrays = {key: np.asarray(value, np.float32) for key, value in arrays.items()}
     manifest = {**manifest, "checksum": _checksum(manifest, *arrays.values())}
+    extra = {key: np.asarray(value, np.float32) for key, value in (covered or {}).items()}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez(handle, manifest=np.frombuffer(json.dumps(manifest, ensure_ascii=False).encode("utf-8"),
-                                                    np.uint8), **arrays)
+                                                    np.uint8), **arrays, **extra)
 
     atomic_write(path, write)
 
 
-def _write_database(path: Path, manifest: dict[str, Any], embeddings: np.ndarray, centroids: np.ndarray) -> None:
+def _write_database(path: Path, manifest: dict[str, Any], embeddings: np.ndarray, centroids: np.ndarray,
+                    others: dict[str, np.ndarray]) -> None:
     dim = manifest["dim"]
-    _write_npz(path, manifest, embeddings=np.asarray(embeddings, np.float32).reshape(-1, dim),
+    _write_npz(path, manifest, others, embeddings=np.asarray(embeddings, np.float32).reshape(-1, dim),
                centroids=np.asarray(centroids, np.float32).reshape(-1, dim))
 
 
@@ -347,12 +438,16 @@ def _save(database_dir: Path, database: FaceDatabase, data_dir: Path, photos: li
         "people": [{"name": n, "photos": int(k)} for n, k in zip(database.names, database.photo_counts,
                                                                  strict=True)],
     }
+    others = _other_models(stored, database.model_id, {photo["sha256"] for photo in photos})
+    if others:
+        manifest["other_models"] = [entry for entry, _ in others]
     previous = {key: value for key, value in stored.manifest.items() if key not in ("written", "checksum")}
     if report.rebuilt or previous != manifest or "checksum" not in stored.manifest:
         embeddings = np.stack([vector(sha) for sha in embedded]) if embedded else np.zeros((0, database.dim))
         written = {**manifest, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        arrays = {OTHER_ARRAYS.format(i): vectors for i, (_, vectors) in enumerate(others)}
         try:
-            _write_database(path, written, embeddings, database.centroids)
+            _write_database(path, written, embeddings, database.centroids, arrays)
             report.saved = True
         except OSError as error:
             report.save_error = f"{path}: could not save the database ({error.strerror or error})"
@@ -363,6 +458,13 @@ def _save(database_dir: Path, database: FaceDatabase, data_dir: Path, photos: li
     if problem:
         report.save_error = report.save_error or problem
         log.warning("%s", problem)
+
+
+def _other_models(stored: _Stored, model_id: str, shas: set[str]) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """The manifest entries and vectors of the other models to keep beside `model_id`'s: the most recently used,
+    KEPT_MODELS in all, each limited to the photos still in the data folder."""
+    others = [o for o in stored.others if o.model_id != model_id][: KEPT_MODELS - 1]
+    return [section.entry(shas) for section in others]
 
 
 def _examine_in_parts(pending: dict[str, Path], pipeline: FacePipeline, checkpoint: _Checkpoint
@@ -417,6 +519,10 @@ class FileGallery:
         if self._synced is not None and self._synced.model_id == pipeline.model_id:
             return self._synced
         return read_database(self.database_dir, pipeline.model_id) or _empty_database(pipeline.embedder)
+
+    def remove_person(self, name: str) -> bool:
+        """Nothing to do (False): the next sync drops everyone whose folder left the data folder."""
+        return False
 
     def close(self) -> None:
         """Nothing to release: every write is already complete on disk."""

@@ -55,7 +55,7 @@ from facenet import redact
 from facenet.files import atomic_write
 from facenet.gallery.enroll import Vector, enroll, examine_photos, hash_photos, read_folder, reusable
 from facenet.gallery.index import FaceDatabase
-from facenet.gallery.report import EnrollmentReport
+from facenet.gallery.report import EnrollmentReport, SharedSync
 from facenet.gallery.thresholds import verify_threshold
 
 if TYPE_CHECKING:
@@ -193,13 +193,16 @@ def _vector_text(vector: np.ndarray) -> str:
 class PgGallery:
     """One client's connection to a PostgreSQL gallery. Not shared between threads: open one per thread."""
 
-    def __init__(self, url: str, connect_timeout: int = CONNECT_TIMEOUT) -> None:
+    def __init__(self, url: str, connect_timeout: int = CONNECT_TIMEOUT, cache_dir: str | Path | None = None,
+                 rebuild: bool = False) -> None:
+        """Connect (GalleryError when that fails). `cache_dir` keeps the photo hashes between syncs (None: every
+        photo is hashed again); `rebuild` lets `sync` drop a gallery made by another model (else GalleryError)."""
         try:
             import psycopg
         except ImportError as error:  # pragma: no cover - requirements.txt has it
             raise GalleryError("PostgreSQL galleries need psycopg and pgvector: pip install 'psycopg[binary]' "
                                "pgvector") from error
-        self.url = url
+        self.url, self.cache_dir, self.rebuild = url, cache_dir, rebuild
         self.where = mask_url(url)
         kwargs = {} if _url_sets("connect_timeout", url) else {"connect_timeout": connect_timeout}
         try:
@@ -220,17 +223,15 @@ class PgGallery:
 
     # ----------------------------------------------------------------------- the Gallery protocol
 
-    def sync(self, data_dir: str | Path, pipeline: FacePipeline, rebuild: bool = False,
-             cache_dir: str | Path | None = None) -> EnrollmentReport:
+    def sync(self, data_dir: str | Path, pipeline: FacePipeline) -> EnrollmentReport:
         """Enroll the people of `data_dir` (only THIS folder's people are added, updated or pruned; others' are never
-        touched) with the file gallery's enrollment core; the report of what it did (`backend`: this sync's
-        PostgreSQL facts). `rebuild` drops a gallery made by another model (else GalleryError). `cache_dir` keeps
-        the photo hashes between syncs (None: every photo is hashed again)."""
+        touched) with the file gallery's enrollment core; the report of what it did (`shared`: this sync's
+        PostgreSQL facts)."""
         data_dir = Path(data_dir)
         report = EnrollmentReport(data_dir=str(data_dir), database=self.where, fingerprint=pipeline.model_id)
         people = read_folder(data_dir, report)
-        photos = hash_photos(data_dir, people, _read_hashes(cache_dir, data_dir), report)
-        _write_hashes(cache_dir, data_dir, photos)
+        photos = hash_photos(data_dir, people, _read_hashes(self.cache_dir, data_dir), report)
+        _write_hashes(self.cache_dir, data_dir, photos)
 
         def examine(pending: dict[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
             return examine_photos({sha: data_dir / rel for sha, rel in pending.items()}, pipeline)
@@ -239,13 +240,13 @@ class PgGallery:
         for photo in photos:
             folder[photo["person"]].append((photo["path"], photo["sha256"]))
         stats = self.sync_photos(list(folder.items()), examine, pipeline.model_id, pipeline.embedder.dim,
-                                 rebuild=rebuild, retry=lambda result: not reusable(result, pipeline.detector.kind),
-                                 report=report, far=verify_threshold(pipeline))
+                                 rebuild=self.rebuild, report=report, far=verify_threshold(pipeline),
+                                 retry=lambda result: not reusable(result, pipeline.detector.kind))
         report.examined, report.embedded = stats["examined"], stats["embedded"]
         report.reused, report.pruned, report.saved = stats["reused"], stats["pruned"], True
         database = self._synced = self._read(pipeline)
         report.threshold = round(database.threshold, 4)
-        report.backend = {**stats, "gallery_people": len(database)}
+        report.shared = SharedSync(**stats, gallery_people=len(database))
         return report
 
     def load(self, pipeline: FacePipeline) -> FaceDatabase:
@@ -580,7 +581,8 @@ class PgGallery:
 
     @_gallery_errors
     def remove_person(self, name: str) -> bool:
-        """Remove one person, their photos and the results no other photo uses; False if not enrolled."""
+        """Remove one person, their photos and the results no other photo uses; False if not enrolled (a shared
+        gallery keeps people whose folder is gone: it cannot tell them from another site's)."""
         self._synced = None  # the index read by the last sync no longer holds
         if self.meta() is None:
             return False

@@ -10,6 +10,33 @@ from facenet.gallery.thresholds import GALLERY_FAR
 from facenet.text import one_line
 
 
+@dataclass(frozen=True)
+class SharedSync:
+    """One sync of a shared PostgreSQL gallery: the facts only that backend knows (the keys `--enroll --json`
+    prints). `people` and `photos` count THIS folder's; `gallery_people` the whole gallery's enrolled people."""
+
+    gallery: str
+    """The password-free address of the gallery."""
+    model_id: str
+    people: int
+    photos: int
+    examined: int
+    embedded: int
+    reused: int
+    pruned: int
+    skipped: list[dict[str, str]]
+    not_enrolled: list[str]
+    index: str | None
+    """"hnsw", "hnsw (built)" or None (an exact scan)."""
+    examine_s: float
+    touched: int
+    """People rows whose centroid or photo count changed."""
+    write_s: float
+    index_s: float
+    seconds: float
+    gallery_people: int
+
+
 @dataclass
 class EnrollmentReport:
     """What one sync did and found; paths are relative to data_dir."""
@@ -55,18 +82,19 @@ class EnrollmentReport:
     """Photos whose result came from the checkpoint of an interrupted enrollment (counted in `reused` too)."""
     save_error: str | None = None
     """The file that could not be written and why (database or report), else None."""
-    backend: dict[str, Any] = field(default_factory=dict)
-    """What only a backend knows: for a shared PostgreSQL gallery its address, this folder's people and photo
-    counts, the whole gallery's size, its index and timings (the keys `--enroll --json` printed before); empty for
-    a file gallery."""
+    shared: SharedSync | None = None
+    """What only a shared PostgreSQL gallery knows about this sync (None for a file gallery)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report every backend gives, as JSON (what enrollment_report.json holds)."""
+        return {key: value for key, value in asdict(self).items() if key != "shared"}
 
-    def shared_dict(self) -> dict[str, Any]:
-        """A shared gallery's sync as JSON: its backend facts under the keys they always had, plus "enrollment",
-        the report every backend gives."""
-        return {**self.backend, "enrollment": {k: v for k, v in self.to_dict().items() if k != "backend"}}
+    def to_json(self) -> dict[str, Any]:
+        """The sync as the commands and the service show it: a file gallery's report; for a shared gallery its
+        facts under the keys `--enroll --json` always printed, plus "enrollment", the report every backend gives."""
+        if self.shared is None:
+            return self.to_dict()
+        return {**asdict(self.shared), "enrollment": self.to_dict()}
 
     def to_text(self) -> str:
         used = sum(len(paths) for paths in self.people.values())

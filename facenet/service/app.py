@@ -187,22 +187,19 @@ def _subject_routes(api: APIRouter, store: GalleryStore) -> None:
     def report() -> dict[str, Any]:
         """The last sync's enrollment report (as JSON and as text)."""
         snap = store.snapshot
-        return {"report": snap.report, "text": snap.report_text}
+        return {"report": snap.enrollment.to_json(), "text": snap.report_text}
 
     @api.post("/sync", tags=["subjects"])
     def sync() -> dict[str, Any]:
         """Sync the gallery with data/ (after photos were added or removed by hand); the new report."""
         snap = store.sync()
-        return {"report": snap.report, "text": snap.report_text}
+        return {"report": snap.enrollment.to_json(), "text": snap.report_text}
 
 
 def _used(store: GalleryStore, subject: str) -> set[str]:
     """The subject's photos (relative to its folder) that the last sync enrolled."""
-    snap = store.snapshot
-    paths = snap.report.get("people", {})
-    if isinstance(paths, dict):
-        return {p.partition("/")[2] for p in paths.get(subject, [])}  # the folder on disk may be NFD
-    return set(snap.subjects.get(subject, ())) if subject in snap.database.names else set()
+    paths = store.snapshot.enrollment.people.get(subject, [])
+    return {p.partition("/")[2] for p in paths}  # the folder on disk may be NFD
 
 
 def _face_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:

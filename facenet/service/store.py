@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facenet.files import atomic_write, file_sha256
-from facenet.gallery.file import sync_database
-from facenet.gallery.pg import PgGallery
+from facenet.gallery import GalleryOptions, open_gallery
 from facenet.images import image_format, list_images, list_people, person_folder, person_name
 from facenet.recognize import Recognizer
 from facenet.service.uploads import decode_photo
@@ -37,6 +36,7 @@ from facenet.verify import NoFaceError, Verification, verify_with
 if TYPE_CHECKING:
     from facenet.detect.face import Face
     from facenet.gallery.index import FaceDatabase
+    from facenet.gallery.report import EnrollmentReport
     from facenet.pipeline import FacePipeline
     from facenet.recognize import Recognition
 
@@ -78,7 +78,8 @@ class Snapshot:
     """What readers see between two changes: the enrolled database, the last sync's report, the folders."""
 
     database: FaceDatabase
-    report: dict[str, Any]
+    enrollment: EnrollmentReport
+    """The last sync's report (`.people`: the photos each enrolled person's centroid was made of)."""
     report_text: str
     subjects: dict[str, tuple[str, ...]]
     """Each data/ subfolder's photos, relative to it (subfolders included), sorted."""
@@ -148,7 +149,8 @@ class GalleryStore:
     def __init__(self, data_dir: str | Path, pipeline: FacePipeline, database_dir: str | Path = "database",
                  database_url: str | None = None, threshold: float | None = None) -> None:
         self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
-        self.database_url, self.threshold = database_url, threshold
+        self.options = GalleryOptions(self.database_dir, database_url)
+        self.threshold = threshold
         self.pipeline = locked_pipeline(pipeline)
         self._write = threading.Lock()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -286,20 +288,17 @@ class GalleryStore:
 
     def _sync(self, removed: str | None = None) -> Snapshot:
         """Sync the backend with data/ (`removed`: a subject that left, to drop from a shared gallery)."""
-        if self.database_url:
-            with PgGallery(self.database_url) as gallery:
-                if removed is not None:  # first: should the sync fail, data/ is put back and he is enrolled again
-                    gallery.remove_person(removed)
-                full = gallery.sync(self.data_dir, self.pipeline, cache_dir=self.database_dir)
-                database = gallery.load(self.pipeline)
-            facts = full.backend
-            report = full.shared_dict()
-            text = (f"Gallery: {len(database)} people; this folder: {facts['people']} people, {facts['photos']} "
-                    f"photos ({facts['embedded']} embedded, {facts['reused']} reused, {len(facts['skipped'])} "
-                    "skipped)")
+        with open_gallery(self.options) as gallery:
+            if removed is not None:  # first: should the sync fail, data/ is put back and he is enrolled again
+                gallery.remove_person(removed)
+            report = gallery.sync(self.data_dir, self.pipeline)
+            database = gallery.load(self.pipeline)
+        facts = report.shared
+        if facts is None:
+            text = report.to_text()
         else:
-            database, full = sync_database(self.data_dir, self.database_dir, self.pipeline)
-            report, text = full.to_dict(), full.to_text()
+            text = (f"Gallery: {len(database)} people; this folder: {facts.people} people, {facts.photos} "
+                    f"photos ({facts.embedded} embedded, {facts.reused} reused, {len(facts.skipped)} skipped)")
         return Snapshot(database, report, text, self._subjects())
 
     def _subjects(self) -> dict[str, tuple[str, ...]]:
