@@ -12,8 +12,6 @@ from typing import NoReturn
 
 __all__ = ["FLAGS", "check_flags", "main", "preflight", "run"]
 
-INTERRUPTED_EXIT = 130
-
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of `facenet`, `python main.py` and `python -m facenet.cli` (see app.main). Ctrl-C at any moment,
@@ -24,10 +22,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         app.main(argv)
     except KeyboardInterrupt:
         from facenet.cli.console import INTERRUPTED_LINE
+        from facenet.cli.exit_codes import Exit
 
         sys.stderr.write(INTERRUPTED_LINE + "\n")
         sys.stderr.flush()
-        sys.exit(INTERRUPTED_EXIT)
+        sys.exit(Exit.INTERRUPTED)
     raise AssertionError("app.main returned")  # pragma: no cover - app.main always exits
 
 

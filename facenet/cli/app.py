@@ -16,6 +16,7 @@ from absl import app, flags
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from facenet.cli import common
+from facenet.cli.exit_codes import EXIT_CODES_TEXT, Exit
 from facenet.config import (
     BACKBONES,
     DEFAULT_BATCH_SIZE,
@@ -48,11 +49,8 @@ USAGE = """{prog}: train the embedding (-t True) or recognise faces (-t False).
     {prog} serve --input door=rtsp://…   # ... with live cameras (views, tracks, events)
     {prog} --version                     # which facenet this is
 
-Exit codes: 0 done, 1 some input failed (each named on stderr), 2 bad arguments, 130 interrupted.
+{exit_codes}
 """
-
-USAGE_EXIT = 2
-"""Exit code of a bad flag, value or argument (the Unix convention; absl's own is 1)."""
 
 HELP_WORDS = {"-h", "--h", "-help", "--help", "-helpshort", "--helpshort", "-?", "--?"}
 HELPFULL_WORDS = {"-helpfull", "--helpfull"}
@@ -286,14 +284,14 @@ def _prog(argv0: str) -> str:
 
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return USAGE_EXIT
+    return Exit.USAGE
 
 
 def help_text(argv0: str = "facenet", full: bool = False) -> str:
     """The usage and the flags of this command (`full`: also absl's own flags)."""
     flag_help = (FLAGS.get_help() if full else FLAGS.module_help(__name__)).strip("\n")
     footer = "" if full else "\nTry --helpfull to get a list of all flags.\n"
-    return f"{USAGE.format(prog=_prog(argv0))}\nflags:\n\n{flag_help}\n{footer}"
+    return f"{USAGE.format(prog=_prog(argv0), exit_codes=EXIT_CODES_TEXT)}\nflags:\n\n{flag_help}\n{footer}"
 
 
 def version_text() -> str:

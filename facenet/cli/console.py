@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 
+from facenet.cli.exit_codes import Exit
 from facenet.images import display_path
 from facenet.progress import progress
 
@@ -34,7 +35,7 @@ INTERRUPTED_LINE = "interrupted (Ctrl-C)"
 """The one line of a run stopped by Ctrl-C, wherever it was (start-up, enrollment, recognition)."""
 
 
-def error(message: str, code: int = 2, prefix: str = "error") -> int:
+def error(message: str, code: int = Exit.USAGE, prefix: str = "error") -> int:
     """`error: message` (or another `prefix`) on stderr; returns `code` (default 2: bad arguments or input) for the
     command to return."""
     print(f"{prefix}: {message}", file=sys.stderr)

@@ -11,6 +11,7 @@ import numpy as np
 
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
+from facenet.cli.exit_codes import Exit
 from facenet.config import HOW_TEXT
 from facenet.eval.lfw import Pair, PairsError, evaluate_pairs, parse_pairs, within_set_folds
 
@@ -99,13 +100,13 @@ def lfw_command(
     """
     benchmark = _check_inputs(pairs, lfw_dir, train_pairs)
     if isinstance(benchmark, str):
-        return error(benchmark, 2)
+        return error(benchmark, Exit.USAGE)
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, trained_dir)
         report, distances, same = evaluate_pairs(benchmark.pairs, benchmark.folds, pipeline, flip,
                                                  benchmark.train_pairs)
     except (ValueError, RuntimeError) as problem:
-        return error(str(problem), 1)
+        return error(str(problem), Exit.FAILED)
     report["pairs_file"] = str(pairs)
     report["protocol"] = ("folds of the file" if benchmark.file_folds >= 2 else
                           "stratified folds within the single set")
@@ -118,7 +119,7 @@ def lfw_command(
     print(format_report(report), file=sys.stderr if as_json else sys.stdout)
     if as_json:
         emit_json(report)
-    return 0
+    return Exit.OK
 
 
 def format_report(report: dict) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facenet.cli.event_output import EventSinks, LiveOptions
+from facenet.cli.exit_codes import Exit
 from facenet.cli.recognize_output import emit_results
 from facenet.live.cameras import CameraCount, run_cameras
 from facenet.live.streams import Drop
@@ -41,7 +42,7 @@ def live_command(
         sinks = EventSinks(options, output_dir, as_json)
     except (OSError, ValueError) as problem:
         log.error("cannot send events: %s", problem)
-        return 1
+        return Exit.FAILED
     on_frame = (lambda frame, results: emit_results(results, frame.source, frame.index)) if as_json else None
     lost: list[str] = []
     with _ctrl_c_stops() as stop:
@@ -52,7 +53,7 @@ def live_command(
         finally:
             lost = sinks.close()
         print(summary_text(counts, lost), file=sys.stderr, flush=True)
-    return 0
+    return Exit.OK
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from facenet.cli import common
 from facenet.cli.console import INTERRUPTED_LINE, emit_json, error
 from facenet.cli.event_output import EventSinks, LiveOptions
+from facenet.cli.exit_codes import Exit
 from facenet.cli.live_command import live_command
 from facenet.cli.recognize_output import (
     OutputNames,
@@ -112,7 +113,7 @@ def _collect(inputs: list[str], output_dir: Path, summary: Summary, as_json: boo
     summary.errors += len(errors)
     if not items:
         log.error("nothing to recognise in %s (no photos or videos found)", ", ".join(map(str, inputs)))
-        return 1
+        return Exit.FAILED
     return items
 
 
@@ -205,7 +206,7 @@ def recognize_command(
     if not enroll_only and web_cam:
         camera_source = _open_camera(camera)
         if camera_source is None:
-            return 1
+            return Exit.FAILED
     elif not enroll_only and not cameras:
         found = _collect(inputs, output_dir, summary, as_json)
         if isinstance(found, int):
@@ -215,9 +216,9 @@ def recognize_command(
         loaded = _load(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only, as_json,
                        database_url, rebuild_gallery)
         if loaded is None:
-            return 1
+            return Exit.FAILED
         if enroll_only:
-            return 0
+            return Exit.OK
         pipeline, database = loaded
         if len(database) == 0:
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
@@ -229,7 +230,7 @@ def recognize_command(
             sinks = EventSinks(live, output_dir, as_json) if streams else None
         except (OSError, ValueError) as problem:
             log.error("cannot send events: %s", problem)
-            return 1
+            return Exit.FAILED
         setup = StreamSetup(pipeline, database, threshold, streams, sinks)
         try:
             if camera_source is not None:
@@ -242,7 +243,7 @@ def recognize_command(
                     log.warning("%s", line)
     except KeyboardInterrupt:
         print(INTERRUPTED_LINE, file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     finally:
         if camera_source is not None:
             camera_source.close()
@@ -292,8 +293,8 @@ def _run_inputs(
             window.close()
     print_summary(summary, output_dir)
     if summary.interrupted:
-        return 130
-    return 1 if summary.errors else 0
+        return Exit.INTERRUPTED
+    return Exit.FAILED if summary.errors else Exit.OK
 
 
 def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary: Summary, as_json: bool) -> None:
@@ -361,10 +362,10 @@ def _run_webcam(camera: VideoSource, setup: StreamSetup, summary: Summary, as_js
                          on_frame=_json_frames(camera.source, as_json), on_events=setup.on_events())
     except (SourceError, OSError) as failure:
         log.error("%s", failure)
-        return 1
+        return Exit.FAILED
     finally:
         if window is not None:
             window.close()
     summary.videos += 1
     print_summary(summary, output_dir if out else None)
-    return 0
+    return Exit.OK

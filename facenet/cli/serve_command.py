@@ -10,14 +10,13 @@ from pathlib import Path
 
 from facenet.cli import common
 from facenet.cli.event_output import EventSinks, LiveOptions
+from facenet.cli.exit_codes import Exit
 from facenet.gallery.pg import GalleryError
 from facenet.service.keys import KeyFileError, key_problem, load_keys
 from facenet.service.store import GalleryStore
 from facenet.settings import max_upload_problem
 
 log = logging.getLogger(__name__)
-
-EXIT_USAGE, EXIT_FAILED = 2, 1
 
 
 def serve_command(
@@ -36,19 +35,19 @@ def serve_command(
     problem = problem or (f"--max_upload_mb {upload_problem}" if upload_problem else None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
         keys = load_keys(key_file)
     except KeyFileError as error:  # the file changed since the check
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     problem = common.serve_camera_problem(cameras or [])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     store = _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained)
     if store is None:
-        return EXIT_FAILED
+        return Exit.FAILED
     import uvicorn  # the service's stack (uvicorn, FastAPI) loads only for `serve`
 
     from facenet.service.app import create_app
@@ -63,7 +62,7 @@ def serve_command(
             live_cameras.sink = EventSinks(live, Path(output_dir), as_json, on_record=live_cameras.keep)
         except (OSError, ValueError) as problem:
             log.error("cannot send events: %s", problem)
-            return EXIT_FAILED
+            return Exit.FAILED
     app = create_app(store, keys, max_upload=int(max_upload_mb * MiB), cameras=live_cameras,
                      host=host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
@@ -77,7 +76,7 @@ def serve_command(
               file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises the signal again once it has stopped
         server.run()  # Ctrl-C: a graceful stop
-    return 0
+    return Exit.OK
 
 
 def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):

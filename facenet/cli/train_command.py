@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from facenet.cli import INTERRUPTED_EXIT
 from facenet.cli.console import emit_json
 from facenet.cli.console import error as console_error
+from facenet.cli.exit_codes import Exit
 from facenet.config import DEFAULT_LOSS, DEFAULT_TUNE
 from facenet.models.trained import WeightsError
 from facenet.models.zoo import ZooError
@@ -94,13 +94,14 @@ def train_command(
             imagenet_weights=imagenet_weights, log_dir=log_dir,
         )
     except (WeightsError, ZooError) as error:
-        return console_error(str(error), 1)
+        return console_error(str(error), Exit.FAILED)
     except OSError as error:
-        return console_error(f"cannot save the trained weights ({error}); the previous weights are unchanged", 1)
+        return console_error(f"cannot save the trained weights ({error}); the previous weights are unchanged",
+                             Exit.FAILED)
     except TrainingError as error:
-        return console_error(str(error), 2)
+        return console_error(str(error), Exit.USAGE)
     except KeyboardInterrupt:
-        return console_error("nothing saved, the previous weights are unchanged", INTERRUPTED_EXIT, "interrupted")
+        return console_error("nothing saved, the previous weights are unchanged", Exit.INTERRUPTED, "interrupted")
     lines = _report(done)
     if as_json:
         for line in lines:
@@ -110,7 +111,7 @@ def train_command(
                    "tune": done.tune})
     else:
         print("\n".join(lines))
-    return INTERRUPTED_EXIT if done.run.interrupted else 0
+    return Exit.INTERRUPTED if done.run.interrupted else Exit.OK
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:

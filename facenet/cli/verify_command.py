@@ -7,6 +7,7 @@ from pathlib import Path
 
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
+from facenet.cli.exit_codes import Exit
 from facenet.verify import UnverifiablePhotos, verify_photos
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ def _fail(message: str, lines: list[str], as_json: bool) -> int:
         log.error("%s", line)
     if as_json:
         emit_json({"error": message})
-    return 1
+    return Exit.FAILED
 
 
 def verify_command(
@@ -39,7 +40,7 @@ def verify_command(
     or has no face (named on stderr), 2 bad arguments. `prog` names the command in the usage line.
     """
     if len(paths) != 2:
-        return error(f"{prog} --verify=A.jpg,B.jpg (exactly two photos, got {len(paths)})", 2, prefix="usage")
+        return error(f"{prog} --verify=A.jpg,B.jpg (exactly two photos, got {len(paths)})", Exit.USAGE, prefix="usage")
     problem = common.threshold_problem(threshold)
     if problem:
         return error(problem)
@@ -59,4 +60,4 @@ def verify_command(
         sign = "<=" if answer.same else ">"
         print(f"{verdict}: distance {answer.distance:.3f} {sign} threshold {answer.threshold:.3f}  "
               f"({paths[0]} vs {paths[1]})")
-    return 0
+    return Exit.OK
