@@ -190,6 +190,8 @@ def test_verify_json_and_its_errors(tmp_path, weights_dir):
     assert result.returncode == 0, result.stderr
     (answer,) = records(result.stdout)
     assert set(answer) == {"same", "distance", "threshold"} and answer["same"] is True
+    command = run_main("verify", str(a), str(b), "--json", "-wp", str(weights_dir), *DLIB_HOG, cwd=tmp_path)
+    assert command.returncode == 0 and records(command.stdout) == [answer], command.stderr  # the same command
 
     result = run_main(f"--verify={a}", cwd=tmp_path)
     assert result.returncode == 2 and segments(result.stderr) == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -18,7 +19,6 @@ import threading
 import time
 import tokenize
 import tomllib
-import types
 import warnings
 from pathlib import Path
 
@@ -28,7 +28,9 @@ import facenet
 import facenet.config as config
 from facenet import files, progress
 from facenet.cli import app as cli
-from facenet.cli import console
+from facenet.cli import options
+from facenet.cli.commands import COMMANDS
+from facenet.cli.exit_codes import Exit
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "main.py"
@@ -53,17 +55,126 @@ def fresh_flags():
 
 # --- subprocess: the cheap paths, as users type them -------------------------------------------------------------
 
-@pytest.mark.parametrize("word", ["--help", "-h", "--helpfull"])
-def test_help_exits_0_with_the_usage_on_stdout(word, tmp_path):
+@pytest.mark.parametrize("word", ["--help", "-h"])
+def test_help_lists_the_commands_and_the_card_s_forms(word, tmp_path):
     result, seconds = run_main(word, cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert result.stdout.startswith("python main.py: train the embedding")
-    for flag in ("-t,--train", "-d,--detector: <yunet|hog|cnn>", "--model: <fused|sface|dlib>", "--database_url",
-                 "--loss: <semi_hard|batch_hard|cosface|arcface|sphereface>", "--scale", "--[no]pretrained"):
-        assert flag in result.stdout
-    assert ("absl.logging:" in result.stdout) == (word == "--helpfull")
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("python main.py: one command per job: python main.py <command> [flags]; python main.py "
+                        "<command> --help lists its flags.")
+    listed = [line.split()[2] for line in lines if line.startswith("    python main.py ") and "#" in line][:6]
+    assert listed == ["recognize", "enroll", "verify", "train", "lfw", "serve"]
+    for form in ("python main.py -t True -e 20 -m 0.5          # = python main.py train -e 20 -m 0.5",
+                 "python main.py -t False -wc True             # = python main.py recognize -wc True (the webcam)",
+                 "python main.py -t False -wc False --input X  # = python main.py recognize --input X"):
+        assert f"    {form}" in result.stdout
+    for flag in ("-t,--train", "-wc,--web_cam", "--verify", "--[no]enroll", "--lfw_pairs", "--[no]serve"):
+        assert f"\n  {flag}:" in result.stdout
+    assert "--epochs" not in result.stdout and "--detector" not in result.stdout  # each command's own: <cmd> --help
     assert seconds < FAST_SECONDS
     assert list(tmp_path.iterdir()) == []
+
+
+def test_helpfull_lists_every_flag(tmp_path):
+    result, _ = run_main("--helpfull", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    for flag in ("-t,--train", "-d,--detector: <yunet|hog|cnn>", "--model: <fused|sface|dlib>", "--database_url",
+                 "--loss: <semi_hard|batch_hard|cosface|arcface|sphereface>", "--scale", "--[no]pretrained",
+                 "absl.logging:"):
+        assert flag in result.stdout
+
+
+MODEL_FLAGS = {"weights_path", "model", "detector", "pretrained", "json", "backbone"}
+OWN_FLAGS = {
+    "recognize": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "web_cam", "camera", "input",
+                                "output_dir", "track", "events", "mqtt_url", "webhook", "max_frames"},
+    "enroll": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "rebuild_gallery"},
+    "verify": MODEL_FLAGS | {"database_dir", "threshold"},
+    "train": MODEL_FLAGS | {"data_dir", "database_dir", "epochs", "batch_size", "learning_rate", "validation_split",
+                            "loss", "strategy", "margin", "scale", "tune", "tensorboard_dir", "imagenet_weights"},
+    "lfw": MODEL_FLAGS | {"database_dir", "lfw_pairs", "lfw_dir", "lfw_train_pairs", "flip", "roc_png"},
+    "serve": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "host", "port", "api_key_file",
+                            "max_upload_mb", "input", "output_dir", "track", "events", "mqtt_url", "webhook"},
+}
+FIRST_LINES = {
+    "recognize": "facenet recognize: name the faces of photos, folders, videos, live cameras or the webcam "
+                 "(= -t False)",
+    "enroll": "facenet enroll: only sync the gallery with --data_dir and print the report (= --enroll)",
+    "verify": "facenet verify: 1:1: are the largest faces of two photos the same person? (= --verify=A.jpg,B.jpg)",
+    "train": "facenet train: fine-tune the embedding on --data_dir photos, kept only if validation improved "
+             "(= -t True)",
+    "lfw": "facenet lfw: the LFW-protocol verification benchmark (= --lfw_pairs P --lfw_dir D)",
+    "serve": "facenet serve: the REST service and web page on --host:--port (= --serve)",
+}
+HEAVY = ("tensorflow", "keras", "dlib")
+"""Never loaded by a run that stops before its command (serve's camera check reads camera specs with OpenCV)."""
+
+
+def run_facenet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`facenet …` as the installed console script runs it (facenet.cli:main, argv[0] `facenet`), and which heavy
+    modules were loaded when it exited (the last stdout line)."""
+    code = ("import atexit, sys; from facenet.cli import main; "
+            f"atexit.register(lambda: print(sorted(m for m in {HEAVY!r} if m in sys.modules))); "
+            f"sys.argv = ['/usr/local/bin/facenet', *{list(args)!r}]; main()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", list(OWN_FLAGS))
+def test_each_command_s_help_lists_only_its_own_flags_before_tensorflow(command, tmp_path):
+    result = run_facenet(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    *out, heavy = result.stdout.splitlines()
+    assert heavy == "[]" and out[0] == FIRST_LINES[command]
+    listed = set(re.findall(r"^  (?:-\w+,)?--(?:\[no\])?(\w+)", "\n".join(out), flags=re.MULTILINE))
+    assert listed == OWN_FLAGS[command]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["-t", "True", "--verify", "a.jpg,b.jpg"],
+     "error: -t True (train) and --verify (verify) ask for two different commands: run one at a time"),
+    (["-t", "True", "-wc", "True"],
+     "error: -t True (train) and -wc True (recognize) ask for two different commands: run one at a time"),
+    (["--enroll", "--serve"], "error: --enroll (enroll) and --serve (serve) ask for two different commands: run one "
+                              "at a time"),
+    (["--lfw_pairs", "p", "--verify=a,b"], "error: --verify (verify) and --lfw_pairs (lfw) ask for two different "
+                                           "commands: run one at a time"),
+    (["train", "--verify", "a.jpg,b.jpg"],
+     "error: --verify is not a flag of facenet train (it is how the flat form, without a command word, asks for "
+     "facenet verify; see facenet train --help)"),
+    (["train", "--input", "x.jpg"], "error: --input is not a flag of facenet train (it is a flag of facenet recognize, "
+                                    "facenet serve; see facenet train --help)"),
+    (["serve", "-t", "True"], "error: --train (-t) is not a flag of facenet serve (it is how the flat form, without a "
+                              "command word, asks for facenet train; see facenet serve --help)"),
+    (["verify", "a.jpg"], "usage: facenet verify A.jpg B.jpg (exactly two photos, got 1)"),
+    (["--verify=a.jpg"], "usage: facenet --verify=A.jpg,B.jpg (exactly two photos, got 1)"),
+    (["lfw"], "error: facenet lfw needs --lfw_pairs PAIRS --lfw_dir DIR (an LFW-format pairs file and its images)"),
+    (["train", "-e", "0"], "error: --epochs (-e) must be at least 1, got 0"),
+    (["recognize", "extra"], "error: unexpected arguments 'extra' (flags take True/False as values)"),
+])
+def test_conflicts_and_flags_of_other_commands_exit_2_with_one_line_before_tensorflow(args, says, tmp_path):
+    result = run_facenet(*args, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "[]\n", says + "\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["-t", "True", "-lr", "0"], "error: --learning_rate (-lr) must be more than 0, got 0.0 (a zero rate trains "
+                                  "every epoch for nothing)"),  # the card's train
+    (["train", "-lr", "0"], "error: --learning_rate (-lr) must be more than 0, got 0.0 (a zero rate trains every "
+                            "epoch for nothing)"),
+    (["-t", "False", "-wc", "True", "--camera", "-1"], "error: --camera must be 0 or more (a webcam index), got -1"),
+    (["recognize", "-wc", "True", "--camera", "-1"], "error: --camera must be 0 or more (a webcam index), got -1"),
+    (["--serve", "--input", "a.jpg"], "error: serve --input takes live cameras only ([name=]rtsp://…, "
+                                      "[name=]http(s)://…, [name=]webcam:N), got 'a.jpg'"),
+    (["serve", "--input", "a.jpg"], "error: serve --input takes live cameras only ([name=]rtsp://…, "
+                                    "[name=]http(s)://…, [name=]webcam:N), got 'a.jpg'"),
+    (["--enroll", "--camera", "-1"], "error: --camera must be 0 or more (a webcam index), got -1"),  # flat: any flag
+])
+def test_an_old_flat_form_and_its_command_refuse_alike(args, says, tmp_path):
+    result = run_facenet(*args, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "[]\n", says + "\n")
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -84,6 +195,8 @@ def test_help_exits_0_with_the_usage_on_stdout(word, tmp_path):
     (["-t", "False", "-wc", "False", "--input="], "no input to recognise: pass --input"),
     (["-t", "False", "extra"], "unexpected arguments 'extra' (flags take True/False as values)"),
     (["--verify", "a.jpg", "b.jpg"], "--verify takes two photos separated by a comma: --verify=a.jpg,b.jpg"),
+    (["train", "--detector", "foo"], "flag --detector=foo: value should be one of <yunet|hog|cnn>"),
+    (["verify", "a.jpg", "b.jpg", "--threshold", "3"], "--threshold must be in (0, 2]"),
 ])
 def test_bad_flags_exit_2_with_one_line_before_tensorflow(args, says, tmp_path):
     result, seconds = run_main(*args, cwd=tmp_path)
@@ -101,11 +214,8 @@ def test_version_prints_facenet_and_the_version_and_exits_0_before_tensorflow(tm
     assert result.stdout == f"facenet {facenet.__version__}\n"
     assert seconds < FAST_SECONDS
     assert list(tmp_path.iterdir()) == []
-    heavy = "('tensorflow', 'keras', 'cv2', 'dlib')"
-    code = ("import sys; from facenet.cli import app; code, _ = app.preflight(['facenet', '-t', 'False', '--version']);"
-            f" print(code, sorted(m for m in {heavy} if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "facenet 0.3.0\n0 []\n", "")
+    result = run_facenet("train", "--version", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "facenet 0.3.0\n[]\n", "")
 
 
 def test_importing_the_cli_loads_no_heavy_module():
@@ -115,30 +225,27 @@ def test_importing_the_cli_loads_no_heavy_module():
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
 
 
-# --- in process: parsing, checks, defaults and dispatch ----------------------------------------------------------
+# --- in process: parsing, checks, defaults and the command each form maps to -------------------------------------
 
-def test_preflight_parses_and_keeps_todays_flags():
-    code, rest = cli.preflight(["main.py", "-t", "True", "-e", "3", "-m", "0.3", "-bs", "8", "-lr", "1e-5",
-                                "-d", "hog", "-wp", "w", "--model", "dlib", "--loss", "arcface", "--scale", "30",
-                                "--pretrained", "--database_url", "postgresql://u@h/db"])
-    assert (code, rest) == (None, ["main.py"])
-    flags = cli.FLAGS
-    assert (flags.train, flags.epochs, flags.margin, flags.batch_size, flags.learning_rate) == (True, 3, 0.3, 8, 1e-5)
-    assert (flags.detector, flags.weights_path, flags.model, flags.loss, flags.scale) == ("hog", "w", "dlib",
-                                                                                          "arcface", 30.0)
-    assert flags.pretrained and flags.database_url == "postgresql://u@h/db"
+def test_the_card_s_train_form_is_train_with_these_options():
+    invocation = cli.parse(["main.py", "-t", "True", "-e", "3", "-m", "0.3", "-bs", "8", "-lr", "1e-5", "-d", "hog",
+                            "-wp", "w", "--model", "dlib", "--loss", "arcface", "--scale", "30", "--pretrained"])
+    assert invocation == cli.Invocation("train", options.TrainOptions(
+        data_dir="data", database_dir="database", weights_dir="w", model="dlib", detector="hog",
+        imagenet_weights=None, epochs=3, batch_size=8, learning_rate=1e-5, validation_split=0.2, loss="arcface",
+        strategy=None, margin=0.3, scale=30.0, tune="adapter", log_dir="logs", pretrained=True, as_json=False))
 
 
 def test_defaults():
-    assert cli.preflight(["facenet"]) == (None, ["facenet"])
+    invocation = cli.parse(["facenet"])
+    assert invocation == cli.Invocation("recognize", options.RecognizeOptions(
+        web_cam=False, inputs=[str(ROOT / "examples" / "photos")], camera=0, output_dir="output", data_dir="data",
+        database_dir="database", database_url=None, weights_dir=str(ROOT / "weights"), model="fused",
+        detector="yunet", threshold=None, pretrained=False, as_json=False, live=options.LiveOptions()))
     flags = cli.FLAGS
-    assert (flags.model, flags.detector, flags.loss, flags.scale, flags.pretrained, flags.database_url) == (
-        "fused", "yunet", "semi_hard", None, False, None)
-    assert (flags.train, flags.web_cam, flags.camera, flags.backbone, flags.strategy) == (
-        False, False, 0, "dlib_resnet", "semi_hard")
+    assert (flags.loss, flags.scale, flags.backbone, flags.strategy) == ("semi_hard", None, "dlib_resnet", "semi_hard")
     # Absolute defaults: `python /elsewhere/main.py` reads this checkout's weights and example photos.
-    assert flags.weights_path == str(ROOT / "weights")
-    assert flags.input == [str(ROOT / "examples" / "photos")] and Path(flags.input[0]).is_dir()
+    assert Path(invocation.options.inputs[0]).is_dir()
 
 
 def test_a_parse_does_not_inherit_values_of_an_earlier_one():
@@ -148,15 +255,17 @@ def test_a_parse_does_not_inherit_values_of_an_earlier_one():
 
 
 def test_help_in_process(capsys):
-    assert cli.preflight(["/usr/bin/facenet", "-h"]) == (0, [])
+    assert cli.preflight(["/usr/bin/facenet", "-h"]) == (0, None)
     out = capsys.readouterr().out
-    assert out.startswith("facenet: train the embedding") and "facenet --verify=A.jpg,B.jpg" in out
+    assert out.startswith("facenet: one command per job") and "    facenet --verify=A.jpg,B.jpg " in out
     assert "    facenet --version                     # which facenet this is\n" in out
     assert cli.preflight(["facenet", "--", "--help"])[0] == 2  # after `--` it is an argument, not a flag
+    assert cli.preflight(["/src/main.py", "serve", "-h"]) == (0, None)
+    assert capsys.readouterr().out.startswith("python main.py serve: the REST service")
 
 
 def test_version_in_process(capsys):
-    assert cli.preflight(["main.py", "-t", "False", "--port", "1", "--version"]) == (0, [])
+    assert cli.preflight(["main.py", "-t", "False", "--port", "1", "--version"]) == (0, None)
     assert capsys.readouterr() == ("facenet 0.3.0\n", "")
     assert cli.preflight(["facenet", "--", "--version"])[0] == 2  # after `--` it is an argument, not a flag
 
@@ -179,26 +288,31 @@ def test_check_flags(args, problem):
     assert found is None if problem is None else problem in found
 
 
-@pytest.mark.parametrize("args", [["-t", "True"], ["-wc", "True"], ["--enroll"], ["--verify=a,b"], ["--lfw_pairs=p"]])
-def test_modes_that_read_no_input_do_not_need_one(args):
-    cli.FLAGS(["facenet", "--input=", *args])
-    assert cli.check_arguments(["facenet"]) is None
+@pytest.mark.parametrize(("args", "command"), [(["-t", "True"], "train"), (["-wc", "True"], "recognize"),
+                                               (["--enroll"], "enroll"), (["--verify=a,b"], "verify"),
+                                               (["--lfw_pairs=p"], "lfw")])
+def test_modes_that_read_no_input_do_not_need_one(args, command):
+    assert cli.parse(["facenet", "--input=", *args]).command == command
 
 
-def _dispatch() -> dict[str, str]:
-    """{command function: module} of the `from facenet… import *_command` lines in app.run, read from the source."""
-    tree = ast.parse((ROOT / "facenet" / "cli" / "app.py").read_text())
-    (run,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "run"]
-    return {alias.name: node.module for node in ast.walk(run) if isinstance(node, ast.ImportFrom)
-            for alias in node.names if alias.name.endswith("_command")}
-
-
-def test_every_mode_is_dispatched_to_a_command_outside_the_library_modules():
-    modules = _dispatch()
-    assert set(modules) == {"recognize_command", "verify_command", "lfw_command", "train_command", "serve_command"}
-    assert {modules[name] for name in ("recognize_command", "verify_command", "lfw_command", "serve_command")} == {
-        "facenet.cli.recognize_command", "facenet.cli.verify_command", "facenet.cli.lfw_command",
-        "facenet.cli.serve_command"}
+@pytest.mark.parametrize(("old", "new"), [
+    (["-t", "True", "-e", "20", "-m", "0.5"], ["train", "-e", "20", "-m", "0.5"]),
+    (["-t", "True", "--backbone", "resnet50", "--imagenet_weights", "r.h5"],
+     ["train", "--backbone", "resnet50", "--imagenet_weights", "r.h5"]),
+    (["-t", "False", "-wc", "True"], ["recognize", "-wc", "True"]),
+    (["-t", "False", "-wc", "False", "--input", "a.jpg,b", "--json"], ["recognize", "--input", "a.jpg,b", "--json"]),
+    (["--input", "door=rtsp://h/1", "--events", "e.jsonl", "--max_frames", "5"],
+     ["recognize", "--input", "door=rtsp://h/1", "--events", "e.jsonl", "--max_frames", "5"]),
+    (["--enroll", "--database_url", "postgresql://u@h/db", "--rebuild_gallery"],
+     ["enroll", "--database_url", "postgresql://u@h/db", "--rebuild_gallery"]),
+    (["--verify=a.jpg,b.jpg", "--json", "--pretrained"], ["verify", "a.jpg", "b.jpg", "--json", "--pretrained"]),
+    (["--lfw_pairs", "p.txt", "--lfw_dir", "lfw", "--flip"], ["lfw", "--lfw_pairs", "p.txt", "--lfw_dir", "lfw",
+                                                              "--flip"]),
+    (["--serve", "--port", "8001", "-d", "hog"], ["serve", "--port", "8001", "-d", "hog"]),
+])
+def test_each_old_form_maps_to_its_command_and_the_same_options(old, new):
+    flat = cli.parse(["facenet", *old])
+    assert flat == cli.parse(["facenet", *new]) and flat.command == new[0]
 
 
 def _command_parameters(module: str, function: str) -> tuple[set[str], set[str]]:
@@ -211,75 +325,48 @@ def _command_parameters(module: str, function: str) -> tuple[set[str], set[str]]
     return set(positional) | {a.arg for a in node.args.kwonlyargs}, required
 
 
-@pytest.fixture
-def fake_commands(monkeypatch) -> list[tuple[str, tuple, dict]]:
-    """The *_command functions replaced by recorders (and no TensorFlow): the calls run() makes."""
-    calls: list[tuple[str, tuple, dict]] = []
-    monkeypatch.setattr(console, "import_tensorflow_quietly", lambda: None)
-    fakes: dict[str, types.ModuleType] = {}
-    for function, module in _dispatch().items():
-
-        def record(*args, _name=function, **kwargs):
-            calls.append((_name, args, kwargs))
-            return 0
-
-        setattr(fakes.setdefault(module, types.ModuleType(module)), function, record)
-    for module, fake in fakes.items():
-        monkeypatch.setitem(sys.modules, module, fake)
-    return calls
-
-
 @pytest.mark.parametrize(("args", "function"), [
-    (["-t", "False", "-wc", "False", "--input", "a.jpg,b"], "recognize_command"),
-    (["-t", "True", "-e", "2"], "train_command"),
-    (["--verify=a.jpg,b.jpg"], "verify_command"),
-    (["--lfw_pairs=pairs.txt", "--lfw_dir=lfw"], "lfw_command"),
-    (["--serve", "--port", "8001"], "serve_command"),
+    (["recognize"], "recognize_command"), (["enroll"], "recognize_command"), (["verify", "a", "b"], "verify_command"),
+    (["train"], "train_command"), (["lfw", "--lfw_pairs", "p"], "lfw_command"), (["serve"], "serve_command"),
 ])
-def test_run_calls_the_mode_with_arguments_it_accepts(args, function, fake_commands):
-    cli.FLAGS(["facenet", *args])
-    assert cli.run(["facenet"]) == 0
-    ((name, positional, keywords),) = fake_commands
-    assert name == function
-    accepted, required = _command_parameters(_dispatch()[function], function)
-    passed = set(keywords) | ({"paths"} if positional else set())
-    assert passed <= accepted and required <= passed, (passed ^ accepted)
+def test_each_command_s_options_are_the_arguments_its_function_takes(args, function):
+    invocation = cli.parse(["facenet", *args])
+    command = COMMANDS[invocation.command]
+    assert (command.module, command.function) == (f"facenet.cli.{function}", function)
+    accepted, required = _command_parameters(command.module, function)
+    passed = set(invocation.options.arguments())
+    assert passed <= accepted and required <= passed, passed ^ accepted
+    assert invocation.options.arguments().get("enroll_only", False) is (args[0] == "enroll")
 
 
 @pytest.mark.parametrize(("argv0", "prog"), [("/usr/local/bin/facenet", "facenet"), ("/src/main.py", "python main.py"),
                                              ("/src/facenet/cli/__main__.py", "python -m facenet.cli")])
-def test_verify_is_told_the_name_of_the_program_for_its_usage_line(argv0, prog, fake_commands):
-    cli.FLAGS([argv0, "--verify=a.jpg"])
-    assert cli.run([argv0]) == 0
-    ((name, _, keywords),) = fake_commands
-    assert (name, keywords["prog"]) == ("verify_command", prog)
-
-
-def test_serve_is_a_word_for_the_serve_flag_and_keeps_every_other_flag(fake_commands):
-    argv = cli.expand_subcommand(["facenet", "serve", "--port", "8002", "--data_dir", "people", "-d", "hog"])
-    assert argv == ["facenet", "--serve", "--port", "8002", "--data_dir", "people", "-d", "hog"]
-    assert cli.expand_subcommand(["facenet", "-t", "False", "serve"]) == ["facenet", "-t", "False", "serve"]
-    cli.FLAGS(argv)
-    assert cli.run(["facenet"]) == 0
-    ((name, _, keywords),) = fake_commands
-    assert name == "serve_command"
-    assert (keywords["port"], keywords["data_dir"], keywords["detector"], keywords["host"]) == (
-        8002, "people", "hog", "127.0.0.1")
-
-
-def test_run_refuses_bad_arguments_before_importing_anything(fake_commands, capsys):
-    cli.FLAGS(["facenet", "-lr", "0"])
-    assert cli.run(["facenet"]) == 2 and fake_commands == []
-    assert capsys.readouterr().err.startswith("error: --learning_rate")
+def test_verify_is_told_the_name_of_the_program_for_its_usage_line(argv0, prog):
+    assert cli.parse([argv0, "--verify=a.jpg,b.jpg"]).options.prog == prog
 
 
 @pytest.mark.parametrize(("args", "model"), [([], "fused"), (["--model", "sface"], "sface"),
                                              (["--backbone", "resnet50", "--model", "dlib"], "resnet50")])
-def test_run_passes_the_model_and_pretrained(args, model, fake_commands):
-    cli.FLAGS(["facenet", "-t", "True", "--pretrained", *args])
-    assert cli.run(["facenet"]) == 0
-    ((_, _, keywords),) = fake_commands
-    assert (keywords["model"], keywords["pretrained"]) == (model, True)
+def test_the_model_and_pretrained_reach_the_command(args, model):
+    train = cli.parse(["facenet", "-t", "True", "--pretrained", *args]).options
+    assert (train.model, train.pretrained) == (model, True)
+    verify = cli.parse(["facenet", "verify", "a", "b", "--pretrained", *args]).options
+    assert (verify.model, verify.trained_dir) == (model, None)
+
+
+def test_the_serve_word_takes_serve_s_flags_only_and_its_cameras():
+    serve = cli.parse(["facenet", "serve", "--port", "8002", "--data_dir", "people", "--input", "door=rtsp://h/1",
+                       "--events", "e.jsonl"]).options
+    assert (serve.port, serve.data_dir, serve.host, serve.cameras) == (8002, "people", "127.0.0.1", ["door=rtsp://h/1"])
+    assert serve.live == options.LiveOptions(events="e.jsonl")
+    assert cli.parse(["facenet", "serve"]).options.cameras == []  # --input's default (example photos): no camera
+
+
+def test_exit_codes_are_one_enum():
+    assert [(code.name, int(code)) for code in Exit] == [("OK", 0), ("FAILED", 1), ("USAGE", 2), ("INTERRUPTED", 130)]
+    sources = "\n".join(p.read_text() for p in sorted((ROOT / "facenet").rglob("*.py")))
+    for leftover in ("USAGE_EXIT", "INTERRUPTED_EXIT", "EXIT_USAGE", "EXIT_FAILED", "return 130", "return 2\n"):
+        assert leftover not in sources
 
 
 # --- the library returns values and raises errors; only facenet/cli prints and exits ------------------------------
@@ -584,7 +671,7 @@ def test_the_margin_rule_is_the_library_s_for_each_loss(capsys):
     assert code == 2 and "--margin (-m) must be more than 0, got 0.0" in capsys.readouterr().err
     with pytest.raises(TrainingError, match="margin must be more than 0, got 0"):
         loss_settings("batch_hard", 0.0)
-    assert cli.preflight(["main.py", "-t", "True", "-m", "0", "--loss", "cosface"]) == (None, ["main.py"])
+    assert cli.parse(["main.py", "-t", "True", "-m", "0", "--loss", "cosface"]).options.margin == 0.0
     assert loss_settings("cosface", 0.0).margin == 0.0
 
 
@@ -609,7 +696,7 @@ def test_the_training_flags_default_to_the_library_s_defaults():
     from facenet.train.fine_tune import fine_tune
     from facenet.train.loop import train
 
-    assert cli.preflight(["main.py", "-t", "True"]) == (None, ["main.py"])
+    assert cli.parse(["main.py", "-t", "True"]).command == "train"
     flags = cli.FLAGS
     given = {"epochs": flags.epochs, "batch_size": flags.batch_size, "validation_split": flags.validation_split}
     library = inspect.signature(fine_tune).parameters

@@ -385,7 +385,7 @@ def test_margin_help_gives_each_loss_its_default_not_one_number():
     from facenet.train.margin import DEFAULTS
     from facenet.train.step import TRIPLET_MARGIN
 
-    text = help_text()
+    text = help_text(command="train")
     start = text.index("-m,--margin")
     entry = text[start : text.index("\n  --", start)]  # up to the next flag
     assert "(default:" not in entry  # no single default: the chosen loss's own applies

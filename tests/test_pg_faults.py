@@ -103,8 +103,8 @@ def test_the_flag_reaches_the_enrollment(monkeypatch):
     monkeypatch.setattr(console, "import_tensorflow_quietly", lambda: None)
     monkeypatch.setattr(command, "recognize_command", lambda **kwargs: calls.append(kwargs) or 0)
     for extra, expected in (([], False), (["--rebuild_gallery"], True)):
-        cli.FLAGS(["facenet", "--enroll", "--database_url", "postgresql://x@h/db", *extra])
-        assert cli.run(["facenet"]) == 0
+        code, invocation = cli.preflight(["facenet", "--enroll", "--database_url", "postgresql://x@h/db", *extra])
+        assert code is None and cli.run(invocation) == 0
         assert calls.pop()["rebuild_gallery"] is expected
     cli.FLAGS.unparse_flags()
 

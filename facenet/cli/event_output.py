@@ -9,33 +9,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from facenet.cli.console import emit_json
+from facenet.cli.options import LiveOptions
 from facenet.live.events import MqttPublisher, WebhookPoster, event_record, save_snapshot
 from facenet.live.tracking import TrackEvent
 from facenet.text import one_line
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """The flags of live cameras, tracking and events (facenet/cli/app.py)."""
-
-    track: bool | None = None
-    events: str | None = None
-    mqtt_url: str | None = None
-    webhook: str | None = None
-    max_frames: int = 0
-
-    def tracking(self, live: bool) -> bool:
-        """--track as given; by default on for live cameras and whenever events are asked for, off for files."""
-        if self.track is not None:
-            return self.track
-        return live or bool(self.events or self.mqtt_url or self.webhook)
 
 
 def event_text(record: dict) -> str:
