@@ -6,7 +6,9 @@
     python main.py --verify=A.jpg,B.jpg          # 1:1 verification
     python main.py --lfw_pairs P --lfw_dir D     # LFW-protocol benchmark
 
-The flags and the dispatch live in facenet/cli/app.py; this file only starts it.
+The same jobs as commands: `python main.py recognize | enroll | verify | train | lfw | serve [flags]`
+(`python main.py <command> --help`: its flags). The commands live in facenet/cli/ (commands.py, app.py); this file
+only starts them.
 """
 
 from __future__ import annotations

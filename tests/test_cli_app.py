@@ -362,6 +362,29 @@ def test_the_serve_word_takes_serve_s_flags_only_and_its_cameras():
     assert cli.parse(["facenet", "serve"]).options.cameras == []  # --input's default (example photos): no camera
 
 
+def readme_command_lines() -> list[list[str]]:
+    """The arguments of every `python main.py …` / `facenet …` line of the README's examples (continuations joined,
+    comments, `> file` redirections and `[--optional]` placeholders left out; --version is not a command)."""
+    text = re.sub(r"\\\n\s*", "", (ROOT / "README.md").read_text())
+    found = []
+    for line in text.splitlines():
+        match = re.match(r"^    (?:[A-Z_]+=\S+ )?(?:python main\.py|facenet)((?: .*)?)$", line)
+        if match:
+            words = re.sub(r"\[[^]]*\]|>\s*\S+", "", match.group(1).split("#")[0]).split()
+            if words != ["--version"]:
+                found.append(words)
+    return found
+
+
+def test_every_command_line_of_the_readme_maps_onto_a_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keys.txt").write_text("a-long-enough-secret-key-123\n")  # serve --host 0.0.0.0 --api_key_file keys.txt
+    lines = readme_command_lines()
+    commands = [cli.parse(["facenet", *words]).command for words in lines]
+    assert len(lines) >= 30 and set(commands) == set(COMMANDS)
+    assert commands[:3] == ["recognize", "recognize", "train"]  # the card's forms, first in the README
+
+
 def test_exit_codes_are_one_enum():
     assert [(code.name, int(code)) for code in Exit] == [("OK", 0), ("FAILED", 1), ("USAGE", 2), ("INTERRUPTED", 130)]
     sources = "\n".join(p.read_text() for p in sorted((ROOT / "facenet").rglob("*.py")))

@@ -1,5 +1,7 @@
-"""The `facenet` command (also `python main.py`): flags and dispatch (app.py), and one module per command that
-prints the library's results and returns the exit code (recognize_command, verify_command, lfw_command, …).
+"""The `facenet` command (also `python main.py`): `facenet recognize | enroll | verify | train | lfw | serve`, or the
+design card's flat flags. commands.py says which flags each command owns, options.py builds its typed options,
+app.py parses, checks and dispatches, exit_codes.py holds the exit codes; one module per command prints the
+library's results and returns the exit code (recognize_command, verify_command, lfw_command, …).
 
 Kept apart from the library: importing facenet.* defines no command-line flags; importing facenet.cli.app does
 (on first use of `facenet.cli.main` or `FLAGS`, not on `import facenet.cli.console`).
