@@ -13,7 +13,9 @@ photo as domain strangers; named / wrongly named / rejected at the default (gall
 
 Adapter weights apply to the frozen model's vectors, so "after" vectors are the adapter applied to the "before"
 ones (tests/test_adapter.py checks this equals the trained pipeline); backbone weights are re-embedded.
-Results also go to bench/results/domain_<domain>.json.
+Results also go to bench/results/domain_<domain>_<tune>.json. With weights saved, `guard_size` says how many
+held-out people the guard needs: for random sets of k DevTest people, the share whose AUC change has the sign of
+the change on all DevTest people.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from domains import DOMAINS, LFW_DEV, ROOT, make_domain  # noqa: E402
 
-from facenet.config import UNKNOWN  # noqa: E402
+from facenet.config import TUNE_MODES, UNKNOWN  # noqa: E402
 from facenet.eval.lfw import parse_pairs, within_set_folds  # noqa: E402
 from facenet.eval.metrics import auc, kfold_accuracy  # noqa: E402
 from facenet.gallery.index import FaceDatabase  # noqa: E402
@@ -43,6 +45,19 @@ from facenet.models.vectors import normalize  # noqa: E402
 from facenet.pipeline import FacePipeline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+
+
+def pretrained_vectors(pipeline: FacePipeline, lfw_dir: Path, domain_root: Path,
+                       test: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """DevTest vectors of the pretrained model, clean and in the domain: embedded once, then read back."""
+    cache = RESULTS / "domains" / f"vectors_{domain_root.name}_{pipeline.model_id}.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            if saved["photos"].tolist() == [str(p) for p in test]:
+                return saved["clean"], saved["domain"]
+    clean, domain = embed(pipeline, lfw_dir, test), embed(pipeline, domain_root, test)
+    np.savez(cache, clean=clean, domain=domain, photos=np.array([str(p) for p in test]))
+    return clean, domain
 
 
 def lfw_people(lfw_dir: Path) -> tuple[list[Path], list[Path], list]:
@@ -96,6 +111,38 @@ def open_set(clean: np.ndarray, domain: np.ndarray, photos: list[Path], model: s
         "strangers_rejected": round(100 * stranger_rejected, 1)}
 
 
+def guard_agreement(before: np.ndarray, after: np.ndarray, photos: list[Path], sizes=(5, 10, 20, 40, 80),
+                    draws: int = 200, seed: int = 0) -> dict:
+    """How many held-out people the guard needs: for random sets of k DevTest people (2+ photos), all pairs among
+    their photos, the share of sets whose AUC change (after - before) has the sign of the change on all of them."""
+    people: dict[str, list[int]] = {}
+    for i, photo in enumerate(photos):
+        people.setdefault(photo.parent.name, []).append(i)
+    eligible = [rows for rows in people.values() if len(rows) >= 2]
+
+    def change(groups: list[list[int]]) -> float:
+        rows = np.concatenate(groups)
+        labels = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
+        a, b = np.triu_indices(len(rows), 1)
+        same = labels[a] == labels[b]
+
+        def area(v: np.ndarray) -> float:
+            return auc(np.linalg.norm(v[rows[a]] - v[rows[b]], axis=1), same)
+        return area(after) - area(before)
+
+    truth = np.sign(change(eligible))
+    rng = np.random.default_rng(seed)
+    agree = {}
+    for k in sizes:
+        if k > len(eligible):
+            continue
+        signs = [np.sign(change([eligible[i] for i in rng.choice(len(eligible), k, replace=False)]))
+                 for _ in range(draws)]
+        agree[k] = round(100 * float(np.mean(np.array(signs) == truth)), 1)
+    return {"people": len(eligible), "all_people_auc_change": round(change(eligible), 5),
+            "sign_agreement_percent_by_people": agree}
+
+
 def judge(clean: np.ndarray, domain: np.ndarray, index: dict, pairs: list, lfw_dir: Path, photos: list[Path],
           model: str, scale: float) -> dict:
     return {"domain": verification(domain, domain, index, pairs, lfw_dir),
@@ -109,7 +156,7 @@ def main() -> int:
     parser.add_argument("--domain", choices=sorted(DOMAINS), default="mask")
     parser.add_argument("--lfw_dir", type=Path, default=LFW_DEV)
     parser.add_argument("--model", default="fused")
-    parser.add_argument("--tune", default="adapter")
+    parser.add_argument("--tune", default="adapter", choices=TUNE_MODES)
     parser.add_argument("--loss", default="semi_hard")
     parser.add_argument("-e", "--epochs", type=int, default=20)
     parser.add_argument("-m", "--margin", type=float, default=0.5)
@@ -119,13 +166,14 @@ def main() -> int:
     args = parser.parse_args()
     import facenet
     from facenet.models.trained import read_trained, trained_weights_path
-    from facenet.train.adapter import adapter_model
+    from facenet.train.cached import adapter_model
 
     domain_root = make_domain(args.domain, args.lfw_dir)
     train, test, pairs = lfw_people(args.lfw_dir)
     index = {photo: i for i, photo in enumerate(test)}
     pipeline = FacePipeline("yunet", args.model, args.weights_dir)
-    clean, domain = embed(pipeline, args.lfw_dir, test), embed(pipeline, domain_root, test)
+    clean, domain = pretrained_vectors(pipeline, args.lfw_dir, domain_root, test)
+    domain_before = domain
     results: dict = {"domain": args.domain, "model": args.model, "tune": args.tune, "loss": args.loss,
                      "epochs": args.epochs, "training": {"people": len({p.parent for p in train}),
                                                          "photos": len(train)}}
@@ -144,7 +192,9 @@ def main() -> int:
         results["training"].update(seconds=round(time.perf_counter() - started, 1), saved=done.saved,
                                    best_epoch=run.best_epoch, epochs_run=run.epochs_run,
                                    epoch_seconds=run.epoch_seconds, embed_seconds=run.embed_seconds,
-                                   val_before=run.val_before, val_after=run.val_after, gallery=done.gallery)
+                                   val_before=run.val_before, val_after=run.val_after, gallery=done.gallery,
+                                   guard_people=run.held_people, guard_by_person=run.by_person,
+                                   feature_megabytes=run.feature_megabytes)
         scale = run.val_after["distance_scale"] if done.saved else 1.0
         trained = read_trained(trained_weights_path(gallery, args.model)) if done.saved else None
         if trained is not None and trained.model_weights is None:
@@ -154,11 +204,15 @@ def main() -> int:
             after = FacePipeline("yunet", args.model, args.weights_dir, gallery)
             clean, domain = embed(after, args.lfw_dir, test), embed(after, domain_root, test)
     results["after"] = judge(clean, domain, index, pairs, args.lfw_dir, test, args.model, scale)
+    if done.saved:
+        results["guard_size"] = guard_agreement(domain_before, domain, test)
+        np.savez(RESULTS / f"domain_{args.domain}_{args.tune}_vectors.npz", clean=clean, domain=domain,
+                 scale=scale)
     before, after = results["before"], results["after"]
     results["domain_gain_points"] = round(after["domain"]["accuracy"] - before["domain"]["accuracy"], 2)
     results["clean_change_points"] = round(after["clean"]["accuracy"] - before["clean"]["accuracy"], 2)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"domain_{args.domain}.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"domain_{args.domain}_{args.tune}.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results) if args.json else json.dumps(results, indent=1))
     return 0
 

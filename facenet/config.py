@@ -49,10 +49,21 @@ LEARNING_RATES = {"dlib": 1e-6, "sface": 1e-6, "fused": 1e-6, "resnet50": 1e-4}
 near-perfect and 1e-4 wrecks the dlib ResNet within an epoch (LFW AUC 0.9996 -> 0.95); resnet50 trains from
 scratch."""
 
-TUNE_MODES = ("adapter", "backbone")
-"""What `-t True` trains: `adapter` (default), a residual adapter over the frozen model (facenet/models/adapter.py), or
-`backbone`, the model's own weights (FUSED_TRAINED_BRANCHES of the fused model). Each training photo is embedded
-once as it is and mirrored; the adapter trains on those vectors."""
+TUNE_MODES = ("adapter", "top", "top2", "backbone")
+"""What `-t True` trains: `adapter` (default), a residual adapter over the frozen model (facenet/models/adapter.py);
+`top` / `top2`, the adapter and the last (two) block(s) of each branch over cached feature maps
+(facenet/models/split.py); or `backbone`, the model's own weights (FUSED_TRAINED_BRANCHES of the fused model).
+The first three run every photo view through the frozen part once (facenet/train/cached.py)."""
+
+CACHED_TUNES = ("adapter", "top", "top2")
+"""The tune modes trained on cached features."""
+
+GAIN_LEARNING_RATE = 1e-2
+"""Adam learning rate of the position gains `--tune top|top2` learns at its cut (a few dozen numbers, started at 1)."""
+
+TOP_LEARNING_RATE = 1e-6
+"""Adam learning rate of the pretrained blocks `--tune top|top2` trains (beside the adapter's): measured on masked
+LFW DevTrain photos, 1e-5 wrecks the dlib block within 2 epochs, 1e-7 barely moves it."""
 
 DEFAULT_TUNE = "adapter"
 
@@ -63,7 +74,8 @@ ADAPTER_LEARNING_RATE = 1e-4
 
 def learning_rate(model: str, tune: str = DEFAULT_TUNE) -> float:
     """The default learning rate of training `model` in `tune` mode: one rule for the command and the library."""
-    return ADAPTER_LEARNING_RATE if tune == "adapter" and model != "resnet50" else LEARNING_RATES.get(model, 1e-4)
+    cached = tune in CACHED_TUNES and model != "resnet50"
+    return ADAPTER_LEARNING_RATE if cached else LEARNING_RATES.get(model, 1e-4)
 
 
 BACKBONE_ALIASES = {"dlib_resnet": "dlib"}
@@ -99,7 +111,7 @@ MIN_BATCH = 4
 DEFAULT_EPOCHS = 20
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_VALIDATION_SPLIT = 0.2
-"""Training defaults of `-t True` and of `fine_tune`/`train`/`train_adapter`: epochs, batch size (P x K) and the
+"""Training defaults of `-t True` and of `fine_tune`/`train`/`train_cached`: epochs, batch size (P x K) and the
 share of each person's photos held out for the guard."""
 
 DETECTORS = ("yunet", "hog", "cnn")

@@ -24,7 +24,7 @@ from facenet.models.cache import fingerprint
 from facenet.models.embed import load_embedder
 from facenet.models.trained import read_trained, save_trained_weights, trained_weights_path
 from facenet.pipeline import FacePipeline
-from facenet.train.adapter import adapter_model
+from facenet.train.cached import adapter_model
 from facenet.train.step import LossSettings, build_optimizer, make_step
 from facenet.train.triplet import pairwise_distances
 
@@ -263,5 +263,10 @@ def test_cli_trains_the_adapter_by_default_and_explains_the_guard(tmp_path, weig
     assert record["tune"] == "adapter" and record["start"] == "pretrained"
     assert "trained the adapter of the model, starting from the pretrained weights" in done.stderr
     guard = next(line for line in done.stderr.splitlines() if line.startswith("guard: "))
-    assert "held-out photos (never trained on)" in guard and "before accuracy" in guard
+    assert "photos of 5 of the 5 people (held-out photos, never trained on); before accuracy" in guard
     assert record["saved"] == trained_weights_path(tmp_path / "db", "dlib").exists()
+    verdict = done.stderr.strip().splitlines()[-1]  # the last line a user reads
+    before, after = (100 * record[key]["accuracy"] for key in ("val_before", "val_after"))
+    assert verdict.startswith("verdict: helped: " if record["saved"] else "verdict: did not help: ")
+    assert f"held-out photos: {before:.1f}% -> {after:.1f}% (AUC " in verdict
+    assert "a weak verdict: it measured photos of people it trained on" in verdict

@@ -715,7 +715,7 @@ def test_the_training_flags_default_to_the_library_s_defaults():
     """-e, -bs, --validation_split, --loss and --tune default to what `fine_tune` does when called without them."""
     import inspect
 
-    from facenet.train.adapter import AdapterOptions
+    from facenet.train.cached import CachedOptions as AdapterOptions
     from facenet.train.fine_tune import fine_tune
     from facenet.train.loop import train
 

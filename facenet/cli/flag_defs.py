@@ -74,8 +74,8 @@ flags.DEFINE_integer(
     "batch_size", DEFAULT_BATCH_SIZE, "Training batch size (P identities x K photos).", short_name="bs"
 )
 flags.DEFINE_float(
-    "learning_rate", None, "Training learning rate (default per --tune and model: adapter 1e-4; backbone 1e-6 for "
-    "fused, sface and dlib; resnet50 1e-4).",
+    "learning_rate", None, "Training learning rate (default per --tune and model: adapter, top, top2 1e-4 (the "
+    "adapter's; their blocks 1e-6, gains 1e-2); backbone 1e-6 for fused, sface and dlib; resnet50 1e-4).",
     short_name="lr",
 )
 flags.DEFINE_enum(
@@ -110,7 +110,9 @@ flags.DEFINE_bool(
 flags.DEFINE_enum(
     "tune", DEFAULT_TUNE, list(TUNE_MODES),
     "What -t True trains: adapter (a residual adapter over the frozen model: fast, adapts to your camera, masks or "
-    "light) or backbone (the model's own weights, slow on a CPU).",
+    "light), top / top2 (the adapter, the last (two) block(s) of each branch and a weight per position of their "
+    "feature maps, on cached maps: where a mask or blur hides the face) or backbone (the model's own weights, slow "
+    "on a CPU).",
 )
 flags.DEFINE_bool("json", False, "Machine-readable output: JSON lines on stdout, everything human on stderr.")
 flags.DEFINE_string("lfw_pairs", None, "LFW-format pairs file: run the verification benchmark.")

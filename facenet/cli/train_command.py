@@ -17,7 +17,7 @@ from facenet.models.trained import WeightsError
 from facenet.models.zoo import ZooError
 from facenet.train import TrainingError
 from facenet.train.fine_tune import FineTuneResult, fine_tune
-from facenet.train.validation import fmt_metrics
+from facenet.train.validation import GUARD_PEOPLE, GUARD_STRONG_PEOPLE, fmt_metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,39 @@ def chosen_loss(loss: str | None, strategy: str | None) -> str:
 
 
 def _guard_line(done: FineTuneResult) -> str:
-    """What the guard compared, in words: held-out photos of the user's own people, before and after."""
+    """What the guard compared, in words, with its figures before and after."""
     run = done.run
     after = f"after (epoch {run.best_epoch}) " if run.improved else "after (best epoch) " if run.epochs_run else ""
-    return (f"guard: {run.pairs} verification pairs of {run.held_out} held-out photos (never trained on) against "
-            f"the other photos of {done.people} people; before {fmt_metrics(run.val_before)}; "
-            f"{after}{fmt_metrics(run.val_after)}")
+    whose = (f"{run.held_people} held-out people never trained on" if run.by_person else
+             f"{run.held_people} of the {done.people} people (held-out photos, never trained on)")
+    return (f"guard: {run.pairs} verification pairs of {run.held_out} photos of {whose}; before "
+            f"{fmt_metrics(run.val_before)}; {after}{fmt_metrics(run.val_after)}")
+
+
+def verdict(done: FineTuneResult) -> str:
+    """The one line a user reads: helped or not, on whom, with labelled figures, and what happened to the gallery."""
+    run = done.run
+    before, after = run.val_before, run.val_after
+    who = (f"{run.held_out} photos of {run.held_people} held-out people" if run.by_person else
+           f"{run.held_out} held-out photos")
+    figures = (f"accuracy on {who}: {100 * before['accuracy']:.1f}% -> {100 * after['accuracy']:.1f}% "
+               f"(AUC {before['auc']:.4f} -> {after['auc']:.4f})")
+    outcome = (f"helped: {figures}; saved, gallery {done.gallery}" if done.saved else
+               f"did not help: {figures}; nothing saved{_OFF_THRESHOLD if run.off_threshold else ''}")
+    return f"verdict: {outcome}{_weak(run)}"
+
+
+def _weak(run) -> str:
+    """Why the verdict is weak, if it is: photos of trained people, or too few new people."""
+    needed = round(GUARD_STRONG_PEOPLE / max(run.split, 0.01))
+    if not run.by_person:
+        return (f" (a weak verdict: it measured photos of people it trained on, not new people; with about "
+                f"{round(GUARD_PEOPLE / max(run.split, 0.01))}+ people of 2+ photos it holds out whole people, "
+                f"with {needed}+ its verdict is reliable)")
+    if run.held_people < GUARD_STRONG_PEOPLE:
+        return (f" (a weak verdict: {run.held_people} held-out people; {GUARD_STRONG_PEOPLE}+ make it reliable, "
+                f"i.e. about {needed} people of 2+ photos)")
+    return ""
 
 
 def _report(done: FineTuneResult) -> list[str]:
@@ -45,17 +72,16 @@ def _report(done: FineTuneResult) -> list[str]:
     lines = [
         f"trained the {done.tune} of the model, starting from the {done.start} weights, on {done.chips} photos",
         _guard_line(done),
-        f"saved {done.weights} (better than the starting point); gallery {done.gallery}" if done.saved else
-        f"not saved: no epoch beat the starting point{_OFF_THRESHOLD if run.off_threshold else ''}; "
-        f"recognition keeps using {done.weights}",
+        f"saved {done.weights}" if done.saved else f"recognition keeps using {done.weights}",
         f"{run.epochs_run} epoch(s), {run.steps} steps ({run.loss} loss), {run.images_per_second:.0f} images/s, "
-        f"{done.seconds} s",
+        f"{done.seconds} s" + (f" ({run.embed_seconds:.0f} s of it the one-off pass, {run.feature_megabytes:.0f} MB "
+                                "of features)" if run.embed_seconds else ""),
     ]
     if run.run_dir:
         lines.append(f"logs: tensorboard --logdir {run.run_dir}  plots: " + ", ".join(str(p) for p in run.plots))
     if run.interrupted:
         lines.insert(0, f"interrupted after {run.epochs_run} complete epoch(s)")
-    return lines
+    return [*lines, verdict(done)]
 
 
 def train_command(

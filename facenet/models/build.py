@@ -21,7 +21,6 @@ from facenet.config import (
     CHIP_SIZE,
     DEFAULT_MODEL,
     EMBEDDING_DIM,
-    FUSION_SFACE_WEIGHT,
     PRETRAINED_FILE,
     RESNET_DAT,
     model_file,
@@ -31,6 +30,7 @@ from facenet.models.cache import cached_conversion, remove_weights_temps
 from facenet.models.dlib_resnet import convert
 from facenet.models.names import model_name
 from facenet.models.sface import pretrained_sface
+from facenet.models.split import fusion_head, tuned_architecture
 from facenet.models.trained import WeightsError, read_trained, trained_weights_path
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,6 @@ def _raw_branch(kind_model: str, weights_dir: str | Path, imagenet_weights: str 
     return resnet50_trunk(imagenet_weights)
 
 
-def _unit(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
-    return layers.UnitNormalization(name=name, dtype="float32")(x)
-
-
 def pretrained_embedder(
     model: str = DEFAULT_MODEL, weights_dir: str | Path = "weights", imagenet_weights: str | Path | None = None
 ) -> keras.Model:
@@ -92,14 +88,12 @@ def pretrained_embedder(
     model = model_name(model)
     if model == "fused":
         dlib_in, sface_in = _chip_input("dlib"), _chip_input("sface")
-        dlib_unit = _unit(_raw_branch("dlib", weights_dir, None)(dlib_in), "dlib_unit")
-        sface_unit = _unit(_raw_branch("sface", weights_dir, None)(sface_in), "sface_unit")
-        weighted = layers.Rescaling(FUSION_SFACE_WEIGHT, name="sface_weight", dtype="float32")(sface_unit)
-        joined = layers.Concatenate(name="fusion", dtype="float32")([dlib_unit, weighted])
-        return keras.Model([dlib_in, sface_in], _unit(joined, "unit_sphere"), name="fused_embedder")
+        raw = {"dlib": _raw_branch("dlib", weights_dir, None)(dlib_in),
+               "sface": _raw_branch("sface", weights_dir, None)(sface_in)}
+        return keras.Model([dlib_in, sface_in], fusion_head(raw), name="fused_embedder")
     inputs = _chip_input(CHIP_KINDS[model][0])
     raw = _raw_branch(model, weights_dir, imagenet_weights)
-    return keras.Model(inputs, _unit(raw(inputs), "unit_sphere"), name=f"{model}_embedder")
+    return keras.Model(inputs, fusion_head({model: raw(inputs)}), name=f"{model}_embedder")
 
 
 def build_embedder(
@@ -117,6 +111,8 @@ def build_embedder(
     if path is None or not path.exists():
         return embedder
     trained = read_trained(path)
+    if trained.record.get("cut"):
+        embedder = tuned_architecture(embedder, trained.record["cut"])
     if trained.model_weights is not None:
         if [a.shape for a in trained.model_weights] != [w.shape for w in embedder.get_weights()]:
             raise WeightsError(f"{path}: weights of another architecture; delete the file or pass --pretrained")

@@ -35,13 +35,13 @@ class WeightsError(ValueError):
 
 
 def save_trained_weights(model: keras.Model, gallery_dir: str | Path, name: str, distance_scale: float = 1.0,
-                         backbone: bool = True, start: str = "pretrained") -> Path:
+                         backbone: bool = True, start: str = "pretrained", cut: str | None = None) -> Path:
     """Write a gallery's fine-tuned weights and their distance scale atomically, as one file (never one without the
     other), with a checksum of both so that a changed file is refused rather than trusted.
 
     `backbone`: the file holds the embedding model's own weights (it was fine-tuned); else only its adapter's (the
     backbone is the pretrained one). `distance_scale` says how far the new embedding spreads faces compared with the
-    one the thresholds were calibrated for (ratio of median different-person distances); recognition multiplies its
+    one the thresholds were calibrated for (ratio of the near strangers' distances); recognition multiplies its
     thresholds by it; a scale outside DISTANCE_SCALE_RANGE is refused (WeightsError, nothing written): such weights
     would misname people. `start` records what training started from ("pretrained" or "trained").
     """
@@ -55,7 +55,7 @@ def save_trained_weights(model: keras.Model, gallery_dir: str | Path, name: str,
     base_weights = [w for layer in model.layers if layer is not adapter for w in layer.get_weights()]
     record = {"format": TRAINED_FORMAT, "model": model_name(name), "fingerprint": fingerprint(model),
               "distance_scale": float(distance_scale), "backbone": bool(backbone), "start": start,
-              "adapter_hidden": adapter.hidden if adapter is not None else None}
+              "adapter_hidden": adapter.hidden if adapter is not None else None, "cut": cut if backbone else None}
     named = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(base_weights)} if backbone else {}
     if adapter is not None:
         named.update({f"a{i:04d}": np.asarray(w) for i, w in enumerate(adapter.get_weights())})

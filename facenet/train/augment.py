@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -63,3 +64,29 @@ def make_dataset(
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+AUGMENTED_VIEWS = 2
+"""Training photos beside their plain and mirrored views: this many randomly altered copies each (crop, blur,
+brightness, JPEG), made before the one-off pass, so cached training sees a cheap camera's and a dim room's faults."""
+
+
+def augment_view(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uint8 chip altered in image space: mirror, small rotation/scale/shift, sometimes blur or a low-resolution
+    round trip, brightness and contrast, sometimes JPEG compression. The same rng state gives the same result."""
+    side = chip.shape[1]
+    out = chip[:, ::-1] if rng.random() < 0.5 else chip
+    turn = cv2.getRotationMatrix2D((side / 2 + rng.uniform(-4, 4), side / 2 + rng.uniform(-4, 4)),
+                                   rng.uniform(-8, 8), rng.uniform(0.9, 1.1))
+    out = cv2.warpAffine(np.ascontiguousarray(out), turn, (side, side), borderMode=cv2.BORDER_REFLECT)
+    if rng.random() < 0.4:
+        size = int(rng.choice([3, 5]))
+        out = cv2.GaussianBlur(out, (size, size), 0)
+    if rng.random() < 0.3:
+        small = int(side * rng.uniform(0.3, 0.6))
+        out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (side, side))
+    out = np.clip(out.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25), 0, 255).astype(np.uint8)
+    if rng.random() < 0.4:
+        _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 70))])
+        out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return out

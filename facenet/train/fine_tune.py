@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from facenet.config import (
+    CACHED_TUNES,
     CHIPS_CACHE_FILE,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DETECTOR,
@@ -30,6 +31,7 @@ from facenet.config import (
 from facenet.config import learning_rate as default_learning_rate
 from facenet.gallery.file import sync_database
 from facenet.models.names import model_name
+from facenet.models.split import CutError
 from facenet.models.trained import (
     WeightsError,
     distance_scale,
@@ -38,7 +40,7 @@ from facenet.models.trained import (
     trained_weights_path,
 )
 from facenet.pipeline import FacePipeline
-from facenet.train.adapter import AdapterOptions, train_adapter
+from facenet.train.cached import CachedOptions, train_cached
 from facenet.train.chips import ChipSet, TrainingError, load_chips
 from facenet.train.loop import TrainResult, check_settings, train
 from facenet.train.step import LossSettings, loss_settings
@@ -138,9 +140,9 @@ def fine_tune(
     result = FineTuneResult(run, run.improved, _weights_in_use(setup), setup.start, "unchanged", setup.tune, 0.0,
                             len(chip_set), len(chip_set.names))
     if run.improved:
-        backbone = setup.tune == "backbone" or _has_backbone(setup)
+        backbone = setup.tune != "adapter" or _has_backbone(setup)
         result.weights = str(save_trained_weights(trained, setup.database_dir, name, run.val_after["distance_scale"],
-                                                  backbone=backbone, start=setup.start))
+                                                  backbone=backbone, start=setup.start, cut=_cut(setup)))
         result.gallery = "will be rebuilt by the next run" if run.interrupted else _rebuild(setup)
     result.seconds = round(time.monotonic() - started, 1)
     return result
@@ -149,14 +151,26 @@ def fine_tune(
 def _train(setup: _Setup, pipeline: FacePipeline, chip_set: ChipSet, settings: LossSettings, epochs: int,
            batch_size: int, rate: float, validation_split: float, imagenet_weights: str | Path | None,
            log_dir: str | Path | None) -> tuple[keras.Model, TrainResult]:
-    if setup.tune == "adapter":
-        options = AdapterOptions(epochs=epochs, batch_size=batch_size, learning_rate=rate,
-                                 validation_split=validation_split, start_scale=distance_scale(setup.trained_dir,
-                                                                                               setup.model))
-        return train_adapter(chip_set, pipeline.embedder.model, setup.model, settings, options, log_dir)
+    if setup.tune in CACHED_TUNES:
+        setup.database_dir.mkdir(parents=True, exist_ok=True)
+        options = CachedOptions(tune=setup.tune, epochs=epochs, batch_size=batch_size, learning_rate=rate,
+                                validation_split=validation_split, scratch_dir=setup.database_dir,
+                                start_scale=distance_scale(setup.trained_dir, setup.model))
+        try:
+            return train_cached(chip_set, pipeline.embedder.model, setup.model, settings, options, log_dir)
+        except CutError as error:
+            raise TrainingError(f"cannot train --tune {setup.tune} from {setup.trained_path}: {error}; train with "
+                                "that --tune again, or start over with --pretrained") from None
     return train(chip_set, setup.weights_dir, setup.model, imagenet_weights, epochs=epochs, margin=settings.margin,
                  batch_size=batch_size, learning_rate=rate, log_dir=log_dir, validation_split=validation_split,
                  loss=settings.loss, scale=settings.scale, trained_dir=setup.trained_dir)
+
+
+def _cut(setup: _Setup) -> str | None:
+    """The shape of the saved model's weights: this run's cut, else the cut of the weights it started from."""
+    if setup.tune in ("top", "top2"):
+        return setup.tune
+    return read_trained(setup.trained_path).record.get("cut") if setup.start == "trained" else None
 
 
 def _has_backbone(setup: _Setup) -> bool:

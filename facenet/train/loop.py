@@ -55,6 +55,7 @@ from facenet.train.validation import (
     is_better,
     ranks_better,
     short_metrics,
+    split_people,
     split_validation,
     validation_pairs,
 )
@@ -95,7 +96,15 @@ class TrainResult:
     epoch_seconds: list[float] = field(default_factory=list)
     """Per epoch: seconds of training steps (validation excluded)."""
     embed_seconds: float = 0.0
-    """Adapter training: seconds of the one-off pass of the frozen model over every photo (and its mirror)."""
+    """Cached training: seconds of the one-off pass of the frozen bottom over every photo view."""
+    feature_megabytes: float = 0.0
+    """Cached training: size of the cached features (memory maps in a scratch folder during the run)."""
+    held_people: int = 0
+    """People the held-out photos belong to."""
+    by_person: bool = False
+    """The guard held out whole people, never trained on (it measures transfer); else photos of trained people."""
+    split: float = 0.2
+    """The validation split the run was given."""
 
 
 @dataclass
@@ -110,6 +119,9 @@ class RunPlan:
     num_classes: int
     first_batches: np.ndarray
     plotted: np.ndarray
+    held_people: int = 0
+    by_person: bool = False
+    split: float = 0.2
 
 
 @dataclass
@@ -136,69 +148,104 @@ def plan_run(chip_set: ChipSet, validation_split: float, options: RunOptions, ma
     usable = int(np.sum(np.bincount(chip_set.labels) >= 2)) if len(chip_set) else 0
     if usable < 2:
         raise TrainingError(f"training needs at least 2 people with 2 or more usable photos; found {usable}")
-    train_idx, held = split_validation(chip_set.labels, validation_split, options.seed)
+    whole = split_people(chip_set.labels, validation_split, options.seed)
+    train_idx, held = whole if whole is not None else split_validation(chip_set.labels, validation_split,
+                                                                         options.seed)
     if len(held) == 0:
         raise TrainingError("validation needs at least one person with 3 or more usable photos (one is held out)")
     pairs = validation_pairs(chip_set.labels, held, train_idx, options.seed, max_pairs)
-    people = np.unique(chip_set.labels[train_idx])  # every held-out photo's person has training photos too
-    classes = np.searchsorted(people, chip_set.labels).astype(np.int32)
+    people = np.unique(chip_set.labels[train_idx])  # held-out rows' classes are never used
+    classes = np.minimum(np.searchsorted(people, chip_set.labels), len(people) - 1).astype(np.int32)
     first = pk_batches(classes[train_idx], options.batch_size, options.photos_per_person,
                        np.random.default_rng(options.seed))
-    return RunPlan(train_idx, held, pairs, classes, len(people), first, plot_rows(len(chip_set), options.seed))
+    return RunPlan(train_idx, held, pairs, classes, len(people), first, plot_rows(len(chip_set), options.seed),
+                   len(np.unique(chip_set.labels[held])), whole is not None, validation_split)
 
 
-class _Run:
-    """The moving parts of one run (model, head, optimizer, step, validation, logs), one short method a stage."""
+class GuardedRun:
+    """What every training run shares: validation before, epochs of steps, the guard after each epoch (the best
+    weights kept in memory), the plots. A run supplies `weights`, `make_step` and `run_epoch`."""
 
-    def __init__(self, chip_set: ChipSet, plan: RunPlan, settings: LossSettings, options: RunOptions,
-                 distribution: tf.distribute.Strategy, logs: TrainingLogs) -> None:
-        self.chip_set, self.plan, self.settings, self.options = chip_set, plan, settings, options
-        self.distribution, self.logs = distribution, logs
-        with distribution.scope():
-            self.model = build_embedder(options.name, options.weights_dir, options.trained_dir,
-                                        imagenet_weights=options.imagenet_weights)
-            freeze_batch_norm(self.model)
-        self.embedder = Embedder(self.model, options.name)
-        self.chips = tuple(chip_set.chips[kind] for kind in self.embedder.kinds)
-        start_scale = distance_scale(options.trained_dir, options.name)
-        self.validate = Validator(self.embedder, chip_set.chips, plan.pairs, plan.plotted, start_scale,
-                                  calibration(options.name).verify_threshold)
-        self.step = None
-        self.start_weights = self.model.get_weights()
+    def __init__(self, chip_set: ChipSet, plan: RunPlan, settings: LossSettings, validate: Validator,
+                 logs: TrainingLogs, epochs: int, on_epoch: OnEpoch | None = None) -> None:
+        self.chip_set, self.plan, self.settings, self.validate = chip_set, plan, settings, validate
+        self.logs, self.epochs, self.on_epoch = logs, epochs, on_epoch
         self.best_weights: list[np.ndarray] | None = None
         self.best_embeddings: np.ndarray | None = None
-        self.last: tuple[dict[str, float], np.ndarray] | None = None
-        self.step_seconds, self.step_images = 0.0, 0
+        self.model: keras.Model | None = None
+        """What `on_epoch` is given (the backbone run's model)."""
 
-    def start(self, on_epoch: OnEpoch | None) -> TrainResult:
-        """Validation and plots before training; then the head (margin losses), the optimizer and the step."""
+    def weights(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def make_step(self, embeddings: np.ndarray):
+        raise NotImplementedError
+
+    def run_epoch(self, epoch: int, step, result: TrainResult) -> tuple[float, float, int]:
+        """(mean loss, mean active fraction or head accuracy, images stepped over)."""
+        raise NotImplementedError
+
+    def train(self) -> TrainResult:
+        """Validate, train epoch after epoch (Ctrl-C ends the run after the current step; only completed epochs
+        count), and leave the best validated weights in `best_weights` when an epoch beat the start."""
         before, embeddings = self.validate()
-        same = self.plan.pairs[2]
-        log.info("validation before training (%d pairs, %d held-out photos): %s", len(same), len(self.plan.held),
+        plan = self.plan
+        log.info("validation before training (%d pairs, %d held-out photos of %d %s): %s", len(plan.pairs[2]),
+                 len(plan.held), plan.held_people, "people never trained on" if plan.by_person else "people",
                  fmt_metrics(before))
         self.logs.scalars(0, {f"val/{key}": value for key, value in before.items()})
-        if on_epoch:
-            on_epoch(0, self.model, before)
-        result = TrainResult(before, dict(before), False, 0, 0, False, self.logs.run_dir, len(same),
-                             len(self.plan.held), loss=self.settings.loss)
+        if self.on_epoch:
+            self.on_epoch(0, self.model, before)
+        result = TrainResult(before, dict(before), False, 0, 0, False, self.logs.run_dir, len(plan.pairs[2]),
+                             len(plan.held), loss=self.settings.loss, held_people=plan.held_people,
+                             by_person=plan.by_person, split=plan.split)
         result.plots += self.plots("before", embeddings, f"before training: {short_metrics(before)}")
         self.best_embeddings = embeddings
-        head = self.make_head(embeddings) if self.settings.is_margin else None
-        with self.distribution.scope():
-            variables = self.model.trainable_variables + (head.trainable_variables if head else [])
-            optimizer = build_optimizer(self.options.learning_rate, variables)
-        self.step = make_step(self.model, head, optimizer, self.settings, self.distribution, self.options.jit_compile)
+        step = self.make_step(embeddings)
+        last = (before, embeddings)
+        images = 0
+        try:
+            for epoch in range(1, self.epochs + 1):
+                started = time.perf_counter()
+                loss, second, count = self.run_epoch(epoch, step, result)
+                result.epoch_seconds.append(round(time.perf_counter() - started, 3))
+                images += count
+                last = self.after_epoch(epoch, result, loss, second)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            log.warning("interrupted during epoch %d; only completed epochs count", result.epochs_run + 1)
+        seconds = sum(result.epoch_seconds)
+        result.images_per_second = images / seconds if seconds else 0.0
+        if result.epochs_run:
+            if not result.improved:
+                result.val_after = last[0]
+            title = f"after epoch {result.best_epoch} (kept)" if result.improved else \
+                f"after epoch {result.epochs_run} (not kept)"
+            shown = self.best_embeddings if result.improved else last[1]
+            result.plots += self.plots("after", shown, f"{title}: {short_metrics(result.val_after)}")
         return result
 
-    def make_head(self, embeddings: np.ndarray) -> keras.layers.Layer:
-        """The cosine head, each class vector the mean embedding of its identity's training photos."""
-        train_idx = self.plan.train_idx
-        if np.isin(train_idx, self.validate.rows).all():
-            train_embeddings = embeddings[self.validate.positions(train_idx)]
-        else:
-            train_embeddings = embed_rows(self.embedder, self.chip_set.chips, train_idx)
-        with self.distribution.scope():
-            return make_head(self.plan.num_classes, self.embedder.dim, train_embeddings, self.plan.classes[train_idx])
+    def after_epoch(self, epoch: int, result: TrainResult, loss: float, second: float):
+        """Validate, record, log, and keep the weights when the guard says they are better."""
+        metrics, embeddings = self.validate()
+        result.epochs_run = epoch
+        result.losses.append(loss)
+        (result.head_accuracy if self.settings.is_margin else result.active).append(second)
+        name = self.settings.second_output
+        self.logs.scalars(epoch, {**{f"val/{key}": value for key, value in metrics.items()},
+                                  "epoch/loss": loss, f"epoch/{name}": second})
+        what = "head accuracy" if self.settings.is_margin else "active triplets"
+        log.info("epoch %d/%d: loss %.4f, %s %.2f, validation %s", epoch, self.epochs, loss, what, second,
+                 fmt_metrics(metrics))
+        if self.on_epoch:
+            self.on_epoch(epoch, self.model, metrics)
+        if is_better(metrics, result.val_after, result.val_before):
+            result.val_after, result.best_epoch, result.improved = metrics, epoch, True
+            self.best_weights, self.best_embeddings = self.weights(), embeddings
+        elif ranks_better(metrics, result.val_before) and \
+                metrics["deployed_accuracy"] < result.val_before["deployed_accuracy"]:
+            result.off_threshold = True
+        return metrics, embeddings
 
     def plots(self, stage: str, embeddings: np.ndarray, title: str) -> list[Path]:
         rows = self.plan.plotted
@@ -206,20 +253,49 @@ class _Run:
         return self.logs.plots(stage, embeddings[self.validate.positions(rows)], self.chip_set.labels[rows],
                                self.chip_set.names, held, title)
 
-    def epochs(self, result: TrainResult, epochs: int, on_epoch: OnEpoch | None) -> None:
-        """Train and validate epoch after epoch; Ctrl-C ends the run after the current step."""
+
+class _BackboneRun(GuardedRun):
+    """Backbone training: chips through the whole model, augmented by tf.data, under the device's strategy."""
+
+    def __init__(self, chip_set: ChipSet, plan: RunPlan, settings: LossSettings, options: RunOptions,
+                 distribution: tf.distribute.Strategy, logs: TrainingLogs, epochs: int,
+                 on_epoch: OnEpoch | None) -> None:
+        with distribution.scope():
+            model = build_embedder(options.name, options.weights_dir, options.trained_dir,
+                                   imagenet_weights=options.imagenet_weights)
+            freeze_batch_norm(model)
+        embedder = Embedder(model, options.name)
+        validate = Validator(embedder, chip_set.chips, plan.pairs, plan.plotted,
+                             distance_scale(options.trained_dir, options.name),
+                             calibration(options.name).verify_threshold)
+        super().__init__(chip_set, plan, settings, validate, logs, epochs, on_epoch)
+        self.options, self.distribution, self.model, self.embedder = options, distribution, model, embedder
+        self.chips = tuple(chip_set.chips[kind] for kind in embedder.kinds)
+        self.start_weights = model.get_weights()
+        self.bar: ProgressBar | None = None
+
+    def weights(self) -> list[np.ndarray]:
+        return self.model.get_weights()
+
+    def make_step(self, embeddings: np.ndarray):
+        """The head (margin losses: each class vector its identity's mean embedding), the optimizer, the step."""
+        head = self.make_head(embeddings) if self.settings.is_margin else None
+        with self.distribution.scope():
+            variables = self.model.trainable_variables + (head.trainable_variables if head else [])
+            optimizer = build_optimizer(self.options.learning_rate, variables)
         steps = -(-len(self.plan.first_batches) // self.distribution.num_replicas_in_sync)
         # a bar updated by hand: it shows the loss and the step's second figure via set_postfix
-        bar = progress_bar(total=epochs * steps, desc="training", unit="batch")
-        try:
-            for epoch in range(1, epochs + 1):
-                loss, second = self.run_epoch(epoch, result, bar)
-                self.after_epoch(epoch, epochs, result, loss, second, on_epoch)
-        except KeyboardInterrupt:
-            result.interrupted = True
-            log.warning("interrupted during epoch %d; only completed epochs count", result.epochs_run + 1)
-        finally:
-            bar.close()
+        self.bar = progress_bar(total=self.epochs * steps, desc="training", unit="batch")
+        return make_step(self.model, head, optimizer, self.settings, self.distribution, self.options.jit_compile)
+
+    def make_head(self, embeddings: np.ndarray) -> keras.layers.Layer:
+        train_idx = self.plan.train_idx
+        if np.isin(train_idx, self.validate.rows).all():
+            train_embeddings = embeddings[self.validate.positions(train_idx)]
+        else:
+            train_embeddings = embed_rows(self.embedder, self.chip_set.chips, train_idx)
+        with self.distribution.scope():
+            return make_head(self.plan.num_classes, self.embedder.dim, train_embeddings, self.plan.classes[train_idx])
 
     def global_batches(self, epoch: int) -> np.ndarray:
         """The epoch's P x K batches as photo indices; a global batch is one whole P x K batch per replica."""
@@ -231,59 +307,25 @@ class _Run:
         batches = np.resize(batches, (-(-len(batches) // replicas) * replicas, batches.shape[1]))
         return plan.train_idx[batches].reshape(-1, batches.shape[1] * replicas)
 
-    def run_epoch(self, epoch: int, result: TrainResult, bar: ProgressBar) -> tuple[float, float]:
-        """One pass over the epoch's batches: (mean loss, mean active fraction or head accuracy)."""
+    def run_epoch(self, epoch: int, step, result: TrainResult) -> tuple[float, float, int]:
         batches = self.global_batches(epoch)
         dataset = make_dataset(self.chips, self.plan.classes, batches, self.options.seed * 1_000_003 + epoch)
         losses, seconds = [], []
         short = "acc" if self.settings.is_margin else "active"
         for x, y in self.distribution.experimental_distribute_dataset(dataset):
-            started = time.perf_counter()
-            loss, second = (float(v) for v in self.step(x, y))
-            if result.steps > 0:  # the first step includes tracing
-                self.step_seconds += time.perf_counter() - started
-                self.step_images += batches.shape[1]
+            loss, second = (float(v) for v in step(x, y))
             result.steps += 1
             losses.append(loss)
             seconds.append(second)
             self.logs.scalars(result.steps, {"train/loss": loss, f"train/{self.settings.second_output}": second})
-            bar.set_postfix({"epoch": epoch, "loss": f"{loss:.4f}", short: f"{second:.2f}"})
-            bar.update()
-        return float(np.mean(losses)), float(np.mean(seconds))
+            self.bar.set_postfix({"epoch": epoch, "loss": f"{loss:.4f}", short: f"{second:.2f}"})
+            self.bar.update()
+        return float(np.mean(losses)), float(np.mean(seconds)), batches.size
 
-    def after_epoch(self, epoch: int, epochs: int, result: TrainResult, loss: float, second: float,
-                    on_epoch: OnEpoch | None) -> None:
-        """Validate, record, log, and keep the weights when the guard says they are better."""
-        metrics, embeddings = self.last = self.validate()
-        result.epochs_run = epoch
-        result.losses.append(loss)
-        (result.head_accuracy if self.settings.is_margin else result.active).append(second)
-        name = self.settings.second_output
-        self.logs.scalars(epoch, {**{f"val/{key}": value for key, value in metrics.items()},
-                                  "epoch/loss": loss, f"epoch/{name}": second})
-        what = "head accuracy" if self.settings.is_margin else "active triplets"
-        log.info("epoch %d/%d: loss %.4f, %s %.2f, validation %s", epoch, epochs, loss, what, second,
-                 fmt_metrics(metrics))
-        if on_epoch:
-            on_epoch(epoch, self.model, metrics)
-        before = result.val_before
-        if is_better(metrics, result.val_after, before):
-            result.val_after, result.best_epoch, result.improved = metrics, epoch, True
-            self.best_weights, self.best_embeddings = self.model.get_weights(), embeddings
-        elif ranks_better(metrics, before) and metrics["deployed_accuracy"] < before["deployed_accuracy"]:
-            result.off_threshold = True
-
-    def finish(self, result: TrainResult) -> None:
-        """The after plots; the model back to the best validated weights, or to the starting ones."""
-        result.images_per_second = self.step_images / self.step_seconds if self.step_seconds else 0.0
-        if self.last is not None:
-            if result.improved:
-                shown, title = self.best_embeddings, f"after epoch {result.best_epoch} (kept)"
-            else:
-                result.val_after = self.last[0]
-                shown, title = self.last[1], f"after epoch {result.epochs_run} (not kept)"
-            result.plots += self.plots("after", shown, f"{title}: {short_metrics(result.val_after)}")
-        self.model.set_weights(self.best_weights if result.improved else self.start_weights)
+    def finish(self) -> None:
+        """The model back to the best validated weights, or to the starting ones; the bar closed."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def train(
@@ -334,10 +376,12 @@ def train(
     logs = TrainingLogs(log_dir)
     try:
         with device_setup() as distribution:
-            run = _Run(chip_set, plan, settings, options, distribution, logs)
-            result = run.start(on_epoch)
-            run.epochs(result, epochs, on_epoch)
-            run.finish(result)
+            run = _BackboneRun(chip_set, plan, settings, options, distribution, logs, epochs, on_epoch)
+            try:
+                result = run.train()
+            finally:
+                run.finish()
+            run.model.set_weights(run.best_weights if result.improved else run.start_weights)
     finally:
         logs.close()
     return run.model, result

@@ -1,0 +1,133 @@
+"""Partial fine-tuning (`--tune top|top2`): the cut embedder, the cached views, the guard on whole people, the
+verdict line, and a real top run whose saved weights recognition reproduces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_adapter import PEOPLE, chips, make_data  # noqa: F401 - the chips fixture
+
+import facenet
+from facenet.cli.train_command import verdict
+from facenet.config import CACHED_TUNES, TOP_LEARNING_RATE, TUNE_MODES
+from facenet.models.build import build_embedder
+from facenet.models.split import split_embedder
+from facenet.models.trained import read_trained, trained_weights_path
+from facenet.pipeline import FacePipeline
+from facenet.train.augment import augment_view
+from facenet.train.cached import CachedOptions
+from facenet.train.loop import RunOptions, plan_run
+from facenet.train.validation import GUARD_PEOPLE, near_strangers, split_people, split_validation
+
+BATCH = np.random.default_rng(0).uniform(0, 255, (3, 150, 150, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("tune", ["adapter", "top", "top2"])
+def test_the_cut_embedder_computes_what_the_whole_does(weights, chips, tune):  # noqa: F811
+    model = build_embedder("dlib", weights)
+    split = split_embedder(model, tune, 16)
+    whole = model(chips).numpy()
+    np.testing.assert_allclose(split.top(split.bottom(chips)).numpy(), whole, atol=1e-5)
+    np.testing.assert_allclose(split.joined()(chips).numpy(), whole, atol=1e-5)
+    assert split.feature_shapes == ([(128,)] if tune == "adapter" else [(4, 4, 256)])
+    blocks = {"adapter": 0, "top": 1, "top2": 2}[tune]
+    convs = [w for w in split.top.trainable_weights if "kernel" in w.path and "conv" in w.path]
+    assert len(convs) == 2 * blocks  # two convolutions a residual block
+
+
+def test_training_the_top_trains_the_embedder_itself(weights, chips):  # noqa: F811
+    """The top's layers are the embedder's: a changed block changes what the joined model computes."""
+    model = build_embedder("dlib", weights)
+    before = model(chips).numpy()
+    split = split_embedder(model, "top", 16)
+    kernel = next(w for w in split.top.trainable_weights if "kernel" in w.path and "conv" in w.path)
+    kernel.assign(kernel.numpy() * 1.5)
+    after = split.joined()(chips).numpy()
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(model(chips).numpy(), after, atol=1e-5)  # the adapter is still the identity
+
+
+def test_fused_model_is_cut_in_both_branches(weights):
+    model = build_embedder("fused", weights)
+    split = split_embedder(model, "top", 16)
+    assert sorted(split.feature_shapes) == [(4, 4, 256), (7, 7, 1024)]
+    sface = np.random.default_rng(1).uniform(0, 255, (3, 112, 112, 3)).astype(np.float32)
+    np.testing.assert_allclose(split.joined()([BATCH, sface]).numpy(), model([BATCH, sface]).numpy(), atol=1e-5)
+
+
+def test_augmented_views_are_seeded_and_altered(chips):  # noqa: F811
+    chip = chips[0].astype(np.uint8)
+    one = augment_view(chip, np.random.default_rng([4, 2, 7]))
+    assert one.shape == chip.shape and one.dtype == np.uint8
+    assert np.array_equal(one, augment_view(chip, np.random.default_rng([4, 2, 7])))
+    assert not np.array_equal(one, chip)
+    assert not np.array_equal(one, augment_view(chip, np.random.default_rng([4, 3, 7])))
+
+
+def test_the_guard_holds_out_whole_people_when_there_are_enough():
+    labels = np.repeat(np.arange(120), 3)  # 120 people of 3 photos: 24 held out whole
+    train, held = split_people(labels, 0.2)
+    assert len(np.unique(labels[held])) == 24 and len(held) == 72
+    assert not set(labels[held]) & set(labels[train])
+    assert sorted(np.r_[train, held].tolist()) == list(range(len(labels)))
+    assert split_people(np.repeat(np.arange(97), 3), 0.2) is None  # 19 would be held out: fewer than GUARD_PEOPLE
+    assert GUARD_PEOPLE == 20 and split_people(np.repeat(np.arange(100), 3), 0.2) is not None
+    # a person with one photo is never held out (no same-person pair)
+    one_photo = np.r_[np.repeat(np.arange(100), 2), np.arange(100, 200)]
+    _, held = split_people(one_photo, 0.2)
+    assert set(one_photo[held]) <= set(range(100))
+
+
+def test_plan_says_whom_the_guard_measures():
+    from facenet.train.chips import ChipSet
+
+    def plan(people: int):
+        labels = np.repeat(np.arange(people), 3).astype(np.int32)
+        chip_set = ChipSet({"dlib": np.zeros((len(labels), 2, 2, 3), np.uint8)}, labels,
+                           [str(i) for i in range(people)], [str(i) for i in range(len(labels))])
+        return plan_run(chip_set, 0.2, RunOptions("dlib", "", None, 1e-4, 8, 2, 4, False, None), 2000)
+
+    many, few = plan(150), plan(10)
+    assert many.by_person and many.held_people == 30
+    assert not set(many.classes[many.held]) & set(many.classes[many.train_idx]) or many.by_person
+    assert not few.by_person and few.held_people == 10  # a photo of each person of 3: photos, not people
+    assert np.array_equal(few.held, split_validation(np.repeat(np.arange(10), 3), 0.2)[1])
+
+
+def test_the_distance_scale_follows_the_near_strangers():
+    distances = np.linspace(0.5, 1.5, 10_001)
+    assert near_strangers(distances) == pytest.approx(0.5 + 10 / 10_001, abs=1e-6)  # ~the 10th nearest
+    assert near_strangers(np.linspace(0, 1, 11)) == pytest.approx(0.5)  # the median at most
+
+
+def test_tune_modes_and_rates():
+    assert TUNE_MODES == ("adapter", "top", "top2", "backbone") and CACHED_TUNES == ("adapter", "top", "top2")
+    assert CachedOptions().top_learning_rate == TOP_LEARNING_RATE == 1e-6 and CachedOptions().views == 4
+
+
+def test_real_top_training_saves_what_recognition_then_computes(weights, tmp_path):
+    """`--tune top` on real photos: when the guard keeps the weights, the gallery's pipeline embeds with them
+    (the whole model's weights and the adapter, one file); the verdict line says what it measured."""
+    data = make_data(tmp_path)
+    done = facenet.fine_tune(data, tmp_path / "db", model="dlib", detector="hog", weights_dir=weights, tune="top",
+                             epochs=3, log_dir=None)
+    run = done.run
+    assert done.tune == "top" and run.epochs_run == 3 and run.embed_seconds > 0 and run.feature_megabytes > 0
+    assert not run.by_person and run.held_people == 5
+    assert not list((tmp_path / "db").glob(".features-*"))  # the scratch features are gone
+    line = verdict(done)
+    assert line.startswith("verdict: helped: " if done.saved else "verdict: did not help: ")
+    assert f"accuracy on {run.held_out} held-out photos: {100 * run.val_before['accuracy']:.1f}% -> " in line
+    assert "a weak verdict" in line
+    path = trained_weights_path(tmp_path / "db", "dlib")
+    assert done.saved == path.exists()
+    if not done.saved:
+        return
+    trained = read_trained(path)
+    assert trained.model_weights is not None and trained.adapter_weights is not None
+    photo = PEOPLE / "Juanes" / "Juanes_0001.jpg"
+    pretrained = FacePipeline("hog", "dlib", weights)
+    tuned = FacePipeline("hog", "dlib", weights, tmp_path / "db")
+    assert tuned.model_id != pretrained.model_id
+    vectors = [p.embed_photos([photo])[photo].vector for p in (pretrained, tuned)]
+    assert np.linalg.norm(vectors[0] - vectors[1]) > 1e-4
