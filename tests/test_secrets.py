@@ -134,3 +134,27 @@ def test_a_silent_server_gives_up_within_the_connect_timeout_whatever_the_databa
     error, seconds = outcome
     assert 4 <= seconds <= 8, seconds
     assert "cannot connect" in str(error) and "\n" not in str(error)
+
+
+def test_the_api_refusing_to_fine_tune_a_shared_gallery_never_shows_the_password(tmp_path, pg_database, weights_dir):
+    """facenet.Gallery over a PostgreSQL URL with a password (the run's one server trusts the socket, so it connects
+    whatever the password): fine_tune's refusal names the gallery without the password, as a URL or a conninfo."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    import facenet
+
+    (tmp_path / "data").mkdir()
+    plain = pg_database()
+    info = conninfo_to_dict(plain)
+    for password, url in (
+        ("Fine%2FTune-S3cret", f"postgresql://{info['user']}:Fine%2FTune-S3cret@/{info['dbname']}?host={info['host']}"),
+        ("two w0rds S3cret", make_conninfo(plain, password="two w0rds S3cret")),
+    ):
+        gallery = facenet.Gallery(tmp_path / "data", url, model="dlib", detector="hog", weights_dir=weights_dir,
+                                  cache_dir=tmp_path / "cache")
+        assert gallery.people == []
+        with pytest.raises(ValueError, match="fine-tuning keeps its weights beside a gallery folder") as caught:
+            gallery.fine_tune(epochs=1)
+        message = str(caught.value)
+        assert "***" in message and info["dbname"] in message, message
+        assert not leaked(message, password) and "Fine/Tune" not in message, message
