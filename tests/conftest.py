@@ -1,5 +1,6 @@
 """Shared fixtures: the real pretrained dlib embedder, the HOG detector, the face pipeline made of both, the
-photos in tests/data, and the run's one PostgreSQL + pgvector server with a fresh database per test.
+photos in tests/data, main.py's command line run in-process, and the run's one PostgreSQL + pgvector server with a
+fresh database per test.
 
 The expectations of the tests were calibrated on dlib + HOG, so the fixtures name them explicitly (the library's
 defaults are YuNet + the fused model).
@@ -7,8 +8,10 @@ defaults are YuNet + the fused model).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import pytest
 from facenet.config import PRETRAINED_FILE
 
 DATA = Path(__file__).parent / "data"
+MAIN = Path(__file__).resolve().parent.parent / "main.py"
 MISC = DATA / "misc"
 PEOPLE = DATA / "people"
 
@@ -59,6 +63,50 @@ def pipeline(detector, embedder):
     from facenet.pipeline import FacePipeline
 
     return FacePipeline(detector, embedder)
+
+
+# --------------------------------------------------------------------------- the command line in-process
+
+
+@dataclass
+class InProcess:
+    """What `run_in_process` gives: like subprocess.CompletedProcess (returncode, stdout, stderr)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_in_process(capsys, caplog, monkeypatch) -> Callable[..., InProcess]:
+    """`run_in_process(*args, cwd=folder)`: `python main.py *args` in this process, as facenet.cli.app.main runs it
+    (preflight's flag parsing and checks, then `run`'s dispatch to the command), without paying a new interpreter
+    and TensorFlow import: for tests that need no process of their own (each command keeps one smoke test that
+    starts main.py). stderr is what the command printed there plus each log record main.py would show (its
+    filter), formatted as its handler does: `LEVEL: message` on one line. No display, as in tests/test_cli.py."""
+    from facenet.cli import app
+    from facenet.text import OneLineFormatter
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    formatter = OneLineFormatter("%(levelname)s: %(message)s")
+
+    def run(*args: str, cwd: Path) -> InProcess:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        caplog.clear()
+        try:
+            with caplog.at_level(logging.INFO):
+                code, rest = app.preflight([str(MAIN), *args])
+                if code is None:
+                    code = app.run(rest)
+        finally:
+            app.FLAGS.unparse_flags()
+        out, err = capsys.readouterr()
+        logged = "".join(formatter.format(r) + "\n" for r in caplog.records if app._own_info(r))
+        return InProcess(code, out, err + logged)
+
+    return run
 
 
 # --------------------------------------------------------------------------- PostgreSQL + pgvector

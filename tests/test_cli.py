@@ -9,13 +9,10 @@ process (`run_in_process`: main.py's flag parsing and dispatch, its stderr rebui
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -41,46 +38,6 @@ def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return subprocess.run([sys.executable, str(MAIN), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
-
-
-@dataclass
-class InProcess:
-    """What `run_in_process` gives: like subprocess.CompletedProcess (returncode, stdout, stderr)."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def run_in_process(capsys, caplog, monkeypatch) -> Callable[..., InProcess]:
-    """`run_in_process(*args, cwd=folder)`: `python main.py *args` in this process, as facenet.cli.app.main runs it
-    (preflight's flag parsing and checks, then `run`'s dispatch to the command) without a new interpreter. stderr
-    is what the command printed there plus each log record main.py would show (its filter), formatted as its
-    handler does: `LEVEL: message` on one line. The environment is run_main's: no display."""
-    from facenet.cli import app
-    from facenet.text import OneLineFormatter
-
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    formatter = OneLineFormatter("%(levelname)s: %(message)s")
-
-    def run(*args: str, cwd: Path) -> InProcess:
-        monkeypatch.chdir(cwd)
-        capsys.readouterr()
-        caplog.clear()
-        try:
-            with caplog.at_level(logging.INFO):
-                code, rest = app.preflight([str(MAIN), *args])
-                if code is None:
-                    code = app.run(rest)
-        finally:
-            app.FLAGS.unparse_flags()
-        out, err = capsys.readouterr()
-        logged = "".join(formatter.format(r) + "\n" for r in caplog.records if app._own_info(r))
-        return InProcess(code, out, err + logged)
-
-    return run
 
 
 def segments(stderr: str) -> list[str]:
