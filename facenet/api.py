@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facenet import redact
 from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, default_weights_dir
 from facenet.detect.face import Face
 from facenet.gallery import GalleryOptions, open_gallery
@@ -153,8 +154,8 @@ class Gallery:
     def fine_tune(self, **options) -> FineTuneResult:
         """`fine_tune` this gallery (its data_dir and database_dir, its settings), then sync with the result."""
         if self.database_dir is None:
-            raise ValueError(f"{self.location}: fine-tuning keeps its weights beside a gallery folder; use a folder "
-                             "gallery (database_dir) to fine-tune")
+            raise ValueError(f"{redact.mask_url(self.location)}: fine-tuning keeps its weights beside a gallery "
+                             "folder; use a folder gallery (database_dir) to fine-tune")
         keep = {key: self.settings[key] for key in ("model", "detector", "weights_dir", "pretrained")
                 if key in self.settings}
         result = fine_tune(self.data_dir, self.database_dir, **{**keep, **options})

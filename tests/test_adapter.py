@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,12 +250,12 @@ def test_real_adapter_training_runs_its_guard(weights, tmp_path):
     assert {"pca_before.png", "pca_after.png"} <= plots
 
 
-def test_cli_trains_the_adapter_by_default_and_explains_the_guard(tmp_path, weights):
+def test_cli_trains_the_adapter_by_default_and_explains_the_guard(tmp_path, weights, run_in_process):
+    """In-process (the training command's subprocess smoke test is in tests/test_train.py)."""
     data = make_data(tmp_path)
-    command = [sys.executable, "main.py", "-t", "True", "-e", "2", "-m", "0.5", "--json", "--data_dir", str(data),
-               "--database_dir", str(tmp_path / "db"), "-wp", str(weights), "--tensorboard_dir", str(tmp_path / "l"),
-               "--model", "dlib", "-d", "hog", "-bs", "8"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_in_process("-t", "True", "-e", "2", "-m", "0.5", "--json", "--data_dir", str(data),
+                          "--database_dir", str(tmp_path / "db"), "-wp", str(weights), "--tensorboard_dir",
+                          str(tmp_path / "l"), "--model", "dlib", "-d", "hog", "-bs", "8", cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["tune"] == "adapter" and record["start"] == "pretrained"

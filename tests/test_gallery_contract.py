@@ -27,11 +27,6 @@ from facenet.gallery import (
 from facenet.gallery.pg import HASH_CACHE
 from facenet.images import load_image
 
-pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) bundles PostgreSQL + pgvector")
-psycopg = pytest.importorskip("psycopg", reason="psycopg[binary] is in requirements.txt")
-
-from psycopg.conninfo import make_conninfo  # noqa: E402
-
 DATA = Path(__file__).parent / "data"
 PEOPLE = DATA / "people"
 MISC = DATA / "misc"
@@ -65,24 +60,9 @@ def make_folder(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = pgserver.get_server(tmp_path_factory.mktemp("contract-pg") / "data", cleanup_mode="delete")
-    yield srv
-    srv.cleanup()
-
-
-_databases = iter(range(1_000_000))
-
-
-def fresh_target(kind: str, server, tmp_path: Path) -> str:
-    """Where a new, empty gallery of `kind` lives: a folder, or a new database on the session's server."""
-    if kind == "file":
-        return str(tmp_path / "database")
-    name = f"contract_{next(_databases)}"
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return make_conninfo(server.get_uri(), dbname=name)
+def fresh_target(kind: str, pg_database, tmp_path: Path) -> str:
+    """Where a new, empty gallery of `kind` lives: a folder, or a new database on the run's one server."""
+    return str(tmp_path / "database") if kind == "file" else pg_database()
 
 
 def sync(target: str, data_dir: Path, pipeline) -> tuple[EnrollmentReport, FaceDatabase]:
@@ -110,13 +90,13 @@ def probes(pipeline) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def both(pipeline, server, probes, tmp_path_factory) -> dict[str, tuple]:
+def both(pipeline, pg_database, probes, tmp_path_factory) -> dict[str, tuple]:
     """Each backend synced with its own copy of the same folder, then again after the same changes."""
     runs = {}
     for kind in BACKENDS:
         root = tmp_path_factory.mktemp(kind)
         data_dir = make_folder(root / "data")
-        target = fresh_target(kind, server, root)
+        target = fresh_target(kind, pg_database, root)
         first = sync(target, data_dir, pipeline)
         (data_dir / "Martha Burk" / "Martha_Burk_0003.jpg").unlink()  # a photo leaves ...
         shutil.copy2(PEOPLE / "Juanes" / "Juanes_0003.jpg", data_dir / "José Ñúñez" / "new.jpg")  # ... a photo comes
@@ -175,13 +155,13 @@ def test_the_second_sync_reuses_what_it_examined(both):
         assert report.pruned == 1, kind
 
 
-def test_postgresql_keeps_photo_hashes_in_the_cache_folder(pipeline, server, tmp_path):
+def test_postgresql_keeps_photo_hashes_in_the_cache_folder(pipeline, pg_database, tmp_path):
     """A shared gallery hashes a photo once: later syncs read size + mtime from the cache folder's file."""
     data_dir = tmp_path / "data"
     (data_dir / "Ada").mkdir(parents=True)
     for photo in FOLDER["Ada Lovelace"][:2]:
         shutil.copy2(photo, data_dir / "Ada" / photo.name)
-    target, cache = fresh_target("postgresql", server, tmp_path), tmp_path / "cache"
+    target, cache = fresh_target("postgresql", pg_database, tmp_path), tmp_path / "cache"
     with open_gallery(GalleryOptions(cache, target)) as gallery:
         first = gallery.sync(data_dir, pipeline)
         again = gallery.sync(data_dir, pipeline)
@@ -191,12 +171,12 @@ def test_postgresql_keeps_photo_hashes_in_the_cache_folder(pipeline, server, tmp
     assert (cache / HASH_CACHE).exists() and again.examined == 0 and again.people == first.people
 
 
-def test_the_api_gallery_takes_a_postgresql_url_too(both, server, tmp_path, weights_dir):
+def test_the_api_gallery_takes_a_postgresql_url_too(both, pg_database, tmp_path, weights_dir):
     """`facenet.Gallery(data_dir, url)` enrolls into a shared gallery and names faces like the folder gallery."""
     import facenet
 
     data_dir = make_folder(tmp_path / "data")
-    url = fresh_target("postgresql", server, tmp_path)
+    url = fresh_target("postgresql", pg_database, tmp_path)
     gallery = facenet.Gallery(data_dir, url, model="dlib", detector="hog", weights_dir=weights_dir,
                               cache_dir=tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [HASH_CACHE]
@@ -209,7 +189,7 @@ def test_the_api_gallery_takes_a_postgresql_url_too(both, server, tmp_path, weig
         gallery.fine_tune(epochs=1)
 
 
-def test_a_second_api_sync_of_a_postgresql_gallery_hashes_and_embeds_nothing(server, tmp_path, weights_dir,
+def test_a_second_api_sync_of_a_postgresql_gallery_hashes_and_embeds_nothing(pg_database, tmp_path, weights_dir,
                                                                              monkeypatch):
     """Issue 23: the API opened a shared gallery without a hash cache, so every sync read every photo again."""
     import facenet
@@ -224,7 +204,7 @@ def test_a_second_api_sync_of_a_postgresql_gallery_hashes_and_embeds_nothing(ser
     real_sha256 = enroll.file_sha256
     monkeypatch.setattr(enroll, "file_sha256", counted_sha256)
     data_dir = make_folder(tmp_path / "data")
-    url = fresh_target("postgresql", server, tmp_path)
+    url = fresh_target("postgresql", pg_database, tmp_path)
     gallery = facenet.Gallery(data_dir, url, model="dlib", detector="hog", weights_dir=weights_dir,
                               cache_dir=tmp_path / "cache")
     in_folders = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*"))

@@ -11,22 +11,16 @@ from pathlib import Path
 
 import pytest
 
-pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) bundles PostgreSQL + pgvector")
 psycopg = pytest.importorskip("psycopg")
-
-from psycopg.conninfo import make_conninfo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEOPLE = Path(__file__).parent / "data" / "people"
 
 
-@pytest.fixture(scope="module")
-def url(tmp_path_factory) -> str:
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgcli") / "data", cleanup_mode="delete")
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE cli_gallery")
-    yield make_conninfo(server.get_uri(), dbname="cli_gallery")
-    server.cleanup()
+@pytest.fixture
+def url(pg_url) -> str:
+    """This test's own empty database on the run's one server (tests/conftest.py)."""
+    return pg_url
 
 
 def facenet(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -11,10 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) bundles PostgreSQL + pgvector")
 psycopg = pytest.importorskip("psycopg", reason="psycopg[binary] is in requirements.txt")
-
-from psycopg.conninfo import make_conninfo  # noqa: E402
 
 from facenet.cli import common  # noqa: E402
 from facenet.gallery.pg import GalleryError, PgGallery, mask_url  # noqa: E402
@@ -24,20 +21,10 @@ OTHER_MODEL, OTHER_DIM = "fused:0123456789abcdef", 256
 SITES = {"site_a": ["Ann", "Bob"], "site_b": ["Cy"]}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = pgserver.get_server(tmp_path_factory.mktemp("pgfaults") / "data", cleanup_mode="delete")
-    yield srv
-    srv.cleanup()
-
-
 @pytest.fixture
-def url(server, request) -> str:
-    name = f"faults_{request.node.name.lower().replace('[', '_').replace(']', '')}"[:60]
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    return make_conninfo(server.get_uri(), dbname=name)
+def url(pg_url) -> str:
+    """This test's own empty database on the run's one server (tests/conftest.py)."""
+    return pg_url
 
 
 def unit(seed: str, dim: int) -> np.ndarray:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) bundles PostgreSQL + pgvector")
 psycopg = pytest.importorskip("psycopg", reason="psycopg[binary] is in requirements.txt")
 
 from psycopg.conninfo import make_conninfo  # noqa: E402
@@ -22,28 +21,10 @@ DIM = 128
 MODEL = "fused:3fa2c0ffee"
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """One PostgreSQL server for the whole session (about 2 s to start), deleted at the end."""
-    srv = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    with psycopg.connect(srv.get_uri(), autocommit=True) as conn:  # a throwaway server: no durability needed
-        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-            conn.execute(f"ALTER SYSTEM SET {setting} = off")
-        conn.execute("SELECT pg_reload_conf()")
-    yield srv
-    srv.cleanup()
-
-
-_counter = iter(range(1_000_000))
-
-
 @pytest.fixture
-def url(server) -> str:
-    """A fresh, empty database on the session's server."""
-    name = f"gallery_{next(_counter)}"
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return make_conninfo(server.get_uri(), dbname=name)
+def url(pg_url) -> str:
+    """This test's own empty database on the run's one server (tests/conftest.py)."""
+    return pg_url
 
 
 def sha(text: str) -> str:
@@ -262,7 +243,7 @@ def test_another_model_or_dimension_is_refused_unless_rebuilt(url):
         assert gallery.meta()["dim"] == 256 and gallery.load_centroids("fused:new", 256)[0] == ["bob"]
 
 
-def test_unreachable_server_and_wrong_password_give_one_clean_line(server):
+def test_unreachable_server_and_wrong_password_give_one_clean_line(pg_server):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed once the with ends
@@ -272,30 +253,30 @@ def test_unreachable_server_and_wrong_password_give_one_clean_line(server):
     assert "cannot connect" in message and "s3cretpw" not in message and "\n" not in message
     assert message.startswith(f"postgresql://alice@127.0.0.1:{port}/faces")
 
-    pgdata = Path(server.pgdata)
+    pgdata = Path(pg_server.pgdata)
     hba = pgdata / "pg_hba.conf"
     if "pwuser" not in hba.read_text():
         hba.write_text("local all pwuser scram-sha-256\n" + hba.read_text())
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS pwuser")
         conn.execute("CREATE ROLE pwuser LOGIN PASSWORD 'right-pw'")
         conn.execute("SELECT pg_reload_conf()")
-    good = make_conninfo(server.get_uri(), user="pwuser", password="right-pw")
+    good = make_conninfo(pg_server.get_uri(), user="pwuser", password="right-pw")
     PgGallery(good).close()
     with pytest.raises(GalleryError) as caught:
-        PgGallery(make_conninfo(server.get_uri(), user="pwuser", password="wrong-pw-123"))
+        PgGallery(make_conninfo(pg_server.get_uri(), user="pwuser", password="wrong-pw-123"))
     message = str(caught.value)
     assert "password authentication failed" in message
     assert "wrong-pw-123" not in message and "\n" not in message
 
 
-def test_database_without_vector_and_no_right_to_create_it(server):
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+def test_database_without_vector_and_no_right_to_create_it(pg_server):
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS novector")
         conn.execute("CREATE DATABASE novector")
         conn.execute("DROP ROLE IF EXISTS plain")
         conn.execute("CREATE ROLE plain LOGIN")
-    url = make_conninfo(server.get_uri(), dbname="novector", user="plain")
+    url = make_conninfo(pg_server.get_uri(), dbname="novector", user="plain")
     with PgGallery(url) as gallery:
         with pytest.raises(GalleryError, match="lacks the pgvector extension") as caught:
             gallery.sync_photos(folder({"ann": 1}), FakeExamine(), MODEL, DIM)

@@ -64,43 +64,42 @@ def test_camera_mqtt_and_webhook_messages_never_hold_the_password(password):
         assert "***" in message and not leaked(message, password), message
 
 
-def test_a_url_without_password_uses_pgpassword(tmp_path, monkeypatch):
+def test_a_url_without_password_uses_pgpassword(tmp_path, monkeypatch, pg_server):
     """A role that needs a password (scram over the socket): the URL without one connects with PGPASSWORD set, a
-    wrong PGPASSWORD gets a one-line error without it."""
-    pgserver = pytest.importorskip("pgserver")
+    wrong PGPASSWORD gets a one-line error without it. (On the run's one server: pg_hba.conf asks the password of
+    that role alone.)"""
     psycopg = pytest.importorskip("psycopg")
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
-    try:
-        admin = server.get_uri()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("SET password_encryption = 'scram-sha-256'")
-            conn.execute("CREATE ROLE site LOGIN PASSWORD 'S3cret/Pass@word'")
-            conn.execute("CREATE DATABASE sitedb OWNER site")
-            hba = conn.execute("SHOW hba_file").fetchone()[0]
-            Path(hba).write_text("local all postgres trust\nlocal all all scram-sha-256\n")
-            conn.execute("SELECT pg_reload_conf()")
-        info = conninfo_to_dict(admin)
-        url = f"postgresql://site@/sitedb?host={info['host']}"
-        monkeypatch.delenv("PGPASSWORD", raising=False)
-        monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
-        with pytest.raises(GalleryError) as caught:
-            PgGallery(url)
-        assert "password" in str(caught.value)
-        monkeypatch.setenv("PGPASSWORD", "S3cret/Pass@word")
-        with PgGallery(url) as gallery:
-            assert gallery.stats()["people"] == 0
-        monkeypatch.delenv("PGPASSWORD")
-        passfile = tmp_path / "pgpass"
-        passfile.write_text("*:*:sitedb:site:S3cret/Pass@word\n")
-        passfile.chmod(0o600)
-        monkeypatch.setenv("PGPASSFILE", str(passfile))
-        with PgGallery(make_conninfo(url)) as gallery:
-            assert gallery.meta() is None
-        assert os.environ.get("PGPASSWORD") is None
-    finally:
-        server.cleanup()
+    admin = pg_server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute("DROP DATABASE IF EXISTS sitedb")
+        conn.execute("DROP ROLE IF EXISTS site")
+        conn.execute("CREATE ROLE site LOGIN PASSWORD 'S3cret/Pass@word'")
+        conn.execute("CREATE DATABASE sitedb OWNER site")
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+        if "local all site scram-sha-256" not in hba.read_text():
+            hba.write_text("local all site scram-sha-256\n" + hba.read_text())
+        conn.execute("SELECT pg_reload_conf()")
+    info = conninfo_to_dict(admin)
+    url = f"postgresql://site@/sitedb?host={info['host']}"
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    with pytest.raises(GalleryError) as caught:
+        PgGallery(url)
+    assert "password" in str(caught.value)
+    monkeypatch.setenv("PGPASSWORD", "S3cret/Pass@word")
+    with PgGallery(url) as gallery:
+        assert gallery.stats()["people"] == 0
+    monkeypatch.delenv("PGPASSWORD")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("*:*:sitedb:site:S3cret/Pass@word\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    with PgGallery(make_conninfo(url)) as gallery:
+        assert gallery.meta() is None
+    assert os.environ.get("PGPASSWORD") is None
 
 
 def test_a_silent_server_gives_up_within_the_connect_timeout_whatever_the_database_is_called():
@@ -135,3 +134,27 @@ def test_a_silent_server_gives_up_within_the_connect_timeout_whatever_the_databa
     error, seconds = outcome
     assert 4 <= seconds <= 8, seconds
     assert "cannot connect" in str(error) and "\n" not in str(error)
+
+
+def test_the_api_refusing_to_fine_tune_a_shared_gallery_never_shows_the_password(tmp_path, pg_database, weights_dir):
+    """facenet.Gallery over a PostgreSQL URL with a password (the run's one server trusts the socket, so it connects
+    whatever the password): fine_tune's refusal names the gallery without the password, as a URL or a conninfo."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    import facenet
+
+    (tmp_path / "data").mkdir()
+    plain = pg_database()
+    info = conninfo_to_dict(plain)
+    for password, url in (
+        ("Fine%2FTune-S3cret", f"postgresql://{info['user']}:Fine%2FTune-S3cret@/{info['dbname']}?host={info['host']}"),
+        ("two w0rds S3cret", make_conninfo(plain, password="two w0rds S3cret")),
+    ):
+        gallery = facenet.Gallery(tmp_path / "data", url, model="dlib", detector="hog", weights_dir=weights_dir,
+                                  cache_dir=tmp_path / "cache")
+        assert gallery.people == []
+        with pytest.raises(ValueError, match="fine-tuning keeps its weights beside a gallery folder") as caught:
+            gallery.fine_tune(epochs=1)
+        message = str(caught.value)
+        assert "***" in message and info["dbname"] in message, message
+        assert not leaked(message, password) and "Fine/Tune" not in message, message

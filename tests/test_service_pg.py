@@ -8,7 +8,6 @@ import pytest
 
 from tests.test_service import HELD_OUT, KEY, STRANGER, make_data
 
-pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) bundles PostgreSQL + pgvector")
 psycopg = pytest.importorskip("psycopg")
 pytest.importorskip("fastapi")
 
@@ -16,13 +15,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def url(tmp_path_factory) -> str:
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgserve") / "data", cleanup_mode="delete")
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE serve_gallery")
-    yield make_conninfo(server.get_uri(), dbname="serve_gallery")
-    server.cleanup()
+@pytest.fixture
+def url(pg_url) -> str:
+    """This test's own empty database on the run's one server (tests/conftest.py)."""
+    return pg_url
 
 
 def people_in(url: str) -> set[str]:
@@ -64,10 +60,12 @@ def test_the_shared_gallery_follows_the_service(tmp_path, url, pipeline):
     assert names(HELD_OUT) == ["George_Clooney"]
 
 
-def test_changes_while_postgresql_is_down_leave_data_and_gallery_as_they_were(tmp_path, pipeline):
+def test_changes_while_postgresql_is_down_leave_data_and_gallery_as_they_were(tmp_path, pipeline, pg_server,
+                                                                            pg_database):
     """Issue 22: with the database stopped, deleting a subject (or adding, renaming, deleting a photo) answers 503
     and leaves data/ exactly as it was (folders, bytes, times) and the gallery too; once the database is back the
-    delete works and the person is gone from both."""
+    delete works and the person is gone from both. The run's one server is stopped, so it is started again
+    whatever happens."""
     import os
     import time
 
@@ -78,35 +76,32 @@ def test_changes_while_postgresql_is_down_leave_data_and_gallery_as_they_were(tm
     from facenet.service.store import GalleryStore
     from tests.test_service import files_of
 
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    server = pg_server
+    url = pg_database("down_gallery")
+    data = tmp_path / "data"
+    make_data(data)
+    store = GalleryStore(data, pipeline, tmp_path / "local", database_url=url)
+    client = TestClient(create_app(store, frozenset({KEY})), headers={"x-api-key": KEY})
+
+    def names(photo) -> list[str]:
+        answer = client.post("/api/v1/recognize", content=photo.read_bytes(), headers={"content-type": "image/jpeg"})
+        return [f["name"] for f in answer.json()["faces"]]
+
+    assert client.post("/api/v1/subjects", json={"subject": "Temp Person"}).status_code == 201
+    added = client.post("/api/v1/subjects/Temp Person/faces", files={"file": ("t.jpg", STRANGER.read_bytes())})
+    assert added.status_code == 201, added.text
+    image_id = added.json()["image_id"]
+    enrolled = {"George_Clooney", "Jon_Voight", "Barbra_Streisand", "Temp Person"}
+    assert people_in(url) == enrolled and names(STRANGER) == ["Temp Person"]
+
+    def state() -> tuple:
+        return (files_of(data), sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_dir()),
+                {p.relative_to(data).as_posix(): p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()})
+
+    before = state()
+    ensure_prefix_permissions(server.pgdata)  # another pytest run may have closed /tmp/pytest-of-<user> again
+    pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user)
     try:
-        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE down_gallery")
-        url = make_conninfo(server.get_uri(), dbname="down_gallery")
-        data = tmp_path / "data"
-        make_data(data)
-        store = GalleryStore(data, pipeline, tmp_path / "local", database_url=url)
-        client = TestClient(create_app(store, frozenset({KEY})), headers={"x-api-key": KEY})
-
-        def names(photo) -> list[str]:
-            answer = client.post("/api/v1/recognize", content=photo.read_bytes(),
-                                 headers={"content-type": "image/jpeg"})
-            return [f["name"] for f in answer.json()["faces"]]
-
-        assert client.post("/api/v1/subjects", json={"subject": "Temp Person"}).status_code == 201
-        added = client.post("/api/v1/subjects/Temp Person/faces", files={"file": ("t.jpg", STRANGER.read_bytes())})
-        assert added.status_code == 201, added.text
-        image_id = added.json()["image_id"]
-        enrolled = {"George_Clooney", "Jon_Voight", "Barbra_Streisand", "Temp Person"}
-        assert people_in(url) == enrolled and names(STRANGER) == ["Temp Person"]
-
-        def state() -> tuple:
-            return (files_of(data), sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_dir()),
-                    {p.relative_to(data).as_posix(): p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()})
-
-        before = state()
-        ensure_prefix_permissions(server.pgdata)  # another pytest run may have closed /tmp/pytest-of-<user> again
-        pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user)
         for method, path, kwargs in (
             ("delete", "/api/v1/subjects/Temp Person", {}),
             ("delete", f"/api/v1/subjects/Temp Person/faces/{image_id}", {}),
@@ -119,19 +114,17 @@ def test_changes_while_postgresql_is_down_leave_data_and_gallery_as_they_were(tm
             assert answer.status_code == 503 and "down_gallery" in detail and "\n" not in detail, (path, answer.text)
             assert state() == before, path  # data/ exactly as it was
         assert names(STRANGER) == ["Temp Person"]  # the snapshot too
-
+    finally:  # the run's one server: started again whatever happened
         time.sleep(0.1)
         ensure_prefix_permissions(server.pgdata)
         with server._lock:
             server.ensure_postgres_running()
-        assert make_conninfo(server.get_uri(), dbname="down_gallery") == url
-        assert people_in(url) == enrolled  # the gallery as it was
-        deleted = client.delete("/api/v1/subjects/Temp Person")
-        assert deleted.status_code == 200 and deleted.json() == {"subject": "Temp Person", "deleted_photos": 1}
-        assert not (data / "Temp Person").exists() and os.listdir(data) and people_in(url) == enrolled - {"Temp Person"}
-        assert names(STRANGER) != ["Temp Person"]
-    finally:
-        server.cleanup()
+    assert make_conninfo(server.get_uri(), dbname="down_gallery") == url
+    assert people_in(url) == enrolled  # the gallery as it was
+    deleted = client.delete("/api/v1/subjects/Temp Person")
+    assert deleted.status_code == 200 and deleted.json() == {"subject": "Temp Person", "deleted_photos": 1}
+    assert not (data / "Temp Person").exists() and os.listdir(data) and people_in(url) == enrolled - {"Temp Person"}
+    assert names(STRANGER) != ["Temp Person"]
 
 
 def test_used_names_exactly_the_photos_enrollment_used_in_both_backends(tmp_path, url, pipeline):

@@ -1,0 +1,90 @@
+"""Lookup in the shared gallery (read only: nothing is created, pruned or written): every centroid for an
+in-memory search, the k nearest in SQL (exact or through the HNSW index), and its size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from facenet.gallery.pg.schema import HNSW_MIN_PEOPLE, Schema, vector_text
+from facenet.gallery.pg.urls import GalleryError, gallery_errors
+
+HNSW_EF_SEARCH = 100
+"""Candidates the HNSW search keeps (pgvector's default is 40); recall@1 measured by bench/bench_pg.py."""
+
+
+class Lookup(Schema):
+    """Reading the gallery: `load_centroids`, `nearest`, `stats`."""
+
+    @gallery_errors
+    def load_centroids(self, model_id: str, dim: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(names, centroids (N, dim) float32, photo counts) of everyone enrolled, by name; empty when no gallery.
+
+        For the exact in-memory lookup (gallery.index.FaceDatabase / gallery.search.ExactIndex).
+        """
+        meta = self._reader_meta(model_id, dim)
+        width = meta["dim"] if meta is not None else (dim or 0)
+        if meta is None:
+            return [], np.zeros((0, width), np.float32), np.zeros(0, int)
+        with self.conn.cursor(binary=True) as cur:
+            cur.execute("""SELECT name, photo_count, centroid FROM facenet_people WHERE centroid IS NOT NULL
+                           ORDER BY name""")
+            rows = cur.fetchall()
+        names = [r[0] for r in rows]
+        counts = np.array([r[1] for r in rows], int)
+        centroids = np.stack([r[2] for r in rows]).astype(np.float32) if rows else np.zeros((0, width), np.float32)
+        return names, centroids, counts
+
+    @gallery_errors
+    def nearest(
+        self, queries: np.ndarray, model_id: str, k: int = 1, exact: bool | None = None,
+        ef_search: int = HNSW_EF_SEARCH,
+    ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+        """k nearest centroids of each query by inner product, in SQL: (names [Q][k], similarities (Q, k),
+        photo counts (Q, k)); rows are padded with "" / -inf / 0 when fewer people are enrolled.
+
+        exact=None uses the HNSW index when there is one, True forces an exact scan, False requires the index.
+        """
+        meta = self._reader_meta(model_id, None)
+        queries = np.asarray(queries, np.float32)
+        if queries.ndim == 1:
+            queries = queries[None]
+        names = [[""] * k for _ in range(len(queries))]
+        sims = np.full((len(queries), k), -np.inf, np.float32)
+        counts = np.zeros((len(queries), k), int)
+        if meta is None or len(queries) == 0 or k <= 0:
+            return names, sims, counts
+        if queries.shape[1] != meta["dim"]:
+            raise GalleryError(f"{self.where}: queries of dimension {queries.shape[1]} for a {meta['dim']}-d "
+                               "gallery")
+        if exact is False and not self._table_exists("facenet_people_centroid_hnsw"):
+            raise GalleryError(f"{self.where}: no HNSW index (it is built once the gallery has more than "
+                               f"{HNSW_MIN_PEOPLE} people, or by create_index)")
+        with self.conn.transaction(), self.conn.cursor(binary=True) as cur:
+            if exact:
+                cur.execute("SET LOCAL enable_indexscan = off")
+            else:
+                cur.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), k)}")
+            cur.execute("""SELECT q.i, n.name, n.photo_count, n.sim FROM unnest(%s::vector[]) WITH ORDINALITY
+                           AS q(v, i) CROSS JOIN LATERAL (
+                               SELECT name, photo_count, -(centroid <#> q.v) AS sim FROM facenet_people
+                               WHERE centroid IS NOT NULL ORDER BY centroid <#> q.v LIMIT %s) n
+                           ORDER BY q.i, n.sim DESC""", ([vector_text(q) for q in queries], k))
+            slot = np.zeros(len(queries), int)
+            for i, name, count, sim in cur.fetchall():
+                row = i - 1
+                names[row][slot[row]], sims[row, slot[row]], counts[row, slot[row]] = name, sim, count
+                slot[row] += 1
+        return names, sims, counts
+
+    @gallery_errors
+    def stats(self) -> dict[str, Any]:
+        """People enrolled, photos, stored results and whether the HNSW index exists (for reports)."""
+        if self.meta() is None:
+            return {"people": 0, "photos": 0, "results": 0, "hnsw": False}
+        people, photos, results = self.conn.execute(
+            """SELECT (SELECT count(*) FROM facenet_people WHERE centroid IS NOT NULL),
+                      (SELECT count(*) FROM facenet_photos), (SELECT count(*) FROM facenet_embeddings)""").fetchone()
+        return {"people": people, "photos": photos, "results": results,
+                "hnsw": self._table_exists("facenet_people_centroid_hnsw")}
