@@ -148,7 +148,8 @@ def judge(clean: np.ndarray, domain: np.ndarray, index: dict, pairs: list, lfw_d
     return {"domain": verification(domain, domain, index, pairs, lfw_dir),
             "clean": verification(clean, clean, index, pairs, lfw_dir),
             "clean_vs_domain": verification(clean, domain, index, pairs, lfw_dir),
-            "open_set": open_set(clean, domain, photos, model, scale)}
+            "open_set": open_set(clean, domain, photos, model, scale),
+            "open_set_in_domain": open_set(domain, domain, photos, model, scale)}
 
 
 def main() -> int:

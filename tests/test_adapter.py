@@ -263,7 +263,7 @@ def test_cli_trains_the_adapter_by_default_and_explains_the_guard(tmp_path, weig
     guard = next(line for line in done.stderr.splitlines() if line.startswith("guard: "))
     assert "photos of 5 of the 5 people (held-out photos, never trained on); before accuracy" in guard
     assert record["saved"] == trained_weights_path(tmp_path / "db", "dlib").exists()
-    verdict = done.stderr.strip().splitlines()[-1]  # the last line a user reads
+    verdict = next(line for line in done.stderr.splitlines() if line.startswith("verdict: "))
     before, after = (100 * record[key]["accuracy"] for key in ("val_before", "val_after"))
     assert verdict.startswith("verdict: helped: " if record["saved"] else "verdict: did not help: ")
     assert f"held-out photos: {before:.1f}% -> {after:.1f}% (AUC " in verdict

@@ -17,7 +17,7 @@ from facenet.pipeline import FacePipeline
 from facenet.train.augment import augment_view
 from facenet.train.cached import CachedOptions
 from facenet.train.loop import RunOptions, plan_run
-from facenet.train.validation import GUARD_PEOPLE, near_strangers, split_people, split_validation
+from facenet.train.validation import GUARD_PEOPLE, SPREAD_EXPONENT, Validator, split_people, split_validation
 
 BATCH = np.random.default_rng(0).uniform(0, 255, (3, 150, 150, 3)).astype(np.float32)
 
@@ -94,10 +94,28 @@ def test_plan_says_whom_the_guard_measures():
     assert np.array_equal(few.held, split_validation(np.repeat(np.arange(10), 3), 0.2)[1])
 
 
-def test_the_distance_scale_follows_the_near_strangers():
-    distances = np.linspace(0.5, 1.5, 10_001)
-    assert near_strangers(distances) == pytest.approx(0.5 + 10 / 10_001, abs=1e-6)  # ~the 10th nearest
-    assert near_strangers(np.linspace(0, 1, 11)) == pytest.approx(0.5)  # the median at most
+def test_the_distance_scale_is_the_spread_damped_for_other_photos():
+    """Thresholds grow by the held-out pairs' spread ** SPREAD_EXPONENT: 1 when nothing moved."""
+    pairs = (np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([True, False, False]))
+    vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], np.float32)
+
+    class Fixed:
+        kinds, dim = ("x",), 2
+
+        def __init__(self) -> None:
+            self.factor = 1.0
+
+        def embed(self, given):
+            return given["x"] * self.factor
+
+    fixed = Fixed()
+    validate = Validator(fixed, {"x": vectors}, pairs, np.array([], np.int64), 1.0, 0.6)
+    assert validate()[0]["distance_scale"] == 1.0
+    fixed.factor = 2.0  # every distance doubles
+    metrics = validate()[0]
+    assert metrics["distance_scale"] == pytest.approx(2.0 ** SPREAD_EXPONENT)
+    assert metrics["deployed_threshold"] == pytest.approx(0.6 * 2.0 ** SPREAD_EXPONENT)
+    assert 0.9 < SPREAD_EXPONENT < 1.0
 
 
 def test_tune_modes_and_rates():
