@@ -658,3 +658,44 @@ def test_cli_trains_with_a_margin_loss_and_prints_one_json_line(tmp_path, weight
         assert record["weights"] == str(trained_weights_path(tmp_path / "db", "dlib"))
     else:  # nothing trained before and nothing saved now: recognition keeps the pretrained model
         assert record["weights"] == "the pretrained dlib model"
+
+
+GPU_PATH = """
+import json, logging, sys
+import numpy as np
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from facenet.train import load_chips
+from facenet.train.loop import train
+from facenet.pipeline import FacePipeline
+data, weights, cache = sys.argv[1:4]
+chips = load_chips(data, FacePipeline("hog", "dlib", weights), cache)
+seen = {}
+def on_epoch(epoch, model, metrics):
+    branch = model.get_layer("dlib_resnet")
+    seen[epoch] = [branch.get_layer("conv_stem").compute_dtype, branch.get_layer("conv_stem").kernel.dtype,
+                   branch.get_layer("dlib_preprocess").compute_dtype, keras.mixed_precision.global_policy().name]
+model, result = train(chips, weights, "dlib", epochs=1, batch_size=8, learning_rate=1e-6, log_dir=None,
+                      devices=["/cpu:0", "/cpu:1"], on_epoch=on_epoch)
+print(json.dumps({"seen": seen, "steps": result.steps, "losses": result.losses, "epochs": result.epochs_run,
+                  "after": keras.mixed_precision.global_policy().name, "dtype": model.layers[1].compute_dtype}))
+"""
+
+
+def test_the_gpu_path_runs_on_two_logical_cpus(tiny, weights, tmp_path):
+    """The card's GPU path (mixed float16 and MirroredStrategy over 2 devices) trains for real without a GPU:
+    two logical CPUs in a process of its own (devices are fixed when TensorFlow starts)."""
+    data, _ = tiny
+    cache = data.parent / "db" / training.CHIPS_CACHE_FILE  # the tiny chips, detected once already
+    done = subprocess.run([sys.executable, "-c", GPU_PATH, str(data), str(weights), str(cache)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    # float16 compute, float32 variables, the input scaling in float32
+    assert record["seen"]["1"] == ["float16", "float32", "float32", "mixed_float16"]
+    assert record["epochs"] == 1 and record["steps"] >= 1 and all(np.isfinite(record["losses"]))
+    assert record["after"] == "float32"  # the policy is restored: the gallery's models compute in float32
+    assert "training on 2 device(s), mixed float16" in done.stderr

@@ -41,6 +41,7 @@ from facenet.train.logs import TrainingLogs, plot_rows
 from facenet.train.step import (
     LossSettings,
     build_optimizer,
+    compute_in_global_policy,
     device_setup,
     freeze_batch_norm,
     loss_settings,
@@ -264,6 +265,7 @@ class _BackboneRun(GuardedRun):
             model = build_embedder(options.name, options.weights_dir, options.trained_dir,
                                    imagenet_weights=options.imagenet_weights)
             freeze_batch_norm(model)
+            compute_in_global_policy(model)
         embedder = Embedder(model, options.name)
         validate = Validator(embedder, chip_set.chips, plan.pairs, plan.plotted,
                              distance_scale(options.trained_dir, options.name),
@@ -348,6 +350,7 @@ def train(
     loss: str | None = None,
     scale: float | None = None,
     max_pairs: int = MAX_VALIDATION_PAIRS,
+    devices: list[str] | None = None,
 ) -> tuple[keras.Model, TrainResult]:
     """Fine-tune the embedding model's own weights on `chip_set` (the backbone; `fine_tune` is the whole contract:
     guard, save, gallery rebuild); save nothing. Starts from the trained weights of the gallery in `trained_dir`
@@ -359,7 +362,8 @@ def train(
     model holds the best validated weights when an epoch beat the starting point (`result.improved`), else the
     starting weights. Ctrl-C stops after the current step: `result.interrupted`, and only completed epochs
     count. `on_epoch(epoch, model, metrics)` is called after each epoch's validation (epoch 0: before training),
-    e.g. for a benchmark's own held-out people. At most `max_pairs` held-out pairs are validated.
+    e.g. for a benchmark's own held-out people. At most `max_pairs` held-out pairs are validated. `devices`: the
+    GPU path (mixed float16, MirroredStrategy) on those devices instead of the GPUs found (`step.device_setup`).
     """
     settings = loss_settings(loss or strategy, margin, scale)
     learning_rate = default_learning_rate(name, "backbone") if learning_rate is None else learning_rate
@@ -369,13 +373,13 @@ def train(
     plan = plan_run(chip_set, validation_split, options, max_pairs)
     log.info("%s loss, margin %g%s; %d training identities", settings.loss, settings.margin,
              f", scale {settings.scale:g}" if settings.is_margin else "", plan.num_classes)
-    if name != "resnet50" and tf.config.list_physical_devices("GPU"):
+    if name != "resnet50" and (devices or tf.config.list_physical_devices("GPU")):
         # Convert and cache under float32 first: converted under mixed_float16 the cached models would keep
         # float16 layers, and every later recognition run would compute in float16.
         pretrained_embedder(name, weights_dir)
     logs = TrainingLogs(log_dir)
     try:
-        with device_setup() as distribution:
+        with device_setup(devices) as distribution:
             run = _BackboneRun(chip_set, plan, settings, options, distribution, logs, epochs, on_epoch)
             try:
                 result = run.train()

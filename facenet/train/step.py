@@ -151,18 +151,35 @@ def freeze_batch_norm(model: keras.Model) -> None:
             model.get_layer(branch).trainable = branch.split("_")[0] in FUSED_TRAINED_BRANCHES
 
 
+FLOAT32_LAYERS = ("dlib_preprocess",)
+"""Layers that compute in float32 under mixed precision too (the dlib input scaling: 256**2 overflows float16)."""
+
+
+def compute_in_global_policy(model: keras.Model) -> None:
+    """Under mixed float16, the twins' layers compute in float16 (variables stay float32). Loaded from their cache
+    they carry the float32 policy they were converted under, and the GPU path would silently run in float32."""
+    if keras.mixed_precision.global_policy().name != "mixed_float16":
+        return
+    for branch in (layer for layer in model.layers if layer.name in ("dlib_resnet", "sface")):
+        for layer in branch._flatten_layers(include_self=False, recursive=True):
+            if not isinstance(layer, keras.layers.InputLayer) and layer.name not in FLOAT32_LAYERS:
+                layer.dtype_policy = keras.DTypePolicy("mixed_float16")
+
+
 @contextlib.contextmanager
-def device_setup() -> Iterator[tf.distribute.Strategy]:
+def device_setup(devices: list[str] | None = None) -> Iterator[tf.distribute.Strategy]:
     """GPUs: mixed float16 (set before the model is built) and MirroredStrategy for 2+; CPU: float32 as is.
 
-    The previous dtype policy is restored afterwards, so models built later (the database's) are float32.
+    `devices` (e.g. two logical CPUs, "/cpu:0", "/cpu:1"): the GPU path on exactly those devices, so that the
+    suite runs it without a GPU. The previous dtype policy is restored afterwards, so models built later (the
+    database's) are float32.
     """
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")] if devices is None else devices
     previous = keras.mixed_precision.global_policy()
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    distribution = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    log.info("training on %s", f"{len(gpus)} GPU(s), mixed float16" if gpus else "the CPU, float32")
+    distribution = tf.distribute.MirroredStrategy(devices) if len(gpus) > 1 else tf.distribute.get_strategy()
+    log.info("training on %s", f"{len(gpus)} device(s), mixed float16" if gpus else "the CPU, float32")
     try:
         yield distribution
     finally:
