@@ -1,4 +1,4 @@
-"""What several rooms of the package share: model, detector and loss names, chip geometry, model files, training
+"""What several modules of the package share: model, detector and loss names, chip geometry, model files, training
 defaults and paths. A constant only one module uses lives with it (detector settings in `detect/dlib.py` and
 `detect/yunet.py`, camera and tracking settings in `live/`, thresholds and calibration in `gallery/thresholds.py`,
 the database file in `gallery/file.py`)."""

@@ -363,9 +363,11 @@ def test_the_serve_word_takes_serve_s_flags_only_and_its_cameras():
 
 
 def readme_command_lines() -> list[list[str]]:
-    """The arguments of every `python main.py …` / `facenet …` line of the README's examples (continuations joined,
-    comments, `> file` redirections and `[--optional]` placeholders left out; --version is not a command)."""
-    text = re.sub(r"\\\n\s*", "", (ROOT / "README.md").read_text())
+    """The arguments of every `python main.py …` / `facenet …` line of the README's examples, then of the docs/
+    pages it links to (continuations joined, comments, `> file` redirections and `[--optional]` placeholders left
+    out; --version is not a command)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = re.sub(r"\\\n\s*", "", "\n".join(page.read_text() for page in pages))
     found = []
     for line in text.splitlines():
         match = re.match(r"^    (?:[A-Z_]+=\S+ )?(?:python main\.py|facenet)((?: .*)?)$", line)

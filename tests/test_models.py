@@ -104,7 +104,7 @@ def test_switching_model_rebuilds_the_database(fused, weights_dir, tmp_path):
 
 
 def test_when_the_branches_disagree_the_fused_distance_decides():
-    """README: a face is named by the fused distance (dlib weighs 1, SFace FUSION_SFACE_WEIGHT), never by one
+    """docs/models.md: a face is named by the fused distance (dlib weighs 1, SFace FUSION_SFACE_WEIGHT), never by one
     branch's vote. Here dlib says A and SFace says B, equally strongly: the heavier dlib branch wins."""
     rng = np.random.default_rng(0)
     a_dlib, b_dlib, a_sface, b_sface = normalize(rng.standard_normal((4, 128)))

@@ -14,7 +14,7 @@ USAGE = """{prog}: one command per job: {prog} <command> [flags]; {prog} <comman
 
 {commands}
 
-The design card's forms (flags without a command word; every command's flags are accepted) work as before:
+The flat forms (flags without a command word; every command's flags are accepted) work as before:
 
     {prog} -t True -e 20 -m 0.5          # = {prog} train -e 20 -m 0.5
     {prog} -t False -wc True             # = {prog} recognize -wc True (the webcam)

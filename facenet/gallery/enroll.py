@@ -107,7 +107,8 @@ def leave_out_mislabeled(
     far: float,
 ) -> tuple[list[str], np.ndarray, list[int]]:
     """Flag photos nearer another person than their own (leave-one-out centroid: likely mislabeled) or farther than
-    `far` from their person's other photos; mislabeled photos leave their person's centroid (the README's promise).
+    `far` from their person's other photos; mislabeled photos leave their person's centroid (as docs/recognition.md
+    promises).
 
     Returns names, centroids and photo counts without the mislabeled photos.
     """
