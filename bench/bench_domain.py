@@ -195,6 +195,7 @@ def main() -> int:
                                    epoch_seconds=run.epoch_seconds, embed_seconds=run.embed_seconds,
                                    val_before=run.val_before, val_after=run.val_after, gallery=done.gallery,
                                    guard_people=run.held_people, guard_by_person=run.by_person,
+                                   guard_pairs=run.pairs, guard_photos=run.held_out,
                                    feature_megabytes=run.feature_megabytes)
         scale = run.val_after["distance_scale"] if done.saved else 1.0
         trained = read_trained(trained_weights_path(gallery, args.model)) if done.saved else None
