@@ -150,3 +150,19 @@ def pg_database(pg_server) -> Callable[..., str]:
 def pg_url(pg_database) -> str:
     """A fresh, empty database of this test on the session's server."""
     return pg_database()
+
+
+@pytest.fixture
+def embedded_photos(monkeypatch) -> list[str]:
+    """Every photo the pipeline embeds from now on (by file name), counted where it happens."""
+    from facenet.pipeline import FacePipeline
+
+    seen: list[str] = []
+    real = FacePipeline.embed_photos
+
+    def counted(self, paths, *args, **kwargs):
+        seen.extend(Path(p).name for p in paths)
+        return real(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(FacePipeline, "embed_photos", counted)
+    return seen

@@ -667,20 +667,6 @@ def weights_named(embedder, number: int):
                                                       "model_id": f"dlib:{fingerprint}"})(embedder)
 
 
-@pytest.fixture
-def embedded_photos(monkeypatch) -> list[str]:
-    """Every photo the pipeline embeds from now on (by file name), counted where it happens."""
-    seen: list[str] = []
-    real = FacePipeline.embed_photos
-
-    def counted(self, paths, *args, **kwargs):
-        seen.extend(Path(p).name for p in paths)
-        return real(self, paths, *args, **kwargs)
-
-    monkeypatch.setattr(FacePipeline, "embed_photos", counted)
-    return seen
-
-
 def manifest_of(database_dir: Path) -> dict:
     with np.load(database_dir / DATABASE_FILE, allow_pickle=False) as stored:
         return json.loads(stored["manifest"].tobytes().decode("utf-8"))

@@ -10,31 +10,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from facenet.cli.recognize_command import recognize_command
 from facenet.gallery.file import read_database
 from facenet.models.adapter import adapter_of, with_adapter
 from facenet.models.build import build_embedder
 from facenet.models.trained import save_trained_weights
-from facenet.pipeline import FacePipeline
 
 PEOPLE = Path(__file__).parent / "data" / "people"
 ENROLLED = {"Juanes": (1, 2), "Martha_Burk": (2, 3), "Jon_Voight": (1, 2)}
-
-
-@pytest.fixture
-def embedded_photos(monkeypatch) -> list[str]:
-    """Every photo the pipeline embeds from now on (by file name), counted where it happens."""
-    seen: list[str] = []
-    real = FacePipeline.embed_photos
-
-    def counted(self, paths, *args, **kwargs):
-        seen.extend(Path(p).name for p in paths)
-        return real(self, paths, *args, **kwargs)
-
-    monkeypatch.setattr(FacePipeline, "embed_photos", counted)
-    return seen
 
 
 def test_pretrained_back_and_forth_embeds_each_photo_once_per_model(tmp_path, weights, capsys, embedded_photos,
