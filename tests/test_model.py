@@ -92,6 +92,7 @@ def test_trained_weights_win_and_live_in_one_file(folder):
     arrays = trained.model_weights
     assert trained.record == {"format": TRAINED_FORMAT, "model": "dlib", "fingerprint": fingerprint(model),
                               "distance_scale": 1.5, "backbone": True, "start": "pretrained", "adapter_hidden": None,
+                              "cut": None,
                               "checksum": trained_checksum(trained.record, arrays)}
     assert [a.shape for a in arrays] == [w.shape for w in model.get_weights()]
     assert trained.adapter_weights is None

@@ -11,8 +11,8 @@ import facenet
 from facenet.cli.train_command import verdict
 from facenet.config import CACHED_TUNES, TOP_LEARNING_RATE, TUNE_MODES
 from facenet.models.build import build_embedder
-from facenet.models.split import split_embedder
-from facenet.models.trained import read_trained, trained_weights_path
+from facenet.models.split import CutError, split_embedder
+from facenet.models.trained import read_trained, save_trained_weights, trained_weights_path
 from facenet.pipeline import FacePipeline
 from facenet.train.augment import augment_view
 from facenet.train.cached import CachedOptions
@@ -149,3 +149,24 @@ def test_real_top_training_saves_what_recognition_then_computes(weights, tmp_pat
     assert tuned.model_id != pretrained.model_id
     vectors = [p.embed_photos([photo])[photo].vector for p in (pretrained, tuned)]
     assert np.linalg.norm(vectors[0] - vectors[1]) > 1e-4
+
+
+def test_top_weights_are_saved_in_their_cut_and_recognition_rebuilds_it(weights, chips, tmp_path):  # noqa: F811
+    """A `top` file holds the cut model's weights (gains included) and its cut; the gallery's embedder is rebuilt in
+    that shape and computes exactly what training left; another cut is refused with one line."""
+    split = split_embedder(build_embedder("dlib", weights), "top", 16)
+    split.gains[0].gain.assign(np.linspace(-0.5, 0.5, 16).reshape(4, 4, 1))
+    kernel = next(w for w in split.top.trainable_weights if "kernel" in w.path and "conv" in w.path)
+    kernel.assign(kernel.numpy() * 1.2)
+    split.adapter.set_weights([w + 0.01 for w in split.adapter.get_weights()])
+    trained = split.joined()
+    expected = trained(chips).numpy()
+    path = save_trained_weights(trained, tmp_path, "dlib", 1.3, backbone=True, cut="top")
+    record = read_trained(path).record
+    assert record["cut"] == "top" and record["adapter_hidden"] == 16
+    rebuilt = build_embedder("dlib", weights, tmp_path)
+    np.testing.assert_allclose(rebuilt(chips).numpy(), expected, atol=1e-5)
+    assert abs(rebuilt(chips).numpy() - build_embedder("dlib", weights)(chips).numpy()).max() > 1e-3
+    split_embedder(rebuilt, "top")  # the same cut again: trained further
+    with pytest.raises(CutError, match="another --tune than top2"):
+        split_embedder(rebuilt, "top2")
