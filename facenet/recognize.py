@@ -45,16 +45,15 @@ class Recognition:
     score: float | None
     points: tuple[tuple[float, float], ...] | None = None
 
+    def face_record(self) -> dict:
+        """The JSON form of this face that every surface shares (`box` and `match_record`'s name, distance,
+        score; a tracked face adds its `track`): the CLI's line (`record`), the service's /recognize faces and
+        camera tracks. Events, which have no box, carry `match_record`."""
+        return {"box": [int(v) for v in self.box], **match_record(self.name, self.distance, self.score)}
+
     def record(self, source: str, frame: int | None) -> dict:
-        """The JSON line of this face (non-finite numbers become null: JSON has no NaN)."""
-        return {
-            "source": source,
-            "frame": frame,
-            "box": [int(v) for v in self.box],
-            "name": self.name,
-            "distance": round(self.distance, 4) if _finite(self.distance) else None,
-            "score": round(self.score, 1) if _finite(self.score) else None,
-        }
+        """The CLI's JSON line of this face: its source and frame, then `face_record`."""
+        return {"source": source, "frame": frame, **self.face_record()}
 
     def label(self) -> Label:
         return Label(self.box, self.name, self.score)
@@ -67,6 +66,22 @@ class Recognition:
         box = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
         points = None if self.points is None else tuple((x * sx, y * sy) for x, y in self.points)
         return replace(self, box=box, points=points)
+
+
+DISTANCE_PLACES = 4
+SCORE_PLACES = 1
+"""Decimals of a face's distance and 0-100 score in every JSON rendering (CLI, service, events)."""
+
+
+def match_record(name: str | None, distance: float | None, score: float | None) -> dict:
+    """Who a face is, as JSON: name, distance and score rounded to DISTANCE_PLACES and SCORE_PLACES (plain floats;
+    a missing or non-finite number becomes null: JSON has no NaN). The one rendering of a recognised face's answer:
+    `Recognition.face_record`, and the event record (facenet/live/events.py)."""
+    return {"name": name, "distance": _rounded(distance, DISTANCE_PLACES), "score": _rounded(score, SCORE_PLACES)}
+
+
+def _rounded(value: float | None, places: int) -> float | None:
+    return round(float(value), places) if _finite(value) else None
 
 
 def _points(face: Face) -> tuple[tuple[float, float], ...] | None:

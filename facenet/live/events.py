@@ -33,6 +33,7 @@ from PIL import Image
 
 from facenet.files import atomic_write
 from facenet.live.tracking import TrackEvent
+from facenet.recognize import match_record
 from facenet.redact import mask_url, url_host
 from facenet.text import slug
 
@@ -51,16 +52,12 @@ def iso_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _rounded(value: float | None, places: int) -> float | None:
-    return None if value is None or value != value or abs(value) == float("inf") else round(value, places)
-
-
 def event_record(event: TrackEvent, snapshot: Path | None) -> dict:
     """The event's JSON object (keys EVENT_KEYS)."""
     return {
         "event": event.kind, "camera": event.camera, "time": iso_time(event.time), "track": event.track,
-        "frame": event.frame, "name": event.name, "distance": _rounded(event.distance, 4),
-        "score": _rounded(event.score, 1), "snapshot": str(snapshot) if snapshot is not None else None,
+        "frame": event.frame, **match_record(event.name, event.distance, event.score),
+        "snapshot": str(snapshot) if snapshot is not None else None,
     }
 
 

@@ -107,8 +107,8 @@ class TrackedRecognition(Recognition):
 
     track: int = 0
 
-    def record(self, source: str, frame: int | None) -> dict:
-        return {**super().record(source, frame), "track": self.track}
+    def face_record(self) -> dict:
+        return {**super().face_record(), "track": self.track}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from facenet.gallery.pg import GalleryError
 from facenet.images import ImageError, person_name
 from facenet.pipeline import five_points
+from facenet.recognize import Recognition
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
 from facenet.service.guard import OriginGuard
 from facenet.service.keys import KEY_HEADER, key_accepted
@@ -75,6 +76,13 @@ def _face(box: tuple[int, ...], points: Any, scale: tuple[float, float]) -> dict
     return {"box": [round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)],
             "landmarks": None if points is None else [[round(float(x) * sx, 1), round(float(y) * sy, 1)]
                                                      for x, y in np.asarray(points)]}
+
+
+def _recognised(result: Recognition, scale: tuple[float, float]) -> dict[str, Any]:
+    """A /recognize face: the shared JSON form of a face (Recognition.face_record) in the photo's own pixels, with
+    its landmarks after the box."""
+    scaled = result.scaled(scale)
+    return {**_face(result.box, result.points, scale), **scaled.face_record()}
 
 
 def _size(rgb: np.ndarray, scale: tuple[float, float]) -> dict[str, int]:
@@ -241,8 +249,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
 
         def work() -> dict[str, Any]:
             rgb, scale = decode_photo(data, name)
-            faces = [{**_face(r.box, r.points, scale), "name": r.name, "distance": _rounded(r.distance, 4),
-                      "score": _rounded(r.score, 1)} for r in store.recognize(rgb)]
+            faces = [_recognised(r, scale) for r in store.recognize(rgb)]
             return {**_size(rgb, scale), "faces": faces}
 
         return await run_in_threadpool(work)

@@ -78,7 +78,7 @@ def jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 
 def _track(record: dict[str, Any]) -> dict[str, Any]:
-    """A face of a camera's current frame for the API: its JSON record (Recognition.record) without source and frame."""
+    """A face of a camera's current frame for the API: its shared JSON form (Recognition.face_record)."""
     return {"track": record.get("track"), **{key: record[key] for key in ("name", "box", "distance", "score")}}
 
 
@@ -155,7 +155,7 @@ class ServiceCameras:
 
     def _frame(self, frame: Frame, results: list[Recognition]) -> None:
         data = jpeg(annotate(frame.image, [r.label() for r in results]))
-        tracks = [_track(r.record(frame.source, frame.index)) for r in results]
+        tracks = [_track(r.face_record()) for r in results]
         with self._lock:
             camera = self.cameras[frame.source]
             camera.frames += 1
