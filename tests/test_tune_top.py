@@ -16,6 +16,7 @@ from facenet.models.trained import read_trained, save_trained_weights, trained_w
 from facenet.pipeline import FacePipeline
 from facenet.train.augment import augment_view
 from facenet.train.cached import CachedOptions
+from facenet.train.chips import TrainingError
 from facenet.train.loop import RunOptions, plan_run
 from facenet.train.validation import GUARD_PEOPLE, SPREAD_EXPONENT, Validator, split_people, split_validation
 
@@ -170,3 +171,15 @@ def test_top_weights_are_saved_in_their_cut_and_recognition_rebuilds_it(weights,
     split_embedder(rebuilt, "top")  # the same cut again: trained further
     with pytest.raises(CutError, match="another --tune than top2"):
         split_embedder(rebuilt, "top2")
+
+
+def test_backbone_training_from_top_weights_is_refused_with_one_line(weights, chips, tmp_path):  # noqa: F811
+    """Weights saved in the `top` cut cannot be trained as the whole backbone; nothing is changed."""
+    split = split_embedder(build_embedder("dlib", weights), "top", 16)
+    path = save_trained_weights(split.joined(), tmp_path / "db", "dlib", 1.0, backbone=True, cut="top")
+    before = path.read_bytes()
+    with pytest.raises(TrainingError, match=r"cannot train --tune backbone from .*: its weights were trained with "
+                                            r"--tune top; train with that --tune again, or start over"):
+        facenet.fine_tune(make_data(tmp_path), tmp_path / "db", model="dlib", detector="hog", weights_dir=weights,
+                          tune="backbone", epochs=1, log_dir=None)
+    assert path.read_bytes() == before

@@ -63,8 +63,7 @@ class SplitEmbedder:
     def joined(self) -> keras.Model:
         """`joined_base` followed by the adapter (its last layer, so its weights are saved apart)."""
         base = self.joined_base()
-        return keras.Model(base.inputs if len(base.inputs) > 1 else base.inputs[0], self.adapter(base.output),
-                           name=base.name)
+        return keras.Model(_single(base.inputs), self.adapter(base.output), name=base.name)
 
 
 def _cut_layer(branch: keras.Model, where: int | str) -> keras.layers.Layer:

@@ -41,8 +41,8 @@ def save_trained_weights(model: keras.Model, gallery_dir: str | Path, name: str,
 
     `backbone`: the file holds the embedding model's own weights (it was fine-tuned); else only its adapter's (the
     backbone is the pretrained one). `distance_scale` says how far the new embedding spreads faces compared with the
-    one the thresholds were calibrated for (ratio of the near strangers' distances); recognition multiplies its
-    thresholds by it; a scale outside DISTANCE_SCALE_RANGE is refused (WeightsError, nothing written): such weights
+    one the thresholds were calibrated for (held-out different-person distances, `validation.SPREAD_EXPONENT`);
+    recognition multiplies its thresholds by it; a scale outside DISTANCE_SCALE_RANGE is refused (WeightsError, nothing written): such weights
     would misname people. `start` records what training started from ("pretrained" or "trained").
     """
     path = trained_weights_path(gallery_dir, name)

@@ -111,13 +111,13 @@ def compute_features(split: SplitEmbedder, chip_set: ChipSet, train_rows: np.nda
         chips = chip_set.take(rows)
         for k, array in enumerate(run(chips)):
             plain[k][rows] = array
-        mine = rows[where[rows] >= 0]
-        if not len(mine):
+        positions = where[rows][where[rows] >= 0]
+        if not len(positions):
             continue
         own = {kind: c[where[rows] >= 0] for kind, c in chips.items()}
         for view in range(views):
-            for k, array in enumerate(run(_view(own, view, where[mine], seed))):
-                viewed[k][view, where[mine]] = array
+            for k, array in enumerate(run(_view(own, view, positions, seed))):
+                viewed[k][view, positions] = array
     return Features(plain, viewed)
 
 

@@ -34,7 +34,6 @@ from facenet.models.names import model_name
 from facenet.models.split import CutError
 from facenet.models.trained import (
     WeightsError,
-    distance_scale,
     read_trained,
     save_trained_weights,
     trained_weights_path,
@@ -131,18 +130,25 @@ def fine_tune(
     setup = _Setup(Path(data_dir), Path(database_dir), Path(weights_dir or default_weights_dir()), name, detector,
                    tune if name != "resnet50" else "backbone", pretrained)
     pipeline = FacePipeline(detector, name, setup.weights_dir, setup.trained_dir)  # an unusable file: WeightsError
+    start = read_trained(setup.trained_path) if setup.start == "trained" else None
+    start_cut = start.record.get("cut") if start is not None else None
+    if setup.tune == "backbone" and start_cut:
+        raise TrainingError(f"cannot train --tune backbone from {setup.trained_path}: its weights were trained with "
+                            f"--tune {start_cut}; train with that --tune again, or start over with --pretrained")
     log.info("training the %s of the %s model, starting from the %s weights%s", setup.tune, name, setup.start,
              f" ({setup.trained_path})" if setup.start == "trained" else "")
     chip_set = load_chips(setup.data_dir, pipeline, setup.database_dir / CHIPS_CACHE_FILE)
     log.info("%d chips of %d people from %s", len(chip_set), len(set(chip_set.labels.tolist())), data_dir)
     trained, run = _train(setup, pipeline, chip_set, settings, epochs, batch_size, rate, validation_split,
-                          imagenet_weights, log_dir)
+                          imagenet_weights, log_dir, start.distance_scale if start is not None else 1.0)
     result = FineTuneResult(run, run.improved, _weights_in_use(setup), setup.start, "unchanged", setup.tune, 0.0,
                             len(chip_set), len(chip_set.names))
     if run.improved:
-        backbone = setup.tune != "adapter" or _has_backbone(setup)
+        # an adapter trained over fine-tuned model weights keeps them, in their cut
+        backbone = setup.tune != "adapter" or (start is not None and start.model_weights is not None)
+        cut = setup.tune if setup.tune in ("top", "top2") else start_cut
         result.weights = str(save_trained_weights(trained, setup.database_dir, name, run.val_after["distance_scale"],
-                                                  backbone=backbone, start=setup.start, cut=_cut(setup)))
+                                                  backbone=backbone, start=setup.start, cut=cut))
         result.gallery = "will be rebuilt by the next run" if run.interrupted else _rebuild(setup)
     result.seconds = round(time.monotonic() - started, 1)
     return result
@@ -150,12 +156,12 @@ def fine_tune(
 
 def _train(setup: _Setup, pipeline: FacePipeline, chip_set: ChipSet, settings: LossSettings, epochs: int,
            batch_size: int, rate: float, validation_split: float, imagenet_weights: str | Path | None,
-           log_dir: str | Path | None) -> tuple[keras.Model, TrainResult]:
+           log_dir: str | Path | None, start_scale: float) -> tuple[keras.Model, TrainResult]:
     if setup.tune in CACHED_TUNES:
         setup.database_dir.mkdir(parents=True, exist_ok=True)
         options = CachedOptions(tune=setup.tune, epochs=epochs, batch_size=batch_size, learning_rate=rate,
                                 validation_split=validation_split, scratch_dir=setup.database_dir,
-                                start_scale=distance_scale(setup.trained_dir, setup.model))
+                                start_scale=start_scale)
         try:
             return train_cached(chip_set, pipeline.embedder.model, setup.model, settings, options, log_dir)
         except CutError as error:
@@ -164,18 +170,6 @@ def _train(setup: _Setup, pipeline: FacePipeline, chip_set: ChipSet, settings: L
     return train(chip_set, setup.weights_dir, setup.model, imagenet_weights, epochs=epochs, margin=settings.margin,
                  batch_size=batch_size, learning_rate=rate, log_dir=log_dir, validation_split=validation_split,
                  loss=settings.loss, scale=settings.scale, trained_dir=setup.trained_dir)
-
-
-def _cut(setup: _Setup) -> str | None:
-    """The shape of the saved model's weights: this run's cut, else the cut of the weights it started from."""
-    if setup.tune in ("top", "top2"):
-        return setup.tune
-    return read_trained(setup.trained_path).record.get("cut") if setup.start == "trained" else None
-
-
-def _has_backbone(setup: _Setup) -> bool:
-    """Whether the weights training started from hold fine-tuned backbone weights (kept under a new adapter)."""
-    return setup.start == "trained" and read_trained(setup.trained_path).model_weights is not None
 
 
 def _weights_in_use(setup: _Setup) -> str:

@@ -325,7 +325,7 @@ class _BackboneRun(GuardedRun):
         return float(np.mean(losses)), float(np.mean(seconds)), batches.size
 
     def finish(self) -> None:
-        """The model back to the best validated weights, or to the starting ones; the bar closed."""
+        """Close the progress bar (`train` then sets the best validated weights, or the starting ones)."""
         if self.bar is not None:
             self.bar.close()
 

@@ -48,8 +48,8 @@ person, and its verdict is weak."""
 
 GUARD_STRONG_PEOPLE = 40
 """Held-out people from which the guard's verdict counts as reliable. Measured (bench/bench_domain.py, masks): sets
-of k unseen people whose AUC change had the sign of the change on all 361 DevTest people: k=10 73.5% of the time,
-20 87.5%, 40 92.5%, 80 99.0%."""
+of k unseen people whose AUC change had the sign of the change on all 361 DevTest people (adapter / top): k=10
+73.5 / 76.5% of the time, 20 88.5 / 91.5%, 40 92.5 / 95.0%, 80 99.0 / 100%."""
 
 
 def split_people(labels: np.ndarray, validation_split: float, seed: int = SPLIT_SEED,
