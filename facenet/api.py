@@ -27,6 +27,8 @@ from facenet.detect.face import Face
 from facenet.gallery import GalleryOptions, open_gallery
 from facenet.images import ImageError, load_image, to_rgb
 from facenet.settings import check_threshold
+from facenet.unknowns.naming import Named, name_group
+from facenet.unknowns.store import Group, Retention
 from facenet.verify import Image, NoFaceError, Verification, subject_vector, verify_with
 
 if TYPE_CHECKING:
@@ -119,12 +121,14 @@ class Gallery:
         database_dir: str | Path = "database",
         threshold: float | None = None,
         cache_dir: str | Path = "database",
+        retention: Retention | None = None,
         **settings,
     ) -> None:
         self.data_dir, self.location = Path(data_dir), str(database_dir)
         self.options = GalleryOptions.at(database_dir, cache_dir)
         self.database_dir = None if self.options.database_url else self.options.database_dir
         self.threshold = None if threshold is None else check_threshold(threshold)
+        self.retention = retention or Retention()
         self.settings = {"trained_dir": self.database_dir, **settings}
         self.pipeline = face_pipeline(**self.settings)
         self.database: FaceDatabase
@@ -161,6 +165,28 @@ class Gallery:
         result = fine_tune(self.data_dir, self.database_dir, **{**keep, **options})
         self.sync()
         return result
+
+    def unknowns(self) -> list[Group]:
+        """The strangers recognition collected (`recognize(..., collect=True)`, cameras), grouped by person, the
+        most recently seen first."""
+        with open_gallery(self.options) as gallery:
+            return gallery.unknowns(self.retention).groups()
+
+    def name_group(self, group_id: str, subject: str) -> Named:
+        """Name a stranger: the group's best faces become photos of data_dir/<subject>/ (new or existing), he is
+        enrolled (the gallery is synced), the group is forgotten."""
+        with open_gallery(self.options) as gallery:
+            return name_group(gallery.unknowns(self.retention), group_id, subject, self.data_dir, self.sync)
+
+    def ignore_group(self, group_id: str, ignored: bool = True) -> Group:
+        """Keep a stranger's group but raise no more alerts for him (a neighbour, the postman)."""
+        with open_gallery(self.options) as gallery:
+            return gallery.unknowns(self.retention).ignore_group(group_id, ignored)
+
+    def forget_group(self, group_id: str) -> int:
+        """Delete a stranger's group and faces; how many faces went."""
+        with open_gallery(self.options) as gallery:
+            return gallery.unknowns(self.retention).forget_group(group_id)
 
     def embeddings(self) -> dict[str, np.ndarray]:
         """Each enrolled person's centroid (unit vector)."""

@@ -16,6 +16,7 @@ from facenet.gallery.report import EnrollmentReport, SharedSync
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
+    from facenet.unknowns.store import Retention, UnknownStore
 
 __all__ = ["EnrollmentReport", "FaceDatabase", "FileGallery", "Gallery", "GalleryOptions", "PgGallery", "SharedSync",
            "is_url", "open_gallery"]
@@ -33,6 +34,10 @@ class Gallery(Protocol):
 
     def load(self, pipeline: FacePipeline) -> FaceDatabase:
         """The enrolled people as the lookup index for `pipeline` (read only)."""
+        ...
+
+    def unknowns(self, retention: Retention | None = None) -> UnknownStore:
+        """The store of unknown faces that lives with this gallery (facenet.unknowns)."""
         ...
 
     def remove_person(self, name: str) -> bool:

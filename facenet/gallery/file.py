@@ -38,9 +38,11 @@ from facenet.gallery.index import FaceDatabase
 from facenet.gallery.report import EnrollmentReport
 from facenet.gallery.thresholds import verify_threshold
 from facenet.progress import progress_bar
+from facenet.unknowns.file_store import FileUnknowns
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
+    from facenet.unknowns.store import Retention
 
 log = logging.getLogger(__name__)
 
@@ -523,6 +525,10 @@ class FileGallery:
     def remove_person(self, name: str) -> bool:
         """Nothing to do (False): the next sync drops everyone whose folder left the data folder."""
         return False
+
+    def unknowns(self, retention: Retention | None = None) -> FileUnknowns:
+        """The store of unknown faces kept beside this gallery (`database_dir/unknowns/`)."""
+        return FileUnknowns(self.database_dir, retention)
 
     def close(self) -> None:
         """Nothing to release: every write is already complete on disk."""

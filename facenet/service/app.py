@@ -147,6 +147,7 @@ def _error_handlers(app: FastAPI) -> None:
     """Every refusal is {"detail": one line}."""
 
     @app.exception_handler(StoreError)
+    @app.exception_handler(BadName)
     @app.exception_handler(ImageError)
     @app.exception_handler(NoFaceError)
     async def refused(_request: Request, error: Exception) -> JSONResponse:

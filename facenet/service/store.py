@@ -6,18 +6,17 @@ runs under one lock, writes data/ atomically, syncs the gallery (file or Postgre
 new `Snapshot`; readers take the current snapshot reference and never wait for a sync. The face models are not
 thread-safe, so each detector or model call is serialised (`locked_pipeline`), call by call.
 
-Photos the service writes are named `api-<first 20 hex of their sha256><ext>`: only such a file whose bytes still
-have that hash may be deleted through the service. Users' own photos are never deleted, moved or rewritten; a
-subject holding any of them cannot be deleted (renaming renames its folder, the photos untouched).
+Photos the service writes are named `api-<first 20 hex of their sha256><ext>` (facenet/gallery/photos.py): only such
+a file whose bytes still have that hash may be deleted through the service. Users' own photos are never deleted,
+moved or rewritten; a subject holding any of them cannot be deleted (renaming renames its folder, the photos
+untouched).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facenet.files import atomic_write, file_sha256
+from facenet.files import atomic_write
 from facenet.gallery import GalleryOptions, open_gallery
-from facenet.images import image_format, list_images, list_people, person_folder, person_name
+from facenet.gallery.photos import api_photo_name, clean_name, is_api_photo
+from facenet.images import list_images, list_people, person_folder, person_name
 from facenet.recognize import Recognizer
 from facenet.service.uploads import decode_photo
 from facenet.verify import NoFaceError, Verification, verify_with
@@ -42,19 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-API_PHOTO = re.compile(r"^api-([0-9a-f]{20})\.[a-z]+$")
-"""Name of a photo written by the service: api-<sha256 prefix>.<ext>."""
-
-MAX_NAME_BYTES = 200
-"""Longest subject name (UTF-8 bytes): a folder name must fit the file system's 255."""
-
-
 class StoreError(Exception):
     """A request the gallery cannot honour; the message says why in one line."""
-
-
-class BadName(StoreError):
-    """A subject name that cannot be a folder name."""
 
 
 class UnknownSubject(StoreError):
@@ -113,18 +102,6 @@ def locked_pipeline(pipeline: FacePipeline) -> FacePipeline:
     return shared
 
 
-def clean_name(name: str) -> str:
-    """A subject name usable as a folder name (NFC, trimmed); BadName says why not."""
-    name = person_name(str(name)).strip()
-    if not name:
-        raise BadName("the subject name is empty")
-    if name in (".", "..") or name.startswith(".") or any(c in name for c in '/\\\0'):
-        raise BadName(f"{name!r} cannot be a folder name (no '/', '\\', leading '.' or NUL)")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise BadName(f"the subject name is longer than {MAX_NAME_BYTES} bytes")
-    return name
-
-
 class _Kept:
     """A file's bytes and times, to put it back as it was."""
 
@@ -135,12 +112,6 @@ class _Kept:
     def restore(self) -> None:
         atomic_write(self.path, lambda tmp: tmp.write_bytes(self.data))
         os.utime(self.path, ns=self.times)
-
-
-def is_api_photo(path: Path) -> bool:
-    """True when `path` is a photo the service wrote and its bytes are still the ones it wrote."""
-    match = API_PHOTO.match(path.name)
-    return bool(match) and path.is_file() and file_sha256(path).startswith(match.group(1))
 
 
 class GalleryStore:
@@ -248,8 +219,7 @@ class GalleryStore:
         rgb, _ = decode_photo(data, source)
         if self.pipeline.subject(rgb, "largest").face is None:
             raise NoFaceError(f"{source}: no face found")
-        extension = image_format(data) or ".jpg"
-        image_id = f"api-{hashlib.sha256(data).hexdigest()[:20]}{extension}"
+        image_id = api_photo_name(data)
         with self._write:
             folder = self.folder(name)
             target = folder / image_id

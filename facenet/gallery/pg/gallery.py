@@ -16,9 +16,11 @@ from facenet.gallery.pg.sync import Enrollment
 from facenet.gallery.pg.urls import GalleryError, mask_url, reason, url_sets
 from facenet.gallery.report import EnrollmentReport, SharedSync
 from facenet.gallery.thresholds import verify_threshold
+from facenet.unknowns.pg_store import PgUnknowns
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
+    from facenet.unknowns.store import Retention
 
 CONNECT_TIMEOUT = 5
 """Seconds to wait for the server before giving up (unless the URL says otherwise)."""
@@ -48,6 +50,10 @@ class PgGallery(Enrollment, Lookup):
 
     def close(self) -> None:
         self.conn.close()
+
+    def unknowns(self, retention: Retention | None = None) -> PgUnknowns:
+        """The store of unknown faces kept in this gallery's database (shared by every site)."""
+        return PgUnknowns(self.conn, self.where, self.url, retention)
 
     def __enter__(self) -> PgGallery:
         return self
