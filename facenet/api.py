@@ -148,11 +148,15 @@ class Gallery:
         """The enrolled names."""
         return list(self.database.names)
 
-    def recognize(self, image: Image) -> list[Match]:
-        """Every face of a photo, largest first, named (or "Unknown")."""
+    def recognize(self, image: Image, collect: bool = False, source: str = "api") -> list[Match]:
+        """Every face of a photo, largest first, named (or "Unknown"). `collect`: keep each Unknown face that passes
+        the quality gate as a sighting of `source` in the gallery's store of unknown faces (see `unknowns`)."""
         from facenet.recognize import Recognizer  # loads TensorFlow: first use only
+        from facenet.unknowns.collect import Collector
 
-        results = Recognizer(self.pipeline, self.database, self.threshold).recognize(to_rgb(image))
+        collector = Collector(self.options, self.pipeline, self.retention) if collect else None
+        results = Recognizer(self.pipeline, self.database, self.threshold, collector=collector,
+                             source=source).recognize(to_rgb(image))
         return [Match(r.name, r.box, r.distance, r.score) for r in results]
 
     def fine_tune(self, **options) -> FineTuneResult:

@@ -18,11 +18,13 @@ import numpy as np
 from facenet import config
 from facenet.draw import Label
 from facenet.pipeline import five_points
+from facenet.unknowns.sighting import FaceCut
 
 if TYPE_CHECKING:
     from facenet.detect.face import Face
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
+    from facenet.unknowns.collect import Collector
 
 
 STILL_THUMB_SIZE = (64, 48)
@@ -44,12 +46,17 @@ class Recognition:
     distance: float | None
     score: float | None
     points: tuple[tuple[float, float], ...] | None = None
+    face_id: str | None = None
+    """Set when the face was collected as a sighting of a stranger (facenet.unknowns): its id in the store..."""
+    group: str | None = None
+    """... and the id of the stranger's group."""
 
     def face_record(self) -> dict:
         """The JSON form of this face that every surface shares (`box` and `match_record`'s name, distance,
         score; a tracked face adds its `track`): the CLI's line (`record`), the service's /recognize faces and
         camera tracks. Events, which have no box, carry `match_record`."""
-        return {"box": [int(v) for v in self.box], **match_record(self.name, self.distance, self.score)}
+        collected = {"face_id": self.face_id, "group": self.group} if self.face_id is not None else {}
+        return {"box": [int(v) for v in self.box], **match_record(self.name, self.distance, self.score), **collected}
 
     def record(self, source: str, frame: int | None) -> dict:
         """The CLI's JSON line of this face: its source and frame, then `face_record`."""
@@ -128,8 +135,12 @@ class Recognizer:
         database: FaceDatabase,
         threshold: float | None = None,
         reuse_still: bool = True,
+        collector: Collector | None = None,
+        source: str = "api",
     ) -> None:
+        """`collector`: keeps each face that ends Unknown as a sighting of `source` (facenet.unknowns)."""
         self.pipeline = pipeline
+        self.collector, self.source = collector, source
         self.database = database
         self.threshold = threshold
         self.reuse_still = reuse_still
@@ -151,11 +162,25 @@ class Recognizer:
         self.analysed += 1
         faces = self.pipeline.detect(image, video=video)
         results = []
-        if faces and len(self.database) == 0:
+        if faces and len(self.database) == 0 and self.collector is None:  # nobody enrolled: everyone is Unknown
             results = [Recognition(f.box, config.UNKNOWN, None, None, _points(f)) for f in faces]
         elif faces:
-            matches = self.database.identify(self.pipeline.embed(image, faces), self.threshold)
-            results = [Recognition(f.box, m.name, m.distance, m.score, _points(f))
-                       for f, m in zip(faces, matches, strict=True)]
+            vectors = self.pipeline.embed(image, faces)
+            results = [self._collected(image, face, vector, Recognition(face.box, m.name, m.distance, m.score,
+                                                                        _points(face)))
+                       for face, vector, m in zip(faces, vectors, self._answers(vectors), strict=True)]
         self._last = results
         return results
+
+    def _answers(self, vectors: np.ndarray) -> list:
+        """The gallery's answer for each vector (Unknown without distance or score when nobody is enrolled)."""
+        if len(self.database) == 0:
+            return [Recognition((0, 0, 0, 0), config.UNKNOWN, None, None)] * len(vectors)
+        return self.database.identify(vectors, self.threshold)
+
+    def _collected(self, image: np.ndarray, face: Face, vector: np.ndarray, result: Recognition) -> Recognition:
+        """The result, with its sighting's ids when the collector kept it (an Unknown face that passes the gate)."""
+        if self.collector is None or result.name != config.UNKNOWN:
+            return result
+        kept = self.collector.collect(FaceCut.of(image, face.box, face.score, face.points), vector, self.source)
+        return result if kept is None else replace(result, face_id=kept.face_id, group=kept.group)

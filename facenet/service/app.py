@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from facenet.gallery.pg import GalleryError
+from facenet.gallery.photos import BadName, clean_name, is_api_photo
 from facenet.images import ImageError, person_name
 from facenet.pipeline import five_points
 from facenet.recognize import Recognition
@@ -32,15 +33,12 @@ from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
 from facenet.service.guard import OriginGuard
 from facenet.service.keys import KEY_HEADER, key_accepted
 from facenet.service.store import (
-    BadName,
     GalleryStore,
     NotDeletable,
     StoreError,
     SubjectExists,
     UnknownPhoto,
     UnknownSubject,
-    clean_name,
-    is_api_photo,
 )
 from facenet.service.uploads import BodyLimit, MiB, UploadError, decode_photo, read_photos
 from facenet.verify import NoFaceError
