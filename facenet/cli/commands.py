@@ -1,7 +1,7 @@
-"""The six commands: what each does (its help's first line and examples), which flags are its own, how its options
+"""The commands: what each does (its help's first line and examples), which flags are its own, how its options
 are built, and which function runs it; and how the design card's flat form (no command word) maps onto them.
 
-    facenet recognize | enroll | verify | train | lfw | serve   [that command's flags]
+    facenet recognize | enroll | verify | train | lfw | serve | unknowns   [that command's flags]
     python main.py -t True -e 20 -m 0.5                          # flat form = facenet train -e 20 -m 0.5
 """
 
@@ -16,7 +16,7 @@ from facenet.cli import options as opts
 MODEL_FLAGS = ("weights_path", "model", "detector", "pretrained", "json")
 """The flags every command has: where the weights are, which model and detector, pretrained or fine-tuned, JSON."""
 GALLERY_FLAGS = ("data_dir", "database_dir", "database_url")
-LIVE_FLAGS = ("track", "events", "mqtt_url", "webhook")
+LIVE_FLAGS = ("track", "events", "mqtt_url", "webhook", "collect_unknowns")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,14 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
         (*MODEL_FLAGS, *GALLERY_FLAGS, "threshold", "host", "port", "api_key_file", "max_upload_mb", "input",
          "output_dir", *LIVE_FLAGS, "backbone"),
         opts.serve_options, "facenet.cli.serve_command", "serve_command",
+    ),
+    Command(
+        "unknowns", "the strangers recognition collected, grouped by person: list, name, ignore or forget a group",
+        ("                             # list the groups, most recently seen first",
+         "--name 3f2a9c0b1d4e=Ada      # his best faces become photos of data/Ada/, enrolled",
+         "--ignore 3f2a9c0b1d4e        # no more alerts for him", "--forget 3f2a9c0b1d4e"),
+        (*MODEL_FLAGS, *GALLERY_FLAGS, "name", "ignore", "forget", "backbone"),
+        opts.unknowns_options, "facenet.cli.unknowns_command", "unknowns_command",
     ),
 )}
 

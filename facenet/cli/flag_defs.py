@@ -129,6 +129,14 @@ flags.DEFINE_list(
     "[name=]webcam:N, several at once (cam1, cam2, … when unnamed).",
 )
 flags.DEFINE_bool(
+    "collect_unknowns", None, "Keep each Unknown face that passes the quality gate (one per track) in the gallery's "
+    "store of unknown faces, grouped by stranger (`facenet unknowns`). Default: on for the webcam and live cameras, "
+    "off for photos and videos.",
+)
+flags.DEFINE_string("name", None, "facenet unknowns: name a group, GROUP_ID=Person Name (enrolls him).")
+flags.DEFINE_string("ignore", None, "facenet unknowns: keep this group but raise no more alerts for it.")
+flags.DEFINE_string("forget", None, "facenet unknowns: delete this group and its faces.")
+flags.DEFINE_bool(
     "track", None, "Follow faces across frames (one id and a steady name per person, a few embeddings per track). "
     "Default: on for live cameras and with --events/--mqtt_url/--webhook, off for video files.",
 )

@@ -20,13 +20,19 @@ class FlagView(Protocol):
 
 @dataclass(frozen=True)
 class LiveOptions:
-    """The flags of live cameras, tracking and events (--track, --events, --mqtt_url, --webhook, --max_frames)."""
+    """The flags of live cameras, tracking and events (--track, --events, --mqtt_url, --webhook, --max_frames,
+    --collect_unknowns)."""
 
     track: bool | None = None
     events: str | None = None
     mqtt_url: str | None = None
     webhook: str | None = None
     max_frames: int = 0
+    collect_unknowns: bool | None = None
+
+    def collecting(self, live: bool) -> bool:
+        """--collect_unknowns as given; by default on for the webcam and live cameras, off for photos and videos."""
+        return live if self.collect_unknowns is None else self.collect_unknowns
 
     def tracking(self, live: bool) -> bool:
         """--track as given; by default on for live cameras and whenever events are asked for, off for files."""
@@ -161,7 +167,24 @@ class ServeOptions(CommandOptions):
     live: LiveOptions = field(default_factory=LiveOptions)
 
 
-Options = RecognizeOptions | EnrollOptions | VerifyOptions | TrainOptions | LfwOptions | ServeOptions
+@dataclass(frozen=True)
+class UnknownsOptions(CommandOptions):
+    """`facenet unknowns`: list the groups of unknown faces, or name (--name ID=NAME), ignore or forget one."""
+
+    data_dir: str
+    database_dir: str
+    database_url: str | None
+    name: str | None
+    ignore: str | None
+    forget: str | None
+    weights_dir: str
+    model: str
+    detector: str
+    pretrained: bool
+    as_json: bool
+
+
+Options = UnknownsOptions | RecognizeOptions | EnrollOptions | VerifyOptions | TrainOptions | LfwOptions | ServeOptions
 
 
 # --- built from the parsed flags -----------------------------------------------------------------------------------
@@ -182,7 +205,8 @@ def serve_cameras(values: FlagView) -> list[str]:
 
 
 def _live(values: FlagView, max_frames: int = 0) -> LiveOptions:
-    return LiveOptions(values.track, values.events, values.mqtt_url, values.webhook, max_frames)
+    return LiveOptions(values.track, values.events, values.mqtt_url, values.webhook, max_frames,
+                       values.collect_unknowns)
 
 
 def recognize_options(values: FlagView, _paths: list[str], _prog: str) -> RecognizeOptions:
@@ -239,4 +263,12 @@ def serve_options(values: FlagView, _paths: list[str], _prog: str) -> ServeOptio
         weights_dir=values.weights_path, model=chosen_model(values), detector=values.detector,
         threshold=values.threshold, pretrained=values.pretrained, cameras=serve_cameras(values),
         output_dir=values.output_dir, as_json=values.json, live=_live(values),
+    )
+
+
+def unknowns_options(values: FlagView, _paths: list[str], _prog: str) -> UnknownsOptions:
+    return UnknownsOptions(
+        data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
+        name=values.name, ignore=values.ignore, forget=values.forget, weights_dir=values.weights_path,
+        model=chosen_model(values), detector=values.detector, pretrained=values.pretrained, as_json=values.json,
     )

@@ -1,0 +1,92 @@
+"""`facenet unknowns`: the strangers recognition collected, grouped by person; name, ignore or forget a group.
+
+    facenet unknowns                   # list the groups, most recently seen first
+    facenet unknowns --name 3f2a…=Ada  # his best faces become photos of data/Ada/, Ada is enrolled
+    facenet unknowns --ignore 3f2a…    # keep the group, no more alerts
+    facenet unknowns --forget 3f2a…    # delete the group and its faces
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from facenet.cli import common
+from facenet.cli.console import emit_json, error
+from facenet.cli.exit_codes import Exit
+from facenet.gallery import GalleryOptions, open_gallery
+from facenet.gallery.pg import GalleryError
+from facenet.gallery.photos import BadName
+from facenet.live.events import iso_time
+from facenet.unknowns.naming import name_group
+from facenet.unknowns.store import Group, UnknownGroupError, UnknownStore
+
+log = logging.getLogger(__name__)
+
+
+def unknowns_command(
+    data_dir: str, database_dir: str, database_url: str | None, name: str | None, ignore: str | None,
+    forget: str | None, weights_dir: str, model: str, detector: str, pretrained: bool, as_json: bool,
+) -> int:
+    """List the groups of unknown faces, or act on one (--name ID=NAME, --ignore ID, --forget ID; one at a time).
+    Exit codes: 0 done, 1 no such group or the gallery failed, 2 bad arguments."""
+    asked = [flag for flag, value in (("--name", name), ("--ignore", ignore), ("--forget", forget)) if value]
+    if len(asked) > 1:
+        return error(f"{asked[0]} and {asked[1]}: act on one group at a time")
+    if name is not None and "=" not in name:
+        return error(f"--name {name!r}: write it as GROUP_ID=Person Name")
+    options = GalleryOptions(Path(database_dir), database_url)
+    try:
+        with open_gallery(options) as gallery:
+            store = gallery.unknowns()
+            if name is not None:
+                group_id, _, person = name.partition("=")
+                pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
+                named = name_group(store, group_id.strip(), person, Path(data_dir),
+                                   lambda: gallery.sync(Path(data_dir), pipeline))
+                return _done({"subject": named.subject, "photos": list(named.photos), "new_subject":
+                              named.new_subject}, f"named {named.subject}: {len(named.photos)} photos written to "
+                              f"{Path(data_dir) / named.subject}, enrolled", as_json)
+            if ignore is not None:
+                group = store.ignore_group(ignore)
+                return _done(group_record(group), f"ignored group {group.id} (no more alerts)", as_json)
+            if forget is not None:
+                count = store.forget_group(forget)
+                return _done({"id": forget, "deleted_faces": count}, f"forgot group {forget} ({count} faces)",
+                             as_json)
+            _list(store, as_json)
+            return Exit.OK
+    except (UnknownGroupError, BadName) as problem:
+        return error(str(problem).strip("'\""), Exit.FAILED)
+    except (OSError, RuntimeError, GalleryError) as problem:
+        log.error("%s", problem)
+        return Exit.FAILED
+
+
+def group_record(group: Group) -> dict:
+    """The JSON form of a group in a listing (as the service's GET /api/v1/unknowns without urls)."""
+    return {"id": group.id, "faces": len(group.faces), "first_seen": iso_time(group.first_seen),
+            "last_seen": iso_time(group.last_seen), "sources": group.sources, "ignored": group.ignored,
+            "examples": [{"face_id": face.face_id} for face in group.best(4)]}
+
+
+def _list(store: UnknownStore, as_json: bool) -> None:
+    groups = store.groups()
+    if as_json:
+        emit_json({"groups": [group_record(group) for group in groups]})
+        return
+    if not groups:
+        print("No unknown faces collected yet.", file=sys.stderr)
+    for group in groups:
+        flag = " (ignored)" if group.ignored else ""
+        print(f"{group.id}: {len(group.faces)} faces, {iso_time(group.first_seen)} - {iso_time(group.last_seen)}, "
+              f"seen at {', '.join(group.sources)}{flag}")
+
+
+def _done(record: dict, text: str, as_json: bool) -> int:
+    if as_json:
+        emit_json(record)
+    else:
+        print(text)
+    return Exit.OK
