@@ -7,6 +7,9 @@ MQTT (Home Assistant friendly; `<camera>` and `<person>` are slugs: lowercase AS
 - `<prefix>/<camera>/event`: every event (QoS 1, not retained);
 - `<prefix>/<camera>/<person>/state`: `ON` while a track of that person is on that camera, else `OFF` (retained;
   `unknown` is the person slug of Unknown faces);
+- `<prefix>/<camera>/unknown`: the last `unknown_seen` event there (retained), with its Home Assistant discovery
+  (`homeassistant/sensor/<prefix>_<camera>_last_unknown/config`: a "Last unknown at <camera>" sensor whose state is
+  the stranger's group id);
 - `<prefix>/status`: `online`, or `offline` (retained; the broker's last will when the process dies);
 - `homeassistant/binary_sensor/<prefix>_<camera>_<person>/config`: MQTT discovery of that state as an occupancy
   binary sensor (retained, sent the first time the person is seen on that camera).
@@ -38,6 +41,9 @@ from facenet.redact import mask_url, url_host
 from facenet.text import slug
 
 EVENT_KEYS = ("event", "camera", "time", "track", "frame", "name", "distance", "score", "snapshot")
+UNKNOWN_KEYS = ("group", "new", "sightings", "face_id")
+"""What an `unknown_seen` event adds: the stranger's group id, whether he is new or returning, how many sightings
+the group now has, and the id of this sighting's face in the store of unknown faces."""
 MQTT_PREFIX = "facenet"
 MQTT_DEFAULT_PORT = 1883
 WEBHOOK_TIMEOUT_S = 5.0
@@ -53,12 +59,16 @@ def iso_time(epoch: float) -> str:
 
 
 def event_record(event: TrackEvent, snapshot: Path | None) -> dict:
-    """The event's JSON object (keys EVENT_KEYS)."""
-    return {
+    """The event's JSON object (keys EVENT_KEYS; an `unknown_seen` adds UNKNOWN_KEYS)."""
+    record = {
         "event": event.kind, "camera": event.camera, "time": iso_time(event.time), "track": event.track,
         "frame": event.frame, **match_record(event.name, event.distance, event.score),
         "snapshot": str(snapshot) if snapshot is not None else None,
     }
+    if event.unknown is not None:
+        seen = event.unknown
+        record.update(group=seen.group, new=seen.new, sightings=seen.sightings, face_id=seen.face_id)
+    return record
 
 
 def snapshot_path(output_dir: Path, event: TrackEvent) -> Path:
@@ -146,6 +156,8 @@ class MqttPublisher:
                 self._acked.discard(mid)
             else:
                 self._pending.add(mid)
+        if record["event"] == "unknown_seen":
+            self._last_unknown(camera, record)
         key = (camera, record["track"])
         if record["event"] in ("named", "left") and key in self._names:
             self._set_presence(camera, self._names.pop(key), -1)
@@ -172,6 +184,19 @@ class MqttPublisher:
                   "state_topic": self.state_topic(camera, person), "availability_topic": f"{self.prefix}/status",
                   "device": {"identifiers": [f"{self.prefix}_{camera}"], "name": f"facenet {camera}"}}
         self.client.publish(f"homeassistant/binary_sensor/{unique}/config", json.dumps(config), qos=1, retain=True)
+
+    def _last_unknown(self, camera: str, record: dict) -> None:
+        """`<prefix>/<camera>/unknown`: the last stranger seen there (retained), and its Home Assistant sensor."""
+        topic = f"{self.prefix}/{camera}/unknown"
+        if (camera, "") not in self._discovered:
+            self._discovered.add((camera, ""))
+            unique = f"{self.prefix}_{camera}_last_unknown"
+            config = {"name": f"Last unknown at {camera}", "unique_id": unique, "state_topic": topic,
+                      "value_template": "{{ value_json.group }}", "json_attributes_topic": topic,
+                      "availability_topic": f"{self.prefix}/status", "icon": "mdi:account-question",
+                      "device": {"identifiers": [f"{self.prefix}_{camera}"], "name": f"facenet {camera}"}}
+            self.client.publish(f"homeassistant/sensor/{unique}/config", json.dumps(config), qos=1, retain=True)
+        self.client.publish(topic, json.dumps(record), qos=1, retain=True)
 
     def close(self, timeout: float = 5.0) -> None:
         """Mark the service offline, flush what is queued (up to `timeout` s when connected) and disconnect; what
