@@ -102,10 +102,10 @@ def open_set(clean: np.ndarray, domain: np.ndarray, photos: list[Path], model: s
                             distance_scale=scale)
     probes = [(rows[-1], name) for name, rows in enrolled.items()]
     matches = database.identify(domain[[row for row, _ in probes]])
-    named = np.mean([m.name == name for m, (_, name) in zip(matches, probes, strict=True)])
-    rejected = np.mean([m.name == UNKNOWN for m in matches])
+    named = np.mean([got == name for got, (_, name) in zip(matches.names, probes, strict=True)])
+    rejected = np.mean([got == UNKNOWN for got in matches.names])
     strangers = [rows[0] for rows in people.values() if len(rows) == 1]
-    stranger_rejected = np.mean([m.name == UNKNOWN for m in database.identify(domain[strangers])])
+    stranger_rejected = np.mean([got == UNKNOWN for got in database.identify(domain[strangers]).names])
     return {"people": len(enrolled), "named": round(100 * named, 1), "wrongly_named": round(
         100 * (1 - named - rejected), 1), "rejected": round(100 * rejected, 1), "strangers": len(strangers),
         "strangers_rejected": round(100 * stranger_rejected, 1)}

@@ -47,8 +47,8 @@ MODEL = "fused"
 
 def rates(database: FaceDatabase, probes: np.ndarray, truth: list[str], strangers: np.ndarray, threshold=None):
     """(share of enrolled probes named correctly, share of strangers rejected as Unknown)."""
-    named = np.mean([m.name == t for m, t in zip(database.identify(probes, threshold), truth, strict=True)])
-    rejected = np.mean([m.name == UNKNOWN for m in database.identify(strangers, threshold)])
+    named = np.mean([got == t for got, t in zip(database.identify(probes, threshold).names, truth, strict=True)])
+    rejected = np.mean([got == UNKNOWN for got in database.identify(strangers, threshold).names])
     return float(named), float(rejected)
 
 
@@ -114,8 +114,8 @@ def bench_people(people_dir: Path, data: dict, test_people: set[str], pipeline: 
     truth = [p.parent.name for p in held_out]
     strangers = data["embeddings"][stranger_rows(data, set(truth), test_people, STRANGERS)]
     result = table("(a) shared/faces/people, last photo held out", database, np.stack(chips), truth, strangers)
-    for match, name in zip(database.identify(np.stack(chips)), truth, strict=True):
-        print(f"    {name:34} -> {match.name:34} distance {match.distance:.3f} score {match.score:5.1f}")
+    for (got, distance, score), name in zip(database.identify(np.stack(chips)), truth, strict=True):
+        print(f"    {name:34} -> {got:34} distance {distance:.3f} score {score:5.1f}")
     result["enroll_photos_per_s"] = report.examined / seconds
     return result
 

@@ -3,8 +3,8 @@
     import facenet
     facenet.verify("a.jpg", "b.jpg").same                     # 1:1
     gallery = facenet.Gallery("data", "database")             # enrolled people, synced with data/<person>/
-    for match in gallery.recognize("group.jpg"):              # every face, largest first
-        print(match.name, match.box, match.distance, match.score)
+    for face in gallery.recognize("group.jpg"):               # every face, largest first: facenet.Recognition
+        print(face.name, face.box, face.distance, face.score)
 
 Images are paths, bytes of an image file, PIL images or RGB uint8 arrays (H, W, 3). Boxes are
 (left, top, right, bottom) pixels, right/bottom exclusive. Models load once per process (per model, detector and
@@ -14,7 +14,6 @@ weights folder) and are reused across calls. Errors are raised, never printed: `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ import numpy as np
 
 from facenet import redact
 from facenet.config import DEFAULT_DETECTOR, DEFAULT_MODEL, default_weights_dir
-from facenet.detect.face import Face
+from facenet.detect.face import Face, Recognition
 from facenet.gallery import GalleryOptions, open_gallery
 from facenet.images import ImageError, load_image, to_rgb
 from facenet.settings import check_threshold
@@ -97,17 +96,6 @@ def verify(a: Image, b: Image, threshold: float | None = None, **settings) -> Ve
     return verify_with(face_pipeline(**settings), a, b, threshold)
 
 
-@dataclass(frozen=True)
-class Match:
-    """One face of a recognised photo: enrolled name or "Unknown", box, distance to the nearest person, 0-100 score
-    (distance and score are None when nobody is enrolled)."""
-
-    name: str
-    box: tuple[int, int, int, int]
-    distance: float | None
-    score: float | None
-
-
 class Gallery:
     """The people enrolled from `data_dir/<person name>/` photos, stored in `database_dir` (synced on creation and
     by `sync()`, as the command line does: only new or changed photos are embedded). `database_dir` may also be a
@@ -148,16 +136,17 @@ class Gallery:
         """The enrolled names."""
         return list(self.database.names)
 
-    def recognize(self, image: Image, collect: bool = False, source: str = "api") -> list[Match]:
-        """Every face of a photo, largest first, named (or "Unknown"). `collect`: keep each Unknown face that passes
-        the quality gate as a sighting of `source` in the gallery's store of unknown faces (see `unknowns`)."""
+    def recognize(self, image: Image, collect: bool = False, source: str = "api") -> list[Recognition]:
+        """Every face of a photo, largest first: its `Recognition` (box, name or "Unknown", distance, 0-100 score,
+        landmarks; distance and score are None when nobody is enrolled). `collect`: keep each Unknown face that passes
+        the quality gate as a sighting of `source` in the gallery's store of unknown faces (see `unknowns`; its
+        `face_id` and `group` are then set)."""
         from facenet.recognize import Recognizer  # loads TensorFlow: first use only
         from facenet.unknowns.collect import Collector
 
         collector = Collector(self.options, self.pipeline, self.retention) if collect else None
-        results = Recognizer(self.pipeline, self.database, self.threshold, collector=collector,
-                             source=source).recognize(to_rgb(image))
-        return [Match(r.name, r.box, r.distance, r.score) for r in results]
+        return Recognizer(self.pipeline, self.database, self.threshold, collector=collector,
+                          source=source).recognize(to_rgb(image))
 
     def fine_tune(self, **options) -> FineTuneResult:
         """`fine_tune` this gallery (its data_dir and database_dir, its settings), then sync with the result."""
@@ -208,5 +197,5 @@ def fine_tune(data_dir: str | Path = "data", database_dir: str | Path = "databas
     return run(data_dir, database_dir, **options)
 
 
-__all__ = ["Gallery", "ImageError", "Match", "NoFaceError", "Verification", "detect_faces",
+__all__ = ["Gallery", "ImageError", "NoFaceError", "Recognition", "Verification", "detect_faces",
            "embed_face", "embed_faces", "face_pipeline", "fine_tune", "load_image", "verify"]

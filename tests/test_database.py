@@ -15,7 +15,7 @@ import facenet.gallery.file
 from facenet.config import UNKNOWN
 from facenet.gallery.enroll import leave_out_mislabeled
 from facenet.gallery.file import DATABASE_FILE, DATABASE_VERSION, ENROLLMENT_REPORT, read_database, sync_database
-from facenet.gallery.index import FaceDatabase, Match
+from facenet.gallery.index import FaceDatabase
 from facenet.gallery.report import EnrollmentReport
 from facenet.gallery.thresholds import calibration, comparison_far, gallery_threshold, match_score
 from facenet.images import load_image
@@ -140,13 +140,13 @@ def test_enrolls_and_names_held_out_photos(base, pipeline):
                                                   "pruned": 0}
     assert report.fingerprint == pipeline.model_id and report.fingerprint.startswith("dlib:")
     for name, photo in HELD_OUT.items():
-        (match,) = database.identify(face_embedding(photo, pipeline))
-        assert match.name == name, (photo, match)
-        assert match.distance < database.threshold and match.score > 50
+        ((named, distance, score),) = database.identify(face_embedding(photo, pipeline))
+        assert named == name, (photo, named)
+        assert distance < database.threshold and score > 50
     for photo in STRANGERS:
-        (match,) = database.identify(face_embedding(photo, pipeline))
-        assert match.name == UNKNOWN, (photo, match)
-        assert match.distance > database.threshold and match.score < 50
+        ((named, distance, score),) = database.identify(face_embedding(photo, pipeline))
+        assert named == UNKNOWN, (photo, named)
+        assert distance > database.threshold and score < 50
 
 
 def test_several_faces_uses_the_largest_and_reports_it(base):
@@ -400,8 +400,8 @@ def test_mislabeled_photo_is_flagged_and_left_out_of_the_centroid(base, copy, pi
     np.testing.assert_allclose(saved.centroids[row], expected, atol=1e-5)
     assert saved.photo_counts[row] == 3
     # the held-out photo of Ada is still named Ada, the mislabeled one is named Martha
-    assert database.identify(face_embedding(HELD_OUT["Ada Lovelace"], pipeline))[0].name == "Ada Lovelace"
-    assert database.identify(face_embedding(HELD_OUT["Martha Burk"], pipeline))[0].name == "Martha Burk"
+    assert database.identify(face_embedding(HELD_OUT["Ada Lovelace"], pipeline)).names == ["Ada Lovelace"]
+    assert database.identify(face_embedding(HELD_OUT["Martha Burk"], pipeline)).names == ["Martha Burk"]
 
 
 def test_every_photo_flagged_keeps_them_all():
@@ -503,8 +503,8 @@ def test_empty_or_missing_data_dir(tmp_path, pipeline, caplog):
     database, report = sync_database(tmp_path / "data", tmp_path / "database", pipeline)
     assert len(database) == 0 and report.people == {} and report.embedded == 0
     matches = database.identify(np.eye(3, 128, dtype=np.float32))
-    assert [m.name for m in matches] == [UNKNOWN] * 3 and all(m.score < 50 for m in matches)
-    assert database.identify(np.zeros((0, 128), np.float32)) == []
+    assert matches.names == [UNKNOWN] * 3 and all(matches.scores < 50)
+    assert len(database.identify(np.zeros((0, 128), np.float32))) == 0
     assert read_database(tmp_path / "database").names == []
     with caplog.at_level(logging.WARNING):
         missing, _ = sync_database(tmp_path / "nowhere", tmp_path / "database", pipeline)
@@ -555,16 +555,16 @@ def test_identify_matches_a_brute_force_loop():
     for threshold in (None, 0.9, 1.3):
         matches = database.identify(queries, threshold)
         assert len(matches) == len(queries)
-        for query, match in zip(queries, matches, strict=True):
+        for query, answer in zip(queries, matches, strict=True):
             distances = [float(np.linalg.norm(query - c)) for c in centroids]
             best = int(np.argmin(distances))
             limit = database.thresholds[best] if threshold is None else threshold
             expected = database.names[best] if distances[best] <= limit else UNKNOWN
-            assert match == Match(expected, pytest.approx(distances[best], abs=1e-5),
-                                  pytest.approx(match_score(distances[best], limit), abs=1e-3))
-    assert {m.name for m in database.identify(near)} != {UNKNOWN}
-    assert {m.name for m in database.identify(queries[15:])} == {UNKNOWN}
-    assert database.identify(np.zeros((0, 128), np.float32)) == []
+            assert answer == (expected, pytest.approx(distances[best], abs=1e-5),
+                              pytest.approx(match_score(distances[best], limit), abs=1e-3))
+    assert set(database.identify(near).names) != {UNKNOWN}
+    assert set(database.identify(queries[15:]).names) == {UNKNOWN}
+    assert len(database.identify(np.zeros((0, 128), np.float32))) == 0
 
 
 def test_default_threshold_falls_as_the_gallery_grows():
@@ -593,10 +593,10 @@ def test_threshold_override_and_score():
     database = FaceDatabase(list("abcde"), centroids, "t", model="dlib")
     query = unit(centroids[:1] + 0.03 * rng.standard_normal((1, 128)))
     distance = float(np.linalg.norm(query[0] - centroids[0]))
-    (below,) = database.identify(query, threshold=distance + 1e-3)
-    (above,) = database.identify(query, threshold=distance - 1e-3)
-    assert below.name == "a" and above.name == UNKNOWN
-    assert below.score == pytest.approx(50, abs=0.5) and above.score == pytest.approx(50, abs=0.5)
+    ((below, _, below_score),) = database.identify(query, threshold=distance + 1e-3)
+    ((above, _, above_score),) = database.identify(query, threshold=distance - 1e-3)
+    assert below == "a" and above == UNKNOWN
+    assert below_score == pytest.approx(50, abs=0.5) and above_score == pytest.approx(50, abs=0.5)
     assert match_score(0.0, 0.4) == 100.0 and match_score(0.4, 0.4) == 50.0 and match_score(2.0, 0.4) < 1
     scores = match_score(np.linspace(0, 2, 50), 0.4)
     assert np.all(np.diff(scores) < 0)
@@ -607,11 +607,11 @@ def test_other_dimensions_and_models():
     centroids = unit(rng.standard_normal((2, 256)))
     fused = FaceDatabase(["a", "b"], centroids, "fused:x", [2, 2], model="fused")
     assert fused.dim == 256 and fused.model == "fused"
-    assert [m.name for m in fused.identify(centroids[::-1])] == ["b", "a"]
-    assert fused.identify(np.zeros((0, 256), np.float32)) == []
+    assert fused.identify(centroids[::-1]).names == ["b", "a"]
+    assert len(fused.identify(np.zeros((0, 256), np.float32))) == 0
     assert fused.threshold == pytest.approx(gallery_threshold(2, 2, model="fused"))
     empty = FaceDatabase([], np.zeros((0, 256)), "fused:x", model="fused", dim=256)
-    assert [m.name for m in empty.identify(centroids)] == [UNKNOWN, UNKNOWN]
+    assert empty.identify(centroids).names == [UNKNOWN, UNKNOWN]
     with pytest.raises(ValueError, match="2 names for 1 centroids"):
         FaceDatabase(["a", "b"], centroids[:1], "fused:x", model="fused")
 
@@ -631,9 +631,9 @@ def test_distance_scale_multiplies_every_threshold():
     d = 1.5 * plain.thresholds[0]
     angle = 2 * np.arcsin(d / 2)
     face = (np.cos(angle) * centroids[0] + np.sin(angle) * direction)[None]
-    assert plain.identify(face)[0].name == UNKNOWN
-    match = spread.identify(face)[0]
-    assert match.name == "a" and match.distance == pytest.approx(d, abs=1e-4)
+    assert plain.identify(face).names == [UNKNOWN]
+    ((name, distance, _),) = spread.identify(face)
+    assert name == "a" and distance == pytest.approx(d, abs=1e-4)
 
 
 def test_a_database_written_by_the_previous_release_is_read_as_it_is(tmp_path, pipeline):
@@ -654,7 +654,7 @@ def test_a_database_written_by_the_previous_release_is_read_as_it_is(tmp_path, p
     assert database.names == before.names and database.photo_counts.tolist() == [2, 2]
     np.testing.assert_allclose(database.centroids, before.centroids, atol=1e-6)
     probe = load_image(PEOPLE / "Juanes" / "Juanes_0003.jpg")
-    assert database.identify(pipeline.embed(probe, [pipeline.subject(probe).face]))[0].name == "Juanes"
+    assert database.identify(pipeline.embed(probe, [pipeline.subject(probe).face])).names == ["Juanes"]
 
 
 # --------------------------------------------------------------------------- switching models (issue 23)

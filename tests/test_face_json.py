@@ -12,7 +12,7 @@ from PIL import Image
 
 from facenet.cli.recognize_output import emit_results
 from facenet.live.events import EVENT_KEYS, event_record
-from facenet.live.tracking import TrackedRecognition, TrackEvent
+from facenet.live.tracking import TrackEvent
 from facenet.recognize import Recognition
 
 pytest.importorskip("fastapi")
@@ -47,7 +47,7 @@ def _photo() -> bytes:
 def test_a_face_renders_the_same_core_fields_in_cli_json_service_json_and_events(capsys, name, distance, score):
     box = (10, 20, 90, 110)
     plain = Recognition(box, name, distance, score, POINTS)
-    tracked = TrackedRecognition(box, name, distance, score, POINTS, track=3)
+    tracked = Recognition(box, name, distance, score, POINTS, track=3)
 
     emit_results([tracked], "door", 120)
     cli = json.loads(capsys.readouterr().out)
@@ -70,4 +70,5 @@ def test_a_face_renders_the_same_core_fields_in_cli_json_service_json_and_events
     assert list(service) == ["box", "landmarks", "name", "distance", "score"]
     assert service["landmarks"][0] == [30.2, 50.5]
     assert list(camera) == ["track", "name", "box", "distance", "score"]
+    assert list(plain.face_record()) == ["box", "name", "distance", "score"]  # "track" only where tracking named it
     assert tuple(event) == EVENT_KEYS

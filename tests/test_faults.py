@@ -205,8 +205,7 @@ def test_tampered_or_inconsistent_database_is_rebuilt_naming_the_file(copy, pipe
     assert report.embedded == 6 and sorted(database.names) == ["Jon_Voight", "Juanes", "Martha_Burk"]
     # the rebuilt file names the right person again
     probe = pipeline.embed_photos([PEOPLE / "Juanes" / "Juanes_0003.jpg"])
-    (match,) = read_database(database_dir).identify(next(iter(probe.values())).vector[None])
-    assert match.name == "Juanes"
+    assert read_database(database_dir).identify(next(iter(probe.values())).vector[None]).names == ["Juanes"]
 
 
 def test_report_that_cannot_be_written_is_named_and_the_database_still_saved(copy, pipeline, caplog):

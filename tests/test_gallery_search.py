@@ -16,6 +16,6 @@ def test_big_gallery_uses_the_exact_index_and_agrees_with_brute_force():
     matches = database.identify(queries, threshold=2.0)
     assert database._index is not None  # the index was used
     brute = (queries @ centroids.T).argmax(axis=1)
-    assert [m.name for m in matches] == [f"p{i}" for i in brute]
+    assert matches.names == [f"p{i}" for i in brute]
     distances = np.sqrt(np.clip(2 - 2 * np.sum(queries * centroids[brute], axis=1), 0, 4))
-    assert np.allclose([m.distance for m in matches], distances, atol=1e-5)
+    assert np.allclose(matches.distances, distances, atol=1e-5)

@@ -82,10 +82,10 @@ def test_default_gallery_names_held_out_photos_and_rejects_strangers(fused, weig
                 "Paul_Tagliabue": "Paul_Tagliabue_0003.jpg"}
     for name, photo in held_out.items():
         vector = facenet.embed_face(PEOPLE / name / photo, weights_dir=weights_dir)
-        assert database.identify(vector)[0].name == name
+        assert database.identify(vector).names == [name]
     for stranger in ("Mary_Carey/Mary_Carey_0001.jpg", "George_Clooney/George_Clooney_0001.jpg"):
         vector = facenet.embed_face(PEOPLE / stranger, weights_dir=weights_dir)
-        assert database.identify(vector)[0].name == UNKNOWN
+        assert database.identify(vector).names == [UNKNOWN]
 
 
 def test_switching_model_rebuilds_the_database(fused, weights_dir, tmp_path):
@@ -112,9 +112,9 @@ def test_when_the_branches_disagree_the_fused_distance_decides():
                                     np.r_[b_dlib, FUSION_SFACE_WEIGHT * b_sface]]))
     database = FaceDatabase(["A", "B"], centroids, "test", [5, 5], model="fused")
     query = normalize(np.r_[normalize(a_dlib + 0.3 * b_dlib), FUSION_SFACE_WEIGHT * normalize(b_sface + 0.3 * a_sface)])
-    match = database.identify(query, threshold=2.0)[0]
-    assert FUSION_SFACE_WEIGHT < 1 and match.name == "A"
-    assert match.distance == pytest.approx(np.sqrt(2 - 2 * float(centroids[0] @ query)), abs=1e-5)
+    ((name, distance, _),) = database.identify(query, threshold=2.0)
+    assert FUSION_SFACE_WEIGHT < 1 and name == "A"
+    assert distance == pytest.approx(np.sqrt(2 - 2 * float(centroids[0] @ query)), abs=1e-5)
 
 
 def test_verify_api_same_and_different(weights_dir):
@@ -140,8 +140,11 @@ def test_gallery_api_recognizes_every_face_largest_first(weights_dir, tmp_path):
     data = make_gallery(tmp_path / "data", GALLERY)
     gallery = facenet.Gallery(data, tmp_path / "db", weights_dir=weights_dir)
     assert gallery.people == sorted(GALLERY) and gallery.report.examined == 7
-    matches = gallery.recognize(PEOPLE / "Martha_Burk" / "Martha_Burk_0004.jpg")  # Martha and a bystander
+    photo = PEOPLE / "Martha_Burk" / "Martha_Burk_0004.jpg"  # Martha and a bystander
+    matches = gallery.recognize(photo)
+    assert all(type(m) is facenet.Recognition and m.track is None for m in matches)  # the one face record
     assert matches[0].name == "Martha_Burk" and matches[0].score > 50
+    assert [m.box for m in matches] == [f.box for f in facenet.detect_faces(photo, weights_dir=weights_dir)]
     areas = [(m.box[2] - m.box[0]) * (m.box[3] - m.box[1]) for m in matches]
     assert areas == sorted(areas, reverse=True)
     assert [m.name for m in gallery.recognize(MISC / "dogs.jpg")] == []

@@ -271,7 +271,7 @@ def test_camera_routes_need_the_key_and_a_dead_camera_is_reconnecting(tmp_path, 
         store.add_photo("Juanes", photo("Juanes", 1).read_bytes(), "j.jpg")
         image = cv2.cvtColor(cv2.imread(str(photo("Juanes", 2))), cv2.COLOR_BGR2RGB)
         vector = pipeline.embed(image, pipeline.detect(image)[:1])
-        assert len(gallery) == 1 and gallery.identify(vector)[0].name == "Juanes"
+        assert len(gallery) == 1 and gallery.identify(vector).names == ["Juanes"]
     assert cameras.stopped() and cameras.summaries()[0]["status"] == "stopped"
 
 

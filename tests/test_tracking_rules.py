@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facenet.config import UNKNOWN
-from facenet.detect.face import Face
+from facenet.detect.face import Face, Recognition
 from facenet.gallery.index import FaceDatabase
 from facenet.live.frames import FrameRecognizer
 from facenet.live.tracking import (
@@ -227,3 +227,16 @@ def test_the_same_picture_after_a_drop_is_a_new_track():
         kinds += [(e.kind, e.track) for e in new]
     assert faces[0].track == 2 and faces[0].name == "ada"
     assert kinds == [("appeared", 1), ("named", 1), ("left", 1), ("appeared", 2), ("named", 2)]
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_a_face_is_one_recognition_record_whose_track_is_set_only_by_tracking(track):
+    """Tracked or not, a face is the one `Recognition` record: tracking sets its `track` (the track id, also in its
+    JSON form); plain recognition leaves it None and its JSON form without "track"."""
+    pipeline = ScriptedPipeline(shown(("ada", 3)))
+    frames = FrameRecognizer(pipeline, database(), "door", track=track, reuse_still=False)
+    for i in range(3):
+        (face,) = frames.recognize(Frame("door", i, pipeline.image(i)), i / 10).faces
+    assert type(face) is Recognition and (face.name, face.box) == ("ada", BOX)
+    assert face.track == (1 if track else None)
+    assert face.face_record().get("track", "absent") == (1 if track else "absent")

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from facenet import config
 from facenet.cli.console import emit_json
 from facenet.cli.stream_output import Summary
+from facenet.detect.face import Recognition
 from facenet.files import atomic_write
-from facenet.recognize import Recognition
 from facenet.sources import Input
 from facenet.text import one_line
 

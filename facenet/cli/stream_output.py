@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facenet.detect.face import Recognition
 from facenet.draw import Window, annotate
 from facenet.files import atomic_write
 from facenet.live.frames import FrameRecognizer
 from facenet.live.tracking import TrackEvent
 from facenet.progress import progress
-from facenet.recognize import Recognition
 from facenet.sources import SourceError, VideoSource
 
 log = logging.getLogger(__name__)

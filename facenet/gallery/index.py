@@ -4,6 +4,7 @@ from the gallery's size and their photo count (`thresholds`), UNKNOWN beyond it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +19,20 @@ product (bench/bench_search.py: at 100 k people 0.9 ms vs 8 ms for one face; at 
 
 
 @dataclass(frozen=True)
-class Match:
-    """Who a face is: the enrolled name (or UNKNOWN when rejected), its distance and 0-100 score."""
+class Lookup:
+    """The gallery's answer for N faces, as parallel columns: `names` (the enrolled name, or UNKNOWN when rejected),
+    `distances` to the nearest centroid and 0-100 `scores` ((N,) float64). Not a face of its own: iterating gives
+    (name, distance, score) per face in plain Python values, what a `Recognition` takes."""
 
-    name: str
-    distance: float
-    score: float
+    names: list[str]
+    distances: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[tuple[str, float, float]]:
+        return zip(self.names, self.distances.tolist(), self.scores.tolist(), strict=True)
 
 
 class FaceDatabase:
@@ -83,9 +92,9 @@ class FaceDatabase:
         best = similarity.argmax(axis=1)
         return best, similarity[np.arange(len(x)), best].astype(np.float64)
 
-    def identify(self, embeddings: np.ndarray, threshold: float | None = None) -> list[Match]:
-        """(N, dim) unit vectors (dim 128; 256 for fused) -> one Match per row: the nearest centroid, or UNKNOWN
-        beyond the threshold.
+    def identify(self, embeddings: np.ndarray, threshold: float | None = None) -> Lookup:
+        """(N, dim) unit vectors (dim 128; 256 for fused) -> the `Lookup` of each row: the nearest centroid, or
+        UNKNOWN beyond the threshold.
 
         One matrix product for all faces: d^2 = 2 - 2 x.c on the unit sphere. `threshold` replaces every
         person's default. With nobody enrolled every face is UNKNOWN at distance FARTHEST (2.0).
@@ -93,12 +102,10 @@ class FaceDatabase:
         x = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         if len(self) == 0:
             limit = self.threshold if threshold is None else threshold
-            return [Match(UNKNOWN, FARTHEST, match_score(FARTHEST, limit)) for _ in range(len(x))]
+            distance = np.full(len(x), FARTHEST, np.float64)
+            return Lookup([UNKNOWN] * len(x), distance, np.asarray(match_score(distance, limit), np.float64))
         best, nearest = self._nearest(x)
         distance = np.sqrt(np.clip(2.0 - 2.0 * nearest, 0.0, 4.0))
         limit = self.thresholds[best] if threshold is None else np.full(len(x), float(threshold))
-        score = match_score(distance, limit)
-        return [
-            Match(self.names[b] if d <= t else UNKNOWN, float(d), float(s))
-            for b, d, t, s in zip(best, distance, limit, score, strict=True)
-        ]
+        names = [self.names[b] if d <= t else UNKNOWN for b, d, t in zip(best, distance, limit, strict=True)]
+        return Lookup(names, distance, np.asarray(match_score(distance, limit), np.float64))

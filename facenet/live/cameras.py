@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from facenet.detect.face import Recognition
 from facenet.live.frames import FrameRecognizer
 from facenet.live.streams import CameraSet, CameraStream, Drop, parse_cameras
 from facenet.live.tracking import TrackEvent
-from facenet.recognize import Recognition
 
 if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase

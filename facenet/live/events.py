@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from facenet.detect.face import match_record
 from facenet.files import atomic_write
 from facenet.live.tracking import TrackEvent
-from facenet.recognize import match_record
 from facenet.redact import mask_url, url_host
 from facenet.text import slug
 

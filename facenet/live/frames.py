@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from facenet.detect.face import Recognition
 from facenet.live.tracking import TrackEvent, TrackingRecognizer
-from facenet.recognize import Recognition, Recognizer
+from facenet.recognize import Recognizer
 
 if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Recognized:
-    """One frame's named faces (largest first; `TrackedRecognition`s when tracking) and the events it caused."""
+    """One frame's named faces (largest first; each with its `track` when tracking) and the events it caused."""
 
     faces: list[Recognition]
     events: list[TrackEvent] = field(default_factory=list)

@@ -38,12 +38,13 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from facenet import config
+from facenet.detect.face import Recognition
 from facenet.gallery.thresholds import match_score, verify_threshold
-from facenet.recognize import Recognition, StillFrames
+from facenet.recognize import StillFrames, face_points
 
 if TYPE_CHECKING:
     from facenet.detect.face import Face
-    from facenet.gallery.index import FaceDatabase, Match
+    from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
 
 
@@ -99,16 +100,6 @@ SNAPSHOT_MARGIN = 0.25
 Box = tuple[int, int, int, int]
 
 _NO_MATCH = 1e6
-
-
-@dataclass(frozen=True)
-class TrackedRecognition(Recognition):
-    """A face of a frame named from its track's evidence; `track` is the track id (per camera, from 1)."""
-
-    track: int = 0
-
-    def face_record(self) -> dict:
-        return {**super().face_record(), "track": self.track}
 
 
 @dataclass(frozen=True)
@@ -238,28 +229,29 @@ def wants_embedding(track: Track, quality: float, seen: np.ndarray | None) -> bo
     return quality > TRACK_BETTER * max(kept for kept, _ in track.samples)
 
 
-def _settle(track: Track, match: Match) -> None:
-    """The track's answer after a check (see TRACK_NAME_CHECKS and TRACK_RENAME_RATIO): Unknown or its own name at
-    once; another, enrolled, name at once by a new track when well within that person's threshold, else once
-    TRACK_NAME_CHECKS checks agree; by a track that had its answer already, only well within and once checks agree."""
-    track.distance, track.score = match.distance, match.score
-    well_within = match.score >= RENAME_SCORE
+def _settle(track: Track, name: str, distance: float, score: float) -> None:
+    """The track's answer after a check (the gallery's name, distance and score for its mean; see TRACK_NAME_CHECKS
+    and TRACK_RENAME_RATIO): Unknown or its own name at once; another, enrolled, name at once by a new track when
+    well within that person's threshold, else once TRACK_NAME_CHECKS checks agree; by a track that had its answer
+    already, only well within and once checks agree."""
+    track.distance, track.score = distance, score
+    well_within = score >= RENAME_SCORE
     established = track.embedded > TRACK_NAME_SAMPLES
-    if match.name in (config.UNKNOWN, track.name) or (well_within and not established):
-        track.name, track.candidate, track.candidate_checks = match.name, None, 0
+    if name in (config.UNKNOWN, track.name) or (well_within and not established):
+        track.name, track.candidate, track.candidate_checks = name, None, 0
         return
     if established and not well_within:
         track.name, track.candidate, track.candidate_checks = config.UNKNOWN, None, 0
         return
-    track.candidate_checks = track.candidate_checks + 1 if track.candidate == match.name else 1
-    track.candidate = match.name
+    track.candidate_checks = track.candidate_checks + 1 if track.candidate == name else 1
+    track.candidate = name
     if track.candidate_checks >= TRACK_NAME_CHECKS:
-        track.name, track.candidate, track.candidate_checks = match.name, None, 0
+        track.name, track.candidate, track.candidate_checks = name, None, 0
     else:
         track.name = config.UNKNOWN
 
 
-def _settled(last: tuple[TrackedRecognition, Track]) -> bool:
+def _settled(last: tuple[Recognition, Track]) -> bool:
     """Has the track its answer (its first checks done, no name or disagreement waiting to be confirmed)?"""
     track = last[1]
     return track.embedded >= TRACK_NAME_SAMPLES and track.candidate is None and not track.disagree
@@ -291,12 +283,11 @@ class TrackingRecognizer:
         self.reused = 0
         self._switch = verify_threshold(pipeline) if switch is None else switch
         self._still = StillFrames() if reuse_still else None
-        self._last: list[tuple[TrackedRecognition, Track]] = []
+        self._last: list[tuple[Recognition, Track]] = []
 
-    def recognize(
-        self, image: np.ndarray, frame: int | None, t: float
-    ) -> tuple[list[TrackedRecognition], list[TrackEvent]]:
-        """Every face of an RGB frame (at stream time `t` seconds), named by its track; and the events it caused.
+    def recognize(self, image: np.ndarray, frame: int | None, t: float) -> tuple[list[Recognition], list[TrackEvent]]:
+        """Every face of an RGB frame (at stream time `t` seconds), named by its track (`Recognition.track` is its
+        id, per camera from 1); and the events it caused.
 
         A frame unchanged since the last analysed one (recognize.StillFrames) keeps that frame's faces and tracks once
         they have their answers.
@@ -313,12 +304,12 @@ class TrackingRecognizer:
         for track in seen:
             events.extend(self._announce(track, frame))
         events.extend(self._expire(t, frame))
-        results = [TrackedRecognition(face.box, track.name, track.distance, track.score, track=track.id)
+        results = [Recognition(face.box, track.name, track.distance, track.score, face_points(face), track.id)
                    for face, track in zip(faces, seen, strict=True)]
         self._last = list(zip(results, seen, strict=True))
         return results, events
 
-    def _reuse(self, t: float, frame: int | None) -> tuple[list[TrackedRecognition], list[TrackEvent]]:
+    def _reuse(self, t: float, frame: int | None) -> tuple[list[Recognition], list[TrackEvent]]:
         """The last analysed frame's faces, seen again now (nothing in the picture changed)."""
         self.reused += 1
         events: list[TrackEvent] = []
@@ -362,16 +353,16 @@ class TrackingRecognizer:
             return
         vectors = self.pipeline.embed(image, [faces[j] for j in chosen])
         self.embedded += len(chosen)
-        own = self.database.identify(vectors, self.threshold)
-        for j, vector, answer in zip(chosen, vectors, own, strict=True):
-            if self._someone_else(tracks[j], vector, answer.name):
+        own = self.database.identify(vectors, self.threshold).names
+        for j, vector, own_name in zip(chosen, vectors, own, strict=True):
+            if self._someone_else(tracks[j], vector, own_name):
                 tracks[j].last_seen = -float("inf")  # leaves at this frame's expiry
                 tracks[j] = self._start(faces[j], t)
             self._add_sample(tracks[j], faces[j], image, vector, looks[j])
         checked = [tracks[j] for j in chosen]
         means = np.stack([mean_vector(track.samples) for track in checked])
-        for track, match in zip(checked, self.database.identify(means, self.threshold), strict=True):
-            _settle(track, match)
+        for track, answer in zip(checked, self.database.identify(means, self.threshold), strict=True):
+            _settle(track, *answer)
 
     def _someone_else(self, track: Track, vector: np.ndarray, own_name: str) -> bool:
         """Is this embedding another person than the track so far: far from its mean, or named otherwise again?"""

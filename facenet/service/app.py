@@ -24,11 +24,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from facenet.detect.face import Recognition
 from facenet.gallery.pg import GalleryError
 from facenet.gallery.photos import BadName, clean_name, is_api_photo
 from facenet.images import ImageError, person_name
 from facenet.pipeline import five_points
-from facenet.recognize import Recognition
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
 from facenet.service.guard import OriginGuard
 from facenet.service.keys import KEY_HEADER, key_accepted

@@ -26,8 +26,8 @@ from facenet.live.streams import Drop, parse_cameras
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from facenet.detect.face import Recognition
     from facenet.live.tracking import TrackEvent
-    from facenet.recognize import Recognition
     from facenet.service.store import GalleryStore
     from facenet.sources import Frame
 

@@ -34,11 +34,10 @@ from facenet.service.uploads import decode_photo
 from facenet.verify import NoFaceError, Verification, verify_with
 
 if TYPE_CHECKING:
-    from facenet.detect.face import Face
+    from facenet.detect.face import Face, Recognition
     from facenet.gallery.index import FaceDatabase
     from facenet.gallery.report import EnrollmentReport
     from facenet.pipeline import FacePipeline
-    from facenet.recognize import Recognition
 
 log = logging.getLogger(__name__)
 
