@@ -94,17 +94,18 @@ class Recognizer:
         self._still.reset()
         self._last = []
 
-    def recognize(self, image: np.ndarray, video: bool = False) -> list[Recognition]:
-        """Every face of an RGB frame, largest first, named."""
+    def recognize(self, image: np.ndarray, video: bool = False, source: str | None = None) -> list[Recognition]:
+        """Every face of an RGB frame, largest first, named (`source`: where a collected face was seen, instead of
+        the recognizer's)."""
         if video and self.reuse_still and self._still.still(image):
             self.reused += 1
             return self._last
         self.analysed += 1
         faces = self.pipeline.detect(image, video=video)
-        self._last = self._named(image, faces)
+        self._last = self._named(image, faces, source or self.source)
         return self._last
 
-    def _named(self, image: np.ndarray, faces: list[Face]) -> list[Recognition]:
+    def _named(self, image: np.ndarray, faces: list[Face], source: str) -> list[Recognition]:
         """The faces with the gallery's answer for each (Unknown, without numbers, when nobody is enrolled), each
         Unknown one collected when there is a collector."""
         if not faces:
@@ -114,12 +115,13 @@ class Recognizer:
         vectors = self.pipeline.embed(image, faces)
         lookup = (self.database.identify(vectors, self.threshold) if len(self.database)
                   else [(config.UNKNOWN, None, None)] * len(faces))
-        return [self._collected(image, f, vector, Recognition(f.box, name, distance, score, face_points(f)))
+        return [self._collected(image, f, vector, source, Recognition(f.box, name, distance, score, face_points(f)))
                 for f, vector, (name, distance, score) in zip(faces, vectors, lookup, strict=True)]
 
-    def _collected(self, image: np.ndarray, face: Face, vector: np.ndarray, result: Recognition) -> Recognition:
+    def _collected(self, image: np.ndarray, face: Face, vector: np.ndarray, source: str, result: Recognition
+                   ) -> Recognition:
         """The result, with its sighting's ids when the collector kept it (an Unknown face that passes the gate)."""
         if self.collector is None or result.name != config.UNKNOWN:
             return result
-        kept = self.collector.collect(FaceCut.of(image, face.box, face.score, face.points), vector, self.source)
+        kept = self.collector.collect(FaceCut.of(image, face.box, face.score, face.points), vector, source)
         return result if kept is None else replace(result, face_id=kept.face_id, group=kept.group)

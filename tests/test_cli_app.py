@@ -87,14 +87,17 @@ def test_helpfull_lists_every_flag(tmp_path):
 MODEL_FLAGS = {"weights_path", "model", "detector", "pretrained", "json", "backbone"}
 OWN_FLAGS = {
     "recognize": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "web_cam", "camera", "input",
-                                "output_dir", "track", "events", "mqtt_url", "webhook", "max_frames"},
+                                "output_dir", "track", "events", "mqtt_url", "webhook", "max_frames",
+                                "collect_unknowns"},
     "enroll": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "rebuild_gallery"},
     "verify": MODEL_FLAGS | {"database_dir", "threshold"},
     "train": MODEL_FLAGS | {"data_dir", "database_dir", "epochs", "batch_size", "learning_rate", "validation_split",
                             "loss", "strategy", "margin", "scale", "tune", "tensorboard_dir", "imagenet_weights"},
     "lfw": MODEL_FLAGS | {"database_dir", "lfw_pairs", "lfw_dir", "lfw_train_pairs", "flip", "roc_png"},
     "serve": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "host", "port", "api_key_file",
-                            "max_upload_mb", "input", "output_dir", "track", "events", "mqtt_url", "webhook"},
+                            "max_upload_mb", "input", "output_dir", "track", "events", "mqtt_url", "webhook",
+                            "collect_unknowns"},
+    "unknowns": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "name", "ignore", "forget"},
 }
 FIRST_LINES = {
     "recognize": "facenet recognize: name the faces of photos, folders, videos, live cameras or the webcam "
@@ -105,6 +108,8 @@ FIRST_LINES = {
              "(= -t True)",
     "lfw": "facenet lfw: the LFW-protocol verification benchmark (= --lfw_pairs P --lfw_dir D)",
     "serve": "facenet serve: the REST service and web page on --host:--port (= --serve)",
+    "unknowns": "facenet unknowns: the strangers recognition collected, grouped by person: list, name, ignore or "
+                "forget a group",
 }
 HEAVY = ("tensorflow", "keras", "dlib")
 """Never loaded by a run that stops before its command (serve's camera check reads camera specs with OpenCV)."""

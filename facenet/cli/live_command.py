@@ -25,6 +25,7 @@ from facenet.live.streams import Drop
 if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
+    from facenet.unknowns.collect import Collector
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,10 @@ def _drop_line(drop: Drop) -> None:
 
 def live_command(
     specs: list[str], pipeline: FacePipeline, database: FaceDatabase, threshold: float | None, as_json: bool,
-    output_dir: Path, options: LiveOptions,
+    output_dir: Path, options: LiveOptions, collector: Collector | None = None,
 ) -> int:
-    """Run the cameras; exit 0 when stopped by Ctrl-C or --max_frames, 1 when an event sink cannot be set up."""
+    """Run the cameras (strangers' tracks leave sightings with `collector`); exit 0 when stopped by Ctrl-C or
+    --max_frames, 1 when an event sink cannot be set up."""
     try:
         sinks = EventSinks(options, output_dir, as_json)
     except (OSError, ValueError) as problem:
@@ -49,7 +51,7 @@ def live_command(
         try:
             counts = run_cameras(specs, pipeline, database, threshold, options.tracking(live=True),
                                  on_frame=on_frame, on_events=sinks.send, on_drop=_drop_line,
-                                 max_frames=options.max_frames or None, stop=stop)
+                                 max_frames=options.max_frames or None, stop=stop, collector=collector)
         finally:
             lost = sinks.close()
         print(summary_text(counts, lost), file=sys.stderr, flush=True)

@@ -35,10 +35,11 @@ class LiveOptions:
         return live if self.collect_unknowns is None else self.collect_unknowns
 
     def tracking(self, live: bool) -> bool:
-        """--track as given; by default on for live cameras and whenever events are asked for, off for files."""
+        """--track as given; by default on for live cameras and whenever events or unknown faces are asked for, off
+        for files."""
         if self.track is not None:
             return self.track
-        return live or bool(self.events or self.mqtt_url or self.webhook)
+        return live or bool(self.events or self.mqtt_url or self.webhook or self.collect_unknowns)
 
 
 class CommandOptions:

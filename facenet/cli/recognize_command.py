@@ -42,6 +42,7 @@ from facenet.live.streams import is_camera_spec, parse_cameras
 from facenet.progress import progress
 from facenet.recognize import Recognizer
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
+from facenet.unknowns.collect import Collector
 
 if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
@@ -64,9 +65,11 @@ class StreamSetup:
     threshold: float | None
     track: bool
     sinks: EventSinks | None
+    collector: Collector | None = None
 
     def recognizer(self, source: str) -> FrameRecognizer:
-        return FrameRecognizer(self.pipeline, self.database, source, self.threshold, self.track)
+        return FrameRecognizer(self.pipeline, self.database, source, self.threshold, self.track,
+                               collector=self.collector)
 
     def on_events(self) -> Callable[[list], None] | None:
         return self.sinks.send if self.sinks is not None else None
@@ -222,8 +225,11 @@ def recognize_command(
         pipeline, database = loaded
         if len(database) == 0:
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
+        live_source = cameras or camera_source is not None
+        collector = (Collector(GalleryOptions(Path(database_dir), database_url), pipeline)
+                     if live.collecting(live=live_source) else None)
         if cameras:
-            return live_command(inputs, pipeline, database, threshold, as_json, output_dir, live)
+            return live_command(inputs, pipeline, database, threshold, as_json, output_dir, live, collector)
         _remove_partial_videos(output_dir)
         streams = live.tracking(live=camera_source is not None)
         try:
@@ -231,11 +237,12 @@ def recognize_command(
         except (OSError, ValueError) as problem:
             log.error("cannot send events: %s", problem)
             return Exit.FAILED
-        setup = StreamSetup(pipeline, database, threshold, streams, sinks)
+        setup = StreamSetup(pipeline, database, threshold, streams, sinks, collector)
         try:
             if camera_source is not None:
                 return _run_webcam(camera_source, setup, summary, as_json, output_dir)
-            return _run_inputs(items, Recognizer(pipeline, database, threshold), setup, summary, as_json, output_dir,
+            photos = Recognizer(pipeline, database, threshold, collector=collector, source="photos")
+            return _run_inputs(items, photos, setup, summary, as_json, output_dir,
                                data_dir)
         finally:
             if sinks is not None:
@@ -306,7 +313,7 @@ def _run_photo(item: Input, recognizer: Recognizer, names: OutputNames, summary:
             emit_error(item.source, problem.reason)
         summary.errors += 1
         return
-    results = recognizer.recognize(frame.image)
+    results = recognizer.recognize(frame.image, source=item.source)
     summary.photos += 1
     summary.add(results)
     print_photo(results, item.source, frame.scale, as_json)

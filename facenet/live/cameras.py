@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
     from facenet.sources import Frame
+    from facenet.unknowns.collect import Collector
 
 FaceHook = Callable[["Frame", list[Recognition]], None]
 EventHook = Callable[[list[TrackEvent]], None]
@@ -56,12 +57,14 @@ def run_cameras(
     on_drop: Callable[[Drop], None] | None = None,
     max_frames: int | None = None,
     stop: threading.Event | None = None,
+    collector: Collector | None = None,
 ) -> dict[str, CameraCount]:
-    """Recognise the cameras of `specs` (see streams.parse_cameras) until `max_frames` each, `stop`, or Ctrl-C."""
+    """Recognise the cameras of `specs` (see streams.parse_cameras) until `max_frames` each, `stop`, or Ctrl-C;
+    `collector`: each tracked stranger leaves a sighting (facenet.unknowns)."""
     cameras = parse_cameras(specs)
     streams = [CameraStream(camera, on_drop) for camera in cameras]
-    recognizers = {camera.name: FrameRecognizer(pipeline, database, camera.name, threshold, track)
-                   for camera in cameras}
+    recognizers = {camera.name: FrameRecognizer(pipeline, database, camera.name, threshold, track,
+                                                   collector=collector) for camera in cameras}
     counts = {camera.name: CameraCount() for camera in cameras}
     cameras_set = CameraSet(streams).start()
     try:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
     from facenet.sources import Frame
+    from facenet.unknowns.collect import Collector
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,13 @@ class FrameRecognizer:
 
     def __init__(
         self, pipeline: FacePipeline, database: FaceDatabase, source: str, threshold: float | None = None,
-        track: bool = True, reuse_still: bool = True,
+        track: bool = True, reuse_still: bool = True, collector: Collector | None = None,
     ) -> None:
-        """`reuse_still`: a frame unchanged since the last analysed one keeps its answer (recognize.StillFrames)."""
-        self.tracker = (TrackingRecognizer(pipeline, database, source, threshold, reuse_still=reuse_still)
-                        if track else None)
+        """`reuse_still`: a frame unchanged since the last analysed one keeps its answer (recognize.StillFrames);
+        `collector`: each tracked stranger leaves one sighting (facenet.unknowns; frame-by-frame recognition of a
+        stream collects nothing: one sighting per frame would flood the store)."""
+        self.tracker = (TrackingRecognizer(pipeline, database, source, threshold, reuse_still=reuse_still,
+                                           collector=collector) if track else None)
         self.plain = None if track else Recognizer(pipeline, database, threshold, reuse_still)
         self._last_frame: int | None = None
 

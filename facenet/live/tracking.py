@@ -29,8 +29,9 @@ changed name), `left` (not seen for TRACK_LOST_S, or replaced by someone else). 
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import cv2
@@ -39,14 +40,19 @@ from scipy.optimize import linear_sum_assignment
 
 from facenet import config
 from facenet.detect.face import Recognition
+from facenet.gallery.pg.urls import GalleryError
 from facenet.gallery.thresholds import match_score, verify_threshold
 from facenet.recognize import StillFrames, face_points
+from facenet.unknowns.sighting import FaceCut
 
 if TYPE_CHECKING:
     from facenet.detect.face import Face
     from facenet.gallery.index import FaceDatabase
     from facenet.pipeline import FacePipeline
+    from facenet.unknowns.collect import Collector
+    from facenet.unknowns.store import Collected
 
+log = logging.getLogger(__name__)
 
 TRACK_MIN_IOU = 0.2
 """A face continues a track when its box overlaps the track's last box at least this much (intersection over union),
@@ -104,7 +110,8 @@ _NO_MATCH = 1e6
 
 @dataclass(frozen=True)
 class TrackEvent:
-    """Something that happened to a track: `kind` is appeared, named or left; `crop` its best face so far (RGB)."""
+    """Something that happened to a track: `kind` is appeared, named, left or unknown_seen (a stranger's track was
+    kept as a sighting: `unknown` says of which group); `crop` its best face so far (RGB)."""
 
     kind: str
     camera: str
@@ -117,6 +124,7 @@ class TrackEvent:
     first_seen: float
     """Wall-clock time the track started."""
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+    unknown: Collected | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -140,6 +148,12 @@ class Track:
     candidate_checks: int = 0
     crop: np.ndarray | None = None
     crop_quality: float = 0.0
+    cut: FaceCut | None = None
+    """The best face so far, cut out with room around it: what a stranger's sighting is made of."""
+    cut_new: bool = False
+    """The cut changed since the track last tried to leave a sighting."""
+    collected: bool = False
+    """The track left its sighting (one per track)."""
     name: str = config.UNKNOWN
     distance: float | None = None
     score: float | None = None
@@ -273,9 +287,12 @@ class TrackingRecognizer:
 
     def __init__(
         self, pipeline: FacePipeline, database: FaceDatabase, camera: str, threshold: float | None = None,
-        switch: float | None = None, reuse_still: bool = True,
+        switch: float | None = None, reuse_still: bool = True, collector: Collector | None = None,
     ) -> None:
+        """`collector`: each track that ends Unknown leaves one sighting of its best face (facenet.unknowns)."""
         self.pipeline, self.database, self.camera, self.threshold = pipeline, database, camera, threshold
+        self.collector = collector
+        self._collect_failed = False
         self.tracks: list[Track] = []
         self._next_id = 1
         self.frames = 0
@@ -303,6 +320,7 @@ class TrackingRecognizer:
         events: list[TrackEvent] = []
         for track in seen:
             events.extend(self._announce(track, frame))
+            events.extend(self._collect(track, frame))
         events.extend(self._expire(t, frame))
         results = [Recognition(face.box, track.name, track.distance, track.score, face_points(face), track.id)
                    for face, track in zip(faces, seen, strict=True)]
@@ -344,7 +362,7 @@ class TrackingRecognizer:
     def _check(self, image: np.ndarray, faces: list[Face], tracks: list[Track], t: float) -> None:
         """Embed, in one batch, the faces whose tracks want a check; end the tracks whose face is someone else;
         name the checked tracks (`tracks` is updated in place)."""
-        if len(self.database) == 0:
+        if len(self.database) == 0 and self.collector is None:
             return
         looks = [look(image, face.box) for face in faces]
         chosen = [j for j, (face, track) in enumerate(zip(faces, tracks, strict=True))
@@ -353,13 +371,16 @@ class TrackingRecognizer:
             return
         vectors = self.pipeline.embed(image, [faces[j] for j in chosen])
         self.embedded += len(chosen)
-        own = self.database.identify(vectors, self.threshold).names
+        own = (self.database.identify(vectors, self.threshold).names if len(self.database)
+               else [config.UNKNOWN] * len(chosen))
         for j, vector, own_name in zip(chosen, vectors, own, strict=True):
             if self._someone_else(tracks[j], vector, own_name):
                 tracks[j].last_seen = -float("inf")  # leaves at this frame's expiry
                 tracks[j] = self._start(faces[j], t)
             self._add_sample(tracks[j], faces[j], image, vector, looks[j])
         checked = [tracks[j] for j in chosen]
+        if len(self.database) == 0:  # embedded for the collector only: nobody to name
+            return
         means = np.stack([mean_vector(track.samples) for track in checked])
         for track, answer in zip(checked, self.database.identify(means, self.threshold), strict=True):
             _settle(track, *answer)
@@ -386,6 +407,7 @@ class TrackingRecognizer:
         track.look = seen
         if quality > track.crop_quality or track.crop is None:
             track.crop, track.crop_quality = _crop(image, face.box), quality
+            track.cut, track.cut_new = FaceCut.of(image, face.box, face.score, face.points), True
 
     def _event(self, kind: str, track: Track, frame: int | None) -> TrackEvent:
         return TrackEvent(kind, self.camera, track.id, time.time(), frame, track.name if track.samples or
@@ -404,6 +426,27 @@ class TrackingRecognizer:
             events.append(self._event("named", track, frame))
         return events
 
+    def _collect(self, track: Track, frame: int | None, leaving: bool = False) -> list[TrackEvent]:
+        """A track announced as Unknown leaves one sighting of its best face (its mean embedding), tried again
+        whenever a better face comes while the gate refuses; `unknown_seen` unless the stranger's group is ignored.
+        A store that cannot be written is logged once and recognition goes on."""
+        if (self.collector is None or track.collected or not track.cut_new or track.cut is None
+                or track.announced != config.UNKNOWN or track.name != config.UNKNOWN
+                or not (track.embedded >= TRACK_NAME_SAMPLES or (leaving and track.samples))):
+            return []
+        track.cut_new = False
+        try:
+            kept = self.collector.collect(track.cut, mean_vector(track.samples), self.camera)
+        except (OSError, GalleryError) as problem:
+            if not self._collect_failed:
+                log.warning("%s: cannot keep an unknown face: %s", self.camera, problem)
+            self._collect_failed = True
+            return []
+        if kept is None:
+            return []
+        track.collected = True
+        return [] if kept.ignored else [replace(self._event("unknown_seen", track, frame), unknown=kept)]
+
     def _expire(self, t: float, frame: int | None) -> list[TrackEvent]:
         """`left` for every confirmed track not seen for TRACK_LOST_S; those tracks are dropped, and the last frame's
         answer is no longer reused (the next frame is analysed)."""
@@ -413,6 +456,7 @@ class TrackingRecognizer:
                 kept.append(track)
             elif track.confirmed:
                 events.extend(self._announce(track, frame, leaving=True))
+                events.extend(self._collect(track, frame, leaving=True))
                 events.append(self._event("left", track, frame))
         if len(kept) < len(self.tracks) and self._still is not None:
             self._still.reset()

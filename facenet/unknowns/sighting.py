@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]
@@ -140,6 +139,8 @@ def face_turn(points: np.ndarray | None) -> float | None:
 
 def sharpness(image: np.ndarray, box: Box) -> float:
     """Variance of the Laplacian of the face (greyscale, resized to SHARPNESS_SIDE square): low when blurred."""
+    import cv2  # OpenCV: importing the gallery stays light
+
     left, top, right, bottom = _clip(box, image.shape)
     face = image[top:bottom, left:right]
     if face.size == 0:
@@ -158,6 +159,8 @@ def quality(image: np.ndarray, box: Box, detector_score: float, points: np.ndarr
 
 def chip(image: np.ndarray, box: Box) -> bytes:
     """JPEG bytes of the face box grown by CHIP_MARGIN (clipped), at most CHIP_MAX_SIDE on its longer side."""
+    import cv2
+
     left, top, right, bottom = box
     mx, my = round((right - left) * CHIP_MARGIN), round((bottom - top) * CHIP_MARGIN)
     left, top, right, bottom = _clip((left - mx, top - my, right + mx, bottom + my), image.shape)
