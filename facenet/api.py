@@ -27,7 +27,7 @@ from facenet.gallery import GalleryOptions, open_gallery
 from facenet.images import ImageError, load_image, to_rgb
 from facenet.settings import check_threshold
 from facenet.unknowns.naming import Named, name_group
-from facenet.unknowns.store import Group, Retention
+from facenet.unknowns.store import Collected, Group, Retention
 from facenet.verify import Image, NoFaceError, Verification, subject_vector, verify_with
 
 if TYPE_CHECKING:
@@ -170,6 +170,17 @@ class Gallery:
         enrolled (the gallery is synced), the group is forgotten."""
         with open_gallery(self.options) as gallery:
             return name_group(gallery.unknowns(self.retention), group_id, subject, self.data_dir, self.sync)
+
+    def not_person(self, image: Image, name: str, box: tuple[int, int, int, int] | None = None) -> Collected:
+        """Mark a face wrongly named `name` as "not <name>": the face at `box` (default: the largest) becomes an
+        unknown sighting and a negative example of `name`, and from now on faces nearer to it than to `name`'s
+        own photos are not named `name`. NoFaceError when no face is found there."""
+        from facenet.unknowns.collect import Collector
+
+        kept = Collector(self.options, self.pipeline, self.retention).mark_not(to_rgb(image), name, box)
+        with open_gallery(self.options) as gallery:
+            self.database.negatives = gallery.unknowns(self.retention).negatives(self.pipeline.model_id)
+        return kept
 
     def ignore_group(self, group_id: str, ignored: bool = True) -> Group:
         """Keep a stranger's group but raise no more alerts for him (a neighbour, the postman)."""

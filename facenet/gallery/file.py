@@ -519,8 +519,11 @@ class FileGallery:
         """The lookup index for `pipeline`: the last sync's, else the saved one (empty when missing, unreadable or
         made by another model: a sync rebuilds it)."""
         if self._synced is not None and self._synced.model_id == pipeline.model_id:
-            return self._synced
-        return read_database(self.database_dir, pipeline.model_id) or _empty_database(pipeline.embedder)
+            database = self._synced
+        else:
+            database = read_database(self.database_dir, pipeline.model_id) or _empty_database(pipeline.embedder)
+        database.negatives = self.unknowns().negatives(pipeline.model_id)
+        return database
 
     def remove_person(self, name: str) -> bool:
         """Nothing to do (False): the next sync drops everyone whose folder left the data folder."""

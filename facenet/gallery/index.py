@@ -76,6 +76,9 @@ class FaceDatabase:
         self.thresholds = np.array([by_count[int(k)] for k in counts], dtype=np.float64)
         typical = int(np.median(counts)) if people else 1
         self.threshold = distance_scale * gallery_threshold(people, typical, model, target_far)
+        self.negatives: dict[str, np.ndarray] = {}
+        """{name: (k, dim) unit vectors of faces marked "not <name>"}: a face nearer to one of them than to that
+        person's centroid is not named that person (facenet.unknowns; set by the gallery's `load`)."""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -108,4 +111,14 @@ class FaceDatabase:
         distance = np.sqrt(np.clip(2.0 - 2.0 * nearest, 0.0, 4.0))
         limit = self.thresholds[best] if threshold is None else np.full(len(x), float(threshold))
         names = [self.names[b] if d <= t else UNKNOWN for b, d, t in zip(best, distance, limit, strict=True)]
+        if self.negatives:
+            names = [self._unless_negative(name, row, d) for name, row, d in zip(names, x, distance, strict=True)]
         return Lookup(names, distance, np.asarray(match_score(distance, limit), np.float64))
+
+    def _unless_negative(self, name: str, vector: np.ndarray, distance: float) -> str:
+        """UNKNOWN when the face is nearer to one of the faces marked "not <name>" than to name's centroid."""
+        marked = self.negatives.get(name)
+        if marked is None or len(marked) == 0:
+            return name
+        nearest = float(np.sqrt(max(0.0, 2.0 - 2.0 * float((marked @ vector).max()))))
+        return UNKNOWN if nearest < distance else name

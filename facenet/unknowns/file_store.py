@@ -50,6 +50,12 @@ class FileUnknowns(UnknownStore):
         self._stamp: tuple[int, int, int] | None = None
         self._dirty = False
 
+    def negatives(self, model_id: str) -> dict[str, np.ndarray]:
+        """As UnknownStore.negatives; nothing (and no folder made) when there is no store yet."""
+        if not (self.folder / STORE_FILE).is_file():
+            return {}
+        return super().negatives(model_id)
+
     # ------------------------------------------------------------------ locking and the file
 
     @contextlib.contextmanager
@@ -122,13 +128,14 @@ class FileUnknowns(UnknownStore):
         for other in merged:
             self._regroup(other, group)
         state["faces"].append({"face_id": sighting.face_id, "time": sighting.time, "source": sighting.source,
-                               "quality": sighting.quality.record(), "group": group, "model": model_id})
+                               "quality": sighting.quality.record(), "group": group, "model": model_id,
+                               "not_of": sighting.not_of})
         state["vectors"][sighting.face_id] = np.asarray(sighting.vector, np.float32)
         self._dirty = True
 
     def _faces(self) -> list[FaceInfo]:
-        return [FaceInfo(f["face_id"], f["time"], f["source"], Quality.from_record(f["quality"]), f["group"])
-                for f in self._load()["faces"]]
+        return [FaceInfo(f["face_id"], f["time"], f["source"], Quality.from_record(f["quality"]), f["group"],
+                         f.get("not_of")) for f in self._load()["faces"]]
 
     def _flags(self) -> dict[str, bool]:
         return dict(self._load()["flags"])

@@ -22,7 +22,7 @@ LOCK_UNKNOWNS = 0x756E6B6E  # advisory lock key of the unknown faces ("unkn")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS facenet_unknown_faces (
     face_id text PRIMARY KEY, group_id text NOT NULL, seen double precision NOT NULL, source text NOT NULL,
-    quality jsonb NOT NULL, model_id text NOT NULL, vector vector NOT NULL, chip bytea NOT NULL);
+    quality jsonb NOT NULL, model_id text NOT NULL, vector vector NOT NULL, chip bytea NOT NULL, not_of text);
 CREATE INDEX IF NOT EXISTS facenet_unknown_faces_group ON facenet_unknown_faces (group_id);
 CREATE TABLE IF NOT EXISTS facenet_unknown_groups (group_id text PRIMARY KEY, ignored boolean NOT NULL)
 """
@@ -55,6 +55,13 @@ class PgUnknowns(UnknownStore):
             finally:
                 self._depth -= 1
 
+    def negatives(self, model_id: str) -> dict[str, np.ndarray]:
+        """As UnknownStore.negatives; nothing (and no table made) when the gallery has no unknown faces yet."""
+        if not self._ready and not self.conn.execute(
+                "SELECT to_regclass('facenet_unknown_faces') IS NOT NULL").fetchone()[0]:
+            return {}
+        return super().negatives(model_id)
+
     def _ensure(self) -> None:
         if not self._ready:
             self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -76,15 +83,15 @@ class PgUnknowns(UnknownStore):
         for other in merged:
             self._regroup(other, group)
         self.conn.execute(
-            "INSERT INTO facenet_unknown_faces (face_id, group_id, seen, source, quality, model_id, vector, chip) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s)",
+            "INSERT INTO facenet_unknown_faces (face_id, group_id, seen, source, quality, model_id, vector, chip, "
+            "not_of) VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s)",
             (sighting.face_id, group, sighting.time, sighting.source, json.dumps(sighting.quality.record()),
-             model_id, vector_text(sighting.vector), sighting.chip))
+             model_id, vector_text(sighting.vector), sighting.chip, sighting.not_of))
 
     def _faces(self) -> list[FaceInfo]:
-        rows = self.conn.execute("SELECT face_id, seen, source, quality, group_id FROM facenet_unknown_faces"
-                                 ).fetchall()
-        return [FaceInfo(r[0], float(r[1]), r[2], Quality.from_record(_json(r[3])), r[4]) for r in rows]
+        rows = self.conn.execute("SELECT face_id, seen, source, quality, group_id, not_of FROM "
+                                 "facenet_unknown_faces").fetchall()
+        return [FaceInfo(r[0], float(r[1]), r[2], Quality.from_record(_json(r[3])), r[4], r[5]) for r in rows]
 
     def _flags(self) -> dict[str, bool]:
         return dict(self.conn.execute("SELECT group_id, ignored FROM facenet_unknown_groups").fetchall())

@@ -82,7 +82,7 @@ class Quality:
 @dataclass(frozen=True)
 class Sighting:
     """One unknown face as it is stored: `face_id` (12 hex), time (epoch seconds), source (camera name, video or
-    "api"), its unit embedding, chip (JPEG) and quality; `group` is set by the store."""
+    "api"), its unit embedding, chip (JPEG) and quality; `group` is set by the store; `not_of` marks a negative."""
 
     face_id: str
     time: float
@@ -91,6 +91,9 @@ class Sighting:
     chip: bytes = field(repr=False)
     quality: Quality
     group: str = ""
+    not_of: str | None = None
+    """Set when a person marked this face as "not <name>" (a wrongly named face): a negative example of that
+    enrolled person (see FaceDatabase.negatives)."""
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class FaceInfo:
     source: str
     quality: Quality
     group: str
+    not_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,17 @@ class UnknownStore:
                     self._set_ignored(first.id, True)
             return self.group(keep)
 
+    def negatives(self, model_id: str) -> dict[str, np.ndarray]:
+        """{enrolled name: (k, d) unit vectors of the faces marked "not <name>"} of `model_id`'s embeddings."""
+        with self._locked():
+            ids, vectors, _ = self._vectors(model_id)
+            marks = {face.face_id: face.not_of for face in self._faces() if face.not_of}
+        found: dict[str, list[np.ndarray]] = {}
+        for face_id, vector in zip(ids, vectors, strict=True):
+            if face_id in marks:
+                found.setdefault(marks[face_id], []).append(vector)
+        return {name: np.stack(rows) for name, rows in found.items()}
+
     def forget_all(self) -> int:
         """Delete every unknown face; how many went."""
         with self._locked():
@@ -188,8 +200,9 @@ class UnknownStore:
         return Group(group_id, tuple(faces), self._flags().get(group_id, False)) if faces else None
 
     def _prune(self, now: float) -> None:
-        """Forget sightings beyond the retention: older than its days, and the oldest beyond its count."""
-        faces = sorted(self._faces(), key=lambda f: -f.time)
+        """Forget sightings beyond the retention: older than its days, and the oldest beyond its count. Faces marked
+        "not <name>" are kept (a person's correction, like an enrolled photo, stays until forgotten)."""
+        faces = sorted((f for f in self._faces() if not f.not_of), key=lambda f: -f.time)
         cutoff = now - self.retention.days * 86400
         old = [f.face_id for i, f in enumerate(faces) if f.time < cutoff or i >= self.retention.faces]
         if old:

@@ -91,9 +91,9 @@ class PgGallery(Enrollment, Lookup):
         """The whole shared gallery as the lookup index for `pipeline` (read only: nothing is created or pruned).
         Right after `sync` it is the index that sync read (a big gallery is not read twice); else read now."""
         synced, self._synced = self._synced, None
-        if synced is not None and synced.model_id == pipeline.model_id:
-            return synced
-        return self._read(pipeline)
+        database = synced if synced is not None and synced.model_id == pipeline.model_id else self._read(pipeline)
+        database.negatives = self.unknowns().negatives(pipeline.model_id)
+        return database
 
     def _read(self, pipeline: FacePipeline) -> FaceDatabase:
         embedder = pipeline.embedder
