@@ -97,7 +97,8 @@ OWN_FLAGS = {
     "serve": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "host", "port", "api_key_file",
                             "max_upload_mb", "input", "output_dir", "track", "events", "mqtt_url", "webhook",
                             "collect_unknowns"},
-    "unknowns": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "name", "ignore", "forget"},
+    "unknowns": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "name", "ignore", "forget",
+                               "not_person"},
 }
 FIRST_LINES = {
     "recognize": "facenet recognize: name the faces of photos, folders, videos, live cameras or the webcam "

@@ -136,6 +136,10 @@ flags.DEFINE_bool(
 flags.DEFINE_string("name", None, "facenet unknowns: name a group, GROUP_ID=Person Name (enrolls him).")
 flags.DEFINE_string("ignore", None, "facenet unknowns: keep this group but raise no more alerts for it.")
 flags.DEFINE_string("forget", None, "facenet unknowns: delete this group and its faces.")
+flags.DEFINE_string(
+    "not_person", None, "facenet unknowns: PHOTO=Person Name: the photo's largest face is not that person (a face "
+    "nearer to it than to the person's own photos is no longer named so).",
+)
 flags.DEFINE_bool(
     "track", None, "Follow faces across frames (one id and a steady name per person, a few embeddings per track). "
     "Default: on for live cameras and with --events/--mqtt_url/--webhook, off for video files.",

@@ -183,6 +183,7 @@ class UnknownsOptions(CommandOptions):
     detector: str
     pretrained: bool
     as_json: bool
+    not_person: str | None = None
 
 
 Options = UnknownsOptions | RecognizeOptions | EnrollOptions | VerifyOptions | TrainOptions | LfwOptions | ServeOptions
@@ -272,4 +273,5 @@ def unknowns_options(values: FlagView, _paths: list[str], _prog: str) -> Unknown
         data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
         name=values.name, ignore=values.ignore, forget=values.forget, weights_dir=values.weights_path,
         model=chosen_model(values), detector=values.detector, pretrained=values.pretrained, as_json=values.json,
+        not_person=values.not_person,
     )

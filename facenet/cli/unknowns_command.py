@@ -4,6 +4,7 @@
     facenet unknowns --name 3f2a…=Ada  # his best faces become photos of data/Ada/, Ada is enrolled
     facenet unknowns --ignore 3f2a…    # keep the group, no more alerts
     facenet unknowns --forget 3f2a…    # delete the group and its faces
+    facenet unknowns --not_person photo.jpg=Ada   # its largest face is not Ada: look-alikes are no longer named Ada
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
@@ -18,9 +20,15 @@ from facenet.cli.exit_codes import Exit
 from facenet.gallery import GalleryOptions, open_gallery
 from facenet.gallery.pg import GalleryError
 from facenet.gallery.photos import BadName
+from facenet.images import ImageError, load_image
 from facenet.live.events import iso_time
+from facenet.unknowns.collect import Collector
 from facenet.unknowns.naming import name_group
 from facenet.unknowns.store import Group, UnknownGroupError, UnknownStore
+from facenet.verify import NoFaceError
+
+if TYPE_CHECKING:
+    from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +36,19 @@ log = logging.getLogger(__name__)
 def unknowns_command(
     data_dir: str, database_dir: str, database_url: str | None, name: str | None, ignore: str | None,
     forget: str | None, weights_dir: str, model: str, detector: str, pretrained: bool, as_json: bool,
+    not_person: str | None = None,
 ) -> int:
-    """List the groups of unknown faces, or act on one (--name ID=NAME, --ignore ID, --forget ID; one at a time).
-    Exit codes: 0 done, 1 no such group or the gallery failed, 2 bad arguments."""
-    asked = [flag for flag, value in (("--name", name), ("--ignore", ignore), ("--forget", forget)) if value]
+    """List the groups of unknown faces, or act on one (--name ID=NAME, --ignore ID, --forget ID; one at a time),
+    or mark a photo's largest face "not NAME" (--not_person PHOTO=NAME). Exit codes: 0 done, 1 no such group, no
+    face, or the gallery failed, 2 bad arguments."""
+    asked = [flag for flag, value in (("--name", name), ("--ignore", ignore), ("--forget", forget),
+                                      ("--not_person", not_person)) if value]
     if len(asked) > 1:
-        return error(f"{asked[0]} and {asked[1]}: act on one group at a time")
-    if name is not None and "=" not in name:
-        return error(f"--name {name!r}: write it as GROUP_ID=Person Name")
+        return error(f"{asked[0]} and {asked[1]}: one action at a time")
+    for flag, value, form in (("--name", name, "GROUP_ID=Person Name"), ("--not_person", not_person,
+                                                                        "PHOTO=Person Name")):
+        if value is not None and "=" not in value:
+            return error(f"{flag} {value!r}: write it as {form}")
     options = GalleryOptions(Path(database_dir), database_url)
     try:
         with open_gallery(options) as gallery:
@@ -48,6 +61,9 @@ def unknowns_command(
                 return _done({"subject": named.subject, "photos": list(named.photos), "new_subject":
                               named.new_subject}, f"named {named.subject}: {len(named.photos)} photos written to "
                               f"{Path(data_dir) / named.subject}, enrolled", as_json)
+            if not_person is not None:
+                return _mark_not(not_person, options, common.load_pipeline(
+                    detector, model, weights_dir, None if pretrained else database_dir), as_json)
             if ignore is not None:
                 group = store.ignore_group(ignore)
                 return _done(group_record(group), f"ignored group {group.id} (no more alerts)", as_json)
@@ -57,11 +73,19 @@ def unknowns_command(
                              as_json)
             _list(store, as_json)
             return Exit.OK
-    except (UnknownGroupError, BadName) as problem:
-        return error(str(problem).strip("'\""), Exit.FAILED)
+    except (UnknownGroupError, BadName, ImageError, NoFaceError) as problem:
+        return error(str(problem), Exit.FAILED)
     except (OSError, RuntimeError, GalleryError) as problem:
         log.error("%s", problem)
         return Exit.FAILED
+
+
+def _mark_not(given: str, options: GalleryOptions, pipeline: FacePipeline, as_json: bool) -> int:
+    photo, _, person = given.rpartition("=")
+    kept = Collector(options, pipeline).mark_not(load_image(photo), person.strip(), source=photo)
+    return _done({"face_id": kept.face_id, "group": kept.group, "not": person.strip()},
+                 f"{photo}: its face is not {person.strip()} (kept as unknown face {kept.face_id}, group "
+                 f"{kept.group}); faces nearer to it than to {person.strip()} are no longer named so", as_json)
 
 
 def group_record(group: Group) -> dict:
