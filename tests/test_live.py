@@ -32,6 +32,7 @@ from facenet.images import load_image
 from facenet.live import streams
 from facenet.live.streams import Camera, CameraStream, is_camera_spec, parse_cameras
 from facenet.live.tracking import TRACK_CHECK_FRAMES, associate, iou
+from facenet.unknowns.file_store import FileUnknowns
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = Path(__file__).parent / "data" / "people"
@@ -382,10 +383,16 @@ def test_people_replacing_each_other_at_a_camera_get_their_own_tracks_events_and
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [(e["event"], e["track"], e["name"]) for e in events] == [
         (kind, track, name) for track, name in zip(per_track, truth, strict=True)
-        for kind in ("appeared", "named", "left")]
+        for kind in ("appeared", "named", *(["unknown_seen"] if name == "Unknown" else []), "left")]
     presence = [(t.split("/")[2], p) for t, p in messages if t.endswith("/state")]
     assert presence == [("george_clooney", "ON"), ("george_clooney", "OFF"), ("juanes", "ON"), ("juanes", "OFF"),
                         ("unknown", "ON"), ("unknown", "OFF")]
+    # the stranger (on by default for cameras) left one sighting and an alert, on MQTT too
+    alert = next(e for e in events if e["event"] == "unknown_seen")
+    assert alert["new"] is True and alert["sightings"] == 1 and Path(alert["snapshot"]).is_file()
+    groups = [(g.id, len(g.faces), g.sources) for g in FileUnknowns(tmp_path / "db").groups()]
+    assert groups == [(alert["group"], 1, ["gate"])]
+    assert [json.loads(p) for t, p in messages if t == "facenet/gate/unknown"] == [alert]
 
 
 # --- issue 22: sinks that fail, cameras that die, names that collide -------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 
 from facenet.gallery import GalleryOptions, open_gallery
 from facenet.gallery.thresholds import verify_threshold
-from facenet.unknowns.sighting import Box, FaceCut, Sighting, new_id
+from facenet.unknowns.sighting import MIN_DETECTOR_SCORE, Box, FaceCut, Sighting, new_id
 from facenet.unknowns.store import Collected, Retention
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class Collector:
     def __init__(self, options: GalleryOptions, pipeline: FacePipeline, retention: Retention | None = None) -> None:
         self.options, self.retention, self.pipeline = options, retention or Retention(), pipeline
         self.model_id, self.threshold = pipeline.model_id, verify_threshold(pipeline)
+        self.min_detector = MIN_DETECTOR_SCORE if pipeline.detector.kind == "yunet" else None
         self.kept = 0
         self.refused: Counter[str] = Counter()
         """Faces the gate kept out, by reason (its first words: "face too small", "face blurred", …)."""
@@ -38,7 +39,7 @@ class Collector:
         quality). GalleryError when a PostgreSQL gallery cannot be reached, OSError when the folder cannot be
         written."""
         quality = cut.quality()
-        passed, why = quality.ok()
+        passed, why = quality.ok(self.min_detector)
         if not passed and not_of is None:
             self.refused[why.split(" (")[0]] += 1
             return None

@@ -26,7 +26,8 @@ MIN_FACE_PX = 40
 """Shorter side (pixels) of the smallest face kept: smaller faces are named poorly and enroll badly."""
 
 MIN_DETECTOR_SCORE = 0.8
-"""Detector confidence below which a face is not kept (half-hidden faces, faces of posters at an angle)."""
+"""YuNet confidence below which a face is not kept (half-hidden faces, faces of posters at an angle). dlib's HOG and
+CNN detectors score on other scales (their own thresholds already drop weak detections): not checked for them."""
 
 MIN_SHARPNESS = 60.0
 """Variance of the Laplacian of the face, greyscale, resized to SHARPNESS_SIDE: below it the face is blurred.
@@ -50,12 +51,12 @@ class Quality:
     turn: float | None
     """Nose offset from the eyes' midpoint / eye distance; None without landmarks."""
 
-    def ok(self) -> tuple[bool, str]:
-        """(passes the gate, why not when it does not)."""
+    def ok(self, min_detector: float | None = MIN_DETECTOR_SCORE) -> tuple[bool, str]:
+        """(passes the gate, why not when it does not); `min_detector` None: the detector's score is not checked."""
         if self.size < MIN_FACE_PX:
             return False, f"face too small ({self.size} px < {MIN_FACE_PX})"
-        if self.detector < MIN_DETECTOR_SCORE:
-            return False, f"detector unsure ({self.detector:.2f} < {MIN_DETECTOR_SCORE})"
+        if min_detector is not None and self.detector < min_detector:
+            return False, f"detector unsure ({self.detector:.2f} < {min_detector})"
         if self.sharpness < MIN_SHARPNESS:
             return False, f"face blurred (sharpness {self.sharpness:.0f} < {MIN_SHARPNESS:.0f})"
         if self.turn is not None and self.turn > MAX_TURN:
