@@ -12,6 +12,14 @@ from facenet.config import MIN_BATCH
 MAX_DISTANCE = 2.0
 """The largest distance between unit vectors: a threshold beyond it accepts every face."""
 
+KEEP_DAYS = 30.0
+"""Default retention of unknown faces (facenet.unknowns): a sighting older than this many days is forgotten
+(strangers' faces are not kept for ever); the --unknown_days flag."""
+
+KEEP_FACES = 10_000
+"""Default retention of unknown faces: at most this many sightings are kept, beyond it the oldest are forgotten;
+the --unknown_faces flag."""
+
 
 def threshold_problem(value: float) -> str | None:
     """A distance threshold must be a finite number in (0, 2] (unit-sphere Euclidean distance)."""
@@ -60,6 +68,17 @@ def max_upload_problem(megabytes: float) -> str | None:
     if not (math.isfinite(megabytes) and megabytes > 0):
         return f"must be more than 0 and finite (MiB), got {megabytes}"
     return None
+
+
+def retention_problems(days: float, faces: int) -> list[tuple[str, str]]:
+    """(setting, complaint) for each retention of unknown faces that would keep nothing: `days` more than 0 (inf:
+    no age limit), `faces` at least 1."""
+    problems = []
+    if not days > 0:
+        problems.append(("unknown_days", f"must be more than 0 (days), got {days}"))
+    if faces < 1:
+        problems.append(("unknown_faces", f"must be at least 1, got {faces}"))
+    return problems
 
 
 def check_threshold(threshold: object) -> float:

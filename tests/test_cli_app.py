@@ -88,7 +88,7 @@ MODEL_FLAGS = {"weights_path", "model", "detector", "pretrained", "json", "backb
 OWN_FLAGS = {
     "recognize": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "web_cam", "camera", "input",
                                 "output_dir", "track", "events", "mqtt_url", "webhook", "max_frames",
-                                "collect_unknowns"},
+                                "collect_unknowns", "unknown_days", "unknown_faces"},
     "enroll": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "rebuild_gallery"},
     "verify": MODEL_FLAGS | {"database_dir", "threshold"},
     "train": MODEL_FLAGS | {"data_dir", "database_dir", "epochs", "batch_size", "learning_rate", "validation_split",
@@ -96,7 +96,7 @@ OWN_FLAGS = {
     "lfw": MODEL_FLAGS | {"database_dir", "lfw_pairs", "lfw_dir", "lfw_train_pairs", "flip", "roc_png"},
     "serve": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "host", "port", "api_key_file",
                             "max_upload_mb", "input", "output_dir", "track", "events", "mqtt_url", "webhook",
-                            "collect_unknowns"},
+                            "collect_unknowns", "unknown_days", "unknown_faces"},
     "unknowns": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "name", "ignore", "forget",
                                "not_person"},
 }

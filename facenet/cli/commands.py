@@ -17,6 +17,8 @@ MODEL_FLAGS = ("weights_path", "model", "detector", "pretrained", "json")
 """The flags every command has: where the weights are, which model and detector, pretrained or fine-tuned, JSON."""
 GALLERY_FLAGS = ("data_dir", "database_dir", "database_url")
 LIVE_FLAGS = ("track", "events", "mqtt_url", "webhook", "collect_unknowns")
+UNKNOWN_FLAGS = ("unknown_days", "unknown_faces")
+"""The retention of the unknown faces a command collects."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
         ("--input photos/,clip.mp4     # photos, folders (recursive), videos", "-wc True --camera 0          "
          "# the webcam", "--input door=rtsp://… --events ev.jsonl  # live cameras, track events"),
         (*MODEL_FLAGS, *GALLERY_FLAGS, "threshold", "web_cam", "camera", "input", "output_dir", *LIVE_FLAGS,
-         "max_frames", "backbone"),
+         "max_frames", *UNKNOWN_FLAGS, "backbone"),
         opts.recognize_options, "facenet.cli.recognize_command", "recognize_command",
     ),
     Command(
@@ -75,7 +77,7 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
         "serve", "the REST service and web page on --host:--port (= --serve)",
         ("--port 8000", "--host 0.0.0.0 --api_key_file keys.txt", "--input door=rtsp://…   # with live cameras"),
         (*MODEL_FLAGS, *GALLERY_FLAGS, "threshold", "host", "port", "api_key_file", "max_upload_mb", "input",
-         "output_dir", *LIVE_FLAGS, "backbone"),
+         "output_dir", *LIVE_FLAGS, *UNKNOWN_FLAGS, "backbone"),
         opts.serve_options, "facenet.cli.serve_command", "serve_command",
     ),
     Command(

@@ -26,7 +26,15 @@ from facenet.config import (
     default_examples_dir,
     default_weights_dir,
 )
-from facenet.settings import max_upload_problem, scale_problem, training_problems, triplet_margin_problem
+from facenet.settings import (
+    KEEP_DAYS,
+    KEEP_FACES,
+    max_upload_problem,
+    retention_problems,
+    scale_problem,
+    training_problems,
+    triplet_margin_problem,
+)
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "y"), ("false", "0", "no", "n")
 
@@ -181,6 +189,13 @@ flags.DEFINE_string(
     "clients send one in the x-api-key header. Without keys the service is open (loopback only).",
 )
 flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest request body in MiB (larger: 413).")
+flags.DEFINE_float(
+    "unknown_days", KEEP_DAYS, "Unknown faces collected (strangers, to name or ignore later) are forgotten after this "
+    "many days (inf: no age limit).",
+)
+flags.DEFINE_integer(
+    "unknown_faces", KEEP_FACES, "At most this many unknown faces are kept; beyond it the oldest are forgotten.",
+)
 
 FLAGS = flags.FLAGS
 
@@ -214,6 +229,8 @@ def check_flags(values: flags.FlagValues = FLAGS) -> str | None:
     problem = max_upload_problem(values.max_upload_mb)
     if problem:
         return f"--max_upload_mb {problem}"
+    for setting, problem in retention_problems(values.unknown_days, values.unknown_faces):
+        return f"--{setting} {problem}"
     return _live_problem(values)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from facenet.settings import KEEP_DAYS, KEEP_FACES
+
 
 class FlagView(Protocol):
     """What the builders read: absl's FlagValues (attribute per flag, `values[name].present`)."""
@@ -67,6 +69,8 @@ class RecognizeOptions(CommandOptions):
     pretrained: bool
     as_json: bool
     live: LiveOptions = field(default_factory=LiveOptions)
+    unknown_days: float = KEEP_DAYS
+    unknown_faces: int = KEEP_FACES
 
     def arguments(self) -> dict[str, Any]:
         return {**super().arguments(), "enroll_only": False}
@@ -166,6 +170,8 @@ class ServeOptions(CommandOptions):
     output_dir: str
     as_json: bool
     live: LiveOptions = field(default_factory=LiveOptions)
+    unknown_days: float = KEEP_DAYS
+    unknown_faces: int = KEEP_FACES
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,7 @@ def recognize_options(values: FlagView, _paths: list[str], _prog: str) -> Recogn
         data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
         weights_dir=values.weights_path, model=chosen_model(values), detector=values.detector,
         threshold=values.threshold, pretrained=values.pretrained, as_json=values.json,
-        live=_live(values, values.max_frames),
+        live=_live(values, values.max_frames), unknown_days=values.unknown_days, unknown_faces=values.unknown_faces,
     )
 
 
@@ -264,7 +270,8 @@ def serve_options(values: FlagView, _paths: list[str], _prog: str) -> ServeOptio
         data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
         weights_dir=values.weights_path, model=chosen_model(values), detector=values.detector,
         threshold=values.threshold, pretrained=values.pretrained, cameras=serve_cameras(values),
-        output_dir=values.output_dir, as_json=values.json, live=_live(values),
+        output_dir=values.output_dir, as_json=values.json, live=_live(values), unknown_days=values.unknown_days,
+        unknown_faces=values.unknown_faces,
     )
 
 

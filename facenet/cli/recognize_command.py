@@ -41,6 +41,7 @@ from facenet.live.frames import FrameRecognizer
 from facenet.live.streams import is_camera_spec, parse_cameras
 from facenet.progress import progress
 from facenet.recognize import Recognizer
+from facenet.settings import KEEP_DAYS, KEEP_FACES
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
 from facenet.unknowns.collect import Collector
 
@@ -189,9 +190,13 @@ def recognize_command(
     database_url: str | None = None,
     rebuild_gallery: bool = False,
     live: LiveOptions | None = None,
+    unknown_days: float = KEEP_DAYS,
+    unknown_faces: int = KEEP_FACES,
 ) -> int:
     """`python main.py -t False`: sync the database with data/, then name every face of the inputs, the webcam or
-    live cameras (`--input rtsp://…`, see facenet/cli/live_command.py).
+    live cameras (`--input rtsp://…`, see facenet/cli/live_command.py). `unknown_days`, `unknown_faces`: the
+    retention of the unknown faces it collects (--unknown_days, --unknown_faces; checked by the flags, not yet
+    used: the command line does not collect yet).
 
     Exit codes: 0 done, 1 some input or the camera failed (each named on stderr), 2 bad arguments, 130 Ctrl-C.
     """

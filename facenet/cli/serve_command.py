@@ -14,7 +14,8 @@ from facenet.cli.exit_codes import Exit
 from facenet.gallery.pg import GalleryError
 from facenet.service.keys import KeyFileError, key_problem, load_keys
 from facenet.service.store import GalleryStore
-from facenet.settings import max_upload_problem
+from facenet.settings import KEEP_DAYS, KEEP_FACES, max_upload_problem, retention_problems
+from facenet.unknowns.store import Retention
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +24,20 @@ def serve_command(
     host: str, port: int, key_file: str | None, max_upload_mb: float, data_dir: str | Path, database_dir: str | Path,
     database_url: str | None, weights_dir: str | Path, model: str, detector: str, threshold: float | None,
     pretrained: bool, cameras: list[str] | None = None, live: LiveOptions | None = None,
-    output_dir: str | Path = "output", as_json: bool = False,
+    output_dir: str | Path = "output", as_json: bool = False, unknown_days: float = KEEP_DAYS,
+    unknown_faces: int = KEEP_FACES,
 ) -> int:
     """Sync the gallery with data/, then serve until Ctrl-C (a graceful stop, exit 0); exit 2 on bad key
     settings or camera specs, 1 when the model, the gallery or an event sink cannot be set up.
 
     `cameras`: live camera specs ([name=]rtsp://…) run in the service, their events sent as `live` says (the CLI's
-    --events, --mqtt_url, --webhook) and their snapshots written under `output_dir`/snapshots."""
+    --events, --mqtt_url, --webhook) and their snapshots written under `output_dir`/snapshots. `unknown_days`,
+    `unknown_faces`: how long and how many unknown faces (/recognize?collect=true) are kept."""
     problem = key_problem(host, key_file)
     upload_problem = max_upload_problem(max_upload_mb)
     problem = problem or (f"--max_upload_mb {upload_problem}" if upload_problem else None)
+    kept = retention_problems(unknown_days, unknown_faces)
+    problem = problem or (f"--{kept[0][0]} {kept[0][1]}" if kept else None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return Exit.USAGE
@@ -45,7 +50,8 @@ def serve_command(
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return Exit.USAGE
-    store = _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained)
+    store = _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained,
+                   Retention(unknown_days, unknown_faces))
     if store is None:
         return Exit.FAILED
     import uvicorn  # the service's stack (uvicorn, FastAPI) loads only for `serve`
@@ -79,11 +85,11 @@ def serve_command(
     return Exit.OK
 
 
-def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained):
+def _store(data_dir, database_dir, database_url, weights_dir, model, detector, threshold, pretrained, retention):
     """The service's gallery, synced; None (logged) when the model or the gallery cannot be loaded."""
     try:
         pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
-        return GalleryStore(data_dir, pipeline, database_dir, database_url, threshold)
+        return GalleryStore(data_dir, pipeline, database_dir, database_url, threshold, retention)
     except (OSError, ValueError, RuntimeError, GalleryError) as problem:
         log.error("cannot load the model or the gallery: %s", problem)
         return None

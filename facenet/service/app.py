@@ -3,7 +3,8 @@
 Every /api/v1 route but /api/v1/health needs the `x-api-key` header when keys are configured. Every error is a 4xx
 (or 503 when a shared gallery is unreachable) with one JSON message: {"detail": "..."}. The OpenAPI docs are at
 /docs, the web page at /. With live cameras (`serve --input`, facenet/service/cameras.py) the /api/v1/cameras and
-/api/v1/events routes show them; they run from the app's startup to its shutdown.
+/api/v1/events routes show them; they run from the app's startup to its shutdown. The faces recognition saw but did
+not know (`/recognize?collect=true`) are under /api/v1/unknowns (facenet/service/unknowns.py).
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ from facenet.service.store import (
     UnknownPhoto,
     UnknownSubject,
 )
+from facenet.service.unknowns import unknown_routes
 from facenet.service.uploads import BodyLimit, MiB, UploadError, decode_photo, read_photos
+from facenet.unknowns.store import UnknownGroupError
 from facenet.verify import NoFaceError
 
 DEFAULT_MAX_UPLOAD = 10 * MiB
 STATUS = {BadName: 400, UnknownSubject: 404, UnknownPhoto: 404, SubjectExists: 409, NotDeletable: 403,
-          ImageError: 400, NoFaceError: 400}
+          ImageError: 400, NoFaceError: 400, UnknownGroupError: 404}
 """HTTP status of each refusal."""
 
 
@@ -129,6 +132,7 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
     _face_routes(api, store, max_upload)
     _image_routes(api, store, max_upload)
     _camera_routes(api, cameras)
+    unknown_routes(api, store)
 
     @app.get("/api/v1/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -148,6 +152,7 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadName)
     @app.exception_handler(ImageError)
     @app.exception_handler(NoFaceError)
+    @app.exception_handler(UnknownGroupError)
     async def refused(_request: Request, error: Exception) -> JSONResponse:
         status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400)
         return JSONResponse({"detail": str(error)}, status_code=status)
@@ -241,14 +246,15 @@ def _face_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
 
 def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
     @api.post("/recognize", tags=["recognition"], openapi_extra=_image_body("file"))
-    async def recognize(request: Request) -> dict[str, Any]:
+    async def recognize(request: Request, collect: bool = False) -> dict[str, Any]:
         """Every face, largest first: box (left, top, right, bottom), 5 landmarks, name or "Unknown", distance,
-        0-100 score (50 = at the threshold)."""
+        0-100 score (50 = at the threshold). `collect=true`: each Unknown face that passes the quality gate is kept
+        (GET /unknowns) and answers also its `face_id` and `group`."""
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, Any]:
             rgb, scale = decode_photo(data, name)
-            faces = [_recognised(r, scale) for r in store.recognize(rgb)]
+            faces = [_recognised(r, scale) for r in store.recognize(rgb, collect)]
             return {**_size(rgb, scale), "faces": faces}
 
         return await run_in_threadpool(work)

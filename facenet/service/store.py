@@ -10,6 +10,10 @@ Photos the service writes are named `api-<first 20 hex of their sha256><ext>` (f
 a file whose bytes still have that hash may be deleted through the service. Users' own photos are never deleted,
 moved or rewritten; a subject holding any of them cannot be deleted (renaming renames its folder, the photos
 untouched).
+
+The faces it saw but did not know (`recognize(..., collect=True)`) are kept in the gallery's store of unknown faces
+(facenet.unknowns: beside the file gallery, or in the PostgreSQL gallery's tables), under the `retention` given.
+Naming a group writes its best faces into data/<name>/ under the write lock and syncs, like any other change.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import copy
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +36,9 @@ from facenet.gallery.photos import api_photo_name, clean_name, is_api_photo
 from facenet.images import list_images, list_people, person_folder, person_name
 from facenet.recognize import Recognizer
 from facenet.service.uploads import decode_photo
+from facenet.unknowns.collect import Collector
+from facenet.unknowns.naming import Named, name_group
+from facenet.unknowns.store import Group, Retention
 from facenet.verify import NoFaceError, Verification, verify_with
 
 if TYPE_CHECKING:
@@ -38,6 +46,7 @@ if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
     from facenet.gallery.report import EnrollmentReport
     from facenet.pipeline import FacePipeline
+    from facenet.unknowns.store import UnknownStore
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +126,26 @@ class GalleryStore:
     """Subjects, example photos and the synced gallery behind the REST service (see the module docstring)."""
 
     def __init__(self, data_dir: str | Path, pipeline: FacePipeline, database_dir: str | Path = "database",
-                 database_url: str | None = None, threshold: float | None = None) -> None:
+                 database_url: str | None = None, threshold: float | None = None,
+                 retention: Retention | None = None) -> None:
+        """`retention`: how long and how many unknown faces are kept (the --unknown_days / --unknown_faces flags)."""
         self.data_dir, self.database_dir = Path(data_dir), Path(database_dir)
         self.options = GalleryOptions(self.database_dir, database_url)
         self.threshold = threshold
         self.pipeline = locked_pipeline(pipeline)
+        self.retention = retention or Retention()
+        self.collector = Collector(self.options, self.pipeline, self.retention)
         self._write = threading.Lock()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.snapshot: Snapshot = self._sync()
 
     # ------------------------------------------------------------------ reading
 
-    def recognize(self, rgb: np.ndarray) -> list[Recognition]:
-        """Every face of an RGB photo, largest first, named against the current snapshot."""
-        return Recognizer(self.pipeline, self.snapshot.database, self.threshold, reuse_still=False).recognize(rgb)
+    def recognize(self, rgb: np.ndarray, collect: bool = False) -> list[Recognition]:
+        """Every face of an RGB photo, largest first, named against the current snapshot. `collect`: keep each
+        Unknown face that passes the quality gate as a sighting of "api" (its `face_id` and `group` set)."""
+        return Recognizer(self.pipeline, self.snapshot.database, self.threshold, reuse_still=False,
+                          collector=self.collector if collect else None, source="api").recognize(rgb)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Every face of an RGB photo, largest first, with landmarks."""
@@ -156,7 +171,58 @@ class GalleryStore:
                 return path
         raise UnknownPhoto(f"subject {name!r} has no photo {image_id!r}")
 
+    # ------------------------------------------------------------------ unknown faces
+
+    @contextmanager
+    def unknowns(self) -> Iterator[UnknownStore]:
+        """The gallery's store of unknown faces, open for one request (UnknownGroupError for an unknown id,
+        GalleryError when a PostgreSQL gallery cannot be reached)."""
+        with open_gallery(self.options) as gallery:
+            yield gallery.unknowns(self.retention)
+
+    def unknown_groups(self) -> list[Group]:
+        """Every group of unknown faces, the most recently seen first."""
+        with self.unknowns() as store:
+            return store.groups()
+
+    def unknown_group(self, group_id: str) -> Group:
+        """One group of unknown faces, with all its faces (newest first)."""
+        with self.unknowns() as store:
+            return store.group(group_id)
+
+    def unknown_chip(self, face_id: str) -> bytes:
+        """The JPEG chip of a stored unknown face."""
+        with self.unknowns() as store:
+            return store.chip(face_id)
+
+    def ignore_group(self, group_id: str, ignored: bool = True) -> Group:
+        """Keep the group but raise no more alerts for it (or again, with ignored=False)."""
+        with self.unknowns() as store:
+            return store.ignore_group(group_id, ignored)
+
+    def merge_groups(self, keep: str, other: str) -> Group:
+        """`other`'s faces become part of `keep`; the merged group."""
+        with self.unknowns() as store:
+            return store.merge_groups(keep, other)
+
+    def forget_group(self, group_id: str) -> int:
+        """Delete a group and its faces; how many faces went."""
+        with self.unknowns() as store:
+            return store.forget_group(group_id)
+
+    def forget_unknowns(self) -> int:
+        """Delete every unknown face; how many went."""
+        with self.unknowns() as store:
+            return store.forget_all()
+
     # ------------------------------------------------------------------ writing (one at a time)
+
+    def name_group(self, group_id: str, subject: str) -> Named:
+        """Name a stranger: his group's best faces become api-<hash>.jpg photos of data/<subject>/ (new or
+        existing), the gallery is synced (he is recognised from now on) and the group forgotten. When the sync
+        fails, the photos written are removed again (data/ as it was) and the group is kept."""
+        with self._write, self.unknowns() as store:
+            return name_group(store, group_id, subject, self.data_dir, self._swap)
 
     def sync(self) -> Snapshot:
         """Sync the gallery with data/ (after photos were added or removed by hand)."""

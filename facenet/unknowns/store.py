@@ -17,14 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facenet.settings import KEEP_DAYS, KEEP_FACES  # the default retention (light: the CLI's flags use it)
 from facenet.unknowns.grouping import assign
 from facenet.unknowns.sighting import Quality, Sighting, new_id
-
-KEEP_DAYS = 30.0
-"""Default retention: a sighting older than this many days is forgotten (strangers' faces are not kept for ever)."""
-
-KEEP_FACES = 10_000
-"""Default retention: at most this many sightings are kept; beyond it the oldest are forgotten."""
 
 EXAMPLES = 4
 """Faces shown for a group in a listing (its best, by `Quality.rank`)."""

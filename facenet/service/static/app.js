@@ -1,5 +1,6 @@
 // facenet web page: enroll by dropping photos, see the gallery and the report, recognise a photo or the webcam,
-// watch the service's live cameras (serve --input) and their events.
+// watch the service's live cameras (serve --input) and their events, and name, merge, ignore or forget the faces it
+// saw but did not know (Seen).
 // Plain JS over the REST API (/api/v1); the API key, when the service wants one, is kept in localStorage.
 "use strict";
 
@@ -9,6 +10,7 @@ let webcamTimer = null;
 let webcamStream = null;
 let keyRequired = false;
 const CAMERA_POLL_MS = 1000;
+const SEEN_POLL_MS = 5000;
 const FRAME_POLL_MS = 250;
 const UNKNOWN = "Unknown";
 
@@ -297,6 +299,130 @@ async function pollCameras() {
   setTimeout(pollCameras, CAMERA_POLL_MS);
 }
 
+// ---------------------------------------------------------------- seen: the faces it did not know (/unknowns)
+
+const chipUrls = new Map();  // face id -> object URL of its chip (fetched once)
+let seenDrawn = "";          // the groups and subjects last drawn, to redraw only when they change
+
+// What the Seen view says; `loading`: a failed refresh, cleared by the next one that works.
+function seenSays(text, isError = false, loading = false) {
+  $("seen-status").textContent = text;
+  $("seen-status").className = isError ? "error" : "";
+  $("seen-status").dataset.loading = loading ? "yes" : "";
+}
+
+// Whether the user is typing a name or choosing a group to merge with: a poll must not wipe that.
+function seenBusy() {
+  return [...document.querySelectorAll("#unknown-groups input, #unknown-groups select")]
+    .some((field) => field.value || field === document.activeElement);
+}
+
+async function refreshSeen(force = false) {
+  try {
+    const [{ groups }, { subjects }] = await Promise.all([call("GET", "/unknowns"), call("GET", "/subjects")]);
+    if ($("seen-status").dataset.loading) seenSays("");
+    const drawn = JSON.stringify([groups, subjects.map((s) => s.subject)]);
+    if (!force && (drawn === seenDrawn || seenBusy())) return;
+    seenDrawn = drawn;
+    $("subject-names").replaceChildren(...subjects.map((s) => element("option", { value: s.subject })));
+    const typed = new Map([...document.querySelectorAll("#unknown-groups .group")]
+      .map((item) => [item.dataset.group, item.querySelector(".group-name").value]));
+    $("unknown-groups").replaceChildren(...groups.map((group) => groupItem(group, groups, typed.get(group.id))));
+    $("seen-empty").hidden = groups.length > 0;
+    const shown = new Set(groups.flatMap((g) => g.examples.map((e) => e.face_id)));
+    for (const [id, url] of chipUrls) if (!shown.has(id)) { URL.revokeObjectURL(url); chipUrls.delete(id); }
+  } catch (error) { seenSays(error.message, true, true); }
+}
+
+function chipImage(example) {
+  const img = element("img", { alt: "", dataset: { face: example.face_id } });
+  const cached = chipUrls.get(example.face_id);
+  if (cached) img.src = cached;
+  else call("GET", example.url.replace(API, "")).then((blob) => {
+    const url = URL.createObjectURL(blob);
+    chipUrls.set(example.face_id, url);
+    img.src = url;
+  }).catch(() => {});
+  return img;
+}
+
+const shortId = (id) => id.slice(0, 6);
+const seenAt = (iso) => new Date(iso).toLocaleString();
+
+// A group's card: its best faces, facts, and what can be done to it (`typed`: a name being typed, kept on a redraw).
+function groupItem(group, groups, typed = "") {
+  const seen = group.first_seen === group.last_seen ? `seen ${seenAt(group.last_seen)}`
+    : `first seen ${seenAt(group.first_seen)} · last seen ${seenAt(group.last_seen)}`;
+  const facts = `group ${shortId(group.id)} · ${group.faces} face(s) · ${seen} · ${group.sources.join(", ")}`
+    + (group.ignored ? " · ignored" : "");
+  const name = element("input", { className: "group-name", placeholder: "who is this?", autocomplete: "off",
+    value: typed });
+  name.setAttribute("list", "subject-names");  // a new name, or one of the subjects
+  const merge = element("select", { className: "merge-with" }, element("option", { value: "", textContent: "merge with…" }),
+    ...groups.filter((g) => g.id !== group.id).map((g) => element("option",
+      { value: g.id, textContent: `group ${shortId(g.id)} (${g.faces} face(s))` })));
+  const actions = element("div", { className: "group-actions" }, name,
+    actionButton("name", "name-group", () => nameGroup(group, name.value.trim())),
+    merge, actionButton("merge", "merge-group", () => mergeGroup(group, merge.value)),
+    actionButton(group.ignored ? "unignore" : "ignore", "ignore-group",
+      () => groupCall(group, "POST", "/ignore", { ignored: !group.ignored })),
+    actionButton("forget", "forget-group", () => forgetGroup(group)));
+  return element("li", { className: "group" + (group.ignored ? " ignored" : ""), dataset: { group: group.id } },
+    element("div", { className: "examples" }, ...group.examples.map(chipImage)),
+    element("div", { className: "group-facts", textContent: facts }), actions);
+}
+
+function actionButton(text, className, onclick) {
+  return element("button", { textContent: text, className, onclick });
+}
+
+// One change to a group; the answer, or null when refused (the reason shown).
+async function groupCall(group, method, path, body) {
+  try {
+    const answer = await call(method, `/unknowns/${encodeURIComponent(group.id)}${path}`, body);
+    seenSays("");
+    return answer;
+  } catch (error) {
+    seenSays(`group ${shortId(group.id)}: ${error.message}`, true);
+    return null;
+  } finally {
+    refreshSeen(true);
+  }
+}
+
+async function nameGroup(group, subject) {
+  if (!subject) { seenSays("type the person's name, or pick a subject", true); return; }
+  seenSays(`naming group ${shortId(group.id)} as ${subject}…`);
+  const named = await groupCall(group, "POST", "/name", { subject });
+  if (!named) return;
+  seenSays(`named ${named.subject}: ${named.photos.length} photo(s) added to `
+    + `${named.new_subject ? "a new subject" : "the subject"} ${named.subject}`);
+  refresh();
+}
+
+async function mergeGroup(group, other) {
+  if (!other) { seenSays("choose the group to merge with", true); return; }
+  await groupCall(group, "POST", "/merge", { group: other });
+}
+
+async function forgetGroup(group) {
+  if (confirm(`Forget group ${shortId(group.id)} and its ${group.faces} face(s)?`)) await groupCall(group, "DELETE", "");
+}
+
+async function forgetAll() {
+  if (!confirm("Forget every unknown face it kept?")) return;
+  try {
+    const { deleted_faces: gone } = await call("DELETE", "/unknowns");
+    seenSays(`forgot ${gone} face(s)`);
+  } catch (error) { seenSays(error.message, true); }
+  refreshSeen(true);
+}
+
+async function pollSeen() {
+  await refreshSeen();
+  setTimeout(pollSeen, SEEN_POLL_MS);
+}
+
 // ---------------------------------------------------------------- wiring
 
 async function start() {
@@ -307,7 +433,11 @@ async function start() {
     $("key-row").hidden = false;
     $("api-key").value = localStorage.getItem("facenet-key") || "";
   }
-  $("api-key").onchange = () => { localStorage.setItem("facenet-key", $("api-key").value.trim()); refresh(); };
+  $("api-key").onchange = () => {
+    localStorage.setItem("facenet-key", $("api-key").value.trim());
+    refresh();
+    refreshSeen(true);
+  };
   const zone = $("drop-zone");
   zone.ondragover = (event) => { event.preventDefault(); zone.classList.add("over"); };
   zone.ondragleave = () => zone.classList.remove("over");
@@ -317,8 +447,11 @@ async function start() {
   $("webcam-start").onclick = startWebcam;
   $("webcam-stop").onclick = stopWebcam;
   $("sync").onclick = async () => { await call("POST", "/sync"); refresh(); };
+  $("seen-refresh").onclick = () => refreshSeen(true);
+  $("seen-forget-all").onclick = forgetAll;
   refresh();
   pollCameras();
+  pollSeen();
 }
 
 start();

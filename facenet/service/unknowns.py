@@ -1,0 +1,107 @@
+"""The /api/v1/unknowns routes: the faces the service saw but did not know (`POST /recognize?collect=true`, cameras),
+grouped by stranger, to be named (enrolled), ignored, merged or forgotten. Times are ISO 8601 UTC like the events'."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from facenet.live.events import iso_time
+from facenet.service.store import GalleryStore
+from facenet.unknowns.store import EXAMPLES, FaceInfo, Group
+
+PREFIX = "/api/v1/unknowns"
+
+
+class NameBody(BaseModel):
+    """The person a group is: a new subject or an existing one."""
+
+    subject: str = Field(min_length=1, examples=["Ada Lovelace"])
+
+
+class IgnoreBody(BaseModel):
+    """Ignore the group (no more alerts) or stop ignoring it."""
+
+    ignored: bool = True
+
+
+class MergeBody(BaseModel):
+    """The group whose faces join this one (the same stranger, as a person saw)."""
+
+    group: str = Field(min_length=1, examples=["3f2a9c0b1d4e"])
+
+
+def chip_url(face_id: str) -> str:
+    return f"{PREFIX}/faces/{face_id}.jpg"
+
+
+def group_summary(group: Group) -> dict[str, Any]:
+    """A group as GET /unknowns lists it: its face count and its best EXAMPLES faces."""
+    return {**_group_head(group), "faces": len(group.faces),
+            "examples": [{"face_id": f.face_id, "url": chip_url(f.face_id)} for f in group.best(EXAMPLES)]}
+
+
+def group_record(group: Group) -> dict[str, Any]:
+    """A group with all its faces, newest first."""
+    return {**_group_head(group), "faces": [_face(f) for f in group.faces]}
+
+
+def _group_head(group: Group) -> dict[str, Any]:
+    return {"id": group.id, "first_seen": iso_time(group.first_seen), "last_seen": iso_time(group.last_seen),
+            "sources": group.sources, "ignored": group.ignored}
+
+
+def _face(face: FaceInfo) -> dict[str, Any]:
+    return {"face_id": face.face_id, "time": iso_time(face.time), "source": face.source, "url": chip_url(face.face_id)}
+
+
+def unknown_routes(api: APIRouter, store: GalleryStore) -> None:
+    """Add the routes to `api` (the /api/v1 router: keys checked); an unknown group or face id is 404."""
+
+    @api.get("/unknowns", tags=["unknown faces"])
+    def list_groups() -> dict[str, Any]:
+        """Every group of unknown faces, the most recently seen first: face count, first and last seen, sources,
+        ignored, and its best faces as examples [{face_id, url}]."""
+        return {"groups": [group_summary(g) for g in store.unknown_groups()]}
+
+    @api.delete("/unknowns", tags=["unknown faces"])
+    def forget_all() -> dict[str, int]:
+        """Forget every unknown face (and so every group)."""
+        return {"deleted_faces": store.forget_unknowns()}
+
+    @api.get("/unknowns/faces/{face_id}.jpg", tags=["unknown faces"], response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}})
+    def chip(face_id: str) -> Response:
+        """An unknown face's chip: the face with room around it (JPEG)."""
+        return Response(store.unknown_chip(face_id), media_type="image/jpeg")
+
+    @api.get("/unknowns/{group_id}", tags=["unknown faces"])
+    def get_group(group_id: str) -> dict[str, Any]:
+        """One group with all its faces, newest first [{face_id, time, source, url}]."""
+        return group_record(store.unknown_group(group_id))
+
+    @api.delete("/unknowns/{group_id}", tags=["unknown faces"])
+    def forget_group(group_id: str) -> dict[str, Any]:
+        """Forget a group and its faces."""
+        return {"id": group_id, "deleted_faces": store.forget_group(group_id)}
+
+    @api.post("/unknowns/{group_id}/name", tags=["unknown faces"])
+    def name(group_id: str, body: NameBody) -> dict[str, Any]:
+        """Name the stranger: his best faces become api-<hash>.jpg photos of data/<subject>/ (new or existing),
+        the gallery is synced so that he is recognised from now on, and the group is forgotten. If the sync fails,
+        data/ is put back as it was and the group kept."""
+        named = store.name_group(group_id, body.subject)
+        return {"subject": named.subject, "photos": list(named.photos), "new_subject": named.new_subject}
+
+    @api.post("/unknowns/{group_id}/ignore", tags=["unknown faces"])
+    def ignore(group_id: str, body: IgnoreBody | None = None) -> dict[str, Any]:
+        """Keep the group but raise no more alerts for it (`{"ignored": false}`: alert again); the group."""
+        return group_record(store.ignore_group(group_id, body.ignored if body is not None else True))
+
+    @api.post("/unknowns/{group_id}/merge", tags=["unknown faces"])
+    def merge(group_id: str, body: MergeBody) -> dict[str, Any]:
+        """The other group's faces join this one (the same stranger); the merged group."""
+        return group_record(store.merge_groups(group_id, body.group))
