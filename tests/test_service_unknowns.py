@@ -342,3 +342,18 @@ def test_the_seen_view_names_merges_ignores_and_forgets(browser, tmp_path, pipel
         wait_for(browser, "#seen-status", "forgot 2 face(s)")
         assert api.get("/api/v1/unknowns").json() == {"groups": []}
         assert not browser.find_elements("css selector", "#unknown-groups .group")
+
+
+def test_recognize_keeps_no_more_unknown_faces_than_unknown_faces_says(tmp_path, run_in_process):
+    """--unknown_faces reaches the command line's collection: of a photo's two strangers one is kept."""
+    data, db = tmp_path / "data", tmp_path / "db"
+    make_known(data)
+    where = ["--data_dir", str(data), "--database_dir", str(db), "--input", str(PEOPLE.parent / "misc" /
+                                                                             "two_people.jpg")]
+    seen = run_in_process("recognize", "--json", "--collect_unknowns", "--unknown_faces", "1", *where, cwd=tmp_path)
+    assert seen.returncode == 0, seen.stderr
+    assert sum("face_id" in line for line in seen.stdout.splitlines()) == 2  # both collected, the oldest then pruned
+    from facenet.gallery import GalleryOptions, open_gallery
+
+    with open_gallery(GalleryOptions(db)) as gallery:
+        assert [len(g.faces) for g in gallery.unknowns().groups()] == [1]

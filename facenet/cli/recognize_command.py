@@ -44,6 +44,7 @@ from facenet.recognize import Recognizer
 from facenet.settings import KEEP_DAYS, KEEP_FACES
 from facenet.sources import Input, SourceError, VideoSource, collect_inputs, read_photo
 from facenet.unknowns.collect import Collector
+from facenet.unknowns.store import Retention
 
 if TYPE_CHECKING:
     from facenet.gallery.index import FaceDatabase
@@ -195,8 +196,7 @@ def recognize_command(
 ) -> int:
     """`python main.py -t False`: sync the database with data/, then name every face of the inputs, the webcam or
     live cameras (`--input rtsp://…`, see facenet/cli/live_command.py). `unknown_days`, `unknown_faces`: the
-    retention of the unknown faces it collects (--unknown_days, --unknown_faces; checked by the flags, not yet
-    used: the command line does not collect yet).
+    retention of the unknown faces it collects (--unknown_days, --unknown_faces).
 
     Exit codes: 0 done, 1 some input or the camera failed (each named on stderr), 2 bad arguments, 130 Ctrl-C.
     """
@@ -231,8 +231,8 @@ def recognize_command(
         if len(database) == 0:
             log.warning("nobody is enrolled: every face is Unknown (add photos to %s/<person name>/)", data_dir)
         live_source = cameras or camera_source is not None
-        collector = (Collector(GalleryOptions(Path(database_dir), database_url), pipeline)
-                     if live.collecting(live=live_source) else None)
+        collector = (Collector(GalleryOptions(Path(database_dir), database_url), pipeline,
+                               Retention(unknown_days, unknown_faces)) if live.collecting(live=live_source) else None)
         if cameras:
             return live_command(inputs, pipeline, database, threshold, as_json, output_dir, live, collector)
         _remove_partial_videos(output_dir)
