@@ -169,7 +169,8 @@ class Gallery:
         """Name a stranger: the group's best faces become photos of data_dir/<subject>/ (new or existing), he is
         enrolled (the gallery is synced), the group is forgotten."""
         with open_gallery(self.options) as gallery:
-            return name_group(gallery.unknowns(self.retention), group_id, subject, self.data_dir, self.sync)
+            return name_group(gallery.unknowns(self.retention), group_id, subject, self.data_dir,
+                              lambda: (self.sync(), self.people)[1])
 
     def not_person(self, image: Image, name: str, box: tuple[int, int, int, int] | None = None) -> Collected:
         """Mark a face wrongly named `name` as "not <name>": the face at `box` (default: the largest) becomes an

@@ -98,7 +98,7 @@ OWN_FLAGS = {
                             "max_upload_mb", "input", "output_dir", "track", "events", "mqtt_url", "webhook",
                             "collect_unknowns", "unknown_days", "unknown_faces"},
     "unknowns": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "name", "ignore", "forget",
-                               "not_person"},
+                               "not_person", "unknown_days", "unknown_faces"},
 }
 FIRST_LINES = {
     "recognize": "facenet recognize: name the faces of photos, folders, videos, live cameras or the webcam "

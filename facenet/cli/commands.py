@@ -86,7 +86,7 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
          "--name 3f2a9c0b1d4e=Ada      # his best faces become photos of data/Ada/, enrolled",
          "--ignore 3f2a9c0b1d4e        # no more alerts for him", "--forget 3f2a9c0b1d4e",
          "--not_person snap.jpg=Ada    # that face is not Ada: look-alikes are no longer named Ada"),
-        (*MODEL_FLAGS, *GALLERY_FLAGS, "name", "ignore", "forget", "not_person", "backbone"),
+        (*MODEL_FLAGS, *GALLERY_FLAGS, "name", "ignore", "forget", "not_person", *UNKNOWN_FLAGS, "backbone"),
         opts.unknowns_options, "facenet.cli.unknowns_command", "unknowns_command",
     ),
 )}

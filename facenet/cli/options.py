@@ -190,6 +190,8 @@ class UnknownsOptions(CommandOptions):
     pretrained: bool
     as_json: bool
     not_person: str | None = None
+    unknown_days: float = KEEP_DAYS
+    unknown_faces: int = KEEP_FACES
 
 
 Options = UnknownsOptions | RecognizeOptions | EnrollOptions | VerifyOptions | TrainOptions | LfwOptions | ServeOptions
@@ -280,5 +282,5 @@ def unknowns_options(values: FlagView, _paths: list[str], _prog: str) -> Unknown
         data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
         name=values.name, ignore=values.ignore, forget=values.forget, weights_dir=values.weights_path,
         model=chosen_model(values), detector=values.detector, pretrained=values.pretrained, as_json=values.json,
-        not_person=values.not_person,
+        not_person=values.not_person, unknown_days=values.unknown_days, unknown_faces=values.unknown_faces,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from facenet.cli import common
 from facenet.cli.console import emit_json, error
@@ -22,13 +21,12 @@ from facenet.gallery.pg import GalleryError
 from facenet.gallery.photos import BadName
 from facenet.images import ImageError, load_image
 from facenet.live.events import iso_time
+from facenet.settings import KEEP_DAYS, KEEP_FACES
 from facenet.unknowns.collect import Collector
 from facenet.unknowns.naming import name_group
-from facenet.unknowns.store import Group, UnknownGroupError, UnknownStore
+from facenet.unknowns.records import group_record, group_summary
+from facenet.unknowns.store import Retention, UnknownGroupError, UnknownStore
 from facenet.verify import NoFaceError
-
-if TYPE_CHECKING:
-    from facenet.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ log = logging.getLogger(__name__)
 def unknowns_command(
     data_dir: str, database_dir: str, database_url: str | None, name: str | None, ignore: str | None,
     forget: str | None, weights_dir: str, model: str, detector: str, pretrained: bool, as_json: bool,
-    not_person: str | None = None,
+    not_person: str | None = None, unknown_days: float = KEEP_DAYS, unknown_faces: int = KEEP_FACES,
 ) -> int:
     """List the groups of unknown faces, or act on one (--name ID=NAME, --ignore ID, --forget ID; one at a time),
     or mark a photo's largest face "not NAME" (--not_person PHOTO=NAME). Exit codes: 0 done, 1 no such group, no
@@ -52,18 +50,21 @@ def unknowns_command(
     options = GalleryOptions(Path(database_dir), database_url)
     try:
         with open_gallery(options) as gallery:
-            store = gallery.unknowns()
+            retention = Retention(unknown_days, unknown_faces)
+            store = gallery.unknowns(retention)
             if name is not None:
                 group_id, _, person = name.partition("=")
                 pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
                 named = name_group(store, group_id.strip(), person, Path(data_dir),
-                                   lambda: gallery.sync(Path(data_dir), pipeline))
+                                   lambda: (gallery.sync(Path(data_dir), pipeline), gallery.load(pipeline).names)[1])
+                enrolled = "enrolled" if named.enrolled else "NOT enrolled: no usable face in those photos"
                 return _done({"subject": named.subject, "photos": list(named.photos), "new_subject":
-                              named.new_subject}, f"named {named.subject}: {len(named.photos)} photos written to "
-                              f"{Path(data_dir) / named.subject}, enrolled", as_json)
+                              named.new_subject, "enrolled": named.enrolled}, f"named {named.subject}: "
+                              f"{len(named.photos)} photos written to {Path(data_dir) / named.subject}, {enrolled}",
+                             as_json)
             if not_person is not None:
-                return _mark_not(not_person, options, common.load_pipeline(
-                    detector, model, weights_dir, None if pretrained else database_dir), as_json)
+                return _mark_not(not_person, Collector(options, common.load_pipeline(
+                    detector, model, weights_dir, None if pretrained else database_dir), retention), as_json)
             if ignore is not None:
                 group = store.ignore_group(ignore)
                 return _done(group_record(group), f"ignored group {group.id} (no more alerts)", as_json)
@@ -80,25 +81,18 @@ def unknowns_command(
         return Exit.FAILED
 
 
-def _mark_not(given: str, options: GalleryOptions, pipeline: FacePipeline, as_json: bool) -> int:
+def _mark_not(given: str, collector: Collector, as_json: bool) -> int:
     photo, _, person = given.rpartition("=")
-    kept = Collector(options, pipeline).mark_not(load_image(photo), person.strip(), source=photo)
+    kept = collector.mark_not(load_image(photo), person.strip(), source=photo)
     return _done({"face_id": kept.face_id, "group": kept.group, "not": person.strip()},
                  f"{photo}: its face is not {person.strip()} (kept as unknown face {kept.face_id}, group "
                  f"{kept.group}); faces nearer to it than to {person.strip()} are no longer named so", as_json)
 
 
-def group_record(group: Group) -> dict:
-    """The JSON form of a group in a listing (as the service's GET /api/v1/unknowns without urls)."""
-    return {"id": group.id, "faces": len(group.faces), "first_seen": iso_time(group.first_seen),
-            "last_seen": iso_time(group.last_seen), "sources": group.sources, "ignored": group.ignored,
-            "examples": [{"face_id": face.face_id} for face in group.best(4)]}
-
-
 def _list(store: UnknownStore, as_json: bool) -> None:
     groups = store.groups()
     if as_json:
-        emit_json({"groups": [group_record(group) for group in groups]})
+        emit_json({"groups": [group_summary(group) for group in groups]})
         return
     if not groups:
         print("No unknown faces collected yet.", file=sys.stderr)

@@ -43,7 +43,7 @@ from facenet.service.store import (
 )
 from facenet.service.unknowns import unknown_routes
 from facenet.service.uploads import BodyLimit, MiB, UploadError, decode_photo, read_photos
-from facenet.unknowns.store import UnknownGroupError
+from facenet.unknowns.store import UnknownGroupError, UnknownStoreError
 from facenet.verify import NoFaceError
 
 DEFAULT_MAX_UPLOAD = 10 * MiB
@@ -167,7 +167,8 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
 
     @app.exception_handler(GalleryError)
-    async def gallery_down(_request: Request, error: GalleryError) -> JSONResponse:
+    @app.exception_handler(UnknownStoreError)
+    async def gallery_down(_request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=503)
 
 

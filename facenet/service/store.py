@@ -222,7 +222,7 @@ class GalleryStore:
         existing), the gallery is synced (he is recognised from now on) and the group forgotten. When the sync
         fails, the photos written are removed again (data/ as it was) and the group is kept."""
         with self._write, self.unknowns() as store:
-            return name_group(store, group_id, subject, self.data_dir, self._swap)
+            return name_group(store, group_id, subject, self.data_dir, lambda: self._swap().database.names)
 
     def sync(self) -> Snapshot:
         """Sync the gallery with data/ (after photos were added or removed by hand)."""

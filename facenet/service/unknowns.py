@@ -9,11 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from facenet.live.events import iso_time
 from facenet.service.store import GalleryStore
-from facenet.unknowns.store import EXAMPLES, FaceInfo, Group
-
-PREFIX = "/api/v1/unknowns"
+from facenet.unknowns.records import group_record, group_summary
 
 
 class NameBody(BaseModel):
@@ -32,30 +29,6 @@ class MergeBody(BaseModel):
     """The group whose faces join this one (the same stranger, as a person saw)."""
 
     group: str = Field(min_length=1, examples=["3f2a9c0b1d4e"])
-
-
-def chip_url(face_id: str) -> str:
-    return f"{PREFIX}/faces/{face_id}.jpg"
-
-
-def group_summary(group: Group) -> dict[str, Any]:
-    """A group as GET /unknowns lists it: its face count and its best EXAMPLES faces."""
-    return {**_group_head(group), "faces": len(group.faces),
-            "examples": [{"face_id": f.face_id, "url": chip_url(f.face_id)} for f in group.best(EXAMPLES)]}
-
-
-def group_record(group: Group) -> dict[str, Any]:
-    """A group with all its faces, newest first."""
-    return {**_group_head(group), "faces": [_face(f) for f in group.faces]}
-
-
-def _group_head(group: Group) -> dict[str, Any]:
-    return {"id": group.id, "first_seen": iso_time(group.first_seen), "last_seen": iso_time(group.last_seen),
-            "sources": group.sources, "ignored": group.ignored}
-
-
-def _face(face: FaceInfo) -> dict[str, Any]:
-    return {"face_id": face.face_id, "time": iso_time(face.time), "source": face.source, "url": chip_url(face.face_id)}
 
 
 def unknown_routes(api: APIRouter, store: GalleryStore) -> None:
@@ -94,7 +67,8 @@ def unknown_routes(api: APIRouter, store: GalleryStore) -> None:
         the gallery is synced so that he is recognised from now on, and the group is forgotten. If the sync fails,
         data/ is put back as it was and the group kept."""
         named = store.name_group(group_id, body.subject)
-        return {"subject": named.subject, "photos": list(named.photos), "new_subject": named.new_subject}
+        return {"subject": named.subject, "photos": list(named.photos), "new_subject": named.new_subject,
+                "enrolled": named.enrolled}
 
     @api.post("/unknowns/{group_id}/ignore", tags=["unknown faces"])
     def ignore(group_id: str, body: IgnoreBody | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 from facenet.gallery import GalleryOptions, open_gallery
 from facenet.gallery.thresholds import verify_threshold
 from facenet.unknowns.sighting import MIN_DETECTOR_SCORE, Box, FaceCut, Sighting, new_id
-from facenet.unknowns.store import Collected, Retention
+from facenet.unknowns.store import Collected, Retention, UnknownStoreError
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
@@ -46,7 +46,12 @@ class Collector:
         sighting = Sighting(new_id(), time.time() if when is None else when, source,
                             np.asarray(vector, np.float32), cut.chip(), quality, not_of=not_of)
         with open_gallery(self.options) as gallery:
-            collected = gallery.unknowns(self.retention).collect(sighting, self.model_id, self.threshold)
+            store = gallery.unknowns(self.retention)
+            try:
+                collected = store.collect(sighting, self.model_id, self.threshold)
+            except OSError as error:
+                raise UnknownStoreError(f"{store.where}: cannot keep an unknown face: {error.strerror or error}"
+                                        ) from None
         self.kept += 1
         return collected
 

@@ -5,7 +5,7 @@ alike; nothing is left changed when a step fails (the photos written are removed
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,19 +22,22 @@ class Named:
     photos: tuple[str, ...]
     """The photos written, relative to the person's folder (api-<hash>.jpg)."""
     new_subject: bool
+    enrolled: bool
+    """Whether the sync enrolled him (False when none of the photos held a usable face)."""
 
 
-def name_group(store: UnknownStore, group_id: str, subject: str, data_dir: Path, sync: Callable[[], object],
-               faces: int = NAME_FACES) -> Named:
-    """Write the group's `faces` best chips into data/<subject>/ (created when new), `sync()` the gallery, forget the
-    group. BadName, UnknownGroupError: nothing was changed; an error of `sync` removes the photos written first."""
+def name_group(store: UnknownStore, group_id: str, subject: str, data_dir: Path,
+               sync: Callable[[], Iterable[str]], faces: int = NAME_FACES) -> Named:
+    """Write the group's `faces` best chips into data/<subject>/ (created when new), `sync()` the gallery (it
+    returns the enrolled names), forget the group. BadName, UnknownGroupError: nothing was changed; an error of
+    `sync` removes the photos written first."""
     subject = clean_name(subject)
     chips = store.best_chips(group_id, faces)
     existing = person_folder(data_dir, subject)
     folder = existing or data_dir / subject
     written = write_photos(folder, chips)
     try:
-        sync()
+        enrolled = person_name(folder.name) in set(sync())
     except BaseException:
         remove_photos(written)
         if existing is None:
@@ -42,4 +45,4 @@ def name_group(store: UnknownStore, group_id: str, subject: str, data_dir: Path,
                 folder.rmdir()
         raise
     store.forget_group(group_id)
-    return Named(person_name(folder.name), tuple(p.name for p in written), existing is None)
+    return Named(person_name(folder.name), tuple(p.name for p in written), existing is None, enrolled)

@@ -32,6 +32,10 @@ class UnknownGroupError(LookupError):
     """No such group (or face) in the store of unknown faces."""
 
 
+class UnknownStoreError(OSError):
+    """The store of unknown faces cannot be written (a full disk, no permission): one line saying where and why."""
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long and how many sightings the store keeps (the --unknown_days / --unknown_faces flags)."""
