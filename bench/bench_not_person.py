@@ -59,8 +59,8 @@ Rule = Callable[[float, float, float, float], bool]
 """(c, n, o, t) = (distance to X's centroid, to X's nearest negative, to X's nearest enrolled photo, X's threshold)
 -> not named X."""
 RULES: dict[str, Rule] = {
-    "current: nearer a negative than the centroid": lambda c, n, o, t: n < c,
-    "... than the centroid + 10% of X's threshold": lambda c, n, o, t: n < c + 0.1 * t,
+    "current: nearer a negative than the centroid + 10% of X's threshold": lambda c, n, o, t: n < c + 0.1 * t,
+    "... than the centroid alone (no margin)": lambda c, n, o, t: n < c,
     "... than the centroid + 20% of X's threshold": lambda c, n, o, t: n < c + 0.2 * t,
     "nearer a negative than X's nearest photo": lambda c, n, o, t: n < o,
     f"within the 1:1 threshold ({VERIFY:.3f}) of a negative": lambda c, n, o, t: n < VERIFY,

@@ -63,7 +63,7 @@ def serve_command(
     live_cameras = None
     if cameras:
         live = live or LiveOptions()
-        live_cameras = ServiceCameras(cameras, store, live.tracking(live=True))
+        live_cameras = ServiceCameras(cameras, store, live.tracking(live=True), live.collecting(live=True))
         try:
             live_cameras.sink = EventSinks(live, Path(output_dir), as_json, on_record=live_cameras.keep)
         except (OSError, ValueError) as problem:

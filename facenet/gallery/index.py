@@ -13,6 +13,12 @@ from facenet.config import UNKNOWN
 from facenet.gallery.search import ExactIndex
 from facenet.gallery.thresholds import FARTHEST, GALLERY_FAR, gallery_threshold, match_score
 
+NEGATIVE_MARGIN = 0.1
+"""A face is not named X when it is nearer to one of X's negatives ("not X" marks) than to X's centroid plus this
+share of X's threshold: the centroid, a mean of several photos, sits nearer to any face than one marked photo does.
+bench/bench_not_person.py (LFW DevTrain look-alikes): at the default threshold 0.9% of a marked look-alike's other
+photos stay named X without it, 0% with it; X's own photos: 100% named either way (20% starts to cost X's own)."""
+
 SEARCH_INDEX_MIN = 50_000
 """From this many people on, lookup uses the exact int8-shortlist index (gallery.search) instead of one plain matrix
 product (bench/bench_search.py: at 100 k people 0.9 ms vs 8 ms for one face; at 1 M 7-12 ms vs 40-58 ms)."""
@@ -78,7 +84,8 @@ class FaceDatabase:
         self.threshold = distance_scale * gallery_threshold(people, typical, model, target_far)
         self.negatives: dict[str, np.ndarray] = {}
         """{name: (k, dim) unit vectors of faces marked "not <name>"}: a face nearer to one of them than to that
-        person's centroid is not named that person (facenet.unknowns; set by the gallery's `load`)."""
+        person's centroid (NEGATIVE_MARGIN) is not named that person (facenet.unknowns; set by the gallery's
+        `load`)."""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -112,13 +119,15 @@ class FaceDatabase:
         limit = self.thresholds[best] if threshold is None else np.full(len(x), float(threshold))
         names = [self.names[b] if d <= t else UNKNOWN for b, d, t in zip(best, distance, limit, strict=True)]
         if self.negatives:
-            names = [self._unless_negative(name, row, d) for name, row, d in zip(names, x, distance, strict=True)]
+            names = [self._unless_negative(name, row, d, t)
+                     for name, row, d, t in zip(names, x, distance, limit, strict=True)]
         return Lookup(names, distance, np.asarray(match_score(distance, limit), np.float64))
 
-    def _unless_negative(self, name: str, vector: np.ndarray, distance: float) -> str:
-        """UNKNOWN when the face is nearer to one of the faces marked "not <name>" than to name's centroid."""
+    def _unless_negative(self, name: str, vector: np.ndarray, distance: float, limit: float) -> str:
+        """UNKNOWN when the face is nearer to one of the faces marked "not <name>" than to name's centroid (plus
+        NEGATIVE_MARGIN of the threshold `limit`)."""
         marked = self.negatives.get(name)
         if marked is None or len(marked) == 0:
             return name
         nearest = float(np.sqrt(max(0.0, 2.0 - 2.0 * float((marked @ vector).max()))))
-        return UNKNOWN if nearest < distance else name
+        return UNKNOWN if nearest < distance + NEGATIVE_MARGIN * limit else name

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from facenet.config import UNKNOWN
 from facenet.detect.face import Recognition
 from facenet.gallery.pg import GalleryError
 from facenet.gallery.photos import BadName, clean_name, is_api_photo
@@ -33,6 +34,7 @@ from facenet.pipeline import five_points
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
 from facenet.service.guard import OriginGuard
 from facenet.service.keys import KEY_HEADER, key_accepted
+from facenet.service.openapi import image_body as _image_body
 from facenet.service.store import (
     GalleryStore,
     NotDeletable,
@@ -41,7 +43,7 @@ from facenet.service.store import (
     UnknownPhoto,
     UnknownSubject,
 )
-from facenet.service.unknowns import unknown_routes
+from facenet.service.unknowns import not_record, unknown_routes
 from facenet.service.uploads import BodyLimit, MiB, UploadError, decode_photo, read_photos
 from facenet.unknowns.store import UnknownGroupError, UnknownStoreError
 from facenet.verify import NoFaceError
@@ -56,18 +58,6 @@ class SubjectBody(BaseModel):
     """A subject name."""
 
     subject: str = Field(min_length=1, examples=["Ada Lovelace"])
-
-
-def _image_body(*fields: str) -> dict[str, Any]:
-    """OpenAPI description of a photo body: multipart files, or base64 strings in JSON (or raw image bytes)."""
-    binary = {"type": "object", "required": list(fields),
-              "properties": {f: {"type": "string", "format": "binary"} for f in fields}}
-    text = {"type": "object", "required": list(fields),
-            "properties": {f: {"type": "string", "description": "base64 or a data: URI"} for f in fields}}
-    content = {"multipart/form-data": {"schema": binary}, "application/json": {"schema": text}}
-    if len(fields) == 1:
-        content["image/jpeg"] = {"schema": {"type": "string", "format": "binary"}}
-    return {"requestBody": {"required": True, "content": content}}
 
 
 def _face(box: tuple[int, ...], points: Any, scale: tuple[float, float]) -> dict[str, Any]:
@@ -131,8 +121,8 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
     _subject_routes(api, store)
     _face_routes(api, store, max_upload)
     _image_routes(api, store, max_upload)
-    _camera_routes(api, cameras)
-    unknown_routes(api, store)
+    _camera_routes(api, cameras, store)
+    unknown_routes(api, store, max_upload)
 
     @app.get("/api/v1/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -286,7 +276,7 @@ def _image_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
         return await run_in_threadpool(work)
 
 
-def _camera_routes(api: APIRouter, cameras: ServiceCameras | None) -> None:
+def _camera_routes(api: APIRouter, cameras: ServiceCameras | None, store: GalleryStore) -> None:
     def known(name: str) -> ServiceCameras:
         if cameras is None or cameras.camera(name) is None:
             raise HTTPException(404, f"no camera {name!r}")
@@ -337,6 +327,19 @@ def _camera_routes(api: APIRouter, cameras: ServiceCameras | None) -> None:
         """Recent track events of the cameras, newest first: the CLI's event record (event, camera, time, track,
         frame, name, distance, score, snapshot) plus its `id` and `snapshot_url` (the best face as a JPEG)."""
         return {"events": cameras.recent(limit) if cameras is not None else []}
+
+    @api.post("/events/{event_id}/not", tags=["unknown faces"])
+    def not_event(event_id: int) -> dict[str, Any]:
+        """"Not this person" for a named event: its snapshot's face was wrongly named; it becomes an unknown
+        sighting and a negative example of that name (see POST /subjects/{subject}/not)."""
+        kept = cameras.event(event_id) if cameras is not None else None
+        if kept is None or kept[1] is None:
+            raise HTTPException(404, f"no snapshot for event {event_id} (no such recent event, or it has none)")
+        record, data = kept
+        if record["name"] in (None, UNKNOWN):
+            raise HTTPException(400, f"event {event_id} names nobody (it is {record['name'] or 'not named'})")
+        rgb, _ = decode_photo(data, f"event {event_id}")
+        return not_record(record["name"], store.not_person(rgb, record["name"], source=record["camera"]))
 
     @api.get("/events/{event_id}/snapshot.jpg", tags=["cameras"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})

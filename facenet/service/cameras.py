@@ -112,8 +112,9 @@ class ServiceCameras:
     `sink`, events only go to the ring (their record's snapshot is then null).
     """
 
-    def __init__(self, specs: list[str], store: GalleryStore, track: bool = True) -> None:
-        self.specs, self.store, self.track = list(specs), store, track
+    def __init__(self, specs: list[str], store: GalleryStore, track: bool = True, collect: bool = False) -> None:
+        """`collect`: strangers' tracks leave sightings in the gallery's unknown faces (the store's collector)."""
+        self.specs, self.store, self.track, self.collect = list(specs), store, track, collect
         self.cameras = {c.name: CameraState(c.name, c.shown) for c in parse_cameras(self.specs)}
         self.sink: EventSink | None = None
         """Set by the command: gets every event, and calls `keep` with each one's record."""
@@ -146,7 +147,8 @@ class ServiceCameras:
         try:
             run_cameras(self.specs, self.store.pipeline, CurrentGallery(self.store), self.store.threshold,
                         self.track, on_frame=self._frame, on_events=self._events,
-                        on_drop=self._drop, stop=self._stop)
+                        on_drop=self._drop, stop=self._stop,
+                        collector=self.store.collector if self.collect else None)
         except Exception:  # the service keeps answering; the cameras show as stopped
             log.exception("the cameras stopped")
         with self._lock:
@@ -216,5 +218,10 @@ class ServiceCameras:
 
     def snapshot(self, event_id: int) -> bytes | None:
         """The JPEG of a kept event's snapshot; None when the event is gone or has none."""
+        kept = self.event(event_id)
+        return None if kept is None else kept[1]
+
+    def event(self, event_id: int) -> tuple[dict[str, Any], bytes | None] | None:
+        """A kept event's record and snapshot JPEG; None when the event is gone."""
         with self._lock:
-            return next((data for record, data in self.events if record["id"] == event_id), None)
+            return next(((record, data) for record, data in self.events if record["id"] == event_id), None)

@@ -38,7 +38,7 @@ from facenet.recognize import Recognizer
 from facenet.service.uploads import decode_photo
 from facenet.unknowns.collect import Collector
 from facenet.unknowns.naming import Named, name_group
-from facenet.unknowns.store import Group, Retention
+from facenet.unknowns.store import Collected, Group, Retention
 from facenet.verify import NoFaceError, Verification, verify_with
 
 if TYPE_CHECKING:
@@ -214,6 +214,19 @@ class GalleryStore:
         """Delete every unknown face; how many went."""
         with self.unknowns() as store:
             return store.forget_all()
+
+    def not_person(self, rgb: np.ndarray, name: str, box: tuple[int, int, int, int] | None = None,
+                   source: str = "api") -> Collected:
+        """"Not <name>": the face at `box` (default: the largest) becomes an unknown sighting and a negative of
+        `name`; from the next request on, faces nearer to it than to `name` are not named `name`. UnknownSubject
+        when nobody of that name is enrolled, NoFaceError when no face is there."""
+        enrolled = self.snapshot.database.names
+        if name not in enrolled:
+            raise UnknownSubject(f"nobody named {name!r} is enrolled")
+        kept = self.collector.mark_not(rgb, name, box, source)
+        with self.unknowns() as store:
+            self.snapshot.database.negatives = store.negatives(self.pipeline.model_id)
+        return kept
 
     # ------------------------------------------------------------------ writing (one at a time)
 

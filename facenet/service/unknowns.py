@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from facenet.service.openapi import image_body as _image_body
 from facenet.service.store import GalleryStore
+from facenet.service.uploads import decode_photo, read_photos
 from facenet.unknowns.records import group_record, group_summary
+from facenet.unknowns.store import Collected
 
 
 class NameBody(BaseModel):
@@ -31,7 +35,25 @@ class MergeBody(BaseModel):
     group: str = Field(min_length=1, examples=["3f2a9c0b1d4e"])
 
 
-def unknown_routes(api: APIRouter, store: GalleryStore) -> None:
+def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
+    """`left,top,right,bottom` in the photo's pixels, as a query parameter; HTTPException 422 when malformed."""
+    if text is None:
+        return None
+    try:
+        left, top, right, bottom = (int(round(float(v))) for v in text.split(","))
+    except ValueError:
+        raise HTTPException(422, f"box {text!r}: give left,top,right,bottom in pixels") from None
+    if right <= left or bottom <= top:
+        raise HTTPException(422, f"box {text!r}: right must exceed left and bottom top")
+    return left, top, right, bottom
+
+
+def not_record(name: str, kept: Collected) -> dict[str, Any]:
+    """The answer to a "not <name>" mark: the person, and the face's id and group among the unknown faces."""
+    return {"subject": name, "face_id": kept.face_id, "group": kept.group}
+
+
+def unknown_routes(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
     """Add the routes to `api` (the /api/v1 router: keys checked); an unknown group or face id is 404."""
 
     @api.get("/unknowns", tags=["unknown faces"])
@@ -74,6 +96,23 @@ def unknown_routes(api: APIRouter, store: GalleryStore) -> None:
     def ignore(group_id: str, body: IgnoreBody | None = None) -> dict[str, Any]:
         """Keep the group but raise no more alerts for it (`{"ignored": false}`: alert again); the group."""
         return group_record(store.ignore_group(group_id, body.ignored if body is not None else True))
+
+    @api.post("/subjects/{subject}/not", tags=["unknown faces"], openapi_extra=_image_body("file"))
+    async def not_person(subject: str, request: Request, box: str | None = Query(
+            None, description="left,top,right,bottom of the face in the photo (default: its largest face)")
+    ) -> dict[str, Any]:
+        """"Not this person": the face (at `box`, else the largest) was wrongly named `subject`. It becomes an
+        unknown sighting and a negative example of `subject`: faces nearer to it than to `subject`'s own photos
+        are no longer named `subject`."""
+        where = parse_box(box)
+        data, name = (await read_photos(request, ("file",), max_upload))["file"]
+
+        def work() -> dict[str, Any]:
+            rgb, scale = decode_photo(data, name)
+            inside = None if where is None else tuple(round(v / f) for v, f in zip(where, scale * 2, strict=True))
+            return not_record(subject, store.not_person(rgb, subject, inside, "api"))
+
+        return await run_in_threadpool(work)
 
     @api.post("/unknowns/{group_id}/merge", tags=["unknown faces"])
     def merge(group_id: str, body: MergeBody) -> dict[str, Any]:

@@ -13,6 +13,7 @@ const CAMERA_POLL_MS = 1000;
 const SEEN_POLL_MS = 5000;
 const FRAME_POLL_MS = 250;
 const UNKNOWN = "Unknown";
+let lastPhoto = null;  // the photo (or webcam frame) the stage's faces were recognised in: what "not X" marks
 
 // The 0-100 match score a face or track shows (50 at the threshold), or null: none for an Unknown one, whose score
 // is the nearest enrolled person's and means nothing on a stranger (as on the service's annotated frames).
@@ -147,13 +148,39 @@ function drawFaces(answer) {
       width: `${(100 * (right - left)) / answer.width}%`, height: `${(100 * (bottom - top)) / answer.height}%`,
     });
     stage.append(box);
-    list.append(element("li", { className: "face", dataset: { name: face.name, box: face.box.join(",") },
-      textContent: faceLine(face) }));
+    const item = element("li", { className: "face", dataset: { name: face.name, box: face.box.join(",") },
+      textContent: faceLine(face) });
+    if (!unknown && lastPhoto) item.append(" ", notButton(face.name, () => markNotFace(lastPhoto, face)));
+    list.append(item);
   }
 }
 
+// "not <name>": the face was wrongly named; look-alikes are no longer named so (POST …/not).
+function notButton(name, mark) {
+  return element("button", { textContent: `not ${name}`, className: "not-person", title: "wrongly named: " +
+    "the face becomes an unknown one, and faces like it are no longer named " + name, onclick: async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      await mark();
+      button.textContent = `marked: not ${name}`;
+      refreshSeen(true);
+    } catch (error) {
+      button.textContent = error.message;
+    }
+  } });
+}
+
+function markNotFace(photo, face) {
+  const box = encodeURIComponent(face.box.join(","));
+  return call("POST", `/subjects/${encodeURIComponent(face.name)}/not?box=${box}`, photo);
+}
+
 async function recognise(blob) {
-  return call("POST", "/recognize", blob instanceof File ? blob : new Blob([blob], { type: "image/jpeg" }));
+  const photo = blob instanceof File ? blob : new Blob([blob], { type: "image/jpeg" });
+  const answer = await call("POST", "/recognize", photo);
+  lastPhoto = photo;
+  return answer;
 }
 
 // Show one of the photo and the webcam on the stage (the other hidden), with no boxes yet.
@@ -281,6 +308,9 @@ function eventItem(event) {
   }
   const time = new Date(event.time).toLocaleTimeString();
   item.append(`${time} ${event.camera} #${event.track} ${event.event}${event.name ? " " + event.name : ""}`);
+  if (event.event === "named" && event.name && event.name !== UNKNOWN && event.snapshot_url) {
+    item.append(" ", notButton(event.name, () => call("POST", `/events/${event.id}/not`)));
+  }
   return item;
 }
 
