@@ -97,9 +97,10 @@ def _list(store: UnknownStore, as_json: bool) -> None:
     if not groups:
         print("No unknown faces collected yet.", file=sys.stderr)
     for group in groups:
-        flag = " (ignored)" if group.ignored else ""
-        print(f"{group.id}: {len(group.faces)} faces, {iso_time(group.first_seen)} - {iso_time(group.last_seen)}, "
-              f"seen at {', '.join(group.sources)}{flag}")
+        faces = f"{len(group.faces)} face{'s' if len(group.faces) != 1 else ''}"
+        flag = ", ignored" if group.ignored else ""
+        print(f"{group.id}: {faces}, last seen {iso_time(group.last_seen)} (first {iso_time(group.first_seen)}) "
+              f"at {', '.join(group.sources)}{flag}")
 
 
 def _done(record: dict, text: str, as_json: bool) -> int:
