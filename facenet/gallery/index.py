@@ -123,6 +123,21 @@ class FaceDatabase:
                      for name, row, d, t in zip(names, x, distance, limit, strict=True)]
         return Lookup(names, distance, np.asarray(match_score(distance, limit), np.float64))
 
+    def nearest_people(self, embeddings: np.ndarray, count: int, threshold: float | None = None
+                       ) -> list[list[tuple[str, float, float]]]:
+        """The `count` enrolled people nearest to each row, nearest first, as (name, distance, 0-100 score) with
+        each person's own threshold (or `threshold` for all): the candidates a face could be, named or not."""
+        x = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
+        if len(self) == 0 or count < 1:
+            return [[] for _ in range(len(x))]
+        distance = np.sqrt(np.clip(2.0 - 2.0 * (x @ self.centroids.T).astype(np.float64), 0.0, 4.0))
+        limit = self.thresholds if threshold is None else np.full(len(self), float(threshold))
+        scores = np.asarray(match_score(distance, limit[None, :]), np.float64).reshape(distance.shape)
+        k = min(int(count), len(self))
+        nearest = np.argsort(distance, axis=1, kind="stable")[:, :k]
+        return [[(self.names[j], float(distance[i, j]), float(scores[i, j])) for j in row]
+                for i, row in enumerate(nearest)]
+
     def _unless_negative(self, name: str, vector: np.ndarray, distance: float, limit: float) -> str:
         """UNKNOWN when the face is nearer to one of the faces marked "not <name>" than to name's centroid (plus
         NEGATIVE_MARGIN of the threshold `limit`)."""

@@ -32,6 +32,12 @@ from facenet.gallery.photos import BadName, clean_name, is_api_photo
 from facenet.images import ImageError, person_name
 from facenet.pipeline import five_points
 from facenet.service.cameras import EVENTS_KEPT, ServiceCameras
+from facenet.service.compreface import PREFIXES as COMPREFACE_PREFIXES
+from facenet.service.compreface import compreface_routes
+from facenet.service.compreface import error_body as compreface_error
+from facenet.service.deepstack import FACE as DEEPSTACK_FACE
+from facenet.service.deepstack import deepstack_routes
+from facenet.service.deepstack import error_body as deepstack_error
 from facenet.service.guard import OriginGuard
 from facenet.service.keys import KEY_HEADER, key_accepted
 from facenet.service.openapi import image_body as _image_body
@@ -110,7 +116,7 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
                          "(saved under data/<person>/), recognize, verify, detect, live cameras.",
                          lifespan=lifespan)  # /docs without a CDN
     _error_handlers(app)
-    app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(BodyLimit, limit=max_upload, shape=_error_shape)
     app.add_middleware(OriginGuard, host=host)  # outermost: its refusals and headers cover every answer
 
     def check_key(request: Request) -> None:
@@ -123,6 +129,8 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
     _image_routes(api, store, max_upload)
     _camera_routes(api, cameras, store)
     unknown_routes(api, store, max_upload)
+    compreface_routes(app, store, keys, max_upload)
+    deepstack_routes(app, store, keys, max_upload)
 
     @app.get("/api/v1/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -133,6 +141,15 @@ def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_uplo
     app.include_router(api)
     _page_routes(app)
     return app
+
+
+def _error_shape(path: str, message: str) -> dict[str, Any]:
+    """The error body for a path: CompreFace's or DeepStack's under their routes, else {"detail": message}."""
+    if path.startswith(COMPREFACE_PREFIXES):
+        return compreface_error(message)
+    if path.startswith(DEEPSTACK_FACE):
+        return deepstack_error(message)
+    return {"detail": message}
 
 
 def _error_handlers(app: FastAPI) -> None:

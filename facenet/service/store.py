@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facenet.config import UNKNOWN
+from facenet.detect.face import Recognition
 from facenet.files import atomic_write
 from facenet.gallery import GalleryOptions, open_gallery
-from facenet.gallery.photos import api_photo_name, clean_name, is_api_photo
+from facenet.gallery.photos import api_photo_name, clean_name, is_api_photo, remove_photos, write_photos
 from facenet.images import list_images, list_people, person_folder, person_name
-from facenet.recognize import Recognizer
+from facenet.recognize import Recognizer, face_points
 from facenet.service.uploads import decode_photo
 from facenet.unknowns.collect import Collector
 from facenet.unknowns.naming import Named, name_group
@@ -42,7 +44,7 @@ from facenet.unknowns.store import Collected, Group, Retention
 from facenet.verify import NoFaceError, Verification, verify_with
 
 if TYPE_CHECKING:
-    from facenet.detect.face import Face, Recognition
+    from facenet.detect.face import Face
     from facenet.gallery.index import FaceDatabase
     from facenet.gallery.report import EnrollmentReport
     from facenet.pipeline import FacePipeline
@@ -80,6 +82,16 @@ class Snapshot:
     report_text: str
     subjects: dict[str, tuple[str, ...]]
     """Each data/ subfolder's photos, relative to it (subfolders included), sorted."""
+
+
+@dataclass(frozen=True)
+class Identified:
+    """A face named against one snapshot (`GalleryStore.identify`): its `Recognition`, its unit vector, and the
+    enrolled people nearest to it as (name, distance, 0-100 score), nearest first."""
+
+    recognition: Recognition
+    vector: np.ndarray
+    nearest: list[tuple[str, float, float]]
 
 
 class _Locked:
@@ -146,6 +158,17 @@ class GalleryStore:
         Unknown face that passes the quality gate as a sighting of "api" (its `face_id` and `group` set)."""
         return Recognizer(self.pipeline, self.snapshot.database, self.threshold, reuse_still=False,
                           collector=self.collector if collect else None, source="api").recognize(rgb)
+
+    def identify(self, rgb: np.ndarray, faces: list[Face], count: int = 1) -> list[Identified]:
+        """Name the given (completed) faces of an RGB photo as `recognize` does, against one snapshot, with their
+        vectors and the `count` enrolled people nearest to each (the peer APIs' candidates)."""
+        database = self.snapshot.database
+        vectors = self.pipeline.embed(rgb, faces)
+        lookup = (database.identify(vectors, self.threshold) if len(database)
+                  else [(UNKNOWN, None, None)] * len(faces))
+        nearest = database.nearest_people(vectors, count, self.threshold)
+        return [Identified(Recognition(f.box, name, distance, score, face_points(f)), vector, near)
+                for f, vector, (name, distance, score), near in zip(faces, vectors, lookup, nearest, strict=True)]
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Every face of an RGB photo, largest first, with landmarks."""
@@ -261,31 +284,62 @@ class GalleryStore:
             if target.exists() or person_folder(self.data_dir, new_name) is not None:
                 raise SubjectExists(f"subject {new_name!r} already exists")
             folder.rename(target)
-            self._swap(removed=person_name(folder.name), undo=lambda: target.rename(folder))
+            self._swap(removed=(person_name(folder.name),), undo=lambda: target.rename(folder))
         return new_name
 
-    def delete_subject(self, name: str) -> int:
-        """Delete a subject whose folder holds only photos the service added; returns how many were removed."""
+    def merge_subject(self, name: str, into: str) -> int:
+        """Move the photos of data/<name>/ into the existing data/<into>/ and remove <name>, with one sync; how many
+        photos it held. Only a folder of photos the service added can be merged (NotDeletable otherwise: users'
+        photos are never moved); a photo <into> already holds (same bytes, same name) is dropped from <name>."""
         with self._write:
-            folder = self.folder(name)
-            entries = sorted(folder.rglob("*"))
-            own = [p for p in entries if not is_api_photo(p)]
-            if own:
-                raise NotDeletable(f"subject {folder.name!r} holds {len(own)} file(s) not added through the service "
-                                   f"(e.g. {own[0].relative_to(folder).as_posix()!r}); facenet never deletes your "
-                                   f"own photos: remove them from {folder} by hand first")
-            kept = [_Kept(path) for path in entries]  # photos the service wrote: small, put back if the sync fails
-            for path in entries:
-                path.unlink()
-            folder.rmdir()
+            source, target = self.folder(name), self.folder(into)
+            if source == target:
+                return 0
+            photos = self._service_only(source)
+            kept = [_Kept(p) for p in photos if (target / p.name).exists()]
+            moved = [(p, target / p.name) for p in photos if not (target / p.name).exists()]
+            for photo in kept:
+                photo.path.unlink()
+            for old, new in moved:
+                old.rename(new)
+            source.rmdir()
 
             def undo() -> None:
-                folder.mkdir(exist_ok=True)
+                source.mkdir(exist_ok=True)
+                for old, new in moved:
+                    new.rename(old)
                 for photo in kept:
                     photo.restore()
 
-            self._swap(removed=person_name(folder.name), undo=undo)
-        return len(entries)
+            self._swap(removed=(person_name(source.name),), undo=undo)
+        return len(photos)
+
+    def delete_subject(self, name: str) -> int:
+        """Delete a subject whose folder holds only photos the service added; returns how many were removed."""
+        [removed] = self.delete_subjects([name]).values()
+        return removed
+
+    def delete_subjects(self, names: list[str] | None = None) -> dict[str, int]:
+        """Delete subjects (None: every subject) whose folders hold only photos the service added, with one sync;
+        {subject: photos removed}. NotDeletable, and nothing deleted, when one of them holds anything else."""
+        with self._write:
+            folders = [self.folder(n) for n in (self.snapshot.subjects if names is None else names)]
+            folders = list(dict.fromkeys(folders))
+            photos = {folder: self._service_only(folder) for folder in folders}
+            kept = [_Kept(path) for paths in photos.values() for path in paths]  # small: put back if the sync fails
+            for folder, paths in photos.items():
+                for path in paths:
+                    path.unlink()
+                folder.rmdir()
+
+            def undo() -> None:
+                for folder in photos:
+                    folder.mkdir(exist_ok=True)
+                for photo in kept:
+                    photo.restore()
+
+            self._swap(removed=tuple(person_name(f.name) for f in folders), undo=undo)
+        return {person_name(folder.name): len(paths) for folder, paths in photos.items()}
 
     def add_photo(self, name: str, data: bytes, source: str = "upload") -> tuple[str, bool]:
         """Save an uploaded photo with a face as data/<name>/api-<hash><ext> (atomically) and sync.
@@ -293,34 +347,78 @@ class GalleryStore:
         Returns (image_id, created: False when the same bytes were already there). ImageError for a photo that
         cannot be read, NoFaceError when no face is found: then nothing is written.
         """
-        folder = self.folder(name)
-        rgb, _ = decode_photo(data, source)
-        if self.pipeline.subject(rgb, "largest").face is None:
-            raise NoFaceError(f"{source}: no face found")
-        image_id = api_photo_name(data)
+        return self.add_photos(name, [(data, source)])[0]
+
+    def add_photos(self, name: str, photos: list[tuple[bytes, str]], create: bool = False) -> list[tuple[str, bool]]:
+        """Save uploaded photos [(bytes, name for messages)], each with a face, as data/<name>/api-<hash><ext>
+        (atomically) with one sync; `create`: make data/<name>/ when it is missing (removed again on a failure).
+
+        Returns (image_id, created: False when the same bytes were already there) per photo. ImageError for a photo
+        that cannot be read, NoFaceError when one shows no face: then nothing is written.
+        """
+        name = clean_name(name)
+        if not create:
+            self.folder(name)
+        for data, source in photos:
+            rgb, _ = decode_photo(data, source)
+            if self.pipeline.subject(rgb, "largest").face is None:
+                raise NoFaceError(f"{source}: no face found")
         with self._write:
-            folder = self.folder(name)
-            target = folder / image_id
-            created = not target.exists()
-            if created:
-                atomic_write(target, lambda tmp: tmp.write_bytes(data))
-                self._swap(undo=lambda: target.unlink(missing_ok=True))
-        return image_id, created
+            folder = person_folder(self.data_dir, name) if create else self.folder(name)
+            made = folder is None
+            folder = self.data_dir / name if folder is None else folder
+
+            def undo() -> None:
+                remove_photos(written)
+                if made:
+                    folder.rmdir()
+
+            written: list[Path] = []
+            try:
+                written = write_photos(folder, [data for data, _ in photos])
+            except BaseException:
+                undo()
+                raise
+            if written or made:
+                self._swap(undo=undo)
+        new, answers = set(written), []
+        for data, _ in photos:
+            path = folder / api_photo_name(data)
+            answers.append((path.name, path in new))
+            new.discard(path)
+        return answers
 
     def delete_photo(self, name: str, image_id: str) -> None:
         """Delete a photo the service added (NotDeletable for any other) and sync."""
+        self.delete_photos([(name, image_id)])
+
+    def delete_photos(self, photos: list[tuple[str, str]]) -> None:
+        """Delete photos the service added [(subject, image_id)] with one sync; NotDeletable, and nothing deleted,
+        when one of them is any other photo."""
         with self._write:
-            path = self.photo(name, image_id)
-            if not is_api_photo(path):
-                raise NotDeletable(f"{path} was not added through the service: facenet never deletes your own "
+            paths = list(dict.fromkeys(self.photo(name, image_id) for name, image_id in photos))
+            own = next((path for path in paths if not is_api_photo(path)), None)
+            if own is not None:
+                raise NotDeletable(f"{own} was not added through the service: facenet never deletes your own "
                                    "photos (remove it by hand)")
-            kept = _Kept(path)
-            path.unlink()
-            self._swap(undo=kept.restore)
+            kept = [_Kept(path) for path in paths]
+            for photo in kept:
+                photo.path.unlink()
+            self._swap(undo=lambda: [photo.restore() for photo in kept])
+
+    def _service_only(self, folder: Path) -> list[Path]:
+        """The photos of a folder, which must all be photos the service added (NotDeletable otherwise)."""
+        entries = sorted(folder.rglob("*"))
+        own = [p for p in entries if not is_api_photo(p)]
+        if own:
+            raise NotDeletable(f"subject {folder.name!r} holds {len(own)} file(s) not added through the service "
+                               f"(e.g. {own[0].relative_to(folder).as_posix()!r}); facenet never deletes your own "
+                               f"photos: remove them from {folder} by hand first")
+        return entries
 
     # ------------------------------------------------------------------ sync
 
-    def _swap(self, removed: str | None = None, undo: Callable[[], None] | None = None) -> Snapshot:
+    def _swap(self, removed: tuple[str, ...] = (), undo: Callable[[], None] | None = None) -> Snapshot:
         """Sync and swap in the new snapshot. When the sync fails (PostgreSQL down...), `undo` first puts data/ back
         as it was before the change, so an error never leaves data/ changed and the gallery not."""
         try:
@@ -334,11 +432,11 @@ class GalleryStore:
             raise
         return self.snapshot
 
-    def _sync(self, removed: str | None = None) -> Snapshot:
-        """Sync the backend with data/ (`removed`: a subject that left, to drop from a shared gallery)."""
+    def _sync(self, removed: tuple[str, ...] = ()) -> Snapshot:
+        """Sync the backend with data/ (`removed`: subjects that left, to drop from a shared gallery)."""
         with open_gallery(self.options) as gallery:
-            if removed is not None:  # first: should the sync fail, data/ is put back and he is enrolled again
-                gallery.remove_person(removed)
+            for name in removed:  # first: should the sync fail, data/ is put back and they are enrolled again
+                gallery.remove_person(name)
             report = gallery.sync(self.data_dir, self.pipeline)
             database = gallery.load(self.pipeline)
         facts = report.shared

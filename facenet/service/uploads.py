@@ -99,10 +99,12 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class BodyLimit:
-    """ASGI middleware: 413 with a JSON message for a body above `limit` bytes."""
+    """ASGI middleware: 413 with a JSON message for a body above `limit` bytes; `shape(path, message)` gives the
+    JSON body for a path (the peer APIs' own error shapes; default: {"detail": message})."""
 
-    def __init__(self, app: Callable, limit: int) -> None:
+    def __init__(self, app: Callable, limit: int, shape: Callable[[str, str], dict[str, Any]] | None = None) -> None:
         self.app, self.limit = app, limit
+        self.shape = shape or (lambda _path, message: {"detail": message})
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,7 +112,7 @@ class BodyLimit:
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(send, int(length))
+            await self._refuse(send, int(length), scope.get("path", ""))
             return
         received, started = 0, False
 
@@ -131,12 +133,12 @@ class BodyLimit:
             await self.app(scope, limited, watched)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send, received)
+                await self._refuse(send, received, scope.get("path", ""))
 
-    async def _refuse(self, send: Send, size: int) -> None:
+    async def _refuse(self, send: Send, size: int, path: str) -> None:
         message = (f"request body too large: {size / MiB:.1f} MiB or more, the limit is {self.limit / MiB:.1f} MiB "
                    "(--max_upload_mb)")
-        body = json.dumps({"detail": message}).encode()
+        body = json.dumps(self.shape(path, message)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
