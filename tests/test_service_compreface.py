@@ -104,6 +104,21 @@ def test_similarity_reaches_one_half_exactly_when_the_service_names_the_face(ser
     assert abs(best["similarity"] * 100 - expected) <= 0.05 + 1e-9
 
 
+def test_a_face_marked_not_this_person_stays_below_one_half(tmp_path, pipeline):
+    """"Not this person" refuses a name whatever the distance: the person is still the nearest, listed first, but
+    below 0.5, so that a client comparing similarities does not name him either (DeepStack: unknown, 0)."""
+    client, _ = new_service(tmp_path, pipeline)
+    assert client.post("/api/v1/subjects/George_Clooney/not", files=upload(HELD_OUT)).status_code == 200
+    [own] = own_faces(client, HELD_OUT)
+    assert own["name"] == "Unknown" and own["score"] > 50  # refused by the mark, not by the distance
+    [face] = client.post(f"{CF}/recognize", files=upload(HELD_OUT), params={"prediction_count": 3}).json()["result"]
+    assert face["subjects"][0] == {"subject": "George_Clooney", "similarity": 0.4999}
+    assert all(s["similarity"] < 0.5 for s in face["subjects"])
+    [named] = client.post("/v1/vision/face/recognize", files=upload(HELD_OUT, "image"),
+                          data={"api_key": KEY}).json()["predictions"]
+    assert (named["userid"], named["confidence"]) == ("unknown", 0)
+
+
 def test_similarity_is_one_half_at_the_threshold(tmp_path, pipeline, service):
     """A store whose threshold is exactly a face's distance: score 50, similarity 0.5, named; a hair below: not."""
     client, data = service

@@ -153,7 +153,11 @@ def test_a_failed_sync_puts_data_back_before_answering(tmp_path, pipeline, monke
     monkeypatch.setattr(store, "_sync", down)
     for write in (lambda: store.add_photo("Juanes", RENE[2].read_bytes()), lambda: store.add_subject("New"),
                   lambda: store.rename_subject("Empty", "Renamed"), lambda: store.delete_photo("Juanes", mine),
-                  lambda: store.delete_subject("Only_api"), lambda: store.delete_subject("Empty")):
+                  lambda: store.delete_subject("Only_api"), lambda: store.delete_subject("Empty"),
+                  lambda: store.add_photos("Brand new", [(RENE[2].read_bytes(), "r.jpg")], create=True),
+                  lambda: store.merge_subject("Only_api", "Juanes"), lambda: store.merge_subject("Empty", "Juanes"),
+                  lambda: store.delete_subjects(["Only_api", "Empty"]),
+                  lambda: store.delete_photos([("Juanes", mine), ("Only_api", mine)])):
         with pytest.raises(GalleryError, match="unreachable"):
             write()
         assert files_of(tmp_path / "data") == before

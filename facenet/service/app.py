@@ -4,7 +4,10 @@ Every /api/v1 route but /api/v1/health needs the `x-api-key` header when keys ar
 (or 503 when a shared gallery is unreachable) with one JSON message: {"detail": "..."}. The OpenAPI docs are at
 /docs, the web page at /. With live cameras (`serve --input`, facenet/service/cameras.py) the /api/v1/cameras and
 /api/v1/events routes show them; they run from the app's startup to its shutdown. The faces recognition saw but did
-not know (`/recognize?collect=true`) are under /api/v1/unknowns (facenet/service/unknowns.py).
+not know (`/recognize?collect=true`) are under /api/v1/unknowns (facenet/service/unknowns.py). Beside them, for
+existing clients, CompreFace's REST API (/api/v1/recognition, /detection, /verification: facenet/service/compreface.py)
+and DeepStack's face API (/v1/vision/face...: facenet/service/deepstack.py), each with its own key check and error
+shape.
 """
 
 from __future__ import annotations

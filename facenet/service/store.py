@@ -8,8 +8,9 @@ thread-safe, so each detector or model call is serialised (`locked_pipeline`), c
 
 Photos the service writes are named `api-<first 20 hex of their sha256><ext>` (facenet/gallery/photos.py): only such
 a file whose bytes still have that hash may be deleted through the service. Users' own photos are never deleted,
-moved or rewritten; a subject holding any of them cannot be deleted (renaming renames its folder, the photos
-untouched).
+moved or rewritten; a subject holding any of them cannot be deleted nor merged into another (renaming renames its
+folder, the photos untouched). Batch changes (several photos added or deleted, several subjects deleted, a merge)
+sync once.
 
 The faces it saw but did not know (`recognize(..., collect=True)`) are kept in the gallery's store of unknown faces
 (facenet.unknowns: beside the file gallery, or in the PostgreSQL gallery's tables), under the `retention` given.
