@@ -567,6 +567,29 @@ def test_identify_matches_a_brute_force_loop():
     assert len(database.identify(np.zeros((0, 128), np.float32))) == 0
 
 
+
+def test_nearest_people_are_the_k_nearest_with_each_ones_score():
+    """The peer APIs' candidates: the k nearest people of each face, nearest first, each scored against his own
+    threshold (or the override), the first one being whom `identify` names when it names anyone."""
+    rng = np.random.default_rng(8)
+    centroids = unit(rng.standard_normal((12, 128)))
+    queries = np.concatenate([unit(centroids[:3] + 0.02 * rng.standard_normal((3, 128))),
+                              unit(rng.standard_normal((2, 128)))])
+    database = FaceDatabase([f"p{i}" for i in range(12)], centroids, "t", rng.integers(1, 6, 12), model="dlib")
+    for threshold in (None, 0.9):
+        for query, nearest, named in zip(queries, database.nearest_people(queries, 4, threshold),
+                                         database.identify(queries, threshold).names, strict=True):
+            distances = np.linalg.norm(centroids - query, axis=1)
+            order = np.argsort(distances)[:4]
+            assert [n for n, _, _ in nearest] == [f"p{i}" for i in order]
+            for (_, distance, score), i in zip(nearest, order, strict=True):
+                limit = database.thresholds[i] if threshold is None else threshold
+                assert distance == pytest.approx(distances[i], abs=1e-5)
+                assert score == pytest.approx(match_score(distances[i], limit), abs=1e-3)
+            assert named in (UNKNOWN, nearest[0][0])
+    assert len(database.nearest_people(queries, 50)[0]) == 12
+    assert FaceDatabase([], np.zeros((0, 128)), "t", model="dlib").nearest_people(queries, 3) == [[]] * 5
+
 def test_default_threshold_falls_as_the_gallery_grows():
     sizes = [1, 2, 5, 12, 50, 158, 1_000, 10_000, 100_000, 1_000_000]
     thresholds = [gallery_threshold(p, 1, "dlib") for p in sizes]

@@ -224,13 +224,14 @@ def _face_routes(api: APIRouter, store: GalleryStore, ids: PhotoIds, max_upload:
         """Add an example photo of a subject (created if new); the photo must show one face."""
         if not subject.strip():
             raise Refusal(33, "Required request parameter 'subject' is missing")
+        subject = clean_name(subject)
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
 
         def work() -> dict[str, str]:
             rgb, _ = decode_photo(data, name)
             _one_face(photo_faces(store, rgb, Wanted(min_probability=det_prob_threshold or 0.0)), "given image")
             [(image, _)] = store.add_photos(subject, [(data, name)], create=True)
-            return {"image_id": ids.of(Path(image)), "subject": clean_name(subject)}
+            return {"image_id": ids.of(Path(image)), "subject": subject}
 
         return await run_in_threadpool(work)
 

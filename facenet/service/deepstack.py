@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 
 from facenet.config import UNKNOWN
 from facenet.gallery.pg import GalleryError
-from facenet.gallery.photos import BadName
+from facenet.gallery.photos import BadName, clean_name
 from facenet.gallery.thresholds import match_score
 from facenet.images import ImageError, person_folder
 from facenet.service.keys import KEY_HEADER, key_accepted
@@ -161,7 +161,7 @@ def deepstack_routes(app: FastAPI, store: GalleryStore, keys: frozenset[str], ma
     async def register(request: Request) -> dict[str, Any]:
         """Add the photos that show a face to `userid` (created when new); the others are skipped."""
         started, asked = time.perf_counter(), await form(request)
-        userid = asked.userid()
+        userid = clean_name(asked.userid())
         if not asked.images:
             raise Refusal(400, "No valid image file found (send the photos as multipart files)")
 
