@@ -324,22 +324,28 @@ def test_web_page_enrolls_recognises_a_photo_and_the_webcam(server, browser, tmp
         # the list shows the same 0-100 score as the box drawn on the photo: the API's (not its distance)
         score, where = js_number(api["faces"][0]["score"]), ", ".join(map(str, api["faces"][0]["box"]))
         assert box.text == f"George_Clooney {score}"
-        assert face.text == f"George_Clooney — score {score}, box {where}"
-        assert face.text.split(" — score ")[1].split(",")[0] == box.text.split()[-1]
+        line = face.find_element("css selector", ".face-line").text
+        assert line == f"George_Clooney — score {score}, box {where}"
+        assert line.split(" — score ")[1].split(",")[0] == box.text.split()[-1]
+        assert face.find_element("css selector", "button.not-person").text == "not George_Clooney"
         assert drawn_vs_api(browser, "photo", [f["box"] for f in api["faces"]]) <= SCREEN_PX
         assert not browser.find_element("css selector", "#webcam").is_displayed()
     assert browser.execute_script("return document.getElementById('photo').clientWidth") < api["width"] / 2
     left, top, right, bottom = api["faces"][0]["box"]  # on the 250 px photo pasted at (640, 150)
     assert 640 <= left < right <= 890 and 150 <= top < bottom <= 400
     browser.find_element("css selector", "#recognize-file").send_keys(str(STRANGER))
-    wait_for(browser, "#faces li.face", "Zach Safrin")
+    [zach] = wait_for(browser, "#faces li.face", "Zach Safrin")
+    # "not Zach Safrin" on that face: it becomes an unknown face, and the same face is no longer named so
+    zach.find_element("css selector", "button.not-person").click()
+    wait_for(browser, "#faces li.face button.not-person", "marked: not Zach Safrin")
+    assert [f["name"] for f in post_photo(url, STRANGER).json()["faces"]] == ["Unknown"]
 
     # someone never enrolled: the API gives Unknown a score (the nearest person's), the page shows just "Unknown"
     [nobody] = post_photo(url, NOBODY).json()["faces"]
     assert nobody["name"] == "Unknown" and nobody["score"] is not None
     browser.find_element("css selector", "#recognize-file").send_keys(str(NOBODY))
     [face] = wait_for(browser, "#faces li.face", "Unknown")
-    assert face.text == f"Unknown — box {', '.join(map(str, nobody['box']))}"
+    assert face.text == f"Unknown — box {', '.join(map(str, nobody['box']))}"  # no "not …" button on a stranger
     assert [b.text for b in browser.find_elements("css selector", "#stage .face-box")] == ["Unknown"]
 
     # the webcam (Chromium's fake device playing a photo of George Clooney): boxes on the face in the video too

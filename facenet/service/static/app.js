@@ -148,8 +148,8 @@ function drawFaces(answer) {
       width: `${(100 * (right - left)) / answer.width}%`, height: `${(100 * (bottom - top)) / answer.height}%`,
     });
     stage.append(box);
-    const item = element("li", { className: "face", dataset: { name: face.name, box: face.box.join(",") },
-      textContent: faceLine(face) });
+    const item = element("li", { className: "face", dataset: { name: face.name, box: face.box.join(",") } },
+      element("span", { className: "face-line", textContent: faceLine(face) }));
     if (!unknown && lastPhoto) item.append(" ", notButton(face.name, () => markNotFace(lastPhoto, face)));
     list.append(item);
   }
