@@ -57,20 +57,26 @@ class PgUnknowns(UnknownStore):
 
     def negatives(self, model_id: str) -> dict[str, np.ndarray]:
         """As UnknownStore.negatives; nothing (and no table made) when the gallery has no unknown faces yet."""
-        if not self._ready and not self.conn.execute(
-                "SELECT to_regclass('facenet_unknown_faces') IS NOT NULL").fetchone()[0]:
+        if not self._ready and not self._exists():
             return {}
         return super().negatives(model_id)
 
     def _ensure(self) -> None:
-        if not self._ready:
+        """The tables, made on first use (a client that only reads them, e.g. a read-only role, creates nothing)."""
+        if self._ready:
+            return
+        if not self._exists():
             self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            register_vector(self.conn)
             with self.conn.transaction():
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_UNKNOWNS,))
                 for statement in SCHEMA.split(";"):
                     self.conn.execute(statement)
-            self._ready = True
+        register_vector(self.conn)
+        self._ready = True
+
+    def _exists(self) -> bool:
+        return bool(self.conn.execute("SELECT to_regclass('facenet_unknown_faces') IS NOT NULL AND "
+                                      "to_regclass('facenet_unknown_groups') IS NOT NULL").fetchone()[0])
 
     def _vectors(self, model_id: str) -> tuple[list[str], np.ndarray, list[str]]:
         rows = self.conn.execute("SELECT face_id, group_id, vector FROM facenet_unknown_faces WHERE model_id = %s "
