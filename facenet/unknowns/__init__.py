@@ -1,1 +1,1 @@
-"""The faces it saw but did not know: sightings of strangers, grouped by person, to be named, ignored or forgotten."""
+"""The faces seen but not known: online grouping of their sightings into strangers (`grouping`)."""
