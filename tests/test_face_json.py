@@ -30,7 +30,7 @@ class OneFaceStore:
     def __init__(self, face: Recognition) -> None:
         self.face = face
 
-    def recognize(self, rgb: np.ndarray) -> list[Recognition]:
+    def recognize(self, rgb: np.ndarray, collect: bool = False) -> list[Recognition]:
         return [self.face]
 
 

@@ -15,11 +15,11 @@ from facenet.unknowns.sighting import Quality, Sighting, chip, new_id, quality
 from facenet.unknowns.store import Retention, UnknownGroupError
 
 PHOTO = Path(__file__).parent / "data" / "lfw_small" / "Al_Pacino"
-MODEL, THRESHOLD, DIM = "test-model", 0.6, 8
+MODEL, THRESHOLD, DIM = "test-model", 0.6, 64
 GOOD = Quality(100, 0.95, 300.0, 0.05)
 
 
-def _unit(seed: int, near: np.ndarray | None = None, spread: float = 0.05) -> np.ndarray:
+def _unit(seed: int, near: np.ndarray | None = None, spread: float = 0.02) -> np.ndarray:
     rng = np.random.default_rng(seed)
     vector = rng.normal(size=DIM) if near is None else near + rng.normal(scale=spread, size=DIM)
     return (vector / np.linalg.norm(vector)).astype(np.float32)
