@@ -200,3 +200,118 @@ def until(check, what: str, timeout: float = 60, every: float = 0.05):
             return found
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class FrigateStandIn:
+    """A stand-in for Frigate's HTTP API (Frigate is a Docker image that cannot run here): the routes facenet uses,
+    answering as Frigate documents them (docs/docs/integrations/api.md; frigate/api/ of Frigate 0.14-0.16), on a free
+    loopback port.
+
+    - GET /api/version: "0.14.1-standin" (plain text);
+    - GET /api/events/<id>/snapshot.jpg: `snapshots[id]` (JPEG), else 404 `{"success": false, "message": ...}`;
+    - GET /api/<camera>/latest.jpg: `latest[camera]`, else 404;
+    - POST /api/events/<id>/sub_label: checked like Frigate's body model (subLabel a string of at most 100
+      characters, subLabelScore in (0, 1]: else 422), 404 for an event it does not know (`known`), else 200 and
+      recorded in `sub_labels` as (id, body).
+
+    Every request is recorded in `requests` as (method, path, query)."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, bytes] = {}
+        self.latest: dict[str, bytes] = {}
+        self.known: set[str] = set()
+        self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.sub_labels: list[tuple[str, dict]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path = stand_in._record(self)
+                parts = path.strip("/").split("/")
+                if path == "/api/version":
+                    self._send(200, b"0.14.1-standin", "text/plain")
+                elif parts[:2] == ["api", "events"] and len(parts) == 4 and parts[3] == "snapshot.jpg":
+                    self._image(stand_in.snapshots.get(parts[2]), "Event not found")
+                elif parts[0] == "api" and len(parts) == 3 and parts[2] == "latest.jpg":
+                    self._image(stand_in.latest.get(parts[1]), "Camera not found")
+                else:
+                    self._json(404, {"detail": "Not Found"})
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                path = stand_in._record(self)
+                parts = path.strip("/").split("/")
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not (parts[:2] == ["api", "events"] and len(parts) == 4 and parts[3] == "sub_label"):
+                    self._json(404, {"detail": "Not Found"})
+                elif parts[2] not in stand_in.known:
+                    self._json(404, {"success": False, "message": f"Event {parts[2]} not found."})
+                elif (problem := sub_label_problem(body)) is not None:
+                    self._json(422, {"detail": problem})
+                else:
+                    stand_in.sub_labels.append((parts[2], json.loads(body)))
+                    self._json(200, {"success": True, "message": f"Event {parts[2]} sub label set"})
+
+            def _image(self, data: bytes | None, missing: str) -> None:
+                if data is None:
+                    self._json(404, {"success": False, "message": missing})
+                else:
+                    self._send(200, data, "image/jpeg")
+
+            def _json(self, status: int, body: dict) -> None:
+                self._send(status, json.dumps(body).encode(), "application/json")
+
+            def _send(self, status: int, data: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def _record(self, handler: BaseHTTPRequestHandler) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(handler.path)
+        self.requests.append((handler.command, parts.path, parse_qs(parts.query)))
+        return parts.path
+
+    def fetches(self, event_id: str) -> int:
+        """How many times the event's snapshot was asked for."""
+        return sum(1 for method, path, _ in self.requests if path == f"/api/events/{event_id}/snapshot.jpg")
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sub_label_problem(body: bytes) -> str | None:
+    """Why Frigate's EventsSubLabelBody would refuse this body (subLabel: str, max 100; subLabelScore: 0 < s <= 1)."""
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        return "not JSON"
+    label, score = fields.get("subLabel"), fields.get("subLabelScore")
+    if not isinstance(label, str) or len(label) > 100:
+        return "subLabel: a string of at most 100 characters"
+    if score is not None and not (isinstance(score, int | float) and 0 < score <= 1):
+        return "subLabelScore: greater than 0, at most 1"
+    return None
+
+
+def frigate_message(kind: str, event_id: str, camera: str, label: str = "person", sub_label: list | None = None,
+                    box: list[int] | None = None, start: float = 1_700_000_000.0) -> str:
+    """One `frigate/events` message as Frigate publishes it (docs/docs/integrations/mqtt.md): type, before, after."""
+    after = {"id": event_id, "camera": camera, "frame_time": start + 1, "snapshot": None, "label": label,
+             "sub_label": sub_label, "top_score": 0.91, "false_positive": False, "start_time": start,
+             "end_time": start + 5 if kind == "end" else None, "score": 0.87, "box": box or [0, 0, 250, 250],
+             "area": 62500, "ratio": 1.0, "region": [0, 0, 320, 320], "current_zones": [], "entered_zones": [],
+             "thumbnail": None, "has_snapshot": True, "has_clip": False, "stationary": False,
+             "motionless_count": 0, "position_changes": 0, "attributes": {}}
+    return json.dumps({"type": kind, "before": {**after, "end_time": None}, "after": after})

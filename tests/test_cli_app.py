@@ -85,6 +85,7 @@ def test_helpfull_lists_every_flag(tmp_path):
 
 
 MODEL_FLAGS = {"weights_path", "model", "detector", "pretrained", "json", "backbone"}
+FRIGATE_FLAGS = {"frigate_url", "frigate_mqtt_url", "frigate_topic_prefix", "frigate_cameras", "frigate_attempts"}
 OWN_FLAGS = {
     "recognize": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "web_cam", "camera", "input",
                                 "output_dir", "track", "events", "mqtt_url", "webhook", "max_frames",
@@ -96,9 +97,12 @@ OWN_FLAGS = {
     "lfw": MODEL_FLAGS | {"database_dir", "lfw_pairs", "lfw_dir", "lfw_train_pairs", "flip", "roc_png"},
     "serve": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "host", "port", "api_key_file",
                             "max_upload_mb", "input", "output_dir", "track", "events", "mqtt_url", "webhook",
-                            "collect_unknowns", "unknown_days", "unknown_faces"},
+                            "collect_unknowns", "unknown_days", "unknown_faces", *FRIGATE_FLAGS},
     "unknowns": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "name", "ignore", "forget",
                                "not_person", "unknown_days", "unknown_faces"},
+    "frigate": MODEL_FLAGS | {"data_dir", "database_dir", "database_url", "threshold", "output_dir", "events",
+                              "mqtt_url", "webhook", "collect_unknowns", "unknown_days", "unknown_faces",
+                              *FRIGATE_FLAGS},
 }
 FIRST_LINES = {
     "recognize": "facenet recognize: name the faces of photos, folders, videos, live cameras or the webcam "
@@ -111,6 +115,8 @@ FIRST_LINES = {
     "serve": "facenet serve: the REST service and web page on --host:--port (= --serve)",
     "unknowns": "facenet unknowns: the strangers recognition collected, grouped by person: list, name, ignore or "
                 "forget a group",
+    "frigate": "facenet frigate: beside Frigate: name the people of its person events, write the names back as sub "
+               "labels",
 }
 HEAVY = ("tensorflow", "keras", "dlib")
 """Never loaded by a run that stops before its command (serve's camera check reads camera specs with OpenCV)."""
@@ -334,6 +340,7 @@ def _command_parameters(module: str, function: str) -> tuple[set[str], set[str]]
 @pytest.mark.parametrize(("args", "function"), [
     (["recognize"], "recognize_command"), (["enroll"], "recognize_command"), (["verify", "a", "b"], "verify_command"),
     (["train"], "train_command"), (["lfw", "--lfw_pairs", "p"], "lfw_command"), (["serve"], "serve_command"),
+    (["frigate", "--frigate_url", "http://frigate:5000"], "frigate_command"),
 ])
 def test_each_command_s_options_are_the_arguments_its_function_takes(args, function):
     invocation = cli.parse(["facenet", *args])
@@ -366,6 +373,15 @@ def test_the_serve_word_takes_serve_s_flags_only_and_its_cameras():
     assert (serve.port, serve.data_dir, serve.host, serve.cameras) == (8002, "people", "127.0.0.1", ["door=rtsp://h/1"])
     assert serve.live == options.LiveOptions(events="e.jsonl")
     assert cli.parse(["facenet", "serve"]).options.cameras == []  # --input's default (example photos): no camera
+
+
+def test_the_frigate_flags_reach_frigate_and_serve():
+    expected = options.FrigateOptions("http://frigate:5000", "mqtt://b:1884", "nvr", ("door", "gate"), 2)
+    flags = ["--frigate_url", "http://frigate:5000", "--frigate_mqtt_url", "mqtt://b:1884", "--frigate_topic_prefix",
+             "nvr", "--frigate_cameras", "door,gate", "--frigate_attempts", "2"]
+    assert cli.parse(["facenet", "frigate", *flags]).options.frigate == expected
+    assert cli.parse(["facenet", "serve", *flags]).options.frigate == expected
+    assert cli.parse(["facenet", "serve"]).options.frigate == options.FrigateOptions()  # no Frigate: none followed
 
 
 def readme_command_lines() -> list[list[str]]:

@@ -113,6 +113,8 @@ def _command_problem(command: str, options: Options, prog: str) -> str | None:
         return common.serve_camera_problem(options.cameras) or key_problem(options.host, options.key_file)
     if command == "recognize" and not options.web_cam and not options.inputs:
         return "no input to recognise: pass --input PHOTO,FOLDER,VIDEO (or -wc True for the webcam)"
+    if command == "frigate" and not options.frigate.url:
+        return f"{prog} frigate needs --frigate_url http://HOST:5000 (Frigate's API)"
     if command == "lfw" and not options.pairs:
         return f"{prog} lfw needs --lfw_pairs PAIRS --lfw_dir DIR (an LFW-format pairs file and its images)"
     return None

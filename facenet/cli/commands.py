@@ -1,7 +1,7 @@
 """The commands: what each does (its help's first line and examples), which flags are its own, how its options
 are built, and which function runs it; and how the design card's flat form (no command word) maps onto them.
 
-    facenet recognize | enroll | verify | train | lfw | serve | unknowns   [that command's flags]
+    facenet recognize | enroll | verify | train | lfw | serve | unknowns | frigate   [that command's flags]
     python main.py -t True -e 20 -m 0.5                          # flat form = facenet train -e 20 -m 0.5
 """
 
@@ -17,6 +17,7 @@ MODEL_FLAGS = ("weights_path", "model", "detector", "pretrained", "json")
 """The flags every command has: where the weights are, which model and detector, pretrained or fine-tuned, JSON."""
 GALLERY_FLAGS = ("data_dir", "database_dir", "database_url")
 LIVE_FLAGS = ("track", "events", "mqtt_url", "webhook", "collect_unknowns")
+FRIGATE_FLAGS = ("frigate_url", "frigate_mqtt_url", "frigate_topic_prefix", "frigate_cameras", "frigate_attempts")
 UNKNOWN_FLAGS = ("unknown_days", "unknown_faces")
 """The retention of the unknown faces a command collects."""
 
@@ -77,7 +78,7 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
         "serve", "the REST service and web page on --host:--port (= --serve)",
         ("--port 8000", "--host 0.0.0.0 --api_key_file keys.txt", "--input door=rtsp://…   # with live cameras"),
         (*MODEL_FLAGS, *GALLERY_FLAGS, "threshold", "host", "port", "api_key_file", "max_upload_mb", "input",
-         "output_dir", *LIVE_FLAGS, *UNKNOWN_FLAGS, "backbone"),
+         "output_dir", *LIVE_FLAGS, *FRIGATE_FLAGS, *UNKNOWN_FLAGS, "backbone"),
         opts.serve_options, "facenet.cli.serve_command", "serve_command",
     ),
     Command(
@@ -88,6 +89,14 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
          "--not_person snap.jpg=Ada    # that face is not Ada: look-alikes are no longer named Ada"),
         (*MODEL_FLAGS, *GALLERY_FLAGS, "name", "ignore", "forget", "not_person", *UNKNOWN_FLAGS, "backbone"),
         opts.unknowns_options, "facenet.cli.unknowns_command", "unknowns_command",
+    ),
+    Command(
+        "frigate", "beside Frigate: name the people of its person events, write the names back as sub labels",
+        ("--frigate_url http://frigate:5000 --mqtt_url mqtt://homeassistant:1883",
+         "--frigate_url http://frigate:5000 --frigate_cameras door,gate --events events.jsonl"),
+        (*MODEL_FLAGS, *GALLERY_FLAGS, "threshold", *FRIGATE_FLAGS, "output_dir", "events", "mqtt_url", "webhook",
+         "collect_unknowns", *UNKNOWN_FLAGS, "backbone"),
+        opts.frigate_options, "facenet.cli.frigate_command", "frigate_command",
     ),
 )}
 

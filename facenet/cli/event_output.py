@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -41,6 +42,7 @@ class EventSinks:
                  on_record: Callable[[dict, TrackEvent], None] | None = None) -> None:
         self.output_dir = output_dir
         self._on_record = on_record
+        self._lock = threading.Lock()
         self.sent = 0
         self.file_lost = 0
         """Events that could not be written to the --events file (a full disk): warned once, counted here."""
@@ -55,14 +57,16 @@ class EventSinks:
         self.webhook = WebhookPoster(options.webhook, _problem) if options.webhook else None
 
     def send(self, events: list[TrackEvent]) -> None:
-        for event in events:
-            self._send(event)
+        """Send the events (one caller at a time: the service's cameras and Frigate's loop share the sinks)."""
+        with self._lock:
+            for event in events:
+                self._send(event)
 
     def _send(self, event: TrackEvent) -> None:
         try:
             snapshot = save_snapshot(self.output_dir, event)
         except OSError as problem:
-            log.warning("%s: cannot save the snapshot of track %d (%s)", event.camera, event.track, problem)
+            log.warning("%s: cannot save the snapshot of track %s (%s)", event.camera, event.track, problem)
             snapshot = None
         record = event_record(event, snapshot)
         self.sent += 1

@@ -160,6 +160,22 @@ flags.DEFINE_string(
     "mqtt_url", None, "Publish track events and presence to this MQTT broker: mqtt://[user:pw@]host[:port]."
 )
 flags.DEFINE_string("webhook", None, "POST every track event as JSON to this http(s) URL.")
+flags.DEFINE_string(
+    "frigate_url", None, "Frigate's API (http://frigate:5000, its unauthenticated port): recognise the people of its "
+    "person events and write each enrolled name back as the event's sub label (serve: in the service).",
+)
+flags.DEFINE_string(
+    "frigate_mqtt_url", None, "Frigate's MQTT broker, mqtt://[user:pw@]host[:port] (default: --mqtt_url, else port "
+    "1883 of --frigate_url's host).",
+)
+flags.DEFINE_string(
+    "frigate_topic_prefix", "frigate", "Frigate's mqtt.topic_prefix: its events are read from <prefix>/events."
+)
+flags.DEFINE_list("frigate_cameras", None, "Only the person events of these Frigate cameras (default: all).")
+flags.DEFINE_integer(
+    "frigate_attempts", 5, "Attempts per Frigate event at most (each fetches its snapshot and the camera's latest "
+    "frame); none more once it is named surely, or after its end.",
+)
 flags.DEFINE_integer(
     "max_frames", 0, "Live cameras: stop after this many analysed frames per camera (0: until Ctrl-C)."
 )
@@ -244,5 +260,24 @@ def _live_problem(values: flags.FlagValues) -> str | None:
         return f"--webhook must be an http(s):// URL, got {values.webhook!r}"
     if values.track is False and (values.events or values.mqtt_url or values.webhook):
         return "--events, --mqtt_url and --webhook report tracks: they cannot be used with --notrack"
+    return _frigate_problem(values)
+
+
+def _frigate_problem(values: flags.FlagValues) -> str | None:
+    """The Frigate flags: an http(s) API URL, an mqtt(s) broker URL, a topic prefix without wildcards, 1+ attempts."""
+    if values.frigate_url is not None:
+        from facenet.live.frigate.api import FrigateApi  # light: urllib only
+
+        try:
+            FrigateApi(values.frigate_url)
+        except ValueError as error:
+            return f"--frigate_url {error}"
+    if values.frigate_mqtt_url and not values.frigate_mqtt_url.startswith(("mqtt://", "mqtts://")):
+        return f"--frigate_mqtt_url must look like mqtt://host:1883, got {values.frigate_mqtt_url!r}"
+    prefix = values.frigate_topic_prefix
+    if not prefix.strip("/") or any(ch in prefix for ch in "+#"):
+        return f"--frigate_topic_prefix must be a topic without wildcards (Frigate's default: frigate), got {prefix!r}"
+    if values.frigate_attempts < 1:
+        return f"--frigate_attempts must be at least 1, got {values.frigate_attempts}"
     return None
 

@@ -47,7 +47,7 @@ def live_command(
         return Exit.FAILED
     on_frame = (lambda frame, results: emit_results(results, frame.source, frame.index)) if as_json else None
     lost: list[str] = []
-    with _ctrl_c_stops() as stop:
+    with ctrl_c_stops() as stop:
         try:
             counts = run_cameras(specs, pipeline, database, threshold, options.tracking(live=True),
                                  on_frame=on_frame, on_events=sinks.send, on_drop=_drop_line,
@@ -59,7 +59,7 @@ def live_command(
 
 
 @contextmanager
-def _ctrl_c_stops() -> Iterator[threading.Event]:
+def ctrl_c_stops() -> Iterator[threading.Event]:
     """While inside: Ctrl-C (SIGINT) sets the returned event, which stops the cameras; a second Ctrl-C (a terminal
     and `timeout -s INT` both signal, ms apart) is ignored, so the shutdown always finishes and prints its summary."""
     stop = threading.Event()

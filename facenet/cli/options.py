@@ -44,6 +44,19 @@ class LiveOptions:
         return live or bool(self.events or self.mqtt_url or self.webhook or self.collect_unknowns)
 
 
+@dataclass(frozen=True)
+class FrigateOptions:
+    """The flags of `facenet frigate` and `serve --frigate_url` (--frigate_url, --frigate_mqtt_url,
+    --frigate_topic_prefix, --frigate_cameras, --frigate_attempts)."""
+
+    url: str | None = None
+    mqtt_url: str | None = None
+    """Frigate's broker as given; None: the events' --mqtt_url, else port 1883 of Frigate's host (the command's)."""
+    topic_prefix: str = "frigate"
+    cameras: tuple[str, ...] | None = None
+    attempts: int = 5
+
+
 class CommandOptions:
     """Base of the options objects: `arguments()` are the keyword arguments of the command's function."""
 
@@ -172,6 +185,27 @@ class ServeOptions(CommandOptions):
     live: LiveOptions = field(default_factory=LiveOptions)
     unknown_days: float = KEEP_DAYS
     unknown_faces: int = KEEP_FACES
+    frigate: FrigateOptions = field(default_factory=FrigateOptions)
+
+
+@dataclass(frozen=True)
+class FrigateCommandOptions(CommandOptions):
+    """`facenet frigate`: recognise the people of Frigate's person events, write their names back, publish events."""
+
+    frigate: FrigateOptions
+    data_dir: str
+    database_dir: str
+    database_url: str | None
+    weights_dir: str
+    model: str
+    detector: str
+    threshold: float | None
+    pretrained: bool
+    output_dir: str
+    as_json: bool
+    live: LiveOptions = field(default_factory=LiveOptions)
+    unknown_days: float = KEEP_DAYS
+    unknown_faces: int = KEEP_FACES
 
 
 @dataclass(frozen=True)
@@ -194,7 +228,8 @@ class UnknownsOptions(CommandOptions):
     unknown_faces: int = KEEP_FACES
 
 
-Options = UnknownsOptions | RecognizeOptions | EnrollOptions | VerifyOptions | TrainOptions | LfwOptions | ServeOptions
+Options = (UnknownsOptions | RecognizeOptions | EnrollOptions | VerifyOptions | TrainOptions | LfwOptions | ServeOptions
+           | FrigateCommandOptions)
 
 
 # --- built from the parsed flags -----------------------------------------------------------------------------------
@@ -217,6 +252,12 @@ def serve_cameras(values: FlagView) -> list[str]:
 def _live(values: FlagView, max_frames: int = 0) -> LiveOptions:
     return LiveOptions(values.track, values.events, values.mqtt_url, values.webhook, max_frames,
                        values.collect_unknowns)
+
+
+def _frigate(values: FlagView) -> FrigateOptions:
+    cameras = tuple(values.frigate_cameras) if values.frigate_cameras else None
+    return FrigateOptions(values.frigate_url, values.frigate_mqtt_url, values.frigate_topic_prefix, cameras,
+                          values.frigate_attempts)
 
 
 def recognize_options(values: FlagView, _paths: list[str], _prog: str) -> RecognizeOptions:
@@ -272,6 +313,16 @@ def serve_options(values: FlagView, _paths: list[str], _prog: str) -> ServeOptio
         data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
         weights_dir=values.weights_path, model=chosen_model(values), detector=values.detector,
         threshold=values.threshold, pretrained=values.pretrained, cameras=serve_cameras(values),
+        output_dir=values.output_dir, as_json=values.json, live=_live(values), unknown_days=values.unknown_days,
+        unknown_faces=values.unknown_faces, frigate=_frigate(values),
+    )
+
+
+def frigate_options(values: FlagView, _paths: list[str], _prog: str) -> FrigateCommandOptions:
+    return FrigateCommandOptions(
+        frigate=_frigate(values), data_dir=values.data_dir, database_dir=values.database_dir,
+        database_url=values.database_url, weights_dir=values.weights_path, model=chosen_model(values),
+        detector=values.detector, threshold=values.threshold, pretrained=values.pretrained,
         output_dir=values.output_dir, as_json=values.json, live=_live(values), unknown_days=values.unknown_days,
         unknown_faces=values.unknown_faces,
     )

@@ -131,7 +131,7 @@ def _open_camera(camera: int) -> VideoSource | None:
         return None
 
 
-def _load(
+def load_recognition(
     detector: str, model: str, weights_dir: str | Path, pretrained: bool, data_dir: Path, database_dir: str | Path,
     enroll_only: bool, as_json: bool, database_url: str | None = None, rebuild_gallery: bool = False,
 ) -> tuple[FacePipeline, FaceDatabase] | None:
@@ -221,8 +221,8 @@ def recognize_command(
             return found
         items = found
     try:
-        loaded = _load(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only, as_json,
-                       database_url, rebuild_gallery)
+        loaded = load_recognition(detector, model, weights_dir, pretrained, data_dir, database_dir, enroll_only,
+                                  as_json, database_url, rebuild_gallery)
         if loaded is None:
             return Exit.FAILED
         if enroll_only:

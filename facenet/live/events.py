@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from PIL import Image
@@ -89,19 +90,33 @@ def save_snapshot(output_dir: Path, event: TrackEvent) -> Path | None:
     return path
 
 
+def mqtt_client(url: str, client_id: str) -> tuple[Any, str, int]:
+    """A paho client (protocol 3.1.1, callback API 2) for `mqtt(s)://[user:password@]host[:port]`, with its
+    credentials, TLS for mqtts and a reconnect back-off of 1-30 s, and the broker's host and port; not connected.
+    ValueError (one line, password masked) for another URL."""
+    import paho.mqtt.client as mqtt  # optional: only with an MQTT URL
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # e.g. a password with "/" read as host:port: no usable host
+        parts, port = parts._replace(netloc=""), None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or not url_host(url):
+        raise ValueError(f"{mask_url(url)}: an MQTT URL is mqtt://[user:password@]host[:port]")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if parts.username:
+        client.username_pw_set(parts.username, parts.password)
+    if parts.scheme == "mqtts":
+        client.tls_set()
+    client.reconnect_delay_set(1, 30)
+    return client, parts.hostname, port or MQTT_DEFAULT_PORT
+
+
 class MqttPublisher:
     """Publishes events and per-person presence to an MQTT broker (topic layout: the module doc)."""
 
     def __init__(self, url: str, on_problem: Problem | None = None, prefix: str = MQTT_PREFIX) -> None:
-        import paho.mqtt.client as mqtt  # optional: only with --mqtt_url
-
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:  # e.g. a password with "/" read as host:port: no usable host
-            parts, port = parts._replace(netloc=""), None
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or not url_host(url):
-            raise ValueError(f"{mask_url(url)}: an MQTT URL is mqtt://[user:password@]host[:port]")
+        self.client, host, port = mqtt_client(url, f"{prefix}-{id(self):x}")
         self.prefix, self._on_problem, self._lost = prefix, on_problem, False
         self._names: dict[tuple[str, int], str] = {}
         self._present: Counter = Counter()
@@ -112,19 +127,13 @@ class MqttPublisher:
         self._acked: set[int] = set()
         """Acknowledged ids not (yet) known as events: an ack can come before `publish` returns."""
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{id(self):x}")
-        if parts.username:
-            self.client.username_pw_set(parts.username, parts.password)
-        if parts.scheme == "mqtts":
-            self.client.tls_set()
         self.client.will_set(f"{prefix}/status", "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_connect_fail = self._unreachable
         self.client.on_publish = self._acknowledged
-        self.where = f"{parts.hostname}:{port or MQTT_DEFAULT_PORT}"
-        self.client.connect_async(parts.hostname, port or MQTT_DEFAULT_PORT)
+        self.where = f"{host}:{port}"
+        self.client.connect_async(host, port)
         self.client.loop_start()
 
     def _connected(self, client, userdata, flags, reason, properties=None) -> None:

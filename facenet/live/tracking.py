@@ -115,7 +115,8 @@ class TrackEvent:
 
     kind: str
     camera: str
-    track: int
+    track: int | str
+    """The track's id (a Frigate event's id, a string, for the events of facenet.live.frigate)."""
     time: float
     frame: int | None
     name: str | None

@@ -13,10 +13,10 @@ shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -98,20 +98,34 @@ STREAM_POLL_S = 0.05
 """How often an MJPEG stream looks for a new annotated frame."""
 
 
+class Worker(Protocol):
+    """Work the service runs beside its routes (e.g. facenet.live.frigate.bridge.FrigateThread)."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
 def create_app(store: GalleryStore, keys: frozenset[str] = frozenset(), max_upload: int = DEFAULT_MAX_UPLOAD,
-               cameras: ServiceCameras | None = None, host: str | None = None) -> FastAPI:
+               cameras: ServiceCameras | None = None, host: str | None = None,
+               workers: Sequence[Worker] = ()) -> FastAPI:
     """The FastAPI application over `store`; `keys`: accepted API keys (none: open); `max_upload`: bytes;
     `cameras`: live cameras, started with the app and stopped with it; `host`: the address it listens on (on
-    loopback, requests whose Host names another host are refused: DNS rebinding; None: no Host check).
+    loopback, requests whose Host names another host are refused: DNS rebinding; None: no Host check); `workers`:
+    started after the cameras, stopped before them (they may share their event sink).
     Cross-origin writes are refused and security headers added whatever the keys (facenet/service/guard.py)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if cameras is not None:
             cameras.start()
+        for worker in workers:
+            worker.start()
         try:
             yield
         finally:
+            for worker in reversed(workers):
+                await run_in_threadpool(worker.stop)
             if cameras is not None:
                 await run_in_threadpool(cameras.stop)
 
