@@ -19,6 +19,8 @@ from tests.test_service import HELD_OUT, KEY, LFW, OTHER, STRANGER, files_of, ma
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+NO_SUCH_ID = "0d1f5e2a-7c3b-4f6e-9a8d-2b4c6e8f0a1c"
+"""An image id no photo has (fixed: test ids must be the same in every process that collects them)."""
 CF = "/api/v1/recognition"
 TWO = MISC / "two_people.jpg"
 DOGS = MISC / "dogs.jpg"
@@ -289,9 +291,9 @@ def test_delete_all_subjects_when_all_photos_are_the_services(tmp_path, pipeline
     ("post", f"{CF}/recognize", {"files": {"file": ("b.jpg", b"\xff\xd8 broken")}}, 400, 21, "b.jpg: "),
     ("post", f"{CF}/recognize", {"content": b"x" * (3 << 20), "headers": {"content-type": "image/jpeg"}}, 413, 26,
      "request body too large"),
-    ("delete", f"{CF}/faces/{uuid.uuid4()}", {}, 404, 11, "not found"),
-    ("get", f"{CF}/faces/{uuid.uuid4()}/img", {}, 404, 11, "not found"),
-    ("post", f"{CF}/faces/{uuid.uuid4()}/verify", {"files": upload(HELD_OUT)}, 404, 11, "not found"),
+    ("delete", f"{CF}/faces/{NO_SUCH_ID}", {}, 404, 11, "not found"),
+    ("get", f"{CF}/faces/{NO_SUCH_ID}/img", {}, 404, 11, "not found"),
+    ("post", f"{CF}/faces/{NO_SUCH_ID}/verify", {"files": upload(HELD_OUT)}, 404, 11, "not found"),
     ("delete", f"{CF}/subjects/Nobody", {}, 404, 42, "unknown subject 'Nobody'"),
     ("put", f"{CF}/subjects/Nobody", {"json": {"subject": "X"}}, 404, 42, "unknown subject"),
     ("post", f"{CF}/subjects", {"json": {"subject": "Jon_Voight"}}, 400, 43, "already exists"),
