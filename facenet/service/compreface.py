@@ -276,12 +276,11 @@ def _face_routes(api: APIRouter, store: GalleryStore, ids: PhotoIds, max_upload:
 
 def _recognize_routes(api: APIRouter, store: GalleryStore, ids: PhotoIds, max_upload: int) -> None:
     @api.post("/recognize", openapi_extra=image_body("file"))
-    async def recognize(request: Request, limit: int = Query(0, ge=0), prediction_count: int = Query(1, ge=1),
-                        det_prob_threshold: float | None = Query(None, ge=0, le=1), face_plugins: str = "",
-                        status: bool = False, detect_faces: bool = True) -> dict[str, Any]:
+    async def recognize(request: Request, query: Annotated[FaceQuery, Depends()],
+                        prediction_count: int = Query(1, ge=1)) -> dict[str, Any]:
         """Every face (the `limit` largest), largest first: box, and the `prediction_count` nearest subjects."""
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
-        wanted, plugins = Wanted(limit, det_prob_threshold or 0.0, detect_faces), _plugins(face_plugins)
+        wanted, plugins, status = query.wanted(), query.plugins(), query.status
 
         def work() -> dict[str, Any]:
             rgb, scale = decode_photo(data, name)
@@ -296,12 +295,10 @@ def _recognize_routes(api: APIRouter, store: GalleryStore, ids: PhotoIds, max_up
         return await run_in_threadpool(work)
 
     @api.post("/faces/{image_id}/verify", openapi_extra=image_body("file"))
-    async def verify_face(request: Request, image_id: str, limit: int = Query(0, ge=0),
-                          det_prob_threshold: float | None = Query(None, ge=0, le=1), face_plugins: str = "",
-                          status: bool = False, detect_faces: bool = True) -> dict[str, Any]:
+    async def verify_face(request: Request, image_id: str, query: Annotated[FaceQuery, Depends()]) -> dict[str, Any]:
         """Each face of the photo (the `limit` largest) against the saved photo's face: box and similarity."""
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
-        wanted, plugins = Wanted(limit, det_prob_threshold or 0.0, detect_faces), _plugins(face_plugins)
+        wanted, plugins, status = query.wanted(), query.plugins(), query.status
 
         def work() -> dict[str, Any]:
             saved = store.photo(*ids.find(image_id)[0])
@@ -315,12 +312,10 @@ def _recognize_routes(api: APIRouter, store: GalleryStore, ids: PhotoIds, max_up
 
 def _detect_route(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
     @api.post("/detect", openapi_extra=image_body("file"))
-    async def detect(request: Request, limit: int = Query(0, ge=0),
-                     det_prob_threshold: float | None = Query(None, ge=0, le=1), face_plugins: str = "",
-                     status: bool = False, detect_faces: bool = True) -> dict[str, Any]:
+    async def detect(request: Request, query: Annotated[FaceQuery, Depends()]) -> dict[str, Any]:
         """Every face (the `limit` largest), largest first: box and probability (landmarks, embedding)."""
         data, name = (await read_photos(request, ("file",), max_upload))["file"]
-        wanted, plugins = Wanted(limit, det_prob_threshold or 0.0, detect_faces), _plugins(face_plugins)
+        wanted, plugins, status = query.wanted(), query.plugins(), query.status
 
         def work() -> dict[str, Any]:
             rgb, scale = decode_photo(data, name)
@@ -335,20 +330,18 @@ def _detect_route(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
 
 def _verification_route(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
     @api.post("/verify", openapi_extra=image_body("source_image", "target_image"))
-    async def verify(request: Request, limit: int = Query(0, ge=0),
-                     det_prob_threshold: float | None = Query(None, ge=0, le=1), face_plugins: str = "",
-                     status: bool = False, detect_faces: bool = True) -> dict[str, Any]:
+    async def verify(request: Request, query: Annotated[FaceQuery, Depends()]) -> dict[str, Any]:
         """The source photo's one face against each face of the target photo (the `limit` largest)."""
         photos = await read_photos(request, ("source_image", "target_image"), max_upload)
-        plugins, least = _plugins(face_plugins), det_prob_threshold or 0.0
+        plugins, status = query.plugins(), query.status
 
         def work() -> dict[str, Any]:
             (source, source_scale), (target, scale) = (decode_photo(*photos[k]) for k in ("source_image",
                                                                                          "target_image"))
-            one = _one_face(photo_faces(store, source, Wanted(0, least, detect_faces)), "source image")
+            one = _one_face(photo_faces(store, source, query.wanted(limit=0)), "source image")
             vector = store.pipeline.embed(source, one.faces)[0]
             face = _entry(one, 0, source_scale, vector, plugins, {"detector": one.detect_ms} if status else None)
-            found = _some_faces(photo_faces(store, target, Wanted(limit, least, detect_faces)), "target image")
+            found = _some_faces(photo_faces(store, target, query.wanted()), "target image")
             matches = _matches(store, target, scale, found, vector, plugins, status)
             entry = {"source_image_face": face, "face_matches": matches}
             return {"result": [{**entry, **({"plugins_versions": _versions(store)} if status else {})}]}
@@ -359,9 +352,21 @@ def _verification_route(api: APIRouter, store: GalleryStore, max_upload: int) ->
 # --------------------------------------------------------------------------- answers
 
 
-def _plugins(text: str) -> set[str]:
-    """The face plugins asked for that the service has (landmarks, calculator); other names are ignored."""
-    return {p.strip() for p in text.split(",")} & {"landmarks", "calculator"}
+class FaceQuery:
+    """The query parameters CompreFace's recognize, detect and verify routes share (validated at the edge)."""
+
+    def __init__(self, limit: int = Query(0, ge=0), det_prob_threshold: float | None = Query(None, ge=0, le=1),
+                 face_plugins: str = "", status: bool = False, detect_faces: bool = True) -> None:
+        self.limit, self.least, self.face_plugins = limit, det_prob_threshold or 0.0, face_plugins
+        self.status, self.detect_faces = status, detect_faces
+
+    def wanted(self, limit: int | None = None) -> Wanted:
+        """Which faces to keep: the `limit` largest (0: all) of at least `det_prob_threshold`."""
+        return Wanted(self.limit if limit is None else limit, self.least, self.detect_faces)
+
+    def plugins(self) -> set[str]:
+        """The face plugins asked for that the service has (landmarks, calculator); other names are ignored."""
+        return {p.strip() for p in self.face_plugins.split(",")} & {"landmarks", "calculator"}
 
 
 def _some_faces(found: Found, what: str = "given image") -> Found:
