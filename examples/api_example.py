@@ -14,5 +14,6 @@ print(f"same person: {same.same} (distance {same.distance:.3f}, threshold {same.
 gallery = facenet.Gallery(HERE / "people", HERE.parent / "output" / "api_example_db")
 print(f"enrolled: {', '.join(gallery.people)}")
 for photo in sorted((HERE / "photos").iterdir()):
-    names = [f"{f.name} ({f.score:.0f})" if f.score is not None else f.name for f in gallery.recognize(photo)]
+    names = [f"{f.name} ({f.score:.0f})" if f.score is not None and f.name != "Unknown" else f.name
+             for f in gallery.recognize(photo)]
     print(f"{photo.name}: {', '.join(names) or 'no face'}")

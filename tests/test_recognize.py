@@ -196,6 +196,11 @@ def test_annotate_boxes_known_green_unknown_red_without_touching_the_input():
 
 
 def test_an_unknown_face_is_labelled_unknown_without_the_nearest_person_s_score():
+    from facenet.cli.recognize_output import describe
+
+    faces = [Recognition((0, 0, 9, 9), "Ann", 0.312, 78.4), Recognition((0, 0, 9, 9), config.UNKNOWN, 0.7351, 31.0),
+             Recognition((0, 0, 9, 9), config.UNKNOWN, None, None)]
+    assert describe(faces) == "Ann (0.31, score 78), Unknown (0.74), Unknown"  # the CLI's line, as the page says it
     assert label_text(config.UNKNOWN, 48.0) == label_text(config.UNKNOWN, None) == "Unknown"
     assert label_text("Ann", 48.0) == "Ann (score 48)"  # a named face keeps its score
     image = load_image(MISC / "two_people.jpg")

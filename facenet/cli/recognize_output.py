@@ -17,6 +17,7 @@ from tqdm import tqdm
 from facenet import config
 from facenet.cli.console import emit_json
 from facenet.cli.stream_output import Summary
+from facenet.config import UNKNOWN
 from facenet.detect.face import Recognition
 from facenet.files import atomic_write
 from facenet.sources import Input
@@ -88,11 +89,19 @@ def _finite(value: float | None) -> bool:
 
 
 def describe(results: list[Recognition]) -> str:
-    """The faces of a photo in words: `Ann (0.31, score 78), Unknown`."""
+    """The faces of a photo in words: `Ann (0.31, score 78), Unknown (0.74)`: an Unknown face's distance to the nearest
+    enrolled person, no score (that would be the nearest person's: meaningless on a stranger, as on the page)."""
     if not results:
         return "no face found"
-    return ", ".join(f"{r.name} ({r.distance:.2f}, score {r.score:.0f})" if _finite(r.distance) and _finite(r.score)
-                     else r.name for r in results)  # nobody enrolled: the name alone, no made-up number
+    return ", ".join(_words(r) for r in results)
+
+
+def _words(result: Recognition) -> str:
+    if not _finite(result.distance):  # nobody enrolled: the name alone, no made-up number
+        return result.name
+    if result.name == UNKNOWN or not _finite(result.score):
+        return f"{result.name} ({result.distance:.2f})"
+    return f"{result.name} ({result.distance:.2f}, score {result.score:.0f})"
 
 
 def print_photo(results: list[Recognition], source: str, scale: tuple[float, float], as_json: bool) -> None:
