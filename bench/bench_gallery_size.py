@@ -140,7 +140,8 @@ class Tally:
         self.stranger_named += d1[stranger & ~unknown].tolist()
 
     def summary(self) -> dict:
-        pct = (lambda v: [round(float(x), 3) for x in np.percentile(v, (5, 50, 95))] if v else [])
+        def pct(v):
+            return ([round(float(x), 3) for x in np.percentile(v, (5, 50, 95))] if v else [])
         return {"named": self.right / self.queries, "wrong": self.wrong / self.queries,
                 "unknown": self.unknown / self.queries, "queries": self.queries,
                 "rejected": self.rejected / self.strangers, "strangers": self.strangers,
@@ -232,7 +233,8 @@ def run(data: dict, draws: int) -> dict:
 
             default_t = np.array([gallery_threshold(P, int(k), MODEL) for k in counts])
             one_t = np.array([gallery_threshold(1, int(k), MODEL) for k in counts])
-            name = (lambda ok, who=best: np.where(ok, who, -1))
+            def name(ok, who=best):
+                return (np.where(ok, who, -1))
             rules = {"default (library)": default_named}
             own_check = name(d1 <= default_t[best])
             assert (own_check == default_named).all()
