@@ -54,7 +54,12 @@ class FileUnknowns(UnknownStore):
         """As UnknownStore.negatives; nothing (and no folder made) when there is no store yet."""
         if not (self.folder / STORE_FILE).is_file():
             return {}
-        return super().negatives(model_id)
+        try:
+            return super().negatives(model_id)
+        except OSError as error:  # a read-only gallery folder: recognition goes on without the corrections
+            log.warning("%s: cannot read the faces marked 'not <name>' (%s); recognising without them", self.where,
+                        error.strerror or error)
+            return {}
 
     # ------------------------------------------------------------------ locking and the file
 
