@@ -4,6 +4,7 @@ PostgreSQL gallery): collect, group, list, ignore, merge, forget, retention, dam
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -136,3 +137,17 @@ def test_the_quality_gate_and_chip_of_a_real_face(pipeline):
     assert abs(decoded.shape[1] - min(image.shape[1], 2 * side)) <= 2  # the box grown by half its size each side
     again = pipeline.detect(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB))
     assert len(again) == 1  # the chip still holds a face enrollment finds
+
+
+def test_negatives_are_the_marked_faces_of_the_model_by_name(gallery):
+    store = gallery.unknowns()
+    ada, bob = _unit(30), _unit(31)
+    store.collect(_sighting(_unit(32)), MODEL, THRESHOLD)  # an unmarked stranger: no negative
+    marks = [(ada, "Ada"), (bob, "Ada"), (_unit(33), "Bob")]
+    for vector, name in marks:
+        store.collect(replace(_sighting(vector), not_of=name), MODEL, THRESHOLD)
+    store.collect(replace(_sighting(_unit(34)), not_of="Ada"), "another-model", THRESHOLD)
+    found = store.negatives(MODEL)
+    assert sorted(found) == ["Ada", "Bob"] and found["Ada"].shape == (2, DIM) and found["Bob"].shape == (1, DIM)
+    assert {tuple(np.round(v, 5)) for v in found["Ada"]} == {tuple(np.round(v, 5)) for v in (ada, bob)}
+    assert list(store.negatives("another-model")) == ["Ada"]

@@ -127,6 +127,11 @@ class FileUnknowns(UnknownStore):
         vectors = (np.stack([state["vectors"][fid] for fid in ids]) if ids else np.zeros((0, 0), np.float32))
         return ids, vectors, [f["group"] for f in faces]
 
+    def _marked(self, model_id: str) -> list[tuple[str, np.ndarray]]:
+        state = self._load()
+        return [(f["not_of"], state["vectors"][f["face_id"]]) for f in state["faces"]
+                if f.get("not_of") and f["model"] == model_id]
+
     def _put(self, sighting: Sighting, model_id: str, group: str, new: bool, merged: tuple[str, ...]) -> None:
         atomic_write(self.folder / "faces" / f"{sighting.face_id}.jpg", lambda tmp: tmp.write_bytes(sighting.chip))
         state = self._load()

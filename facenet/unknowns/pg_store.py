@@ -85,6 +85,10 @@ class PgUnknowns(UnknownStore):
             return [], np.zeros((0, 0), np.float32), []
         return [r[0] for r in rows], np.stack([np.asarray(r[2], np.float32) for r in rows]), [r[1] for r in rows]
 
+    def _marked(self, model_id: str) -> list[tuple[str, np.ndarray]]:
+        return self.conn.execute("SELECT not_of, vector FROM facenet_unknown_faces WHERE model_id = %s AND not_of IS "
+                                 "NOT NULL", (model_id,)).fetchall()
+
     def _put(self, sighting: Sighting, model_id: str, group: str, new: bool, merged: tuple[str, ...]) -> None:
         for other in merged:
             self._regroup(other, group)

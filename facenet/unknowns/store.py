@@ -179,12 +179,10 @@ class UnknownStore:
     def negatives(self, model_id: str) -> dict[str, np.ndarray]:
         """{enrolled name: (k, d) unit vectors of the faces marked "not <name>"} of `model_id`'s embeddings."""
         with self._locked():
-            ids, vectors, _ = self._vectors(model_id)
-            marks = {face.face_id: face.not_of for face in self._faces() if face.not_of}
+            marked = self._marked(model_id)
         found: dict[str, list[np.ndarray]] = {}
-        for face_id, vector in zip(ids, vectors, strict=True):
-            if face_id in marks:
-                found.setdefault(marks[face_id], []).append(vector)
+        for name, vector in marked:
+            found.setdefault(name, []).append(np.asarray(vector, np.float32))
         return {name: np.stack(rows) for name, rows in found.items()}
 
     def forget_all(self) -> int:
@@ -217,6 +215,10 @@ class UnknownStore:
 
     def _vectors(self, model_id: str) -> tuple[list[str], np.ndarray, list[str]]:
         """(face ids, (n, d) float32 vectors, group ids) of the stored faces embedded by `model_id`."""
+        raise NotImplementedError
+
+    def _marked(self, model_id: str) -> list[tuple[str, np.ndarray]]:
+        """(name, vector) of each face of `model_id` marked "not <name>" (only those are read)."""
         raise NotImplementedError
 
     def _put(self, sighting: Sighting, model_id: str, group: str, new: bool, merged: tuple[str, ...]) -> None:
