@@ -120,7 +120,20 @@ class FaceCut:
         return quality(self.image, self.box, self.score, self.points)
 
     def chip(self) -> bytes:
-        return chip(self.image, self.box)
+        """JPEG bytes of the cut, at most CHIP_MAX_SIDE on its longer side."""
+        import cv2  # OpenCV: importing the gallery stays light
+
+        crop = np.ascontiguousarray(self.image)
+        longer = max(crop.shape[:2])
+        if longer > CHIP_MAX_SIDE:
+            scale = CHIP_MAX_SIDE / longer
+            crop = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
+                              interpolation=cv2.INTER_AREA)
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, CHIP_JPEG_QUALITY])
+        if not ok:  # pragma: no cover - OpenCV encodes any non-empty uint8 image
+            raise ValueError("the face chip could not be encoded as JPEG")
+        return data.tobytes()
 
 
 def new_id() -> str:
@@ -163,22 +176,7 @@ def quality(image: np.ndarray, box: Box, detector_score: float, points: np.ndarr
 
 def chip(image: np.ndarray, box: Box) -> bytes:
     """JPEG bytes of the face box grown by CHIP_MARGIN (clipped), at most CHIP_MAX_SIDE on its longer side."""
-    import cv2
-
-    left, top, right, bottom = box
-    mx, my = round((right - left) * CHIP_MARGIN), round((bottom - top) * CHIP_MARGIN)
-    left, top, right, bottom = _clip((left - mx, top - my, right + mx, bottom + my), image.shape)
-    crop = np.ascontiguousarray(image[top:bottom, left:right])
-    longer = max(crop.shape[:2])
-    if longer > CHIP_MAX_SIDE:
-        scale = CHIP_MAX_SIDE / longer
-        crop = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
-                          interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
-                                                                           CHIP_JPEG_QUALITY])
-    if not ok:  # pragma: no cover - OpenCV encodes any non-empty uint8 image
-        raise ValueError("the face chip could not be encoded as JPEG")
-    return data.tobytes()
+    return FaceCut.of(image, box, 0.0, None).chip()
 
 
 def _clip(box: Box, shape: tuple[int, ...]) -> Box:
