@@ -279,12 +279,11 @@ def _recognize_routes(api: APIRouter, store: GalleryStore, ids: PhotoIds, max_up
     async def recognize(request: Request, query: Annotated[FaceQuery, Depends()],
                         prediction_count: int = Query(1, ge=1)) -> dict[str, Any]:
         """Every face (the `limit` largest), largest first: box, and the `prediction_count` nearest subjects."""
-        data, name = (await read_photos(request, ("file",), max_upload))["file"]
-        wanted, plugins, status = query.wanted(), query.plugins(), query.status
+        photo = (await read_photos(request, ("file",), max_upload))["file"]
+        plugins, status = query.plugins(), query.status
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_photo(data, name)
-            found = _some_faces(photo_faces(store, rgb, wanted))
+            rgb, scale, found = query.faces_of(store, *photo)
             started = time.perf_counter()
             named = store.identify(rgb, found.faces, prediction_count)
             times = _times(found, started) if status else None
@@ -297,14 +296,13 @@ def _recognize_routes(api: APIRouter, store: GalleryStore, ids: PhotoIds, max_up
     @api.post("/faces/{image_id}/verify", openapi_extra=image_body("file"))
     async def verify_face(request: Request, image_id: str, query: Annotated[FaceQuery, Depends()]) -> dict[str, Any]:
         """Each face of the photo (the `limit` largest) against the saved photo's face: box and similarity."""
-        data, name = (await read_photos(request, ("file",), max_upload))["file"]
-        wanted, plugins, status = query.wanted(), query.plugins(), query.status
+        photo = (await read_photos(request, ("file",), max_upload))["file"]
+        plugins, status = query.plugins(), query.status
 
         def work() -> dict[str, Any]:
             saved = store.photo(*ids.find(image_id)[0])
             reference = subject_vector(store.pipeline, decode_photo(saved.read_bytes(), image_id)[0], image_id)
-            rgb, scale = decode_photo(data, name)
-            found = _some_faces(photo_faces(store, rgb, wanted))
+            rgb, scale, found = query.faces_of(store, *photo)
             return _answer(_matches(store, rgb, scale, found, reference, plugins, status), store, status)
 
         return await run_in_threadpool(work)
@@ -314,12 +312,11 @@ def _detect_route(api: APIRouter, store: GalleryStore, max_upload: int) -> None:
     @api.post("/detect", openapi_extra=image_body("file"))
     async def detect(request: Request, query: Annotated[FaceQuery, Depends()]) -> dict[str, Any]:
         """Every face (the `limit` largest), largest first: box and probability (landmarks, embedding)."""
-        data, name = (await read_photos(request, ("file",), max_upload))["file"]
-        wanted, plugins, status = query.wanted(), query.plugins(), query.status
+        photo = (await read_photos(request, ("file",), max_upload))["file"]
+        plugins, status = query.plugins(), query.status
 
         def work() -> dict[str, Any]:
-            rgb, scale = decode_photo(data, name)
-            found = _some_faces(photo_faces(store, rgb, wanted))
+            rgb, scale, found = query.faces_of(store, *photo)
             started = time.perf_counter()
             vectors = store.pipeline.embed(rgb, found.faces) if "calculator" in plugins else [None] * len(found.faces)
             times = _times(found, started) if status else None
@@ -363,6 +360,12 @@ class FaceQuery:
     def wanted(self, limit: int | None = None) -> Wanted:
         """Which faces to keep: the `limit` largest (0: all) of at least `det_prob_threshold`."""
         return Wanted(self.limit if limit is None else limit, self.least, self.detect_faces)
+
+    def faces_of(self, store: GalleryStore, data: bytes, name: str
+                 ) -> tuple[np.ndarray, tuple[float, float], Found]:
+        """An uploaded photo decoded (RGB, its scale) and its faces as asked (`wanted`); code 28 when none."""
+        rgb, scale = decode_photo(data, name)
+        return rgb, scale, _some_faces(photo_faces(store, rgb, self.wanted()))
 
     def plugins(self) -> set[str]:
         """The face plugins asked for that the service has (landmarks, calculator); other names are ignored."""
