@@ -169,8 +169,12 @@ class Gallery:
         """Name a stranger: the group's best faces become photos of data_dir/<subject>/ (new or existing), he is
         enrolled (the gallery is synced), the group is forgotten."""
         with open_gallery(self.options) as gallery:
-            return name_group(gallery.unknowns(self.retention), group_id, subject, self.data_dir,
-                              lambda: (self.sync(), self.people)[1])
+            return name_group(gallery.unknowns(self.retention), group_id, subject, self.data_dir, self._enrolled_now)
+
+    def _enrolled_now(self) -> list[str]:
+        """Sync, then the enrolled names (what naming a group checks its person against)."""
+        self.sync()
+        return self.people
 
     def not_person(self, image: Image, name: str, box: tuple[int, int, int, int] | None = None) -> Collected:
         """Mark a face wrongly named `name` as "not <name>": the face at `box` (default: the largest) becomes an

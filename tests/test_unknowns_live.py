@@ -100,3 +100,20 @@ def test_not_this_person_stops_a_look_alike_being_named_and_keeps_her_own_photos
         assert [f.name for f in g.recognize(gul[2])][:1] == [UNKNOWN]
         assert [f.name for f in g.recognize(costa[2])][:1] == ["Albert_Costa"]
         assert [f.name for f in g.recognize(costa[3])][:1] == ["Albert_Costa"]
+
+
+def test_the_python_api_collects_a_stranger_and_naming_his_group_enrolls_him(tmp_path):
+    import facenet
+
+    costa = sorted((DATA / "lfw_small" / "Albert_Costa").iterdir())
+    shutil.copytree(PEOPLE / "Bernard_Law", tmp_path / "data" / "Bernard_Law")
+    gallery = facenet.Gallery(tmp_path / "data", tmp_path / "db")
+    faces = [gallery.recognize(photo, collect=True)[0] for photo in costa[:2]]
+    assert [f.name for f in faces] == [UNKNOWN] * 2 and faces[0].group == faces[1].group and faces[0].face_id
+    [group] = gallery.unknowns()
+    assert group.id == faces[0].group and {f.face_id for f in group.faces} == {f.face_id for f in faces}
+    named = gallery.name_group(group.id, "Albert Costa")
+    assert named.enrolled and named.new_subject and sorted(named.photos) == sorted(
+        p.name for p in (tmp_path / "data" / "Albert Costa").iterdir())
+    assert gallery.unknowns() == [] and "Albert Costa" in gallery.people
+    assert gallery.recognize(costa[2])[0].name == "Albert Costa"

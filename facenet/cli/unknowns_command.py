@@ -55,8 +55,12 @@ def unknowns_command(
             if name is not None:
                 group_id, _, person = name.partition("=")
                 pipeline = common.load_pipeline(detector, model, weights_dir, None if pretrained else database_dir)
-                named = name_group(store, group_id.strip(), person, Path(data_dir),
-                                   lambda: (gallery.sync(Path(data_dir), pipeline), gallery.load(pipeline).names)[1])
+
+                def enrolled_names() -> list[str]:
+                    gallery.sync(Path(data_dir), pipeline)
+                    return gallery.load(pipeline).names
+
+                named = name_group(store, group_id.strip(), person, Path(data_dir), enrolled_names)
                 enrolled = "enrolled" if named.enrolled else "NOT enrolled: no usable face in those photos"
                 return _done({"subject": named.subject, "photos": list(named.photos), "new_subject":
                               named.new_subject, "enrolled": named.enrolled}, f"named {named.subject}: "
