@@ -240,3 +240,23 @@ def test_a_face_is_one_recognition_record_whose_track_is_set_only_by_tracking(tr
     assert type(face) is Recognition and (face.name, face.box) == ("ada", BOX)
     assert face.track == (1 if track else None)
     assert face.face_record().get("track", "absent") == (1 if track else "absent")
+
+
+@pytest.mark.parametrize("box", [(60, 50, 140, 150), (-10, 5, 70, 90), (150, 120, 205, 165)],
+                         ids=["inside", "past the left edge", "at the corner"])
+def test_a_tracks_snapshot_is_its_best_face_grown_by_a_quarter_and_its_cut_by_a_half(box):
+    """The snapshot (events) and the sighting's chip (unknown faces) come from one cut of the frame: the face box
+    grown by SNAPSHOT_MARGIN and CHIP_MARGIN of its size, clipped to the frame, pixel for pixel."""
+    from facenet.live.tracking import SNAPSHOT_MARGIN, Track
+    from facenet.unknowns.sighting import CHIP_MARGIN, FaceCut
+
+    frame = np.random.default_rng(0).integers(0, 255, (180, 210, 3), dtype=np.uint8)
+
+    def grown(margin: float) -> np.ndarray:
+        left, top, right, bottom = box
+        mx, my = round((right - left) * margin), round((bottom - top) * margin)
+        return frame[max(0, top - my):min(180, bottom + my), max(0, left - mx):min(210, right + mx)]
+
+    track = Track(1, box, 0.0, 0.0, cut=FaceCut.of(frame, box, 0.9, None))
+    assert np.array_equal(track.crop, grown(SNAPSHOT_MARGIN)) and np.array_equal(track.cut.image, grown(CHIP_MARGIN))
+    assert Track(2, box, 0.0, 0.0).crop is None

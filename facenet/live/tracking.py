@@ -147,10 +147,10 @@ class Track:
     candidate: str | None = None
     """An enrolled name the track's mean gave but that is not yet confirmed (TRACK_NAME_CHECKS)."""
     candidate_checks: int = 0
-    crop: np.ndarray | None = None
-    crop_quality: float = 0.0
     cut: FaceCut | None = None
-    """The best face so far, cut out with room around it: what a stranger's sighting is made of."""
+    """The best face so far, cut out with room around it: what a stranger's sighting is made of, and (closer
+    around it) the events' snapshot (`crop`)."""
+    cut_quality: float = 0.0
     cut_new: bool = False
     """The cut changed since the track last tried to leave a sighting."""
     collected: bool = False
@@ -165,6 +165,11 @@ class Track:
     """True when the track was missed in the frame before this one: its face is embedded again to check it."""
     born: float = field(default_factory=time.time)
     """Wall-clock time the track started (names its snapshot)."""
+
+    @property
+    def crop(self) -> np.ndarray | None:
+        """The best face so far for snapshots: its box grown by SNAPSHOT_MARGIN on every side, clipped to the frame."""
+        return None if self.cut is None else self.cut.around(SNAPSHOT_MARGIN)
 
 
 def face_quality(face: Face) -> float:
@@ -222,14 +227,6 @@ def associate(tracks: list[Box], faces: list[Box]) -> list[tuple[int, int]]:
                 cost[i, j] = 1.0 - overlap + shift
     rows, cols = linear_sum_assignment(cost)
     return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if cost[i, j] < _NO_MATCH]
-
-
-def _crop(image: np.ndarray, box: Box) -> np.ndarray:
-    """The face box grown by SNAPSHOT_MARGIN on every side, clipped to the image (a copy)."""
-    left, top, right, bottom = box
-    mx, my = round((right - left) * SNAPSHOT_MARGIN), round((bottom - top) * SNAPSHOT_MARGIN)
-    height, width = image.shape[:2]
-    return image[max(0, top - my): min(height, bottom + my), max(0, left - mx): min(width, right + mx)].copy()
 
 
 def wants_embedding(track: Track, quality: float, seen: np.ndarray | None) -> bool:
@@ -406,9 +403,9 @@ class TrackingRecognizer:
         track.embedded += 1
         track.since_embed = 0
         track.look = seen
-        if quality > track.crop_quality or track.crop is None:
-            track.crop, track.crop_quality = _crop(image, face.box), quality
-            track.cut, track.cut_new = FaceCut.of(image, face.box, face.score, face.points), True
+        if quality > track.cut_quality or track.cut is None:
+            track.cut, track.cut_quality = FaceCut.of(image, face.box, face.score, face.points), quality
+            track.cut_new = True
 
     def _event(self, kind: str, track: Track, frame: int | None) -> TrackEvent:
         return TrackEvent(kind, self.camera, track.id, time.time(), frame, track.name if track.samples or

@@ -119,6 +119,14 @@ class FaceCut:
     def quality(self) -> Quality:
         return quality(self.image, self.box, self.score, self.points)
 
+    def around(self, margin: float) -> np.ndarray:
+        """The face box grown by `margin` (<= CHIP_MARGIN) of its size on every side, as the frame held it (a
+        view of the cut: the frame's edges clip it the same way)."""
+        left, top, right, bottom = self.box
+        mx, my = round((right - left) * margin), round((bottom - top) * margin)
+        x0, y0, x1, y1 = _clip((left - mx, top - my, right + mx, bottom + my), self.image.shape)
+        return self.image[y0:y1, x0:x1]
+
     def chip(self) -> bytes:
         """JPEG bytes of the cut, at most CHIP_MAX_SIDE on its longer side."""
         import cv2  # OpenCV: importing the gallery stays light
