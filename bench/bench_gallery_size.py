@@ -29,6 +29,7 @@ Levers (thresholds in unit-sphere distance; k = photos of the person, P = people
                their others, clipped between the default and the 1-person threshold (one-photo people: the default)
   d. margin M  named only if nearest <= the 1-person threshold AND second-nearest person - nearest >= M
   b+d          both: named only if nearest <= the cap-1e-4 threshold AND second-nearest - nearest >= M
+  f. default + M  the library's rule AND second-nearest person - nearest >= M
   e. k-NN      nearest enrolled PHOTO instead of centroid, thresholds of one photo: size rule over all enrolled photos
                (e. k-NN size), or the 1-photo 1-person threshold (e. k-NN no size)
 Nothing is tuned: every lever is shown at a small fixed grid. Results: bench/results/gallery_size.json.
@@ -48,7 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibrate import LFW_DEV, RESULTS, branch_embeddings, fused  # noqa: E402
+from calibrate import LFW_DEV, RESULTS, branch_embeddings, fused, people_of  # noqa: E402
 
 from facenet.config import FUSION_SFACE_WEIGHT, UNKNOWN  # noqa: E402
 from facenet.gallery.index import FaceDatabase  # noqa: E402
@@ -68,6 +69,8 @@ CHECK_SIZES = (1000,)
 CAPS = (1e-3, 1e-4)
 OWN = (1.0, 1.25)
 MARGINS = (0.02, 0.04, 0.06)
+SIZE_MARGINS = (0.01, 0.02, 0.03)
+"""Margins tried on top of the library's own rule (lever f)."""
 
 
 def chunked_top(queries: np.ndarray, gallery: np.ndarray, owner: np.ndarray | None = None, step: int = 256):
@@ -251,6 +254,8 @@ def run(data: dict, draws: int) -> dict:
             capped = np.array([impostor_quantile(max(comparison_far(P), 1e-4), int(k), MODEL) for k in counts])
             for m in MARGINS[1:]:
                 rules[f"b+d. cap 1e-4, m {m:g}"] = name((d1 <= capped[best]) & (d2 - d1 >= m))
+            for m in SIZE_MARGINS:
+                rules[f"f. default + m {m:g}"] = name((d1 <= default_t[best]) & (d2 - d1 >= m))
             rules["e. k-NN size"] = name(kd1 <= gallery_threshold(len(photos), 1, MODEL), kowner)
             rules["e. k-NN no size"] = name(kd1 <= gallery_threshold(1, 1, MODEL), kowner)
             key = (size, kind)
@@ -295,13 +300,19 @@ def main() -> None:
     parser.add_argument("--weights_dir", type=Path, default=Path(__file__).resolve().parents[1] / "weights")
     parser.add_argument("--detector", default="yunet")
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--people", choices=("all", "devtrain"), default="all",
+                        help="devtrain: only LFW View 1 DevTrain people (for choosing a constant)")
     args = parser.parse_args()
     data = branch_embeddings(args.lfw_dir, args.detector, args.weights_dir)
     data["embeddings"] = fused(data, FUSION_SFACE_WEIGHT)
+    if args.people == "devtrain":
+        keep = np.isin(data["names"], sorted(people_of(args.lfw_dir / "pairsDevTrain.txt", args.lfw_dir)))
+        data = {key: value[keep] for key, value in data.items()}
     results = run(data, args.draws)
     show(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gallery_size.json").write_text(json.dumps({"model": MODEL, "draws": args.draws, "sizes": results},
+    out = RESULTS / ("gallery_size.json" if args.people == "all" else f"gallery_size_{args.people}.json")
+    out.write_text(json.dumps({"model": MODEL, "draws": args.draws, "people": args.people, "sizes": results},
                                                           indent=1))
 
 

@@ -610,6 +610,30 @@ def test_default_threshold_falls_as_the_gallery_grows():
     assert databases[0].threshold > databases[1].threshold > databases[2].threshold
 
 
+def test_a_big_gallery_still_names_a_clear_match():
+    """At 5,000 people the size rule reads the stranger tail only where DevTrain measured it (>= 100 pairs) and
+    extends it as a Gaussian: a 5-photo person's face at 0.49 (LFW genuine faces sit at 0.40-0.49) is named, one
+    at 0.53 (strangers' nearest starts at ~0.55) is not. The old tail, read from LFW's label errors at 1e-6,
+    put the threshold at 0.463 and lost such faces as Unknown."""
+    for model in ("dlib", "sface", "fused"):
+        assert calibration(model).impostor_z[-1][0] >= -4.5  # 10^-4.5 of 5.9 M DevTrain pairs: 187 pairs
+    rng = np.random.default_rng(7)
+    people = 5_000
+    centroids = unit(rng.standard_normal((people, 256)))
+    database = FaceDatabase([str(i) for i in range(people)], centroids, "fused:t", [5] * people, model="fused")
+    assert 0.50 < database.threshold < 0.52
+
+    def at(distance: float) -> np.ndarray:
+        """A face at `distance` from person 0's centroid, orthogonal to it otherwise (far from everyone else)."""
+        away = unit(rng.standard_normal((1, 256)))[0]
+        away = unit((away - (away @ centroids[0]) * centroids[0])[None])[0]
+        cos = 1 - distance**2 / 2
+        return unit((cos * centroids[0] + np.sqrt(1 - cos**2) * away)[None])
+
+    assert database.identify(at(0.49)).names == ["0"]
+    assert database.identify(at(0.53)).names == [UNKNOWN]
+
+
 def test_threshold_override_and_score():
     rng = np.random.default_rng(2)
     centroids = unit(rng.standard_normal((5, 128)))

@@ -51,7 +51,7 @@ CALIBRATION: dict[str, Calibration] = {
         impostor_mean_many=0.5363,
         impostor_std=0.0623,
         impostor_z=((-1.0, -1.303), (-1.5, -1.881), (-2.0, -2.345), (-2.5, -2.750), (-3.0, -3.121), (-3.5, -3.470),
-                    (-4.0, -3.795), (-4.5, -4.093), (-5.0, -4.336), (-5.5, -4.532), (-6.0, -4.837)),
+                    (-4.0, -3.795), (-4.5, -4.093)),
     ),
     "sface": Calibration(
         verify_threshold=1.1399,
@@ -59,7 +59,7 @@ CALIBRATION: dict[str, Calibration] = {
         impostor_mean_many=1.3351,
         impostor_std=0.0659,
         impostor_z=((-1.0, -1.294), (-1.5, -1.915), (-2.0, -2.432), (-2.5, -2.892), (-3.0, -3.318), (-3.5, -3.715),
-                    (-4.0, -4.105), (-4.5, -4.476), (-5.0, -4.855), (-5.5, -5.936), (-6.0, -8.205)),
+                    (-4.0, -4.105), (-4.5, -4.476)),
     ),
     "fused": Calibration(
         verify_threshold=0.6464,
@@ -67,7 +67,7 @@ CALIBRATION: dict[str, Calibration] = {
         impostor_mean_many=0.7420,
         impostor_std=0.0483,
         impostor_z=((-1.0, -1.308), (-1.5, -1.940), (-2.0, -2.462), (-2.5, -2.913), (-3.0, -3.320), (-3.5, -3.688),
-                    (-4.0, -4.043), (-4.5, -4.372), (-5.0, -4.768), (-5.5, -5.457), (-6.0, -6.868)),
+                    (-4.0, -4.043), (-4.5, -4.372)),
     ),
 }
 """Per model: printed by `python bench/calibrate.py`; rerun it and paste its output after changing a
