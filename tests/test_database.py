@@ -784,3 +784,20 @@ def test_damaged_kept_vectors_are_dropped_alone(copy, pipeline, embedder, detect
     assert "other_models" not in manifest_of(database_dir)
     _, report = sync_database(data_dir, database_dir, pipeline)
     assert len(embedded_photos) == PHOTOS and report.embedded == PHOTOS
+
+
+def test_the_report_gives_the_threshold_of_each_photo_count():
+    """A 1-photo person's threshold is looser than a 5-photo person's: the report says both, not one number that
+    neither of them gets."""
+    rng = np.random.default_rng(3)
+    database = FaceDatabase(list("abc"), unit(rng.standard_normal((3, 256))), "fused:t", [1, 3, 5], model="fused")
+    report = EnrollmentReport(data_dir="data", database="db")
+    report.set_thresholds(database)
+    assert report.thresholds_by_photos == {"1": round(gallery_threshold(3, 1, "fused"), 4),
+                                           "5": round(gallery_threshold(3, 5, "fused"), 4)}
+    assert report.threshold == round(gallery_threshold(3, 3, "fused"), 4)
+    assert (f"Default threshold {gallery_threshold(3, 1, 'fused'):.3f} for people with 1 photo to "
+            f"{gallery_threshold(3, 5, 'fused'):.3f} with 5 (at most 1% of strangers named)") in report.to_text()
+    same = EnrollmentReport(data_dir="data", database="db")
+    same.set_thresholds(FaceDatabase(["a"], database.centroids[:1], "fused:t", [2], model="fused"))
+    assert same.thresholds_by_photos == {} and f"Default threshold {same.threshold:.3f} (at most" in same.to_text()

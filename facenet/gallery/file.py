@@ -378,7 +378,7 @@ def sync_database(
     if not data_dir.is_dir():
         log.warning("%s: data folder not found; no one is enrolled (the saved database is kept)", data_dir)
         database = _empty_database(embedder)
-        report.threshold = database.threshold
+        report.set_thresholds(database)
         return database, report
     for temp in remove_stale_temps(database_dir, DATABASE_FILES):
         log.info("%s: removed a temp file left by an interrupted run", temp)
@@ -390,7 +390,7 @@ def sync_database(
                                       verify_threshold(pipeline))
     database = FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=embedder.distance_scale,
                             model=embedder.name, dim=embedder.dim)
-    report.threshold = round(database.threshold, 4)
+    report.set_thresholds(database)
     _warn_if_emptied(known.stored.manifest, data_dir, names)
     _save(database_dir, database, data_dir, photos, results, vector, known.stored, report)
     return database, report

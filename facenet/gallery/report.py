@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facenet.gallery.thresholds import GALLERY_FAR
 from facenet.text import one_line
+
+if TYPE_CHECKING:
+    from facenet.gallery.index import FaceDatabase
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class EnrollmentReport:
     fingerprint: str = ""
     """The model id (`<model>:<weights fingerprint>`) that embedded the photos (the key keeps its 0.2 name)."""
     threshold: float = float("nan")
+    """The default threshold of a person with the gallery's median photo count."""
+    thresholds_by_photos: dict[str, float] = field(default_factory=dict)
+    """{photo count: default threshold} for the fewest and the most photos anyone has, when they differ: each person's
+    threshold follows their own photo count (a 1-photo person's is looser than a 5-photo person's)."""
     people: dict[str, list[str]] = field(default_factory=dict)
     """Enrolled person -> the photos used."""
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -85,6 +92,21 @@ class EnrollmentReport:
     shared: SharedSync | None = None
     """What only a shared PostgreSQL gallery knows about this sync (None for a file gallery)."""
 
+    def set_thresholds(self, database: FaceDatabase) -> None:
+        """The default threshold and its extremes by photo count, from the gallery just enrolled."""
+        self.threshold = round(database.threshold, 4)
+        counts = database.photo_counts
+        if len(counts) and counts.min() != counts.max():
+            self.thresholds_by_photos = {str(int(counts[i])): round(float(database.thresholds[i]), 4)
+                                         for i in (int(counts.argmin()), int(counts.argmax()))}
+
+    def _threshold_text(self) -> str:
+        """"0.623", or by photo count: "0.623 for people with 2 photos to 0.610 with 4"."""
+        if not self.thresholds_by_photos:
+            return f"{self.threshold:.3f}"
+        (few, loose), (many, tight) = self.thresholds_by_photos.items()
+        return f"{loose:.3f} for people with {few} photo{'s' if few != '1' else ''} to {tight:.3f} with {many}"
+
     def to_dict(self) -> dict[str, Any]:
         """The report every backend gives, as JSON (what enrollment_report.json holds)."""
         return {key: value for key, value in asdict(self).items() if key != "shared"}
@@ -104,7 +126,7 @@ class EnrollmentReport:
             f"Enrollment: {len(self.people)} people, {used} of {files} photos used ({len(self.skipped)} skipped, "
             f"{len(self.duplicates)} duplicates, {excluded} left out as likely mislabeled); {self.examined} photos "
             f"examined now, {self.reused} reused, {self.pruned} pruned -> {self.database}",
-            f"Default threshold {self.threshold:.3f} (at most {GALLERY_FAR:.0%} of strangers named)",
+            f"Default threshold {self._threshold_text()} (at most {GALLERY_FAR:.0%} of strangers named)",
         ]
         if self.rebuilt:
             lines.append(f"Database rebuilt: {self.rebuilt}")

@@ -83,7 +83,7 @@ class PgGallery(Enrollment, Lookup):
         report.examined, report.embedded = stats["examined"], stats["embedded"]
         report.reused, report.pruned, report.saved = stats["reused"], stats["pruned"], True
         database = self._synced = self._read(pipeline)
-        report.threshold = round(database.threshold, 4)
+        report.set_thresholds(database)
         report.shared = SharedSync(**stats, gallery_people=len(database))
         return report
 
