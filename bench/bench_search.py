@@ -1,18 +1,22 @@
 """Lookup speed of facenet.gallery.search (what FaceDatabase.identify uses) against the plain NumPy product.
 
-    python bench/bench_search.py                       # exact: 100k and 1M people; approximate: 1M
-    python bench/bench_search.py --approx 1000000 10000000 --json bench/results/search.json
-    python bench/bench_search.py --like lfw.npz        # people drawn like real embeddings (see --like)
+    python bench/bench_search.py                       # exact vs ClusterIndex: 100k and 1M people, dim 128
+    python bench/bench_search.py --dim 128 256 --like bench/results/like_lfw_dlib128.npz \
+        bench/results/like_lfw_fused256.npz --no_flat  # the table of docs/benchmarks.md (both dims, both shapes)
+    python bench/bench_search.py --exact --approx 1000000 --json bench/results/search.json   # HNSW (13 min build)
 
-(a) exact: median latency of 1 and 10 faces with NumPy float32 `x @ C.T` + argmax, ExactIndex (int8 scan +
-    float32 re-rank) and faiss IndexFlatIP, at each --exact size; the ratio NumPy / ExactIndex; memory added;
-    build time; whether ExactIndex's top-1 equals NumPy's for every query (ties aside).
-(b) approximate: ApproxIndex (HNSW) build time, memory, latency and recall@1 against the exact top-1, for
-    "genuine" queries (a new photo of an enrolled person: their centroid plus noise at a same-person distance)
-    and "strangers" (people not enrolled), at several ef_search.
-People are random unit vectors (no structure: the hardest case for HNSW) unless --like names an .npz with
-"embeddings" (n, dim) and "names" (n,) of real faces: then people are drawn from a Gaussian with the mean and
-covariance of the real people's centroids and genuine queries get the real within-person spread.
+(a) exact vs approximate, for each data set (random unit vectors at each --dim, then each --like file) and each
+    --exact size: median latency of 1 and 10 faces with NumPy float32 `x @ C.T` + argmax, ExactIndex (int8 scan +
+    float32 re-rank), faiss IndexFlatIP (unless --no_flat) and ClusterIndex (IVF + 4-bit PQ fast scan + float32
+    re-rank) at each --probes; ClusterIndex's recall@1 against the exact top-1 for "genuine" queries (a new photo
+    of an enrolled person: their centroid plus noise at a same-person distance) and "strangers" (people not
+    enrolled); build seconds and memory added by each index; whether ExactIndex's top-1 equals NumPy's.
+(b) approximate: ApproxIndex (HNSW) build time, memory, latency and recall@1 against the exact top-1 at several
+    ef_search, for each --approx size (none by default: 1 M takes 13 minutes to build).
+People are random unit vectors (no structure: the hardest case for cells and graphs) or, for a --like .npz with
+"embeddings" (n, dim) and "names" (n,) of real faces, drawn from a Gaussian with the mean and covariance of the real
+people's centroids, genuine queries getting the real within-person spread. Make the --like files from
+bench/results/lfw_dev_*_yunet.npz: dlib vectors (128-d) and the fused 256-d vector (facenet.config fusion).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenet.gallery.search import ApproxIndex, ExactIndex, default_threads, faiss  # noqa: E402
+from facenet.gallery import search  # noqa: E402
+from facenet.gallery.search import ApproxIndex, ClusterIndex, ExactIndex, default_threads, faiss  # noqa: E402
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -51,7 +56,7 @@ class People:
         self.rng = np.random.default_rng(seed)
         self.dim = dim
         self.kind = "random unit vectors"
-        self.noise = 0.3 / np.sqrt(dim)  # same-person distance ~0.3 for the isotropic case
+        self.noise = 0.3 / np.sqrt(max(dim, 1))  # same-person distance ~0.3 for the isotropic case
         self.mean = self.between = self.within = None
         if like is not None:
             data = np.load(like)
@@ -101,10 +106,11 @@ def median_ms(run, queries: np.ndarray, faces: int, repeat: int) -> float:
     return float(np.median(times) * 1000)
 
 
-def bench_exact(size: int, maker: People, repeat: int, flat: bool) -> dict:
+def bench_exact(size: int, maker: People, repeat: int, flat: bool, probes: list[int]) -> dict:
     gallery = maker.people(size)
-    genuine, _ = maker.genuine(gallery, 200)
-    queries = np.concatenate([genuine, maker.strangers(200)])
+    genuine, _ = maker.genuine(gallery, 1000)
+    strangers = maker.strangers(500)
+    queries = np.concatenate([genuine[:200], strangers[:200]])
     before = rss_mb()
     start = time.perf_counter()
     index = ExactIndex(gallery)
@@ -132,7 +138,32 @@ def bench_exact(size: int, maker: People, repeat: int, flat: bool) -> dict:
     row["top1_equal"] = f"{int((got[:, 0] == want).sum())}/{len(queries)}"
     row["top1_differs_untied"] = int(((got[:, 0] != want) & ~tied).sum())
     row["max_sim_error"] = float(np.abs(sims[:, 0] - scores.max(axis=1)).max())
+    del scores
+    row["cluster"] = bench_cluster(gallery, index, genuine, strangers, repeat, probes)
     return row
+
+
+def bench_cluster(gallery: np.ndarray, exact: ExactIndex, genuine: np.ndarray, strangers: np.ndarray, repeat: int,
+                  probes: list[int]) -> dict:
+    """ClusterIndex on the same gallery: build, memory, and recall@1 / latency at each number of probed cells."""
+    truth_genuine = exact.search(genuine, 1)[0][:, 0]
+    truth_strangers = exact.search(strangers, 1)[0][:, 0]
+    before = rss_mb()
+    index = ClusterIndex(gallery)
+    out: dict = {"lists": index.lists, "build_s": round(index.build_seconds, 2),
+                 "index_added_mb": round(index.nbytes / 2**20, 1), "rss_added_mb": round(rss_mb() - before, 1),
+                 "probes": {}}
+    for count in probes:
+        index.probes = count
+        found_g, sims = index.search(genuine, 1)
+        exact_sims = np.einsum("qd,qd->q", gallery[found_g[:, 0]], genuine)
+        out["probes"][count] = {
+            "recall_genuine": float(np.mean(found_g[:, 0] == truth_genuine)),
+            "recall_strangers": float(np.mean(index.search(strangers, 1)[0][:, 0] == truth_strangers)),
+            "max_sim_error": float(np.abs(sims[:, 0] - exact_sims).max()),
+            "ms_1": round(median_ms(lambda q: index.search(q, 1), genuine, 1, repeat), 2),
+            "ms_10": round(median_ms(lambda q: index.search(q, 1), genuine, 10, repeat), 2)}
+    return out
 
 
 def bench_approx(size: int, maker: People, repeat: int, efs: list[int], connectivity: int,
@@ -160,13 +191,47 @@ def bench_approx(size: int, maker: People, repeat: int, efs: list[int], connecti
     return row
 
 
+def print_exact(kind: str, rows: list[dict], probes: int) -> None:
+    """Markdown rows: exact vs ClusterIndex at `probes` per size and face count, then builds and memory."""
+    short = "random" if kind.startswith("random") else kind.split()[1]
+    for row in rows:
+        cluster = row["cluster"]
+        at = cluster["probes"].get(probes) or next(iter(cluster["probes"].values()))
+        for faces in (1, 10):
+            print(f"| {short} | {row['dim']} | {row['people']:,} | {faces} | {row[f'numpy_{faces}_ms']:.1f} | "
+                  f"{row[f'exact_index_{faces}_ms']:.1f} | **{at[f'ms_{faces}']:.1f}** | {at['recall_genuine']:.3f} | "
+                  f"{at['recall_strangers']:.3f} | {row['build_s']:.1f} / {cluster['build_s']:.1f} | "
+                  f"{row['index_added_mb']:.0f} / {cluster['index_added_mb']:.0f} |")
+
+
+def print_probes(kind: str, rows: list[dict]) -> None:
+    short = "random" if kind.startswith("random") else kind.split()[1]
+    for row in rows:
+        cluster = row["cluster"]
+        for count, at in cluster["probes"].items():
+            print(f"  {short:>24} {row['dim']:>4} {row['people']:>10,} {cluster['lists']:>6} {count:>6} "
+                  f"{at['recall_genuine']:>8.3f} {at['recall_strangers']:>9.3f} {at['ms_1']:>7.2f} {at['ms_10']:>8.2f}"
+                  f"  exact top-1 = NumPy {row['top1_equal']}, similarity error {at['max_sim_error']:.1e}")
+
+
+def print_approx(row: dict) -> None:
+    print(f"  {row['people']:,} people: build {row['build_s']} s ({row['build_per_s']:,}/s), "
+          f"+{row['rss_added_mb']:.0f} MB; exact 1 face {row['exact_1_ms']} ms")
+    print(f"  {'ef':>6} {'recall genuine':>15} {'recall strangers':>17} {'1 face ms':>10} {'10 faces ms':>12}")
+    for ef, figures in row["ef"].items():
+        print(f"  {ef:>6} {figures['recall_genuine']:>15.3f} {figures['recall_strangers']:>17.3f} "
+              f"{figures['ms_1']:>10.3f} {figures['ms_10']:>12.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exact", type=int, nargs="*", default=[100_000, 1_000_000], help="gallery sizes")
-    parser.add_argument("--approx", type=int, nargs="*", default=[1_000_000], help="gallery sizes for HNSW")
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--like", type=Path, help=".npz of real embeddings (keys embeddings, names)")
+    parser.add_argument("--approx", type=int, nargs="*", default=[], help="gallery sizes for HNSW")
+    parser.add_argument("--dim", type=int, nargs="*", default=[128], help="dims of random unit vectors")
+    parser.add_argument("--like", type=Path, nargs="*", default=[], help=".npz files of real embeddings")
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--probes", type=int, nargs="*", default=[16, search.CLUSTER_PROBES, 64],
+                        help="ClusterIndex cells probed per query")
     parser.add_argument("--ef", type=int, nargs="*", default=[32, 64, 128, 256])
     parser.add_argument("--M", type=int, default=32, help="HNSW connectivity")
     parser.add_argument("--ef_construction", type=int, default=64)
@@ -174,35 +239,31 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    maker = People(args.dim, args.like)
-    result = {"data": maker.kind, "threads": default_threads(), "cpu_count": os.cpu_count(),
-              "load_average": os.getloadavg(), "faiss": getattr(faiss, "__version__", None),
-              "numpy": np.__version__, "exact": [], "approx": []}
-    print(f"data: {maker.kind}, dim {maker.dim}, {result['threads']} threads, faiss {result['faiss']}, "
-          f"load average {result['load_average'][0]:.1f}")
-    if args.exact:
-        print("\n(a) exact top-1, median ms over", args.repeat, "batches")
-        print(f"  {'people':>10} {'faces':>5} {'numpy':>8} {'ExactIndex':>10} {'faiss flat':>10} {'speedup':>8} "
-              f"{'added MB':>8} {'build s':>7}  top-1 equal")
-    for size in args.exact:
-        row = bench_exact(size, maker, args.repeat, not args.no_flat)
-        result["exact"].append(row)
-        for faces in (1, 10):
-            print(f"  {size:>10,} {faces:>5} {row[f'numpy_{faces}_ms']:>8.2f} {row[f'exact_index_{faces}_ms']:>10.2f} "
-                  f"{row.get(f'faiss_flat_{faces}_ms', float('nan')):>10.2f} {row[f'speedup_{faces}']:>7.2f}x "
-                  f"{row['index_added_mb']:>8.0f} {row['build_s']:>7.2f}  {row['top1_equal']} "
-                  f"(untied differences {row['top1_differs_untied']})")
-    if args.approx:
-        print(f"\n(b) approximate: HNSW M={args.M} ef_construction={args.ef_construction}, recall@1 vs exact")
-    for size in args.approx:
-        row = bench_approx(size, maker, args.repeat, args.ef, args.M, args.ef_construction)
-        result["approx"].append(row)
-        print(f"  {size:,} people: build {row['build_s']} s ({row['build_per_s']:,}/s), +{row['rss_added_mb']:.0f} MB;"
-              f" exact 1 face {row['exact_1_ms']} ms")
-        print(f"  {'ef':>6} {'recall genuine':>15} {'recall strangers':>17} {'1 face ms':>10} {'10 faces ms':>12}")
-        for ef, figures in row["ef"].items():
-            print(f"  {ef:>6} {figures['recall_genuine']:>15.3f} {figures['recall_strangers']:>17.3f} "
-                  f"{figures['ms_1']:>10.3f} {figures['ms_10']:>12.3f}")
+    makers = [People(dim, None) for dim in args.dim] + [People(0, like) for like in args.like]
+    result = {"threads": default_threads(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+              "faiss": getattr(faiss, "__version__", None), "numpy": np.__version__, "data": []}
+    print(f"{result['threads']} threads, faiss {result['faiss']}, load average {result['load_average']}")
+    print(f"\n(a) top-1 median ms over {args.repeat} batches; ClusterIndex at {search.CLUSTER_PROBES} probes, recall@1"
+          " vs exact; build s and MB added: ExactIndex / ClusterIndex")
+    print("| data | dim | people | faces | NumPy | ExactIndex | ClusterIndex | recall genuine | recall strangers |"
+          " build s | added MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    for maker in makers:
+        entry = {"data": maker.kind, "dim": maker.dim, "exact": [], "approx": []}
+        result["data"].append(entry)
+        for size in args.exact:
+            entry["exact"].append(bench_exact(size, maker, args.repeat, not args.no_flat, args.probes))
+            print_exact(maker.kind, entry["exact"][-1:], search.CLUSTER_PROBES)
+    print(f"\n  {'data':>24} {'dim':>4} {'people':>10} {'lists':>6} {'probes':>6} {'genuine':>8} {'strangers':>9} "
+          f"{'1 ms':>7} {'10 ms':>8}")
+    for entry in result["data"]:
+        print_probes(entry["data"], entry["exact"])
+    for maker, entry in zip(makers, result["data"], strict=True):
+        for size in args.approx:
+            print(f"\n(b) {maker.kind}: HNSW M={args.M} ef_construction={args.ef_construction}, recall@1 vs exact")
+            entry["approx"].append(bench_approx(size, maker, args.repeat, args.ef, args.M, args.ef_construction))
+            print_approx(entry["approx"][-1])
+    result["load_average_end"] = os.getloadavg()
+    print(f"\nload average at the end {result['load_average_end']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1, default=str))

@@ -1,9 +1,11 @@
-"""A big gallery's lookup (the exact index of gallery.search) names exactly whom the plain matrix product names."""
+"""A big gallery's lookup (the exact index of gallery.search) names exactly whom the plain matrix product names; a
+bigger one's (the cluster index) names the same with recall >= 0.99 and exact distances."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from facenet.gallery import index, search
 from facenet.gallery.index import SEARCH_INDEX_MIN, FaceDatabase
 from facenet.models.vectors import normalize
 
@@ -19,3 +21,26 @@ def test_big_gallery_uses_the_exact_index_and_agrees_with_brute_force():
     assert matches.names == [f"p{i}" for i in brute]
     distances = np.sqrt(np.clip(2 - 2 * np.sum(queries * centroids[brute], axis=1), 0, 4))
     assert np.allclose(matches.distances, distances, atol=1e-5)
+
+
+def test_a_bigger_gallery_switches_to_the_cluster_index(monkeypatch):
+    """From CLUSTER_INDEX_MIN people on the lookup is approximate (recall, not exactness) with exact distances;
+    one person fewer keeps the exact index. Constants lowered so small data crosses them."""
+    monkeypatch.setattr(index, "SEARCH_INDEX_MIN", 1000)
+    monkeypatch.setattr(index, "CLUSTER_INDEX_MIN", 3000)
+    monkeypatch.setattr(search, "CLUSTER_MIN_TRAIN", 1000)
+    rng = np.random.default_rng(2)
+    centroids = normalize(rng.standard_normal((3000, 256)).astype(np.float32))
+    queries = normalize(centroids[:100] + 0.01 * rng.standard_normal((100, 256)).astype(np.float32))
+    exact = FaceDatabase([f"p{i}" for i in range(2999)], centroids[:2999], "test", model="fused")
+    exact.identify(queries, threshold=2.0)
+    assert isinstance(exact._index, search.ExactIndex)
+    database = FaceDatabase([f"p{i}" for i in range(3000)], centroids, "test", model="fused")
+    matches = database.identify(queries, threshold=2.0)
+    assert isinstance(database._index, search.ClusterIndex) and database._index.lists > 0
+    assert np.mean(np.array(matches.names) == np.array([f"p{i}" for i in range(100)])) >= 0.99
+    best = [int(name[1:]) for name in matches.names]
+    distances = np.sqrt(np.clip(2 - 2 * np.sum(queries * centroids[best], axis=1), 0, 4))
+    np.testing.assert_allclose(matches.distances, distances, atol=1e-5)
+    nearest = database.nearest_people(queries[:3], 2, threshold=2.0)
+    assert [row[0][0] for row in nearest] == matches.names[:3] and all(len(row) == 2 for row in nearest)

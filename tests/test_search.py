@@ -143,3 +143,80 @@ def test_approx_index_finds_the_genuine_match():
     np.testing.assert_allclose(similarities, np.take_along_axis(probes @ vectors.T, indices, axis=1), atol=1e-6)
     indices, similarities = search.ApproxIndex(np.zeros((0, 128), np.float32), dim=128).search(probes[:2], 2)
     assert np.all(indices == -1) and np.all(np.isneginf(similarities))
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int, groups: int = 50) -> np.ndarray:
+    """Unit vectors around `groups` centres: the structure k-means cells exploit, as real embeddings have."""
+    centres = unit(rng, groups, dim)
+    return unit_rows(centres[rng.integers(0, groups, n)] + 0.3 * unit(rng, n, dim))
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def small_clusters(monkeypatch):
+    """Cells from 1,000 vectors on, so a small gallery exercises the IVF path."""
+    monkeypatch.setattr(search, "CLUSTER_MIN_TRAIN", 1000)
+
+
+@pytest.mark.parametrize("dim", [128, 256])
+def test_cluster_index_recalls_genuine_faces_with_exact_similarities(small_clusters, dim):
+    rng = np.random.default_rng(7)
+    vectors = clustered(rng, 6000, dim)
+    index = search.ClusterIndex(vectors, probes=8, threads=1)
+    assert index.lists == 77 and index.build_seconds > 0 and 0 < index.nbytes < vectors.nbytes
+    assert index.vectors is vectors  # re-ranks from the caller's matrix: no float32 copy
+    probes = unit_rows(vectors[:300] + 0.03 * unit(rng, 300, dim))
+    indices, similarities = index.search(probes, 3)
+    truth = brute_force(vectors, probes, 1)[0][:, 0]
+    assert np.mean(indices[:, 0] == truth) >= 0.99
+    assert np.all(np.diff(similarities, axis=1) <= 0)
+    exact = np.einsum("qkd,qd->qk", vectors[indices].astype(np.float64), probes.astype(np.float64))
+    np.testing.assert_allclose(similarities, exact, rtol=0, atol=1e-6)  # exact float32 values of the returned rows
+
+
+def test_cluster_index_misses_without_probes_enough(small_clusters):
+    """The recall comes from probing: one cell of 77 loses faces near cell borders (the test can fail)."""
+    rng = np.random.default_rng(8)
+    vectors = unit(rng, 6000, 128)  # no structure: many neighbours lie in other cells
+    probes = unit_rows(vectors[:300] + 0.4 * unit(rng, 300, 128))
+    truth = brute_force(vectors, probes, 1)[0][:, 0]
+    index = search.ClusterIndex(vectors, probes=1, threads=1)
+    assert np.mean(index.search(probes, 1)[0][:, 0] == truth) < 0.9
+    index.probes = index.lists
+    assert np.mean(index.search(probes, 1)[0][:, 0] == truth) >= 0.99
+
+
+def test_cluster_index_grows_from_empty_one_person_at_a_time(small_clusters):
+    rng = np.random.default_rng(9)
+    vectors = clustered(rng, 5000, 128)
+    index = search.ClusterIndex(np.zeros((0, 128), np.float32), dim=128, threads=1)
+    indices, similarities = index.search(vectors[:2], 2)
+    assert indices.shape == (2, 2) and np.all(indices == -1) and np.all(np.isneginf(similarities))
+    index.add(vectors[:1])
+    assert index.lists == 0 and index.search(vectors[:1], 1)[0][0, 0] == 0  # brute force while untrained
+    for start in range(1, 999, 142):
+        index.add(vectors[start : min(start + 142, 999)])
+    assert index.lists == 0 and len(index) == 999
+    index.add(vectors[999:1000])  # trains at CLUSTER_MIN_TRAIN
+    assert index.lists == 32
+    index.add(vectors[1000:3999])  # grown < 4x: added to its cells
+    assert index.lists == 32 and len(index) == 3999
+    index.add(vectors[3999:])  # grown 5x: retrained, cells ~sqrt(N)
+    assert index.lists == 71 and len(index) == 5000
+    np.testing.assert_array_equal(index.vectors, vectors)
+    indices, similarities = index.search(vectors[[0, 500, 1500, 4999]], 1)
+    assert indices[:, 0].tolist() == [0, 500, 1500, 4999]
+    np.testing.assert_allclose(similarities[:, 0], 1.0, atol=1e-6)
+
+
+def test_cluster_index_pads_k_beyond_the_gallery():
+    rng = np.random.default_rng(10)
+    vectors = unit(rng, 5, 256)
+    indices, similarities = search.ClusterIndex(vectors).search(unit(rng, 2, 256), 7)
+    assert indices.shape == (2, 7) and np.all(indices[:, 5:] == -1) and np.all(np.isneginf(similarities[:, 5:]))
+    assert sorted(indices[0, :5]) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="dimension 256"):
+        search.ClusterIndex(vectors).search(np.zeros((1, 128), np.float32))

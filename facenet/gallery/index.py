@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facenet.config import UNKNOWN
-from facenet.gallery.search import ExactIndex
+from facenet.gallery.search import ClusterIndex, ExactIndex
 from facenet.gallery.thresholds import FARTHEST, GALLERY_FAR, gallery_threshold, match_score
 
 NEGATIVE_MARGIN = 0.1
@@ -20,8 +20,15 @@ bench/bench_not_person.py (LFW DevTrain look-alikes): at the default threshold 0
 photos stay named X without it, 0% with it; X's own photos: 100% named either way (20% starts to cost X's own)."""
 
 SEARCH_INDEX_MIN = 50_000
-"""From this many people on, lookup uses the exact int8-shortlist index (gallery.search) instead of one plain matrix
-product (bench/bench_search.py: at 100 k people 0.9 ms vs 8 ms for one face; at 1 M 7-12 ms vs 40-58 ms)."""
+"""From this many people on (up to CLUSTER_INDEX_MIN), lookup uses the exact int8-shortlist index (gallery.search)
+instead of one plain matrix product (bench/bench_search.py: at 100 k people 0.9 ms vs 8 ms for one face)."""
+
+CLUSTER_INDEX_MIN = 150_000
+"""From this many people on, lookup is approximate (gallery.search.ClusterIndex: recall@1 >= 0.998 for genuine faces,
+exact float32 similarities), because beyond it the exact index cannot name a 10-face frame in < 20 ms at dim 256:
+`python bench/bench_search.py --exact 150000 200000 300000 --dim --like bench/results/like_lfw_fused256.npz
+--no_flat --probes 32` gave 10 faces in 14 ms at 150 k, 17 ms at 200 k, 53 ms at 300 k (ClusterIndex 1.1-1.4 ms);
+163-168 ms at 1 M (ClusterIndex 3.2 ms). docs/benchmarks.md has the table."""
 
 
 @dataclass(frozen=True)
@@ -91,16 +98,21 @@ class FaceDatabase:
         return len(self.names)
 
     def _nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(index, similarity) of each row's nearest centroid: one matrix product, or for a big gallery the exact
-        int8-shortlist index of gallery.search (1 face among 1 M people in < 20 ms on 2 cores)."""
+        """(index, similarity) of each row's nearest centroid: one matrix product, or for a big gallery the index."""
         if len(self) >= SEARCH_INDEX_MIN:
-            if self._index is None:
-                self._index = ExactIndex(self.centroids)
-            indices, similarities = self._index.search(x, 1)
+            indices, similarities = self._search_index().search(x, 1)
             return indices[:, 0], similarities[:, 0].astype(np.float64)
         similarity = x @ self.centroids.T
         best = similarity.argmax(axis=1)
         return best, similarity[np.arange(len(x)), best].astype(np.float64)
+
+    def _search_index(self) -> ExactIndex | ClusterIndex:
+        """The big gallery's index, built on first use: exact (int8 shortlist) up to CLUSTER_INDEX_MIN people, then
+        approximate (k-means cells, exact re-rank), so a frame of faces is named in < 20 ms at 1 M people."""
+        if self._index is None:
+            big = len(self) >= CLUSTER_INDEX_MIN
+            self._index = ClusterIndex(self.centroids) if big else ExactIndex(self.centroids)
+        return self._index
 
     def identify(self, embeddings: np.ndarray, threshold: float | None = None) -> Lookup:
         """(N, dim) unit vectors (dim 128; 256 for fused) -> the `Lookup` of each row: the nearest centroid, or
@@ -130,13 +142,18 @@ class FaceDatabase:
         x = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         if len(self) == 0 or count < 1:
             return [[] for _ in range(len(x))]
-        distance = np.sqrt(np.clip(2.0 - 2.0 * (x @ self.centroids.T).astype(np.float64), 0.0, 4.0))
-        limit = self.thresholds if threshold is None else np.full(len(self), float(threshold))
-        scores = np.asarray(match_score(distance, limit[None, :]), np.float64).reshape(distance.shape)
         k = min(int(count), len(self))
-        nearest = np.argsort(distance, axis=1, kind="stable")[:, :k]
-        return [[(self.names[j], float(distance[i, j]), float(scores[i, j])) for j in row]
-                for i, row in enumerate(nearest)]
+        if len(self) >= SEARCH_INDEX_MIN:  # sorting every person costs ~130 ms per face at 1 M: ask the index
+            nearest, similarity = self._search_index().search(x, k)
+        else:
+            product = x @ self.centroids.T
+            nearest = np.argsort(-product, axis=1, kind="stable")[:, :k]
+            similarity = np.take_along_axis(product, nearest, axis=1)
+        distance = np.sqrt(np.clip(2.0 - 2.0 * similarity.astype(np.float64), 0.0, 4.0))
+        limit = self.thresholds[nearest] if threshold is None else np.full(nearest.shape, float(threshold))
+        scores = np.asarray(match_score(distance, limit), np.float64).reshape(distance.shape)
+        return [[(self.names[j], float(d), float(c)) for j, d, c in zip(row, drow, crow, strict=True) if j >= 0]
+                for row, drow, crow in zip(nearest, distance, scores, strict=True)]
 
     def _unless_negative(self, name: str, vector: np.ndarray, distance: float, limit: float) -> str:
         """UNKNOWN when the face is nearer to one of the faces marked "not <name>" than to name's centroid (plus

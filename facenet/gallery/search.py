@@ -7,8 +7,13 @@ score; a query whose proof fails (near-ties) gets a longer shortlist, up to the 
 once (>= BLAS_QUERIES) and small galleries (< SMALL_GALLERY) go through blocked float32 matrix products instead,
 which are exact by construction and faster there. Without faiss everything takes that float32 path.
 
-`ApproxIndex` is an HNSW graph (faiss) for galleries beyond what a scan serves in time (~10 M); its shortlist is
-re-ranked in float32 too, so the similarities it returns are exact, only the recall is approximate.
+`ClusterIndex` is approximate, for galleries where a frame of faces must be named faster than a scan of everyone
+allows (10 faces among 1 M people in < 20 ms): k-means cells (faiss IVF) with 4-bit PQ fast-scan codes shortlist
+candidates from the few cells nearest to each query, and the shortlist is re-ranked in float32 from the caller's
+vectors. It builds in seconds (~10 s at 1 M), takes additions, and adds ~dim/4 bytes per vector.
+`ApproxIndex` is an HNSW graph (faiss): fast to search but slow to build (13 min at 1 M on 2 cores). Both re-rank
+in float32, so the similarities they return are exact, only the recall is approximate; a miss returns someone
+less similar than the true nearest, so an approximate lookup can leave a face unknown but never match it closer.
 
 Both take any `dim` (128 for one model, 256 for a fused one) and any vector norms; for unit vectors the inner
 product is the cosine similarity, and the Euclidean distance is sqrt(2 - 2 s).
@@ -37,6 +42,26 @@ BLAS_QUERIES = 64
 
 BLOCK_ELEMENTS = 1 << 23
 """Scores per block of the float32 path (queries x rows): 32 MB, bounds the memory of a search."""
+
+CLUSTER_PROBES = 32
+"""Cells a ClusterIndex scans per query, of ~sqrt(N): recall@1 of genuine queries 0.998-1.000 at 1 M people, dims 128
+and 256, random or LFW-like (16 cells: 0.983-0.994; bench/bench_search.py, docs/benchmarks.md)."""
+
+CLUSTER_SHORTLIST = 64
+"""Candidates per query that a ClusterIndex re-ranks in float32 (its 4-bit codes only approximate the order)."""
+
+CLUSTER_PQ_WIDTH = 2
+"""Dimensions per 4-bit product-quantizer code of a ClusterIndex: dim/4 bytes per vector (64 MB at 1 M x 256)."""
+
+CLUSTER_SEARCH_THREADS = 1
+"""Cores a ClusterIndex search uses: a 10-face frame costs ~2 ms on one, while an OpenMP team on 2 cores shared with
+other work waits for its slowest member (4 ms stalls per call measured here); a server's other core stays free."""
+
+CLUSTER_MIN_TRAIN = 4096
+"""A ClusterIndex with fewer vectors searches them by brute force: k-means and PQ need data to train on."""
+
+CLUSTER_REBUILD_GROWTH = 4
+"""A ClusterIndex retrains (cells ~sqrt(N)) once additions have grown it this many times over its last training."""
 
 _EPS32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
 
@@ -226,6 +251,116 @@ class ExactIndex:
         return proven
 
 
+def _rerank(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of candidate `ids` (Q, s) by exact float32 inner product with their rows; -1 = no candidate."""
+    found = ids >= 0
+    exact = np.matmul(vectors[np.where(found, ids, 0)], queries[:, :, None])[:, :, 0]
+    exact[~found] = -np.inf
+    top_i, top_s = _order(np.where(found, ids, -1), exact, min(k, ids.shape[1]))
+    return _pad(top_i.astype(np.int64), top_s.astype(np.float32), k)
+
+
+class ClusterIndex:
+    """Approximate top-k for big galleries: faiss IVF (k-means cells, ~sqrt(N) of them) over 4-bit PQ fast-scan
+    codes picks CLUSTER_SHORTLIST candidates from the `probes` cells nearest to each query; they are re-ranked in
+    float32 against `vectors`, so the similarities returned are exact (only recall is approximate).
+
+    `vectors` is kept by reference when C-contiguous float32 (the caller's centroids), so the index adds only its
+    codes, ids and cell centres (~dim/4 + 8 bytes per vector). `threads` (default: all cores) builds; a search
+    uses CLUSTER_SEARCH_THREADS. `add` appends (the first one copies the vectors into
+    an owned, growing buffer); below CLUSTER_MIN_TRAIN vectors it searches by brute force, and it retrains once it
+    has grown CLUSTER_REBUILD_GROWTH-fold, so a gallery enrolled one person at a time stays balanced.
+    """
+
+    def __init__(self, vectors: np.ndarray, dim: int | None = None, probes: int = CLUSTER_PROBES,
+                 threads: int | None = None) -> None:
+        if faiss is None:
+            raise ImportError("ClusterIndex needs faiss: pip install faiss-cpu")
+        array = np.asarray(vectors)
+        self.dim = int(dim if dim is not None else (array.shape[1] if array.ndim == 2 else 0))
+        self.vectors = _as_matrix(array.reshape(-1, self.dim) if array.size == 0 else array, self.dim)
+        self.probes = probes
+        self.threads = threads
+        self.build_seconds = 0.0
+        self._store: np.ndarray | None = None  # owned buffer once `add` was called (never the caller's matrix)
+        self._faiss = None
+        self._trained_at = 0
+        if len(self.vectors) >= CLUSTER_MIN_TRAIN:
+            self._train()
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def lists(self) -> int:
+        """Number of k-means cells (0 while searching by brute force)."""
+        return self._faiss.nlist if self._faiss is not None else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the index adds to the vectors it was given: codes, ids, cell centres, and any owned buffer."""
+        if self._faiss is None:
+            added = 0
+        else:
+            codes = self._faiss.invlists.compute_ntotal() * (self._faiss.code_size + 8)
+            added = codes + 4 * self.dim * (self.lists + 16 * self._faiss.pq.M)
+        return added + (self._store.nbytes if self._store is not None else 0)
+
+    def _train(self) -> None:
+        """k-means cells and PQ codebooks from a sample, then every vector's code; sets build_seconds."""
+        start = time.perf_counter()
+        if self.threads is not None:
+            faiss.omp_set_num_threads(self.threads)
+        n = len(self.vectors)
+        lists = max(1, int(round(np.sqrt(n))))
+        sample = self.vectors
+        if n > 64 * lists:  # k-means and PQ converge on ~40-64 points per cell; a sample keeps the build in seconds
+            sample = self.vectors[np.sort(np.random.default_rng(0).choice(n, 64 * lists, replace=False))]
+        index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(self.dim), self.dim, lists,
+                                         max(1, self.dim // CLUSTER_PQ_WIDTH), 4, faiss.METRIC_INNER_PRODUCT)
+        index.by_residual = False  # one lookup table per query, not per cell: faster, and re-ranking fixes order
+        index.cp.niter = 10
+        index.cp.min_points_per_centroid = 1  # a sample of ~64 per cell is enough: no warning, no resampling
+        index.pq.cp.niter = 10  # codebooks only shortlist (re-ranked): 10 k-means rounds, not 25
+        index.train(sample)
+        for begin in range(0, n, 1 << 17):
+            index.add(self.vectors[begin : begin + (1 << 17)])
+        self._faiss, self._trained_at = index, n
+        self.build_seconds = time.perf_counter() - start
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append rows (their ids continue from len(self)); retrain when the index has outgrown its cells."""
+        rows = _as_matrix(vectors, self.dim)
+        n, need = len(self.vectors), len(self.vectors) + len(rows)
+        if self._store is None or len(self._store) < need:
+            store = np.empty((max(need, 2 * n), self.dim), np.float32)
+            store[:n] = self.vectors
+            self._store = store
+        self._store[n:need] = rows
+        self.vectors = self._store[:need]
+        if need >= CLUSTER_MIN_TRAIN and (self._faiss is None or need >= CLUSTER_REBUILD_GROWTH * self._trained_at):
+            self._train()
+        elif self._faiss is not None and len(rows):
+            self._faiss.add(rows)
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, dim) -> (indices (Q, k) int64, exact similarities (Q, k) float32), best first; -1 / -inf pad."""
+        queries = _as_matrix(queries, self.dim)
+        if len(self) == 0 or len(queries) == 0 or k <= 0:
+            return _empty_result(len(queries), max(k, 0))
+        if self._faiss is None:
+            return brute_force(self.vectors, queries, k)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(self.probes, self.lists)
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(CLUSTER_SEARCH_THREADS)  # this thread's setting only; restored below
+        try:
+            _, ids = self._faiss.search(queries, min(len(self), max(CLUSTER_SHORTLIST, k)), params=params)
+        finally:
+            faiss.omp_set_num_threads(before)
+        return _rerank(self.vectors, queries, ids, k)
+
+
 class ApproxIndex:
     """Approximate top-k by an HNSW graph (faiss IndexHNSWFlat, inner product), re-ranked in float32.
 
@@ -271,12 +406,7 @@ class ApproxIndex:
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef_search, k)
         _, ids = self._index.search(queries, min(k, len(self)), params=params)
-        found = ids >= 0
-        safe = np.where(found, ids, 0)
-        exact = np.matmul(self.vectors[safe], queries[:, :, None])[:, :, 0]
-        exact[~found] = -np.inf
-        top_i, top_s = _order(np.where(found, ids, -1), exact, ids.shape[1])
-        return _pad(top_i.astype(np.int64), top_s.astype(np.float32), k)
+        return _rerank(self.vectors, queries, ids, k)
 
 
 def default_threads() -> int:
