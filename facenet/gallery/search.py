@@ -11,9 +11,9 @@ which are exact by construction and faster there. Without faiss everything takes
 allows (10 faces among 1 M people in < 20 ms): k-means cells (faiss IVF) with 4-bit PQ fast-scan codes shortlist
 candidates from the few cells nearest to each query, and the shortlist is re-ranked in float32 from the caller's
 vectors. It builds in seconds (~10 s at 1 M), takes additions, and adds ~dim/4 bytes per vector.
-`ApproxIndex` is an HNSW graph (faiss): fast to search but slow to build (13 min at 1 M on 2 cores). Both re-rank
-in float32, so the similarities they return are exact, only the recall is approximate; a miss returns someone
-less similar than the true nearest, so an approximate lookup can leave a face unknown but never match it closer.
+It re-ranks in float32, so the similarities it returns are exact, only the recall is approximate; a miss returns
+someone less similar than the true nearest, so an approximate lookup can leave a face unknown but never match it
+closer. (An HNSW graph searches as fast but builds in 13 min at 1 M on 2 cores: bench/bench_search.py --approx.)
 
 Both take any `dim` (128 for one model, 256 for a fused one) and any vector norms; for unit vectors the inner
 product is the cosine similarity, and the Euclidean distance is sqrt(2 - 2 s).
@@ -358,54 +358,6 @@ class ClusterIndex:
             _, ids = self._faiss.search(queries, min(len(self), max(CLUSTER_SHORTLIST, k)), params=params)
         finally:
             faiss.omp_set_num_threads(before)
-        return _rerank(self.vectors, queries, ids, k)
-
-
-class ApproxIndex:
-    """Approximate top-k by an HNSW graph (faiss IndexHNSWFlat, inner product), re-ranked in float32.
-
-    For galleries where even the int8 scan is too slow (about 10 M people). `build_seconds` says what building
-    cost (~1,200 vectors/s on 2 busy cores: 1 M in 13 min). `ef_search` trades latency for recall@1 against the
-    exact top-1; at 1 M, genuine queries: 0.998 at 512 (4 ms) on random unit vectors, 0.992 at 128 (0.9 ms) on
-    people shaped like real dlib embeddings (bench/bench_search.py). The returned similarities are exact float32
-    inner products of the returned vectors.
-    """
-
-    def __init__(
-        self,
-        vectors: np.ndarray,
-        dim: int | None = None,
-        connectivity: int = 32,
-        ef_construction: int = 64,
-        ef_search: int = 512,
-        threads: int | None = None,
-    ) -> None:
-        if faiss is None:
-            raise ImportError("ApproxIndex needs faiss: pip install faiss-cpu")
-        array = np.asarray(vectors)
-        self.dim = int(dim if dim is not None else (array.shape[1] if array.ndim == 2 else 0))
-        self.vectors = _as_matrix(array.reshape(-1, self.dim) if array.size == 0 else array, self.dim)
-        self.ef_search = ef_search
-        if threads is not None:
-            faiss.omp_set_num_threads(threads)
-        start = time.perf_counter()
-        self._index = faiss.IndexHNSWFlat(self.dim, connectivity, faiss.METRIC_INNER_PRODUCT)
-        self._index.hnsw.efConstruction = ef_construction
-        for begin in range(0, len(self.vectors), 1 << 18):
-            self._index.add(self.vectors[begin : begin + (1 << 18)])
-        self.build_seconds = time.perf_counter() - start
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, dim) -> (indices (Q, k), similarities (Q, k)), best first; -1 / -inf where nothing was found."""
-        queries = _as_matrix(queries, self.dim)
-        if len(self) == 0 or len(queries) == 0 or k <= 0:
-            return _empty_result(len(queries), max(k, 0))
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(self.ef_search, k)
-        _, ids = self._index.search(queries, min(k, len(self)), params=params)
         return _rerank(self.vectors, queries, ids, k)
 
 
