@@ -1,8 +1,8 @@
 """Lookup speed of facenet.gallery.search (what FaceDatabase.identify uses) against the plain NumPy product.
 
     python bench/bench_search.py                       # exact vs ClusterIndex: 100k and 1M people, dim 128
-    python bench/bench_search.py --dim 128 256 --like bench/results/like_lfw_dlib128.npz \
-        bench/results/like_lfw_fused256.npz --no_flat  # the table of docs/benchmarks.md (both dims, both shapes)
+    python bench/bench_search.py --dim 128 256 --like_lfw dlib fused --lfw_dir ../shared/faces/lfw_dev --no_flat
+        # the table of docs/benchmarks.md (both dims, both shapes)
     python bench/bench_search.py --exact --approx 1000000 --json bench/results/search.json   # HNSW (13 min build)
 
 (a) exact vs approximate, for each data set (random unit vectors at each --dim, then each --like file) and each
@@ -16,8 +16,8 @@
     minutes to build).
 People are random unit vectors (no structure: the hardest case for cells and graphs) or, for a --like .npz with
 "embeddings" (n, dim) and "names" (n,) of real faces, drawn from a Gaussian with the mean and covariance of the real
-people's centroids, genuine queries getting the real within-person spread. Make the --like files from
-bench/results/lfw_dev_*_yunet.npz: dlib vectors (128-d) and the fused 256-d vector (facenet.config fusion).
+people's centroids, genuine queries getting the real within-person spread. --like_lfw dlib|fused makes such a file
+from every lfw_dev photo (bench/calibrate.py's cached vectors): dlib's 128-d or the fused 256-d vector.
 """
 
 from __future__ import annotations
@@ -244,12 +244,29 @@ def print_approx(row: dict) -> None:
               f"{figures['ms_1']:>10.3f} {figures['ms_10']:>12.3f}")
 
 
+def lfw_like(kind: str, lfw_dir: Path) -> Path:
+    """bench/results/like_lfw_<kind>.npz (embeddings, names) of every lfw_dev photo: dlib's vectors or fused ones."""
+    from calibrate import RESULTS, branch_embeddings, fused
+
+    from facenet.config import FUSION_SFACE_WEIGHT
+
+    data = branch_embeddings(lfw_dir, "yunet", Path(__file__).resolve().parents[1] / "weights")
+    path = RESULTS / f"like_lfw_{kind}.npz"
+    np.savez(path, embeddings=data["dlib"] if kind == "dlib" else fused(data, FUSION_SFACE_WEIGHT),
+             names=data["names"])
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exact", type=int, nargs="*", default=[100_000, 1_000_000], help="gallery sizes")
     parser.add_argument("--approx", type=int, nargs="*", default=[], help="gallery sizes for HNSW")
     parser.add_argument("--dim", type=int, nargs="*", default=[128], help="dims of random unit vectors")
     parser.add_argument("--like", type=Path, nargs="*", default=[], help=".npz files of real embeddings")
+    parser.add_argument("--like_lfw", nargs="*", default=[], choices=("dlib", "fused"),
+                        help="people shaped like lfw_dev's real dlib / fused vectors (needs --lfw_dir)")
+    parser.add_argument("--lfw_dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "faces"
+                        / "lfw_dev")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--probes", type=int, nargs="*", default=[16, search.CLUSTER_PROBES, 64],
                         help="ClusterIndex cells probed per query")
@@ -260,7 +277,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    makers = [People(dim, None) for dim in args.dim] + [People(0, like) for like in args.like]
+    likes = args.like + [lfw_like(kind, args.lfw_dir) for kind in args.like_lfw]
+    makers = [People(dim, None) for dim in args.dim] + [People(0, like) for like in likes]
     result = {"threads": default_threads(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
               "faiss": getattr(faiss, "__version__", None), "numpy": np.__version__, "data": []}
     print(f"{result['threads']} threads, faiss {result['faiss']}, load average {result['load_average']}")
