@@ -26,8 +26,8 @@ instead of one plain matrix product (bench/bench_search.py: at 100 k people 0.9 
 CLUSTER_INDEX_MIN = 150_000
 """From this many people on, lookup is approximate (gallery.search.ClusterIndex: recall@1 >= 0.998 for genuine faces,
 exact float32 similarities), because beyond it the exact index cannot name a 10-face frame in < 20 ms at dim 256:
-`python bench/bench_search.py --exact 150000 200000 300000 --dim --like bench/results/like_lfw_fused256.npz
---no_flat --probes 32` gave 10 faces in 14 ms at 150 k, 17 ms at 200 k, 53 ms at 300 k (ClusterIndex 1.1-1.4 ms);
+`python bench/bench_search.py --exact 150000 200000 300000 --dim --like_lfw fused --no_flat --probes 32` gave
+10 faces in 14 ms at 150 k, 17 ms at 200 k, 53 ms at 300 k (ClusterIndex 1.1-1.4 ms);
 163-168 ms at 1 M (ClusterIndex 3.2 ms). docs/benchmarks.md has the table."""
 
 
