@@ -1,5 +1,6 @@
 """Lookup in the shared gallery (read only: nothing is created, pruned or written): every centroid for an
-in-memory search, the k nearest in SQL (exact or through the HNSW index), and its size."""
+in-memory search, the k nearest in SQL (exact or through the IVFFlat / HNSW index), its size, names and who of some
+names is enrolled (what PgSearcher asks)."""
 
 from __future__ import annotations
 
