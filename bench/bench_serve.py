@@ -11,6 +11,13 @@ does). Each client is a thread with its own keep-alive connection sending its re
 level sends a bounded number of requests (--requests, at least 2 per client) after a short warm-up. Reported per
 level: requests/s (requests / wall time), median and p95 latency, and the share of answers naming the right person
 as the largest face.
+
+    python bench/bench_serve.py --people /work/shared/faces/people --pg_people 100 1000000 --clients 1,8
+
+runs ours only, on a shared PostgreSQL gallery (a throwaway pgserver) padded to each size: the service starts on an
+empty database and enrolls the real people, the gallery is padded with synthetic people (drawn like real fused
+embeddings, bench_pg's `People(like)`, to the total given; the IVFFlat index built as sync would), the service
+syncs again (from NO_COPY_MIN_PEOPLE people on it then searches in SQL, keeping no copy) and is measured.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from fastapi import FastAPI, UploadFile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from facenet.images import list_images  # noqa: E402
 
@@ -160,12 +168,78 @@ def measure(name: str, url: str, queries: list[tuple[bytes, str]], levels: list[
     return rows
 
 
+def pad_gallery(url: str, total: int) -> dict:
+    """Pad the service's PostgreSQL gallery with synthetic people up to `total` (its model and dimension), and
+    build the index as sync would: what it took."""
+    from bench_pg import LFW, Examine, People, folder, fused_like
+
+    from facenet.gallery.pg import HNSW_MIN_PEOPLE, PgGallery
+
+    with PgGallery(url) as gallery, tempfile.TemporaryDirectory(prefix="pad_") as scratch:
+        meta = gallery.meta()
+        missing = total - gallery.stats()["people"]
+        result = {"people": total, "padded": max(0, missing), "index_s": 0.0}
+        if missing <= 0:
+            return result
+        maker = People(meta["dim"], fused_like(LFW, Path(scratch)))
+        padding = folder("synthetic", missing)
+        vectors = maker.people(missing)
+        examine = Examine(meta["dim"], {photos[0][1]: v for (_, photos), v in zip(padding, vectors, strict=True)})
+        began = time.perf_counter()
+        gallery.sync_photos(padding, examine, meta["model_id"], meta["dim"], batch=50_000, build_index=False)
+        result["pad_s"] = round(time.perf_counter() - began, 1)
+        if total > HNSW_MIN_PEOPLE:
+            result["index_s"] = round(gallery.create_index(), 1)
+    return result
+
+
+def measure_pg(sizes: list[int], work: Path, weights: str | None, queries: list[tuple[bytes, str]],
+               levels: list[int], requests: int) -> list[dict]:
+    """Ours on a pgserver gallery padded to each of `sizes` people (see the module's doc)."""
+    import httpx
+    import pgserver
+    from psycopg import connect, sql
+    from psycopg.conninfo import make_conninfo
+
+    server = pgserver.get_server(work / "pg", cleanup_mode="delete")
+    rows = []
+    try:
+        for size in sizes:
+            name = f"serve_{size}"
+            with connect(server.get_uri(), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            url = make_conninfo(server.get_uri(), dbname=name)
+            port = free_port()
+            command = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--data_dir", "data",
+                       "--database_dir", f"db_{size}", "--database_url", url,
+                       *(["-wp", weights] if weights else [])]
+            process = start(command, work, port, work / f"serve_{size}.log")
+            try:
+                padded = pad_gallery(url, size)
+                began = time.perf_counter()
+                answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/sync", timeout=600)
+                answer.raise_for_status()
+                padded["service_sync_s"] = round(time.perf_counter() - began, 2)
+                print(json.dumps(padded), file=sys.stderr, flush=True)
+                label = f"facenet serve, PostgreSQL {size:,} people"
+                rows += [{**row, **padded} for row in measure(label, f"http://127.0.0.1:{port}/api/v1/recognize",
+                                                               queries, levels, requests)]
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    finally:
+        server.cleanup()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=Path, default=ROOT.parent / "shared" / "faces" / "people")
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--requests", type=int, default=64, help="requests per level (at least 2 per client)")
     parser.add_argument("--weights", default=None, help="facenet's weights folder (-wp); default: its own")
+    parser.add_argument("--pg_people", type=int, nargs="*", help="ours only, on a PostgreSQL gallery padded to each "
+                        "of these sizes (the real people included; see above)")
     parser.add_argument("--peer-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--gallery", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,6 +252,10 @@ def main() -> int:
         held_out = build_gallery(args.people, work)
         queries = [(path.read_bytes(), name) for path, name in held_out]
         rows = []
+        if args.pg_people:
+            rows = measure_pg(args.pg_people, work, args.weights, queries, levels, args.requests)
+            report(rows, queries)
+            return 0
         ours_port = free_port()
         ours = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(ours_port), "--data_dir", "data",
                 "--database_dir", "db", *(["-wp", args.weights] if args.weights else [])]
@@ -192,6 +270,11 @@ def main() -> int:
             peer = [sys.executable, str(Path(__file__).resolve()), "--peer-server", str(peer_port), "--gallery",
                     str(work / "data")]
             rows += run_service("face_recognition", peer, work, peer_port, queries, levels, args.requests)
+    report(rows, queries)
+    return 0
+
+
+def report(rows: list[dict], queries: list[tuple[bytes, str]]) -> None:
     print(f"{len(queries)} people enrolled, {len(queries)} held-out query photos; load average "
           f"{os.getloadavg()[0]:.1f}")
     print("| service | clients | requests | requests/s | median ms | p95 ms | named right |")
@@ -199,7 +282,6 @@ def main() -> int:
     for r in rows:
         print(f"| {r['service']} | {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['median_ms']:.0f} | "
               f"{r['p95_ms']:.0f} | {r['named']:.0%} |")
-    return 0
 
 
 def run_service(name: str, command: list[str], work: Path, port: int, queries: list[tuple[bytes, str]],

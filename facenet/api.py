@@ -199,7 +199,7 @@ class Gallery:
 
     def embeddings(self) -> dict[str, np.ndarray]:
         """Each enrolled person's centroid (unit vector)."""
-        return dict(zip(self.database.names, self.database.centroids, strict=True))
+        return dict(zip(*self.database.everyone(), strict=True))
 
 
 def fine_tune(data_dir: str | Path = "data", database_dir: str | Path = "database", **options) -> FineTuneResult:

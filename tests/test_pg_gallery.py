@@ -300,7 +300,7 @@ def test_hnsw_nearest_matches_exact_on_2k_people(url):
         np.testing.assert_allclose(exact_sims[:, 0], (probes @ centroids.T).max(1), atol=1e-5)
         with pytest.raises(GalleryError, match="no HNSW index"):
             gallery.nearest(probes, MODEL, exact=False)
-        assert gallery.create_index() > 0 and gallery.stats()["hnsw"]
+        assert gallery.create_index("hnsw") > 0 and gallery.stats()["hnsw"]
         plan = gallery.conn.execute(
             "EXPLAIN SELECT name FROM facenet_people WHERE centroid IS NOT NULL ORDER BY centroid <#> %s LIMIT 1",
             (pg_gallery._vector_text(probes[0]),)).fetchall()

@@ -98,6 +98,22 @@ def examine_photos(pending: dict[str, Path], pipeline: FacePipeline, desc: str |
     return results, vectors
 
 
+def nearest_other(vectors: np.ndarray, person: np.ndarray, centroids: np.ndarray, wanted: np.ndarray,
+                  chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(index, distance) of each wanted photo's nearest centroid other than its own person's (others: 0, 2.0),
+    in chunks: a folder of 100k one-photo people must not make a 100k x 100k matrix (one-photo people are never
+    checked)."""
+    nearest, other = np.zeros(len(vectors), int), np.full(len(vectors), 2.0)
+    rows = np.flatnonzero(wanted)
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        similarity = vectors[part] @ centroids.T
+        similarity[np.arange(len(part)), person[part]] = -np.inf
+        nearest[part] = similarity.argmax(axis=1)
+        other[part] = np.sqrt(np.clip(2.0 - 2.0 * similarity[np.arange(len(part)), nearest[part]], 0.0, 4.0))
+    return nearest, other
+
+
 def leave_out_mislabeled(
     report: EnrollmentReport,
     names: list[str],
@@ -119,10 +135,7 @@ def leave_out_mislabeled(
     sums = np.zeros((len(names), vectors.shape[1]), np.float64)
     np.add.at(sums, person, vectors)
     own = np.linalg.norm(vectors - normalize(sums[person] - vectors), axis=1)
-    similarity = vectors @ centroids.T
-    similarity[np.arange(len(vectors)), person] = -np.inf
-    nearest = similarity.argmax(axis=1)
-    other = np.sqrt(np.clip(2.0 - 2.0 * similarity[np.arange(len(vectors)), nearest], 0.0, 4.0))
+    nearest, other = nearest_other(vectors, person, centroids, np.asarray(counts)[person] >= 2)
     keep = np.ones(len(vectors), bool)
     for i, (path, p, _) in enumerate(used):
         if counts[p] < 2:

@@ -4,13 +4,14 @@ from the gallery's size and their photo count (`thresholds`), UNKNOWN beyond it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from facenet.config import UNKNOWN
 from facenet.gallery.search import ClusterIndex, ExactIndex
+from facenet.gallery.searcher import SearchedNames, Searcher
 from facenet.gallery.thresholds import FARTHEST, GALLERY_FAR, gallery_threshold, match_score
 
 NEGATIVE_MARGIN = 0.1
@@ -56,6 +57,10 @@ class FaceDatabase:
     multiplied by `distance_scale`, the spread of fine-tuned weights relative to the calibrated model. `model`
     (one of MODELS) picks the calibrated constants; `model_id` (`<model>:<weights fingerprint>`) names the
     embedding that made the centroids.
+
+    Made by `FaceDatabase.searching(searcher, ...)` instead, it holds no centroids: `identify` and
+    `nearest_people` ask the `searcher` (same names, distances, per-person thresholds and scores), `names` is a
+    `SearchedNames`, `centroids`, `photo_counts` and `thresholds` are empty, and `everyone()` fetches the full copy.
     """
 
     def __init__(
@@ -89,13 +94,51 @@ class FaceDatabase:
         self.thresholds = np.array([by_count[int(k)] for k in counts], dtype=np.float64)
         typical = int(np.median(counts)) if people else 1
         self.threshold = distance_scale * gallery_threshold(people, typical, model, target_far)
+        self.searcher: Searcher | None = None
         self.negatives: dict[str, np.ndarray] = {}
         """{name: (k, dim) unit vectors of faces marked "not <name>"}: a face nearer to one of them than to that
         person's centroid (NEGATIVE_MARGIN) is not named that person (facenet.unknowns; set by the gallery's
         `load`)."""
 
+    @classmethod
+    def searching(cls, searcher: Searcher, model_id: str, *, model: str, target_far: float = GALLERY_FAR,
+                  distance_scale: float = 1.0, dim: int) -> FaceDatabase:
+        """A database whose lookups run in `searcher` (no copy of the centroids here): the thresholds of a
+        gallery of `searcher.people` people, each person's from the photo count the searcher returns."""
+        database = cls([], np.zeros((0, dim), np.float32), model_id, model=model, target_far=target_far,
+                       distance_scale=distance_scale, dim=dim)
+        database.searcher, database.names = searcher, SearchedNames(searcher)  # type: ignore[assignment]
+        database.threshold = distance_scale * gallery_threshold(searcher.people, searcher.typical_photos, model,
+                                                                target_far)
+        return database
+
     def __len__(self) -> int:
         return len(self.names)
+
+    def enrolled(self, names: Iterable[str]) -> set[str]:
+        """Those of `names` that are enrolled (without fetching every name from a searcher)."""
+        if self.searcher is not None:
+            return self.searcher.enrolled(names)
+        return set(names) & set(self.names)
+
+    def everyone(self) -> tuple[list[str], np.ndarray]:
+        """(names, centroids (N, dim)) of everyone enrolled: for a searching database, fetched now (the full
+        copy it otherwise avoids)."""
+        if self.searcher is not None:
+            return self.searcher.everyone()
+        return list(self.names), self.centroids
+
+    def _own_thresholds(self, counts: np.ndarray) -> np.ndarray:
+        """Each person's default threshold from their photo count (as `thresholds` holds for a full copy)."""
+        counts = np.maximum(counts, 1)  # padding ("" for fewer people than asked) counts no photo
+        by_count = {int(k): self.distance_scale * gallery_threshold(len(self), int(k), self.model, self.target_far)
+                    for k in np.unique(counts)}
+        return np.array([by_count[int(k)] for k in np.ravel(counts)], np.float64).reshape(np.shape(counts))
+
+    def _searched(self, x: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(name, similarity, own threshold) of each row's nearest person, asked of the searcher."""
+        names, similarities, counts = self.searcher.nearest(x, 1)  # type: ignore[union-attr]
+        return [row[0] for row in names], similarities[:, 0].astype(np.float64), self._own_thresholds(counts[:, 0])
 
     def _nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index, similarity) of each row's nearest centroid: one matrix product, or for a big gallery the index."""
@@ -126,10 +169,14 @@ class FaceDatabase:
             limit = self.threshold if threshold is None else threshold
             distance = np.full(len(x), FARTHEST, np.float64)
             return Lookup([UNKNOWN] * len(x), distance, np.asarray(match_score(distance, limit), np.float64))
-        best, nearest = self._nearest(x)
+        if self.searcher is not None:
+            found, nearest, own = self._searched(x)
+        else:
+            best, nearest = self._nearest(x)
+            found, own = [self.names[b] for b in best], self.thresholds[best]
         distance = np.sqrt(np.clip(2.0 - 2.0 * nearest, 0.0, 4.0))
-        limit = self.thresholds[best] if threshold is None else np.full(len(x), float(threshold))
-        names = [self.names[b] if d <= t else UNKNOWN for b, d, t in zip(best, distance, limit, strict=True)]
+        limit = own if threshold is None else np.full(len(x), float(threshold))
+        names = [n if d <= t else UNKNOWN for n, d, t in zip(found, distance, limit, strict=True)]
         if self.negatives:
             names = [self._unless_negative(name, row, d, t)
                      for name, row, d, t in zip(names, x, distance, limit, strict=True)]
@@ -142,6 +189,8 @@ class FaceDatabase:
         x = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         if len(self) == 0 or count < 1:
             return [[] for _ in range(len(x))]
+        if self.searcher is not None:
+            return self._searched_people(x, min(int(count), len(self)), threshold)
         k = min(int(count), len(self))
         if len(self) >= SEARCH_INDEX_MIN:  # sorting every person costs ~130 ms per face at 1 M: ask the index
             nearest, similarity = self._search_index().search(x, k)
@@ -154,6 +203,16 @@ class FaceDatabase:
         scores = np.asarray(match_score(distance, limit), np.float64).reshape(distance.shape)
         return [[(self.names[j], float(d), float(c)) for j, d, c in zip(row, drow, crow, strict=True) if j >= 0]
                 for row, drow, crow in zip(nearest, distance, scores, strict=True)]
+
+    def _searched_people(self, x: np.ndarray, k: int, threshold: float | None
+                         ) -> list[list[tuple[str, float, float]]]:
+        """`nearest_people` asked of the searcher: its k nearest, scored with each one's own threshold."""
+        names, similarities, counts = self.searcher.nearest(x, k)  # type: ignore[union-attr]
+        distance = np.sqrt(np.clip(2.0 - 2.0 * similarities.astype(np.float64), 0.0, 4.0))
+        limit = self._own_thresholds(counts) if threshold is None else np.full(distance.shape, float(threshold))
+        scores = np.asarray(match_score(distance, limit), np.float64).reshape(distance.shape)
+        return [[(name, float(distance[i, j]), float(scores[i, j])) for j, name in enumerate(row) if name]
+                for i, row in enumerate(names)]
 
     def _unless_negative(self, name: str, vector: np.ndarray, distance: float, limit: float) -> str:
         """UNKNOWN when the face is nearer to one of the faces marked "not <name>" than to name's centroid (plus

@@ -30,7 +30,7 @@ class SharedSync:
     skipped: list[dict[str, str]]
     not_enrolled: list[str]
     index: str | None
-    """"hnsw", "hnsw (built)" or None (an exact scan)."""
+    """"ivfflat", "ivfflat (built)", "ivfflat (rebuilt)", "hnsw" or None (an exact scan)."""
     examine_s: float
     touched: int
     """People rows whose centroid or photo count changed."""

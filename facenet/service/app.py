@@ -201,7 +201,7 @@ def _subject_routes(api: APIRouter, store: GalleryStore) -> None:
     def list_subjects() -> dict[str, Any]:
         """Every subject (a data/ folder): its photo count and whether it is enrolled."""
         snap = store.snapshot
-        enrolled = set(snap.database.names)
+        enrolled = snap.database.enrolled(snap.subjects)
         return {"subjects": [{"subject": name, "photos": len(photos), "enrolled": name in enrolled}
                              for name, photos in snap.subjects.items()]}
 

@@ -37,7 +37,7 @@ def name_group(store: UnknownStore, group_id: str, subject: str, data_dir: Path,
     folder = existing or data_dir / subject
     written = write_photos(folder, chips)
     try:
-        enrolled = person_name(folder.name) in set(sync())
+        enrolled = person_name(folder.name) in sync()
     except BaseException:
         remove_photos(written)
         if existing is None:

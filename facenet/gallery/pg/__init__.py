@@ -26,17 +26,20 @@ Concurrency contract of `sync_photos` (what makes two clients enrolling at once 
   * centroids (the enrollment core's rule) of the folder's people are recomputed inside that transaction.
 Readers (`load`, `load_centroids`, `nearest`) never create, prune or write anything.
 
-Lookup: `load` for an exact in-memory search (small galleries, or gallery.search.ExactIndex), `nearest` in SQL by
-inner product (`<#>`, centroids are unit vectors) through an HNSW index that `sync` creates once the gallery has
-more than HNSW_MIN_PEOPLE people (below that an exact scan is as fast). Measured on 2 busy cores (bench/bench_pg.py,
-random unit vectors): at 100k people an exact SQL scan takes 91 ms per face, HNSW 4-9 ms with recall@1 1.0 for
-genuine queries at ef_search 100 (index built in 79 s); at 1M the exact scan takes 364 ms, the index 27 min to
-build and recall@1 falls to 0.69 at ef_search 100 (m=16), while `load` takes 4.8 s and ExactIndex then answers
-exactly in ~7 ms: beyond a few 100k people, prefer `load` + ExactIndex in the recognizing process.
+Lookup: `load` gives a FaceDatabase: below NO_COPY_MIN_PEOPLE people every centroid is read for an exact
+in-memory search (gallery.search.ExactIndex for big ones); from it on the database keeps no copy and each lookup is
+one `nearest` in SQL (`PgSearcher`, one connection per thread): same names, distances, per-person thresholds,
+scores and negatives. `nearest` searches by inner product (`<#>`, centroids are unit vectors) through an IVFFlat
+index that `sync` creates once the gallery has more than HNSW_MIN_PEOPLE people (below that an exact scan is as
+fast) with sqrt(people) lists, rebuilds when the gallery grew IVF_REGROW-fold, and scans IVF_PROBES lists of: at 1M
+people of dim 256 (bench/bench_pg.py, pgvector 0.6.2) it builds in well under a minute with recall@1 ~1.0 for
+genuine queries, where HNSW (m 16) took 27 min to build for 0.69. pgvector 0.6.2 has no halfvec or binary
+quantisation (0.7); IVFFlat stores full vectors, so what it finds is exact within the lists it scans.
 
 The package, one module per job: `urls` (secrets in URLs: masked URLs, password-free errors, GalleryError), `schema`
-(tables, model check, pgvector type, HNSW index), `sync` (enrollment), `queries` (lookup), `hashes` (the local photo
-hash cache) and `gallery` (PgGallery, the `Gallery` protocol over all of them).
+(tables, model check, pgvector type, the index), `sync` (enrollment), `queries` (lookup), `searcher` (PgSearcher:
+lookups in SQL for a FaceDatabase), `hashes` (the local photo hash cache) and `gallery` (PgGallery, the `Gallery`
+protocol over all of them).
 """
 
 
@@ -44,15 +47,26 @@ from __future__ import annotations
 
 # psycopg and pgvector are imported where they are used (optional: the file gallery and every other mode need
 # neither, and `import facenet` must not pay for them).
-from facenet.gallery.pg.gallery import CONNECT_TIMEOUT, PgGallery
+from facenet.gallery.pg.gallery import CONNECT_TIMEOUT, NO_COPY_MIN_PEOPLE, PgGallery
 from facenet.gallery.pg.hashes import HASH_CACHE
 from facenet.gallery.pg.queries import HNSW_EF_SEARCH
-from facenet.gallery.pg.schema import HNSW_EF_CONSTRUCTION, HNSW_M, HNSW_MIN_PEOPLE, SCHEMA_VERSION, vector_text
+from facenet.gallery.pg.schema import (
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    HNSW_MIN_PEOPLE,
+    INDEXES,
+    IVF_PROBES,
+    IVF_REGROW,
+    SCHEMA_VERSION,
+    ivf_lists,
+    vector_text,
+)
+from facenet.gallery.pg.searcher import PgSearcher
 from facenet.gallery.pg.sync import EXAMINE_BATCH, Examine
 from facenet.gallery.pg.urls import GalleryError, hide_secrets, mask_url
 
 _vector_text = vector_text  # its name before the split (tests/test_pg_gallery.py)
 
 __all__ = ["CONNECT_TIMEOUT", "EXAMINE_BATCH", "HASH_CACHE", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "HNSW_M",
-           "HNSW_MIN_PEOPLE", "SCHEMA_VERSION", "Examine", "GalleryError", "PgGallery", "hide_secrets", "mask_url",
-           "vector_text"]
+           "HNSW_MIN_PEOPLE", "INDEXES", "IVF_PROBES", "IVF_REGROW", "NO_COPY_MIN_PEOPLE", "SCHEMA_VERSION", "Examine",
+           "GalleryError", "PgGallery", "PgSearcher", "hide_secrets", "ivf_lists", "mask_url", "vector_text"]

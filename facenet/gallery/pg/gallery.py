@@ -12,6 +12,7 @@ from facenet.gallery.enroll import examine_photos, hash_photos, read_folder, reu
 from facenet.gallery.index import FaceDatabase
 from facenet.gallery.pg.hashes import read_hashes, write_hashes
 from facenet.gallery.pg.queries import Lookup
+from facenet.gallery.pg.searcher import PgSearcher
 from facenet.gallery.pg.sync import Enrollment
 from facenet.gallery.pg.urls import GalleryError, mask_url, reason, url_sets
 from facenet.gallery.report import EnrollmentReport, SharedSync
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 5
 """Seconds to wait for the server before giving up (unless the URL says otherwise)."""
+NO_COPY_MIN_PEOPLE = 100_000
+"""From this many people on, `load` (and `sync`) give a FaceDatabase that searches in SQL (PgSearcher: no copy of
+the centroids in the client, ~100 MB at 100k people of the 256-d default model, ~1 GB at 1M) instead of reading
+every centroid (bench/bench_pg.py: a few ms per face through the gallery's index either way)."""
 
 
 class PgGallery(Enrollment, Lookup):
@@ -38,7 +43,7 @@ class PgGallery(Enrollment, Lookup):
         except ImportError as error:  # pragma: no cover - requirements.txt has it
             raise GalleryError("PostgreSQL galleries need psycopg and pgvector: pip install 'psycopg[binary]' "
                                "pgvector") from error
-        self.url, self.cache_dir, self.rebuild = url, cache_dir, rebuild
+        self.url, self.cache_dir, self.rebuild, self.connect_timeout = url, cache_dir, rebuild, connect_timeout
         self.where = mask_url(url)
         kwargs = {} if url_sets("connect_timeout", url) else {"connect_timeout": connect_timeout}
         try:
@@ -88,7 +93,8 @@ class PgGallery(Enrollment, Lookup):
         return report
 
     def load(self, pipeline: FacePipeline) -> FaceDatabase:
-        """The whole shared gallery as the lookup index for `pipeline` (read only: nothing is created or pruned).
+        """The shared gallery as the lookup index for `pipeline` (read only: nothing is created or pruned): every
+        centroid in memory, or from NO_COPY_MIN_PEOPLE people on a database that searches in SQL (PgSearcher).
         Right after `sync` it is the index that sync read (a big gallery is not read twice); else read now."""
         synced, self._synced = self._synced, None
         database = synced if synced is not None and synced.model_id == pipeline.model_id else self._read(pipeline)
@@ -97,6 +103,10 @@ class PgGallery(Enrollment, Lookup):
 
     def _read(self, pipeline: FacePipeline) -> FaceDatabase:
         embedder = pipeline.embedder
+        if self.size(embedder.model_id, embedder.dim)[0] >= NO_COPY_MIN_PEOPLE:
+            return FaceDatabase.searching(PgSearcher(self, embedder.model_id, embedder.dim), embedder.model_id,
+                                          distance_scale=embedder.distance_scale, model=embedder.name,
+                                          dim=embedder.dim)
         names, centroids, counts = self.load_centroids(pipeline.model_id, embedder.dim)
         return FaceDatabase(names, centroids, embedder.model_id, counts, distance_scale=embedder.distance_scale,
                             model=embedder.name, dim=embedder.dim)

@@ -1,13 +1,15 @@
 """Lookup in the shared gallery (read only: nothing is created, pruned or written): every centroid for an
-in-memory search, the k nearest in SQL (exact or through the HNSW index), and its size."""
+in-memory search, the k nearest in SQL (exact or through the IVFFlat / HNSW index), its size, names and who of some
+names is enrolled (what PgSearcher asks)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from facenet.gallery.pg.schema import HNSW_MIN_PEOPLE, Schema, vector_text
+from facenet.gallery.pg.schema import HNSW_MIN_PEOPLE, INDEXES, IVF_PROBES, Schema, vector_text
 from facenet.gallery.pg.urls import GalleryError, gallery_errors
 
 HNSW_EF_SEARCH = 100
@@ -37,14 +39,44 @@ class Lookup(Schema):
         return names, centroids, counts
 
     @gallery_errors
+    def size(self, model_id: str, dim: int | None = None) -> tuple[int, int]:
+        """(people enrolled, int of their median photo count (1 when none)): what the thresholds are made of."""
+        if self._reader_meta(model_id, dim) is None:
+            return 0, 1
+        people, median = self.conn.execute(
+            """SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY photo_count) FROM facenet_people
+               WHERE centroid IS NOT NULL""").fetchone()
+        return int(people), int(median) if people else 1
+
+    @gallery_errors
+    def names(self, model_id: str) -> list[str]:
+        """Every enrolled name, sorted (as `load_centroids` gives them)."""
+        if self._reader_meta(model_id, None) is None:
+            return []
+        rows = self.conn.execute("SELECT name FROM facenet_people WHERE centroid IS NOT NULL ORDER BY name")
+        return [row[0] for row in rows]
+
+    @gallery_errors
+    def enrolled(self, names: Iterable[str], model_id: str) -> set[str]:
+        """Those of `names` that are enrolled (one query)."""
+        wanted = list(names)
+        if not wanted or self._reader_meta(model_id, None) is None:
+            return set()
+        rows = self.conn.execute("SELECT name FROM facenet_people WHERE centroid IS NOT NULL AND name = ANY(%s)",
+                                 (wanted,))
+        return {row[0] for row in rows}
+
+    @gallery_errors
     def nearest(
         self, queries: np.ndarray, model_id: str, k: int = 1, exact: bool | None = None,
-        ef_search: int = HNSW_EF_SEARCH,
+        ef_search: int = HNSW_EF_SEARCH, probes: int = IVF_PROBES,
     ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
         """k nearest centroids of each query by inner product, in SQL: (names [Q][k], similarities (Q, k),
         photo counts (Q, k)); rows are padded with "" / -inf / 0 when fewer people are enrolled.
 
-        exact=None uses the HNSW index when there is one, True forces an exact scan, False requires the index.
+        exact=None uses the gallery's index (IVFFlat, or HNSW in older galleries) when there is one, True forces an
+        exact scan, False requires the index. `ef_search` (HNSW) and `probes` (IVFFlat: lists scanned exactly) trade
+        speed for recall.
         """
         meta = self._reader_meta(model_id, None)
         queries = np.asarray(queries, np.float32)
@@ -58,14 +90,15 @@ class Lookup(Schema):
         if queries.shape[1] != meta["dim"]:
             raise GalleryError(f"{self.where}: queries of dimension {queries.shape[1]} for a {meta['dim']}-d "
                                "gallery")
-        if exact is False and not self._table_exists("facenet_people_centroid_hnsw"):
-            raise GalleryError(f"{self.where}: no HNSW index (it is built once the gallery has more than "
-                               f"{HNSW_MIN_PEOPLE} people, or by create_index)")
+        if exact is False and not any(self._table_exists(index) for index in INDEXES.values()):
+            raise GalleryError(f"{self.where}: no HNSW index nor IVFFlat index (one is built once the gallery has "
+                               f"more than {HNSW_MIN_PEOPLE} people, or by create_index)")
         with self.conn.transaction(), self.conn.cursor(binary=True) as cur:
             if exact:
                 cur.execute("SET LOCAL enable_indexscan = off")
             else:
                 cur.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), k)}")
+                cur.execute(f"SET LOCAL ivfflat.probes = {max(int(probes), 1)}")
             cur.execute("""SELECT q.i, n.name, n.photo_count, n.sim FROM unnest(%s::vector[]) WITH ORDINALITY
                            AS q(v, i) CROSS JOIN LATERAL (
                                SELECT name, photo_count, -(centroid <#> q.v) AS sim FROM facenet_people
@@ -80,11 +113,11 @@ class Lookup(Schema):
 
     @gallery_errors
     def stats(self) -> dict[str, Any]:
-        """People enrolled, photos, stored results and whether the HNSW index exists (for reports)."""
+        """People enrolled, photos, stored results and whether the HNSW / IVFFlat index exists (for reports)."""
         if self.meta() is None:
-            return {"people": 0, "photos": 0, "results": 0, "hnsw": False}
+            return {"people": 0, "photos": 0, "results": 0, "hnsw": False, "ivfflat": False}
         people, photos, results = self.conn.execute(
             """SELECT (SELECT count(*) FROM facenet_people WHERE centroid IS NOT NULL),
                       (SELECT count(*) FROM facenet_photos), (SELECT count(*) FROM facenet_embeddings)""").fetchone()
         return {"people": people, "photos": photos, "results": results,
-                "hnsw": self._table_exists("facenet_people_centroid_hnsw")}
+                **{kind: self._table_exists(index) for kind, index in INDEXES.items()}}

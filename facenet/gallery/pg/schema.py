@@ -1,10 +1,11 @@
 """The gallery's tables (created on first enrollment, versioned in `facenet_meta`), the one embedding model they
-hold, pgvector's vector type and the HNSW index on the centroids."""
+hold, pgvector's vector type and the index on the centroids (IVFFlat; HNSW on request)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -16,10 +17,25 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 HNSW_MIN_PEOPLE = 10_000
-"""Gallery size from which `sync` builds the HNSW index: an exact scan costs ~0.9 us per person (10 ms at 10k),
-an HNSW lookup a few ms whatever the size (bench/bench_pg.py)."""
+"""Gallery size from which `sync` builds the index: an exact scan costs ~0.9 us per person (10 ms at 10k), an
+index lookup a few ms (bench/bench_pg.py)."""
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+IVF_PROBES = 32
+"""IVFFlat lists a lookup scans exactly (of sqrt(people) lists: `ivf_lists`). bench/bench_pg.py, 1M people of
+dim 256 shaped like real fused embeddings, pgvector 0.6.2: recall@1 of genuine queries 0.96 at 8, 0.993 at 16,
+1.000 at 32 (~20 ms per face on 2 busy cores); the build takes ~40 s where HNSW (m 16) took 27 min for 0.69."""
+IVF_REGROW = 4
+"""`sync` rebuilds the IVFFlat index once the gallery has this many times the people its lists were made for
+(lists are k-means cells of the rows at build time; new rows join the nearest one and cells only grow)."""
+INDEXES = {"ivfflat": "facenet_people_centroid_ivfflat", "hnsw": "facenet_people_centroid_hnsw"}
+"""Index kind -> its name (a gallery has one: IVFFlat, built by `sync`; HNSW by `create_index("hnsw")` or made by
+an earlier facenet, still used)."""
+
+
+def ivf_lists(people: int) -> int:
+    """IVFFlat lists for a gallery of `people`: sqrt(people) (pgvector's advice beyond 1M rows; 1000 at 1M)."""
+    return max(1, round(math.sqrt(people)))
 
 LOCK_SCHEMA = 0x66616365  # advisory lock key: schema creation / rebuild / index creation ("face")
 TABLES = ("facenet_photos", "facenet_embeddings", "facenet_people", "facenet_meta")
@@ -172,32 +188,55 @@ class Schema:
         return meta
 
     def _maybe_index(self) -> str | None:
-        """Build the HNSW index once the gallery is big enough (after the sync committed; readers go on)."""
-        exists = self._table_exists("facenet_people_centroid_hnsw")
-        if exists:
+        """Build the index once the gallery is big enough, and the IVFFlat one again when it outgrew its lists (after
+        the sync committed; readers go on, with the old index during a rebuild)."""
+        if self._table_exists(INDEXES["hnsw"]):
             return "hnsw"
-        people = self.conn.execute("SELECT count(*) FROM facenet_people WHERE centroid IS NOT NULL").fetchone()[0]
+        people = self._people_count()
+        lists = self._ivf_lists()
+        if lists is not None and people <= IVF_REGROW * lists * lists:
+            return "ivfflat"
         if people <= HNSW_MIN_PEOPLE:
             return None
         self.create_index()
-        return "hnsw (built)"
+        return "ivfflat (built)" if lists is None else "ivfflat (rebuilt)"
+
+    def _ivf_lists(self) -> int | None:
+        """The lists of the gallery's IVFFlat index, None when it has none."""
+        row = self.conn.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)",
+                                (INDEXES["ivfflat"],)).fetchone()
+        if row is None:
+            return None
+        options = dict(option.split("=", 1) for option in row[0] or [])
+        return int(options.get("lists", 100))  # pgvector's default
 
     @gallery_errors
-    def create_index(self, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION, memory: str = "2GB"
-                     ) -> float:
-        """Build the HNSW index on the centroids now (inner product); returns the seconds it took.
+    def create_index(self, kind: str = "ivfflat", m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
+                     lists: int | None = None, memory: str = "2GB") -> float:
+        """Build (or rebuild) the index on the centroids now (inner product); returns the seconds it took.
 
-        `memory` (maintenance_work_mem) should hold the whole graph (~1 KB per person at dim 128): beyond it
-        pgvector goes on much more slowly.
+        "ivfflat": `lists` k-means cells (default `ivf_lists` of the gallery's size), built beside the old one and
+        swapped in, so readers keep an index throughout. "hnsw": m / ef_construction; `memory`
+        (maintenance_work_mem) should hold the whole graph (~1 KB per person at dim 128), beyond it pgvector goes
+        on much more slowly. One index at a time: building one drops the other kind.
         """
+        if kind not in INDEXES:
+            raise ValueError(f"index kind {kind!r}: one of {sorted(INDEXES)}")
         start = time.perf_counter()
+        if kind == "hnsw":
+            using = f"hnsw (centroid vector_ip_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+        else:
+            lists = lists or ivf_lists(self._people_count())
+            using = f"ivfflat (centroid vector_ip_ops) WITH (lists = {int(lists)})"
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_SCHEMA,))
             self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
-            self.conn.execute(f"""CREATE INDEX IF NOT EXISTS facenet_people_centroid_hnsw ON facenet_people
-                                  USING hnsw (centroid vector_ip_ops) WITH (m = {int(m)},
-                                  ef_construction = {int(ef_construction)})""")
+            self.conn.execute(f"DROP INDEX IF EXISTS {INDEXES[kind]}_new")
+            self.conn.execute(f"CREATE INDEX {INDEXES[kind]}_new ON facenet_people USING {using}")
+        with self.conn.transaction():  # the swap: a moment's exclusive lock
+            self.conn.execute("DROP INDEX IF EXISTS " + ", ".join(INDEXES.values()))
+            self.conn.execute(f"ALTER INDEX {INDEXES[kind]}_new RENAME TO {INDEXES[kind]}")
         return time.perf_counter() - start
 
     def drop_index(self) -> None:
-        self.conn.execute("DROP INDEX IF EXISTS facenet_people_centroid_hnsw")
+        self.conn.execute("DROP INDEX IF EXISTS " + ", ".join(INDEXES.values()))

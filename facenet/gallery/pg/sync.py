@@ -49,7 +49,7 @@ class Enrollment(Schema):
         Only photos whose sha256 has no stored result for `model_id` are passed to `examine` (plus stored
         failures for which `retry(result)` is true, e.g. "no face" from another detector). People absent from
         `people_photos` are left alone. Returns a report dict (people, photos, examined, embedded, reused,
-        pruned, skipped, not_enrolled, seconds). build_index=False leaves the HNSW index to a later
+        pruned, skipped, not_enrolled, seconds). build_index=False leaves the index to a later
         `create_index` (bulk loads). `report` receives the enrollment core's sections (people, duplicates,
         mislabeled, ...); `far` is the verify threshold the core checks photos against.
         """
