@@ -6,16 +6,29 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from facenet.gallery.pg.gallery import PgGallery
+
+class _Connection(Protocol):
+    """What PgSearcher asks of a gallery connection (a facenet.gallery.pg.PgGallery; named by its methods so this
+    module does not import the gallery that imports it)."""
+
+    url: str
+    connect_timeout: int
+    conn: Any
+
+    def size(self, model_id: str, dim: int) -> tuple[int, int]: ...
+    def nearest(self, queries: np.ndarray, model_id: str, k: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]: ...
+    def names(self, model_id: str) -> list[str]: ...
+    def enrolled(self, names: Iterable[str], model_id: str) -> set[str]: ...
+    def load_centroids(self, model_id: str, dim: int | None) -> tuple[list[str], np.ndarray, np.ndarray]: ...
+    def close(self) -> None: ...
 
 
-def _close_all(galleries: list[PgGallery]) -> None:
+def _close_all(galleries: list[_Connection]) -> None:
     for gallery in galleries:
         gallery.close()
 
@@ -23,21 +36,22 @@ def _close_all(galleries: list[PgGallery]) -> None:
 class PgSearcher:
     """The lookups of one model's gallery at `url`, run in SQL; `people` and `typical_photos` as at opening."""
 
-    def __init__(self, opener: PgGallery, model_id: str, dim: int) -> None:
-        """`opener`: the open gallery that made it (its URL and settings open each thread's own connection)."""
-        self.url, self.connect_timeout, self.model_id, self.dim = opener.url, opener.connect_timeout, model_id, dim
+    def __init__(self, opener: _Connection, model_id: str, dim: int) -> None:
+        """`opener`: the open gallery that made it (another of its kind, to the same URL with the same settings,
+        is each thread's own connection)."""
+        self.model_id, self.dim = model_id, dim
+        kind, url, timeout = type(opener), opener.url, opener.connect_timeout  # not the opener: it may be closed
+        self._connect: Callable[[], _Connection] = lambda: kind(url, timeout)
         self.people, self.typical_photos = opener.size(model_id, dim)
         self._local = threading.local()
-        self._opened: list[PgGallery] = []
+        self._opened: list[_Connection] = []
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self._opened)
 
-    def _gallery(self) -> PgGallery:
+    def _gallery(self) -> _Connection:
         gallery = getattr(self._local, "gallery", None)
         if gallery is None or gallery.conn.closed:
-            from facenet.gallery.pg.gallery import PgGallery
-
-            gallery = self._local.gallery = PgGallery(self.url, self.connect_timeout)
+            gallery = self._local.gallery = self._connect()
             with self._lock:
                 self._opened.append(gallery)
         return gallery
