@@ -13,7 +13,8 @@ bench/results/lfw_dev_*_yunet.npz):
           lists = ivf_lists; HNSW: m 16 / ef_construction 64) its build time and, per probes / ef_search, recall@1
           against the exact top-1 for genuine queries (a centroid plus same-person noise) and strangers;
   client: what load() holds (every centroid, in-memory FaceDatabase) vs the no-copy client (FaceDatabase searching
-          in SQL through PgSearcher), Python-allocated MB (tracemalloc) and ms of identify() for 1 and 10 faces;
+          through PgSearcher: local codes, exact re-rank of fetched rows), Python-allocated MB (tracemalloc) plus
+          the codes' MB, ms of identify() for 1 and 10 faces, recall@1 of the genuine queries;
   incremental: sync of one new person into the gallery (index updated on insert), then a load(): seconds, and
           whether the index finds him;
 then the exact-scan latency at small sizes (where an index starts to pay: HNSW_MIN_PEOPLE), and two clients
@@ -144,7 +145,7 @@ def bench_size(url: str, people: int, maker: People, repeat: int, kinds: list[st
         for kind in kinds:
             row[kind] = bench_index(gallery, kind, genuine, strangers, [enrolled[t][0] for t in truth_g],
                                     [enrolled[t][0] for t in truth_s], repeat)
-    row["client"] = bench_client(url, dim, genuine, repeat)
+    row["client"] = bench_client(url, dim, genuine, [enrolled[t][0] for t in truth_g], repeat)
     row["incremental"] = bench_incremental(url, maker)
     return row
 
@@ -182,9 +183,10 @@ def full_copy(gallery: PgGallery, dim: int) -> FaceDatabase:
     return FaceDatabase(names, centroids, MODEL, counts, model="fused", dim=dim)
 
 
-def bench_client(url: str, dim: int, queries: np.ndarray, repeat: int) -> dict:
+def bench_client(url: str, dim: int, queries: np.ndarray, truth: list[str], repeat: int) -> dict:
     """The client with every centroid (its ExactIndex made by the first lookup) vs the no-copy client: memory
-    (Python allocations: tracemalloc), open time, identify ms (1 and 10 faces)."""
+    (Python allocations: tracemalloc; the no-copy client's faiss codes: codes_mb), open time, identify ms (1 and 10
+    faces), recall@1 of the genuine `queries` against the exact top-1 names `truth`."""
     result = {}
     with PgGallery(url) as gallery:
         makers = {"no_copy": lambda: FaceDatabase.searching(PgSearcher(gallery, MODEL, dim), MODEL, model="fused",
@@ -199,7 +201,11 @@ def bench_client(url: str, dim: int, queries: np.ndarray, repeat: int) -> dict:
             start = time.perf_counter()
             database, mb, peak = held(opened)
             seconds = time.perf_counter() - start
+            names = [row[0][0] for row in database.nearest_people(queries, 1)]
             result[label] = {"open_s": round(seconds, 2), "held_mb": mb, "peak_mb": peak,
+                             "codes_mb": round((database.searcher.codes_nbytes if database.searcher else 0) / 2**20,
+                                               1),
+                             "recall_genuine": float(np.mean([a == b for a, b in zip(names, truth, strict=True)])),
                              **{f"identify_{n}_ms": round(median_ms(database.identify, queries, n, repeat), 2)
                                 for n in (1, 10)}}
             if database.searcher is not None:
@@ -283,8 +289,9 @@ def print_size(row: dict) -> None:
                           f"{f['recall_genuine']:.3f}, strangers {f['recall_strangers']:.3f}; {f['ms_1']} ms / "
                           f"{f['ms_10']} ms (1 / 10 faces)")
     for label, c in row["client"].items():
-        print(f"  client {label}: opens in {c['open_s']} s, holds {c['held_mb']} MB (peak {c['peak_mb']} MB); "
-              f"identify {c['identify_1_ms']} ms / {c['identify_10_ms']} ms (1 / 10 faces)")
+        print(f"  client {label}: opens in {c['open_s']} s, holds {c['held_mb']} MB (peak {c['peak_mb']} MB) + "
+              f"{c['codes_mb']} MB of codes; identify {c['identify_1_ms']} ms / {c['identify_10_ms']} ms (1 / 10 "
+              f"faces); recall@1 genuine {c['recall_genuine']:.3f}")
     i = row["incremental"]
     print(f"  one new person: sync {i['sync_one_s']} s (index {i['index']}), load after {i['load_after_s']} s, "
           f"index finds him: {i['index_finds_him']}")

@@ -172,3 +172,33 @@ def test_the_python_api_works_on_a_no_copy_gallery(shared, pipeline, tmp_path, w
     np.testing.assert_allclose(np.stack(list(embeddings.values())), memory.centroids, atol=1e-6)
     (match,) = gallery.recognize(PEOPLE / PROBES[1])
     assert match.name == "José"
+
+
+def test_a_big_gallery_client_shortlists_by_its_codes_and_reranks_exactly(pg_url, monkeypatch):
+    """From CODES_MIN_PEOPLE on, PgSearcher keeps compact codes (no centroid), shortlists locally and re-ranks the
+    shortlist with the centroids it fetches: the same top-k as the exact SQL scan; people enrolled after it opened
+    are found, people removed since are not."""
+    from facenet.gallery.pg import searcher as searcher_module
+
+    monkeypatch.setattr(searcher_module, "CODES_MIN_PEOPLE", 100)
+    rng = np.random.default_rng(5)
+    people, examine = fake_people("s", 400, rng)
+    with PgGallery(pg_url) as gallery:
+        gallery.sync_photos(people, examine, MODEL, DIM)
+        searcher = PgSearcher(gallery, MODEL, DIM)
+        assert searcher._codes is not None and len(searcher._codes) == 400 == searcher.people
+        _, centroids, _ = gallery.load_centroids(MODEL, DIM)
+        queries = centroids[:40] + 0.05 * rng.standard_normal((40, DIM)).astype(np.float32)
+        exact = gallery.nearest(queries, MODEL, k=3, exact=True)
+        found = searcher.nearest(queries, 3)
+        assert found[0] == exact[0]
+        np.testing.assert_allclose(found[1], exact[1], atol=1e-5)
+        np.testing.assert_array_equal(found[2], exact[2])
+        later, examine = fake_people("t", 2, rng)
+        gallery.sync_photos(later, examine, MODEL, DIM)
+        _, now, _ = gallery.load_centroids(MODEL, DIM)
+        newcomers = now[-2:]  # names sort "t..." after "s...": the two enrolled after the searcher opened
+        assert [row[0] for row in searcher.nearest(newcomers, 1)[0]] == ["t0000", "t0001"]
+        gallery.remove_person(exact[0][0][0])
+        assert searcher.nearest(queries[:1], 1)[0][0][0] == exact[0][0][1]
+        searcher.close()

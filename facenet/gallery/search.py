@@ -260,6 +260,61 @@ def _rerank(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) -
     return _pad(top_i.astype(np.int64), top_s.astype(np.float32), k)
 
 
+def _cluster_codes(dim: int, people: int, sample: np.ndarray) -> faiss.Index:
+    """An empty IVF + 4-bit PQ fast-scan index for `people` vectors (~sqrt(people) cells), trained on `sample` (at
+    most 64 rows per cell of it: k-means and PQ converge on ~40-64 points per cell, and the build stays seconds)."""
+    lists = max(1, int(round(np.sqrt(people))))
+    if len(sample) > 64 * lists:
+        sample = sample[np.sort(np.random.default_rng(0).choice(len(sample), 64 * lists, replace=False))]
+    index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, lists, max(1, dim // CLUSTER_PQ_WIDTH), 4,
+                                     faiss.METRIC_INNER_PRODUCT)
+    index.by_residual = False  # one lookup table per query, not per cell: faster, and re-ranking fixes order
+    index.cp.niter = 10
+    index.cp.min_points_per_centroid = 1  # a sample of ~64 per cell is enough: no warning, no resampling
+    index.pq.cp.niter = 10  # codebooks only shortlist (re-ranked): 10 k-means rounds, not 25
+    index.train(_as_matrix(sample, dim))
+    return index
+
+
+def _shortlist(index: faiss.Index, queries: np.ndarray, size: int, probes: int) -> np.ndarray:
+    """(Q, size) ids of the best codes in the `probes` cells nearest each query (-1 pad), on CLUSTER_SEARCH_THREADS."""
+    params = faiss.SearchParametersIVF()
+    params.nprobe = min(probes, index.nlist)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(CLUSTER_SEARCH_THREADS)  # this thread's setting only; restored below
+    try:
+        return index.search(queries, size, params=params)[1]
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+class ClusterShortlist:
+    """ClusterIndex's codes without its vectors: which rows each query should look at, in a gallery whose vectors
+    live elsewhere (a PostgreSQL gallery's clients, facenet.gallery.pg.PgSearcher, which re-rank the shortlist
+    exactly with the rows they fetch). Rows are named by the caller's ids; dim/4 + 8 bytes per row."""
+
+    def __init__(self, dim: int, sample: np.ndarray, people: int, probes: int = CLUSTER_PROBES) -> None:
+        """`sample`: vectors like the ones to come (trains ~sqrt(people) cells); `people`: how many will be added."""
+        if faiss is None:
+            raise ImportError("ClusterShortlist needs faiss: pip install faiss-cpu")
+        self.dim, self.probes = dim, probes
+        self._faiss = _cluster_codes(dim, people, sample)
+
+    def __len__(self) -> int:
+        return int(self._faiss.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._faiss.invlists.compute_ntotal()) * (self._faiss.code_size + 8)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self._faiss.add_with_ids(_as_matrix(vectors, self.dim), np.ascontiguousarray(ids, np.int64))
+
+    def shortlist(self, queries: np.ndarray, size: int = CLUSTER_SHORTLIST) -> np.ndarray:
+        """(Q, size) caller ids nearest each query by their codes (-1 where fewer), to be re-ranked exactly."""
+        return _shortlist(self._faiss, _as_matrix(queries, self.dim), size, self.probes)
+
+
 class ClusterIndex:
     """Approximate top-k for big galleries: faiss IVF (k-means cells, ~sqrt(N) of them) over 4-bit PQ fast-scan
     codes picks CLUSTER_SHORTLIST candidates from the `probes` cells nearest to each query; they are re-ranked in
@@ -312,17 +367,7 @@ class ClusterIndex:
         if self.threads is not None:
             faiss.omp_set_num_threads(self.threads)
         n = len(self.vectors)
-        lists = max(1, int(round(np.sqrt(n))))
-        sample = self.vectors
-        if n > 64 * lists:  # k-means and PQ converge on ~40-64 points per cell; a sample keeps the build in seconds
-            sample = self.vectors[np.sort(np.random.default_rng(0).choice(n, 64 * lists, replace=False))]
-        index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(self.dim), self.dim, lists,
-                                         max(1, self.dim // CLUSTER_PQ_WIDTH), 4, faiss.METRIC_INNER_PRODUCT)
-        index.by_residual = False  # one lookup table per query, not per cell: faster, and re-ranking fixes order
-        index.cp.niter = 10
-        index.cp.min_points_per_centroid = 1  # a sample of ~64 per cell is enough: no warning, no resampling
-        index.pq.cp.niter = 10  # codebooks only shortlist (re-ranked): 10 k-means rounds, not 25
-        index.train(sample)
+        index = _cluster_codes(self.dim, n, self.vectors)
         for begin in range(0, n, 1 << 17):
             index.add(self.vectors[begin : begin + (1 << 17)])
         self._faiss, self._trained_at = index, n
@@ -350,14 +395,7 @@ class ClusterIndex:
             return _empty_result(len(queries), max(k, 0))
         if self._faiss is None:
             return brute_force(self.vectors, queries, k)
-        params = faiss.SearchParametersIVF()
-        params.nprobe = min(self.probes, self.lists)
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(CLUSTER_SEARCH_THREADS)  # this thread's setting only; restored below
-        try:
-            _, ids = self._faiss.search(queries, min(len(self), max(CLUSTER_SHORTLIST, k)), params=params)
-        finally:
-            faiss.omp_set_num_threads(before)
+        ids = _shortlist(self._faiss, queries, min(len(self), max(CLUSTER_SHORTLIST, k)), self.probes)
         return _rerank(self.vectors, queries, ids, k)
 
 

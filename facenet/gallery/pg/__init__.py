@@ -27,8 +27,9 @@ Concurrency contract of `sync_photos` (what makes two clients enrolling at once 
 Readers (`load`, `load_centroids`, `nearest`) never create, prune or write anything.
 
 Lookup: `load` gives a FaceDatabase: below NO_COPY_MIN_PEOPLE people every centroid is read for an exact
-in-memory search (gallery.search.ExactIndex for big ones); from it on the database keeps no copy and each lookup is
-one `nearest` in SQL (`PgSearcher`, one connection per thread): same names, distances, per-person thresholds,
+in-memory search (gallery.search.ExactIndex for big ones); from it on the database keeps no copy: `PgSearcher`
+(one connection per thread) keeps compact codes, shortlists locally and re-ranks exactly with the centroids it
+fetches by key (`rerank`): same names, distances, per-person thresholds,
 scores and negatives. `nearest` searches by inner product (`<#>`, centroids are unit vectors) through an IVFFlat
 index that `sync` creates once the gallery has more than HNSW_MIN_PEOPLE people (below that an exact scan is as
 fast) with sqrt(people) lists, rebuilds when the gallery grew IVF_REGROW-fold, and scans IVF_PROBES lists of: at 1M

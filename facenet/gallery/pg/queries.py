@@ -11,6 +11,14 @@ import numpy as np
 
 from facenet.gallery.pg.schema import HNSW_MIN_PEOPLE, INDEXES, IVF_PROBES, Schema, vector_text
 from facenet.gallery.pg.urls import GalleryError, gallery_errors
+from facenet.gallery.search import ClusterShortlist
+
+CODES_CHUNK = 65_536
+"""Centroids read per round trip while a client makes its codes (64 MB at dim 256: never the whole gallery)."""
+
+FRESH_LIMIT = 100_000
+"""People enrolled after a client made its codes that `rerank` searches exactly beside the shortlist (a client
+reloads long before: the service and the commands load again after every sync of their own)."""
 
 HNSW_EF_SEARCH = 100
 """Candidates the HNSW search keeps (pgvector's default is 40); recall@1 measured by bench/bench_pg.py."""
@@ -109,6 +117,60 @@ class Lookup(Schema):
                 row = i - 1
                 names[row][slot[row]], sims[row, slot[row]], counts[row, slot[row]] = name, sim, count
                 slot[row] += 1
+        return names, sims, counts
+
+    @gallery_errors
+    def shortlist_codes(self, model_id: str, dim: int, people: int) -> tuple[ClusterShortlist, int]:
+        """Every centroid read once, CODES_CHUNK at a time, into compact codes named by person id (none of the
+        vectors kept), and the highest id read: people enrolled later are searched exactly by `rerank`."""
+        self._reader_meta(model_id, dim)
+        share = min(100.0, 100.0 * 80 * np.sqrt(max(people, 1)) / max(people, 1))  # ~64 per cell, with spare
+        with self.conn.cursor(binary=True) as cur:
+            cur.execute("""SELECT centroid FROM facenet_people TABLESAMPLE BERNOULLI (%s)
+                           WHERE centroid IS NOT NULL""", (share,))
+            sample = [row[0] for row in cur.fetchall()]
+        codes = ClusterShortlist(dim, np.stack(sample) if sample else np.zeros((0, dim), np.float32), people)
+        last = 0
+        with self.conn.transaction(), self.conn.cursor(name="facenet_codes", binary=True) as cur:
+            cur.execute("SELECT id, centroid FROM facenet_people WHERE centroid IS NOT NULL ORDER BY id")
+            while rows := cur.fetchmany(CODES_CHUNK):
+                codes.add(np.stack([row[1] for row in rows]), np.array([row[0] for row in rows], np.int64))
+                last = int(rows[-1][0])
+        return codes, last
+
+    @gallery_errors
+    def rerank(self, queries: np.ndarray, ids: np.ndarray, after: int, model_id: str, k: int
+               ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+        """`nearest`, from a shortlist: the k nearest of each query among its shortlisted person `ids` (Q, s) and
+        everyone enrolled after id `after`, by exact float32 inner product with their centroids as stored now
+        (one round trip; people gone since are skipped). Padded like `nearest`."""
+        queries = np.asarray(queries, np.float32).reshape(len(ids), -1)
+        names = [[""] * k for _ in range(len(queries))]
+        sims = np.full((len(queries), k), -np.inf, np.float32)
+        counts = np.zeros((len(queries), k), int)
+        if self._reader_meta(model_id, queries.shape[1]) is None or len(queries) == 0 or k <= 0:
+            return names, sims, counts
+        with self.conn.cursor(binary=True) as cur:
+            # two primary-key lookups: "id = ANY(..) OR id > .." scans the whole table, and so does "id > .."
+            # alone when the planner has no statistics yet (a freshly filled table); ORDER BY id LIMIT keeps it on
+            # the index
+            cur.execute("""SELECT id, name, photo_count, centroid FROM facenet_people
+                           WHERE id = ANY(%s) AND centroid IS NOT NULL
+                           UNION ALL (SELECT id, name, photo_count, centroid FROM facenet_people
+                           WHERE id > %s AND centroid IS NOT NULL ORDER BY id LIMIT %s)""",
+                        (np.unique(ids[ids >= 0]).tolist(), after, FRESH_LIMIT))
+            rows = cur.fetchall()
+        if not rows:
+            return names, sims, counts
+        row_of = {row[0]: i for i, row in enumerate(rows)}
+        vectors = np.stack([row[3] for row in rows]).astype(np.float32)
+        fresh = [i for i, row in enumerate(rows) if row[0] > after]
+        for q, shortlisted in enumerate(ids):
+            candidates = np.unique([row_of[i] for i in shortlisted.tolist() if i in row_of] + fresh)
+            similarity = vectors[candidates] @ queries[q]
+            for slot, j in enumerate(np.argsort(-similarity, kind="stable")[:k]):
+                row = rows[candidates[j]]
+                names[q][slot], sims[q, slot], counts[q, slot] = row[1], similarity[j], row[2]
         return names, sims, counts
 
     @gallery_errors

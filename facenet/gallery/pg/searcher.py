@@ -1,6 +1,8 @@
 """`PgSearcher`: the `Searcher` (facenet.gallery.searcher) of a PostgreSQL gallery, so a big shared gallery's
-clients keep no copy of its centroids: every lookup is one `nearest` in SQL (through the gallery's index), names
-are asked for when needed. Thread-safe: each thread gets its own connection, opened on its first lookup."""
+clients keep no copy of its centroids: from CODES_MIN_PEOPLE on it keeps their compact codes, shortlists each face
+locally and re-ranks the shortlist exactly with the centroids it fetches by key (`rerank`: one round trip); below,
+every lookup is one `nearest` in SQL. Names are asked for when needed. Thread-safe: each thread gets its own
+connection, opened on its first lookup."""
 
 from __future__ import annotations
 
@@ -10,6 +12,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import numpy as np
+
+from facenet.gallery.search import CLUSTER_MIN_TRAIN, CLUSTER_SHORTLIST, ClusterShortlist
+
+CODES_MIN_PEOPLE = CLUSTER_MIN_TRAIN
+"""From this many people on, a searcher keeps compact codes of every centroid (gallery.search.ClusterShortlist,
+dim/4 + 8 bytes a person: 72 MB at 1 M x 256) to shortlist locally, and asks the database only for the shortlisted
+people's centroids, re-ranked exactly; below it every lookup is one `nearest` in SQL."""
 
 
 class _Connection(Protocol):
@@ -21,6 +30,9 @@ class _Connection(Protocol):
     conn: Any
 
     def size(self, model_id: str, dim: int) -> tuple[int, int]: ...
+    def shortlist_codes(self, model_id: str, dim: int, people: int) -> tuple[ClusterShortlist, int]: ...
+    def rerank(self, queries: np.ndarray, ids: np.ndarray, after: int, model_id: str, k: int
+               ) -> tuple[list[list[str]], np.ndarray, np.ndarray]: ...
     def nearest(self, queries: np.ndarray, model_id: str, k: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]: ...
     def names(self, model_id: str) -> list[str]: ...
     def enrolled(self, names: Iterable[str], model_id: str) -> set[str]: ...
@@ -43,6 +55,10 @@ class PgSearcher:
         kind, url, timeout = type(opener), opener.url, opener.connect_timeout  # not the opener: it may be closed
         self._connect: Callable[[], _Connection] = lambda: kind(url, timeout)
         self.people, self.typical_photos = opener.size(model_id, dim)
+        self._codes: ClusterShortlist | None = None
+        self._last_id = 0
+        if self.people >= CODES_MIN_PEOPLE:
+            self._codes, self._last_id = opener.shortlist_codes(model_id, dim, self.people)
         self._local = threading.local()
         self._opened: list[_Connection] = []
         self._lock = threading.Lock()
@@ -56,8 +72,16 @@ class PgSearcher:
                 self._opened.append(gallery)
         return gallery
 
+    @property
+    def codes_nbytes(self) -> int:
+        """Memory of the compact codes it keeps (0 below CODES_MIN_PEOPLE)."""
+        return self._codes.nbytes if self._codes is not None else 0
+
     def nearest(self, x: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
-        return self._gallery().nearest(x, self.model_id, k)
+        if self._codes is None:
+            return self._gallery().nearest(x, self.model_id, k)
+        ids = self._codes.shortlist(x, max(CLUSTER_SHORTLIST, k))
+        return self._gallery().rerank(x, ids, self._last_id, self.model_id, k)
 
     def names(self) -> list[str]:
         return self._gallery().names(self.model_id)
