@@ -64,14 +64,11 @@ class CommandOptions:
         return {item.name: getattr(self, item.name) for item in fields(self)}  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class RecognizeOptions(CommandOptions):
-    """`facenet recognize` (= `-t False`): name the faces of --input or the webcam (-wc True)."""
+@dataclass(frozen=True, kw_only=True)
+class RecognitionOptions(CommandOptions):
+    """What every command that names faces takes (recognize, serve, frigate): the gallery, the model, the decision,
+    the outputs, the live settings and how long strangers' faces are kept."""
 
-    web_cam: bool
-    inputs: list[str]
-    camera: int
-    output_dir: str
     data_dir: str
     database_dir: str
     database_url: str | None
@@ -80,10 +77,20 @@ class RecognizeOptions(CommandOptions):
     detector: str
     threshold: float | None
     pretrained: bool
+    output_dir: str
     as_json: bool
     live: LiveOptions = field(default_factory=LiveOptions)
     unknown_days: float = KEEP_DAYS
     unknown_faces: int = KEEP_FACES
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecognizeOptions(RecognitionOptions):
+    """`facenet recognize` (= `-t False`): name the faces of --input or the webcam (-wc True)."""
+
+    web_cam: bool
+    inputs: list[str]
+    camera: int
 
     def arguments(self) -> dict[str, Any]:
         return {**super().arguments(), "enroll_only": False}
@@ -163,49 +170,23 @@ class LfwOptions(CommandOptions):
     as_json: bool
 
 
-@dataclass(frozen=True)
-class ServeOptions(CommandOptions):
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions(RecognitionOptions):
     """`facenet serve` (= `--serve`): the REST service and web page, with live cameras from --input."""
 
     host: str
     port: int
     key_file: str | None
     max_upload_mb: float
-    data_dir: str
-    database_dir: str
-    database_url: str | None
-    weights_dir: str
-    model: str
-    detector: str
-    threshold: float | None
-    pretrained: bool
     cameras: list[str]
-    output_dir: str
-    as_json: bool
-    live: LiveOptions = field(default_factory=LiveOptions)
-    unknown_days: float = KEEP_DAYS
-    unknown_faces: int = KEEP_FACES
     frigate: FrigateOptions = field(default_factory=FrigateOptions)
 
 
-@dataclass(frozen=True)
-class FrigateCommandOptions(CommandOptions):
+@dataclass(frozen=True, kw_only=True)
+class FrigateCommandOptions(RecognitionOptions):
     """`facenet frigate`: recognise the people of Frigate's person events, write their names back, publish events."""
 
     frigate: FrigateOptions
-    data_dir: str
-    database_dir: str
-    database_url: str | None
-    weights_dir: str
-    model: str
-    detector: str
-    threshold: float | None
-    pretrained: bool
-    output_dir: str
-    as_json: bool
-    live: LiveOptions = field(default_factory=LiveOptions)
-    unknown_days: float = KEEP_DAYS
-    unknown_faces: int = KEEP_FACES
 
 
 @dataclass(frozen=True)
@@ -249,9 +230,16 @@ def serve_cameras(values: FlagView) -> list[str]:
     return list(values.input or []) if values["input"].present else []
 
 
-def _live(values: FlagView, max_frames: int = 0) -> LiveOptions:
-    return LiveOptions(values.track, values.events, values.mqtt_url, values.webhook, max_frames,
-                       values.collect_unknowns)
+def _recognition(values: FlagView, max_frames: int = 0) -> dict[str, Any]:
+    """The RecognitionOptions fields from the flags (`max_frames`: recognize's --max_frames; the others run on)."""
+    return dict(
+        data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
+        weights_dir=values.weights_path, model=chosen_model(values), detector=values.detector,
+        threshold=values.threshold, pretrained=values.pretrained, output_dir=values.output_dir, as_json=values.json,
+        live=LiveOptions(values.track, values.events, values.mqtt_url, values.webhook, max_frames,
+                         values.collect_unknowns),
+        unknown_days=values.unknown_days, unknown_faces=values.unknown_faces,
+    )
 
 
 def _frigate(values: FlagView) -> FrigateOptions:
@@ -261,13 +249,8 @@ def _frigate(values: FlagView) -> FrigateOptions:
 
 
 def recognize_options(values: FlagView, _paths: list[str], _prog: str) -> RecognizeOptions:
-    return RecognizeOptions(
-        web_cam=values.web_cam, inputs=list(values.input or []), camera=values.camera, output_dir=values.output_dir,
-        data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
-        weights_dir=values.weights_path, model=chosen_model(values), detector=values.detector,
-        threshold=values.threshold, pretrained=values.pretrained, as_json=values.json,
-        live=_live(values, values.max_frames), unknown_days=values.unknown_days, unknown_faces=values.unknown_faces,
-    )
+    return RecognizeOptions(web_cam=values.web_cam, inputs=list(values.input or []), camera=values.camera,
+                            **_recognition(values, values.max_frames))
 
 
 def enroll_options(values: FlagView, _paths: list[str], _prog: str) -> EnrollOptions:
@@ -308,24 +291,13 @@ def lfw_options(values: FlagView, _paths: list[str], _prog: str) -> LfwOptions:
 
 
 def serve_options(values: FlagView, _paths: list[str], _prog: str) -> ServeOptions:
-    return ServeOptions(
-        host=values.host, port=values.port, key_file=values.api_key_file, max_upload_mb=values.max_upload_mb,
-        data_dir=values.data_dir, database_dir=values.database_dir, database_url=values.database_url,
-        weights_dir=values.weights_path, model=chosen_model(values), detector=values.detector,
-        threshold=values.threshold, pretrained=values.pretrained, cameras=serve_cameras(values),
-        output_dir=values.output_dir, as_json=values.json, live=_live(values), unknown_days=values.unknown_days,
-        unknown_faces=values.unknown_faces, frigate=_frigate(values),
-    )
+    return ServeOptions(host=values.host, port=values.port, key_file=values.api_key_file,
+                        max_upload_mb=values.max_upload_mb, cameras=serve_cameras(values), frigate=_frigate(values),
+                        **_recognition(values))
 
 
 def frigate_options(values: FlagView, _paths: list[str], _prog: str) -> FrigateCommandOptions:
-    return FrigateCommandOptions(
-        frigate=_frigate(values), data_dir=values.data_dir, database_dir=values.database_dir,
-        database_url=values.database_url, weights_dir=values.weights_path, model=chosen_model(values),
-        detector=values.detector, threshold=values.threshold, pretrained=values.pretrained,
-        output_dir=values.output_dir, as_json=values.json, live=_live(values), unknown_days=values.unknown_days,
-        unknown_faces=values.unknown_faces,
-    )
+    return FrigateCommandOptions(frigate=_frigate(values), **_recognition(values))
 
 
 def unknowns_options(values: FlagView, _paths: list[str], _prog: str) -> UnknownsOptions:
