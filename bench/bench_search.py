@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facenet.gallery import search  # noqa: E402
-from facenet.gallery.search import ClusterIndex, ExactIndex, _rerank, default_threads, faiss  # noqa: E402
+from facenet.gallery.search import ClusterIndex, ExactIndex, default_threads, exact_rerank, faiss  # noqa: E402
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -184,7 +184,7 @@ class HnswPeer:
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef_search, k)
         _, ids = self.index.search(queries, k, params=params)
-        return _rerank(self.vectors, queries, ids, k)
+        return exact_rerank(self.vectors, queries, ids, k)
 
 
 def bench_approx(size: int, maker: People, repeat: int, efs: list[int], connectivity: int,

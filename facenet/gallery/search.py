@@ -251,8 +251,9 @@ class ExactIndex:
         return proven
 
 
-def _rerank(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of candidate `ids` (Q, s) by exact float32 inner product with their rows; -1 = no candidate."""
+def exact_rerank(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of candidate row `ids` (Q, s) of `vectors` by exact float32 inner product, best first (ties: lower
+    row first); -1 = no candidate, padded with -1 / -inf."""
     found = ids >= 0
     exact = np.matmul(vectors[np.where(found, ids, 0)], queries[:, :, None])[:, :, 0]
     exact[~found] = -np.inf
@@ -304,15 +305,23 @@ class ClusterShortlist:
         return int(self._faiss.ntotal)
 
     @property
+    def lists(self) -> int:
+        """Number of k-means cells."""
+        return int(self._faiss.nlist)
+
+    @property
     def nbytes(self) -> int:
-        return int(self._faiss.invlists.compute_ntotal()) * (self._faiss.code_size + 8)
+        """Codes and ids, cell centres and PQ codebooks."""
+        codes = int(self._faiss.invlists.compute_ntotal()) * (self._faiss.code_size + 8)
+        return codes + 4 * self.dim * (self.lists + 16 * self._faiss.pq.M)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         self._faiss.add_with_ids(_as_matrix(vectors, self.dim), np.ascontiguousarray(ids, np.int64))
 
-    def shortlist(self, queries: np.ndarray, size: int = CLUSTER_SHORTLIST) -> np.ndarray:
-        """(Q, size) caller ids nearest each query by their codes (-1 where fewer), to be re-ranked exactly."""
-        return _shortlist(self._faiss, _as_matrix(queries, self.dim), size, self.probes)
+    def shortlist(self, queries: np.ndarray, size: int = CLUSTER_SHORTLIST, probes: int | None = None) -> np.ndarray:
+        """(Q, size) caller ids nearest each query by their codes (-1 where fewer), to be re-ranked exactly;
+        `probes` cells per query (default: the shortlist's own)."""
+        return _shortlist(self._faiss, _as_matrix(queries, self.dim), size, probes or self.probes)
 
 
 class ClusterIndex:
@@ -338,7 +347,7 @@ class ClusterIndex:
         self.threads = threads
         self.build_seconds = 0.0
         self._store: np.ndarray | None = None  # owned buffer once `add` was called (never the caller's matrix)
-        self._faiss = None
+        self._codes: ClusterShortlist | None = None  # row numbers as ids
         self._trained_at = 0
         if len(self.vectors) >= CLUSTER_MIN_TRAIN:
             self._train()
@@ -349,16 +358,12 @@ class ClusterIndex:
     @property
     def lists(self) -> int:
         """Number of k-means cells (0 while searching by brute force)."""
-        return self._faiss.nlist if self._faiss is not None else 0
+        return self._codes.lists if self._codes is not None else 0
 
     @property
     def nbytes(self) -> int:
         """Memory the index adds to the vectors it was given: codes, ids, cell centres, and any owned buffer."""
-        if self._faiss is None:
-            added = 0
-        else:
-            codes = self._faiss.invlists.compute_ntotal() * (self._faiss.code_size + 8)
-            added = codes + 4 * self.dim * (self.lists + 16 * self._faiss.pq.M)
+        added = self._codes.nbytes if self._codes is not None else 0
         return added + (self._store.nbytes if self._store is not None else 0)
 
     def _train(self) -> None:
@@ -367,10 +372,10 @@ class ClusterIndex:
         if self.threads is not None:
             faiss.omp_set_num_threads(self.threads)
         n = len(self.vectors)
-        index = _cluster_codes(self.dim, n, self.vectors)
+        codes = ClusterShortlist(self.dim, self.vectors, n, self.probes)
         for begin in range(0, n, 1 << 17):
-            index.add(self.vectors[begin : begin + (1 << 17)])
-        self._faiss, self._trained_at = index, n
+            codes.add(self.vectors[begin : begin + (1 << 17)], np.arange(begin, min(begin + (1 << 17), n)))
+        self._codes, self._trained_at = codes, n
         self.build_seconds = time.perf_counter() - start
 
     def add(self, vectors: np.ndarray) -> None:
@@ -383,20 +388,20 @@ class ClusterIndex:
             self._store = store
         self._store[n:need] = rows
         self.vectors = self._store[:need]
-        if need >= CLUSTER_MIN_TRAIN and (self._faiss is None or need >= CLUSTER_REBUILD_GROWTH * self._trained_at):
+        if need >= CLUSTER_MIN_TRAIN and (self._codes is None or need >= CLUSTER_REBUILD_GROWTH * self._trained_at):
             self._train()
-        elif self._faiss is not None and len(rows):
-            self._faiss.add(rows)
+        elif self._codes is not None and len(rows):
+            self._codes.add(rows, np.arange(n, need))
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(Q, dim) -> (indices (Q, k) int64, exact similarities (Q, k) float32), best first; -1 / -inf pad."""
         queries = _as_matrix(queries, self.dim)
         if len(self) == 0 or len(queries) == 0 or k <= 0:
             return _empty_result(len(queries), max(k, 0))
-        if self._faiss is None:
+        if self._codes is None:
             return brute_force(self.vectors, queries, k)
-        ids = _shortlist(self._faiss, queries, min(len(self), max(CLUSTER_SHORTLIST, k)), self.probes)
-        return _rerank(self.vectors, queries, ids, k)
+        ids = self._codes.shortlist(queries, min(len(self), max(CLUSTER_SHORTLIST, k)), self.probes)
+        return exact_rerank(self.vectors, queries, ids, k)
 
 
 def default_threads() -> int:

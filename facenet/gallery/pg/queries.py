@@ -11,7 +11,7 @@ import numpy as np
 
 from facenet.gallery.pg.schema import HNSW_MIN_PEOPLE, INDEXES, IVF_PROBES, Schema, vector_text
 from facenet.gallery.pg.urls import GalleryError, gallery_errors
-from facenet.gallery.search import ClusterShortlist
+from facenet.gallery.search import ClusterShortlist, exact_rerank
 
 CODES_CHUNK = 65_536
 """Centroids read per round trip while a client makes its codes (64 MB at dim 256: never the whole gallery)."""
@@ -163,14 +163,14 @@ class Lookup(Schema):
         if not rows:
             return names, sims, counts
         row_of = {row[0]: i for i, row in enumerate(rows)}
-        vectors = np.stack([row[3] for row in rows]).astype(np.float32)
         fresh = [i for i, row in enumerate(rows) if row[0] > after]
-        for q, shortlisted in enumerate(ids):
-            candidates = np.unique([row_of[i] for i in shortlisted.tolist() if i in row_of] + fresh)
-            similarity = vectors[candidates] @ queries[q]
-            for slot, j in enumerate(np.argsort(-similarity, kind="stable")[:k]):
-                row = rows[candidates[j]]
-                names[q][slot], sims[q, slot], counts[q, slot] = row[1], similarity[j], row[2]
+        candidates = np.array([[row_of.get(i, -1) for i in shortlisted] + fresh for shortlisted in ids.tolist()],
+                              np.int64).reshape(len(queries), -1)
+        vectors = np.stack([row[3] for row in rows]).astype(np.float32)
+        best, similarity = exact_rerank(vectors, queries, candidates, k)
+        for q, j in zip(*np.nonzero(best >= 0), strict=True):
+            row = rows[best[q, j]]
+            names[q][j], sims[q, j], counts[q, j] = row[1], similarity[q, j], row[2]
         return names, sims, counts
 
     @gallery_errors
