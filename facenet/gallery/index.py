@@ -88,12 +88,8 @@ class FaceDatabase:
         self.model_id = model_id
         self.target_far = target_far
         self.distance_scale = distance_scale
-        people = len(self.names)
-        by_count = {int(k): distance_scale * gallery_threshold(people, int(k), model, target_far)
-                    for k in np.unique(counts)}
-        self.thresholds = np.array([by_count[int(k)] for k in counts], dtype=np.float64)
-        typical = int(np.median(counts)) if people else 1
-        self.threshold = distance_scale * gallery_threshold(people, typical, model, target_far)
+        self.thresholds = self._own_thresholds(counts)
+        self.threshold = self._typical_threshold(int(np.median(counts)) if len(counts) else 1)
         self.searcher: Searcher | None = None
         self.negatives: dict[str, np.ndarray] = {}
         """{name: (k, dim) unit vectors of faces marked "not <name>"}: a face nearer to one of them than to that
@@ -108,8 +104,7 @@ class FaceDatabase:
         database = cls([], np.zeros((0, dim), np.float32), model_id, model=model, target_far=target_far,
                        distance_scale=distance_scale, dim=dim)
         database.searcher, database.names = searcher, SearchedNames(searcher)  # type: ignore[assignment]
-        database.threshold = distance_scale * gallery_threshold(searcher.people, searcher.typical_photos, model,
-                                                                target_far)
+        database.threshold = database._typical_threshold(searcher.typical_photos)
         return database
 
     def __len__(self) -> int:
@@ -129,11 +124,16 @@ class FaceDatabase:
         return list(self.names), self.centroids
 
     def _own_thresholds(self, counts: np.ndarray) -> np.ndarray:
-        """Each person's default threshold from their photo count (as `thresholds` holds for a full copy)."""
+        """Each person's default threshold from their photo count, in a gallery of len(self) people (`thresholds`
+        of a full copy; a searching database's for the counts its searcher returns)."""
         counts = np.maximum(counts, 1)  # padding ("" for fewer people than asked) counts no photo
         by_count = {int(k): self.distance_scale * gallery_threshold(len(self), int(k), self.model, self.target_far)
                     for k in np.unique(counts)}
         return np.array([by_count[int(k)] for k in np.ravel(counts)], np.float64).reshape(np.shape(counts))
+
+    def _typical_threshold(self, photos: int) -> float:
+        """`threshold`: the default of a person with the gallery's median photo count."""
+        return float(self._own_thresholds(np.array([photos]))[0])
 
     def _searched(self, x: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(name, similarity, own threshold) of each row's nearest person, asked of the searcher."""
