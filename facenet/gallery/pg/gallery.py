@@ -94,7 +94,7 @@ class PgGallery(Enrollment, Lookup):
 
     def load(self, pipeline: FacePipeline) -> FaceDatabase:
         """The shared gallery as the lookup index for `pipeline` (read only: nothing is created or pruned): every
-        centroid in memory, or from NO_COPY_MIN_PEOPLE people on a database that searches in SQL (PgSearcher).
+        centroid in memory, or from NO_COPY_MIN_PEOPLE people on a database that keeps none (PgSearcher).
         Right after `sync` it is the index that sync read (a big gallery is not read twice); else read now."""
         synced, self._synced = self._synced, None
         database = synced if synced is not None and synced.model_id == pipeline.model_id else self._read(pipeline)
@@ -103,8 +103,9 @@ class PgGallery(Enrollment, Lookup):
 
     def _read(self, pipeline: FacePipeline) -> FaceDatabase:
         embedder = pipeline.embedder
-        if self.size(embedder.model_id, embedder.dim)[0] >= NO_COPY_MIN_PEOPLE:
-            return FaceDatabase.searching(PgSearcher(self, embedder.model_id, embedder.dim), embedder.model_id,
+        size = self.size(embedder.model_id, embedder.dim)
+        if size[0] >= NO_COPY_MIN_PEOPLE:
+            return FaceDatabase.searching(PgSearcher(self, embedder.model_id, embedder.dim, size), embedder.model_id,
                                           distance_scale=embedder.distance_scale, model=embedder.name,
                                           dim=embedder.dim)
         names, centroids, counts = self.load_centroids(pipeline.model_id, embedder.dim)

@@ -48,13 +48,14 @@ def _close_all(galleries: list[_Connection]) -> None:
 class PgSearcher:
     """The lookups of one model's gallery at `url`, run in SQL; `people` and `typical_photos` as at opening."""
 
-    def __init__(self, opener: _Connection, model_id: str, dim: int) -> None:
+    def __init__(self, opener: _Connection, model_id: str, dim: int, size: tuple[int, int] | None = None) -> None:
         """`opener`: the open gallery that made it (another of its kind, to the same URL with the same settings,
-        is each thread's own connection)."""
+        is each thread's own connection); `size`: its (people, median photo count) when the opener just read it
+        (the query reads the whole table)."""
         self.model_id, self.dim = model_id, dim
         kind, url, timeout = type(opener), opener.url, opener.connect_timeout  # not the opener: it may be closed
         self._connect: Callable[[], _Connection] = lambda: kind(url, timeout)
-        self.people, self.typical_photos = opener.size(model_id, dim)
+        self.people, self.typical_photos = size if size is not None else opener.size(model_id, dim)
         self._codes: ClusterShortlist | None = None
         self._last_id = 0
         if self.people >= CODES_MIN_PEOPLE:
