@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import facenet
 import facenet.train.validation as validation
-from facenet.config import ADAPTER_LEARNING_RATE, LEARNING_RATES, learning_rate
+from facenet.config import ADAPTER_LEARNING_RATE, KEEP_WEIGHTS, LEARNING_RATES, learning_rate
 from facenet.detect.dlib import face_chip
 from facenet.images import load_image
 from facenet.models.adapter import EmbeddingAdapter, adapter_of, with_adapter
@@ -22,8 +22,9 @@ from facenet.models.cache import fingerprint
 from facenet.models.embed import load_embedder
 from facenet.models.trained import read_trained, save_trained_weights, trained_weights_path
 from facenet.pipeline import FacePipeline
-from facenet.train.cached import adapter_model
-from facenet.train.step import LossSettings, build_optimizer, make_step
+from facenet.train.cached import CachedOptions, adapter_model
+from facenet.train.keep import keep_loss, kept
+from facenet.train.step import LossSettings, build_optimizer, loss_settings, make_head, make_step
 from facenet.train.triplet import pairwise_distances
 
 DATA = Path(__file__).parent / "data"
@@ -120,10 +121,10 @@ def test_the_pipeline_with_an_adapter_equals_the_adapter_on_pretrained_vectors(w
     assert np.abs(trained - plain).max() > 1e-2
 
 
-def test_the_adapter_learns_to_ignore_a_domain_nuisance():
+def _nuisance_domain(seed: int = 0):
     """Closed form of what masks do to an embedding: identities live in 8 dimensions, the domain adds a random
-    per-photo push along 8 others. Semi-hard triplet steps on the adapter make held-out people separable again."""
-    rng = np.random.default_rng(0)
+    per-photo push along 8 others. Returns (train vectors, their labels, held-out vectors, an AUC of vectors)."""
+    rng = np.random.default_rng(seed)
     dim, people, photos = 32, 40, 6
     identity = np.zeros((people, dim))
     identity[:, :8] = rng.normal(size=(people, 8))
@@ -134,26 +135,70 @@ def test_the_adapter_learns_to_ignore_a_domain_nuisance():
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
     labels = np.repeat(np.arange(30), photos)
-    train = domain(labels)
     held_labels = np.repeat(np.arange(30, people), photos)
-    held = domain(held_labels)
     same = held_labels[:, None] == held_labels[None, :]
-    off = ~np.eye(len(held), dtype=bool)
+    off = ~np.eye(len(held_labels), dtype=bool)
 
     def auc_of(vectors: np.ndarray) -> float:
         d = pairwise_distances(tf.constant(vectors)).numpy()
         return validation.auc(d[off], same[off])
+    return domain(labels), labels, domain(held_labels), auc_of
 
-    model = adapter_model(dim, 64)
+
+def _train_adapter(model, train: np.ndarray, labels: np.ndarray, steps: int, keep: float = 0.0,
+                   loss: str = "semi_hard") -> float:
+    """`steps` P x K steps of `loss` on `model` (keep > 0: with the keep loss toward the starting embeddings)."""
+    rng = np.random.default_rng(1)
+    start = model(train).numpy()
     optimizer = build_optimizer(1e-3, model.trainable_variables)
-    step = make_step(model, None, optimizer, LossSettings("semi_hard", 0.5))
-    before = auc_of(model(held).numpy())
-    for _ in range(300):
+    settings = LossSettings(loss, 0.5) if loss == "semi_hard" else loss_settings(loss)
+    head = None
+    if settings.is_margin:
+        head = make_head(int(labels.max()) + 1, start.shape[1], start, labels)
+        optimizer = build_optimizer(1e-3, model.trainable_variables + head.trainable_variables)
+    step = make_step(model, head, optimizer, settings, keep=keep)
+    for _ in range(steps):
         batch = np.concatenate([rng.choice(np.flatnonzero(labels == p), 4, replace=False)
-                                for p in rng.choice(30, 8, replace=False)])
-        loss, _ = step((tf.constant(train[batch]),), tf.constant(labels[batch]))
+                                for p in rng.choice(int(labels.max()) + 1, 8, replace=False)])
+        value, _ = step((tf.constant(train[batch]),), tf.constant(labels[batch]), tf.constant(start[batch]))
+    return float(value)
+
+
+def test_the_adapter_learns_to_ignore_a_domain_nuisance():
+    """Semi-hard triplet steps on the adapter make held-out people of the nuisance domain separable again."""
+    train, labels, held, auc_of = _nuisance_domain()
+    model = adapter_model(train.shape[1], 64)
+    before = auc_of(model(held).numpy())
+    loss = _train_adapter(model, train, labels, 300)
     after = auc_of(model(held).numpy())
-    assert np.isfinite(float(loss)) and before < 0.85 and after > before + 0.08, (before, after)
+    assert np.isfinite(loss) and before < 0.85 and after > before + 0.08, (before, after)
+
+
+@pytest.mark.parametrize(("loss", "keep"), [("semi_hard", 2.0), ("cosface", 20.0)])
+def test_the_keep_loss_holds_unseen_embeddings_near_where_they_started(loss, keep):
+    """The same training with the keep loss moves held-out people's embeddings far less, and still gains (a
+    margin loss at scale 30 is ~10x a triplet loss, so it takes a heavier keep weight for the same hold)."""
+    train, labels, held, auc_of = _nuisance_domain()
+    free = adapter_model(train.shape[1], 64)
+    kept = adapter_model(train.shape[1], 64, free.get_weights())
+    start = free(held).numpy()
+    before = auc_of(start)
+    _train_adapter(free, train, labels, 200, loss=loss)
+    _train_adapter(kept, train, labels, 200, keep=keep, loss=loss)
+
+    def moved(model) -> float:
+        return float(np.mean(np.sum((model(held).numpy() - start) ** 2, axis=1)))
+    assert moved(kept) < 0.5 * moved(free), (moved(kept), moved(free))
+    assert auc_of(kept(held).numpy()) > before + 0.03, (before, auc_of(kept(held).numpy()))
+
+
+def test_the_keep_loss_is_the_mean_squared_move():
+    a = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    b = np.array([[0.0, 0.0], [0.0, -1.0]], np.float32)
+    assert float(keep_loss(tf.constant(a), tf.constant(b))) == pytest.approx((1.0 + 4.0) / 2)
+    assert kept(tf.constant(a), (), 1.0) == 0.0
+    assert CachedOptions(tune="top2").keep_weight == KEEP_WEIGHTS["top2"] > 0
+    assert CachedOptions(tune="adapter").keep_weight == 0.0 and CachedOptions(keep=0.5).keep_weight == 0.5
 
 
 def test_default_learning_rates_are_per_model_and_mode():

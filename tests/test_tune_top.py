@@ -121,7 +121,7 @@ def test_the_distance_scale_is_the_spread_damped_for_other_photos():
 
 def test_tune_modes_and_rates():
     assert TUNE_MODES == ("adapter", "top", "top2", "backbone") and CACHED_TUNES == ("adapter", "top", "top2")
-    assert CachedOptions().top_learning_rate == TOP_LEARNING_RATE == 1e-6 and CachedOptions().views == 4
+    assert CachedOptions().top_learning_rate == TOP_LEARNING_RATE == 1e-5 and CachedOptions().views == 4
 
 
 def test_real_top_training_saves_what_recognition_then_computes(weights, tmp_path):

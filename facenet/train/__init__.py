@@ -8,6 +8,7 @@ Stages, each a module so that tests and benchmarks can drive them one by one:
 - `batches`: `pk_batches` (P identities x K photos);
 - `augment`: `augment_chip` and `make_dataset` (tf.data reading each batch's chips from the memory maps);
 - `step`: the loss settings, the triplet step `make_train_step`, the margin-loss step, devices and precision;
+- `keep`: the keep loss the cached tunes add (each view held near where the run started it);
 - `logs`: TensorBoard scalars, PCA and t-SNE plots before and after;
 - `loop`: `train` (epochs, validation after each, the best weights kept in memory).
 

@@ -4,8 +4,9 @@
 the feature maps before the last block(s) of each branch (`facenet/models/split.py`), the adapter plus those
 blocks. Every photo is run through the frozen bottom once, training photos in several views (as they are,
 mirrored, AUGMENTED_VIEWS altered copies); the top then trains with the chosen loss (online semi-hard triplet
-mining by default) in a `tf.function` step on P x K batches, one random view per photo and step, and the guard
-(`validation.is_better`) keeps the best epoch only when it verifies held-out photos better.
+mining by default, plus the keep loss that holds each view near its starting embedding) in a `tf.function` step
+on P x K batches, one random view per photo and step, and the guard (`validation.is_better`) keeps the best epoch
+only when it verifies held-out photos better.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from facenet.config import (
     DEFAULT_TUNE,
     DEFAULT_VALIDATION_SPLIT,
     GAIN_LEARNING_RATE,
+    KEEP_WEIGHTS,
     PHOTOS_PER_PERSON,
     SPLIT_SEED,
     TOP_LEARNING_RATE,
@@ -158,6 +160,13 @@ class CachedOptions:
     max_pairs: int = MAX_VALIDATION_PAIRS
     start_scale: float = 1.0
     views: int = 2 + AUGMENTED_VIEWS
+    keep: float | None = None
+    """Weight of the keep loss (`facenet.train.keep`: each view's embedding held near its starting one); None: the
+    tune's own (`config.KEEP_WEIGHTS`)."""
+
+    @property
+    def keep_weight(self) -> float:
+        return KEEP_WEIGHTS[self.tune] if self.keep is None else self.keep
     scratch_dir: str | Path | None = None
     """Where the feature memory maps live during the run (a temporary folder in it; None: the system's)."""
 
@@ -222,6 +231,8 @@ class _CachedRun(GuardedRun):
         self.options, self.split, self.features = options, split, features
         self.rng = np.random.default_rng(options.seed)
         self.classes = plan.classes[plan.train_idx]
+        self.start: np.ndarray | None = None
+        """(V, T, dim) every training view's embedding by the top as the run started: the keep loss's targets."""
 
     def weights(self) -> list[np.ndarray]:
         return self.split.top.get_weights()
@@ -230,17 +241,23 @@ class _CachedRun(GuardedRun):
         """The compiled step over the top (and, for margin losses, a cosine head started at the classes' means)."""
         top = self.split.top
         head = None
+        if self.options.keep_weight or self.settings.is_margin:
+            self.start = np.stack([self.embed_view(view) for view in range(self.options.views)])
         if self.settings.is_margin:
-            embedded = np.concatenate([FeatureInput(top, len(self.features.views)).embed(
-                {f"f{k}": v[0, i:i + EMBED_CHUNK] for k, v in enumerate(self.features.views)})
-                for i in range(0, len(self.classes), EMBED_CHUNK)])
-            head = make_head(self.plan.num_classes, int(top.output.shape[-1]), embedded, self.classes)
+            head = make_head(self.plan.num_classes, int(top.output.shape[-1]), self.start[0], self.classes)
         adapter = self.split.adapter.trainable_variables
         gains = [v for gain in self.split.gains for v in gain.trainable_variables]
         blocks = [v for v in top.trainable_variables if all(v is not a for a in adapter + gains)]
         groups = [(self.options.learning_rate, adapter + (head.trainable_variables if head else [])),
                   (GAIN_LEARNING_RATE, gains), (self.options.top_learning_rate, blocks)]
-        return make_step(top, head, _Groups(groups), self.settings)
+        return make_step(top, head, _Groups(groups), self.settings, keep=self.options.keep_weight)
+
+    def embed_view(self, view: int) -> np.ndarray:
+        """Every training photo's embedding in `view` by the top as it is now."""
+        inputs = FeatureInput(self.split.top, len(self.features.views))
+        return np.concatenate([inputs.embed({f"f{k}": v[view, i:i + EMBED_CHUNK] for k, v in
+                                             enumerate(self.features.views)})
+                               for i in range(0, len(self.classes), EMBED_CHUNK)])
 
     def run_epoch(self, epoch: int, step, result: TrainResult) -> tuple[float, float, int]:
         """One pass of P x K batches over the training photos, each photo in a random view."""
@@ -250,7 +267,9 @@ class _CachedRun(GuardedRun):
             view = self.rng.integers(self.options.views, size=len(batch))
             order = np.argsort(batch)
             x = tuple(tf.constant(np.asarray(v[view[order], batch[order]], np.float32)) for v in self.features.views)
-            loss, second = (float(v) for v in step(x, tf.constant(self.classes[batch[order]])))
+            start = () if self.start is None or not self.options.keep_weight else \
+                (tf.constant(self.start[view[order], batch[order]]),)
+            loss, second = (float(v) for v in step(x, tf.constant(self.classes[batch[order]]), *start))
             result.steps += 1
             losses.append(loss)
             seconds.append(second)

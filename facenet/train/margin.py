@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import ops
 
 from facenet.config import MARGIN_LOSSES
+from facenet.train.keep import kept
 
 DEFAULTS: dict[str, dict[str, float]] = {
     "cosface": {"scale": 30.0, "margin": 0.35},
@@ -212,8 +213,10 @@ def make_margin_train_step(
     anneal: float = 0.0,
     distribution: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
-) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """`step(x, y) -> (loss, accuracy)`: one update of the embedding model and the head on a batch.
+    keep: float = 0.0,
+) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+    """`step(x, y[, start]) -> (loss, accuracy)`: one update of the embedding model and the head on a batch
+    (`keep`: the keep loss's weight, `facenet.train.keep`, applied where the step is given `start`).
 
     Like `facenet.train.make_train_step`: loss in float32, `optimizer.scale_loss` for a LossScaleOptimizer,
     per-replica loss divided by the replicas under a distribution. `x` is one batch, or a tuple/list of batches
@@ -232,21 +235,21 @@ def make_margin_train_step(
     if not optimizer.built:
         optimizer.build(variables)
 
-    def replica_step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def replica_step(x: tf.Tensor, y: tf.Tensor, *start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         y = tf.cast(tf.reshape(y, [-1]), tf.int32)
         with tf.GradientTape() as tape:
             embeddings = tf.cast(model(_model_input(x), training=True), tf.float32)
             cosine = tf.cast(head(embeddings, training=True), tf.float32)
             value = margin_loss(y, cosine, loss, scale, margin, anneal)
-            scaled = optimizer.scale_loss(value / replicas)
+            scaled = optimizer.scale_loss((value + kept(embeddings, start, keep)) / replicas)
         grads = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         hits = tf.equal(tf.argmax(cosine, axis=1, output_type=tf.int32), y)
         return value, tf.reduce_mean(tf.cast(hits, tf.float32))
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-    def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        value, accuracy = distribution.run(replica_step, args=(x, y))
+    def step(x: tf.Tensor, y: tf.Tensor, *start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        value, accuracy = distribution.run(replica_step, args=(x, y, *start))
         mean = tf.distribute.ReduceOp.MEAN
         return distribution.reduce(mean, value, axis=None), distribution.reduce(mean, accuracy, axis=None)
 

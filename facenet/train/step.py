@@ -14,6 +14,7 @@ import tensorflow as tf
 from facenet.config import DEFAULT_LOSS, FUSED_TRAINED_BRANCHES, LOSSES, MARGIN_LOSSES, TRIPLET_LOSSES
 from facenet.settings import scale_problem, triplet_margin_problem
 from facenet.train.chips import TrainingError
+from facenet.train.keep import kept
 from facenet.train.margin import DEFAULTS, NormalizedClassifier, check_margin, make_margin_train_step
 from facenet.train.triplet import triplet_loss
 
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 TRIPLET_MARGIN = 0.5
 """The triplet losses' default margin (unit-sphere Euclidean distance)."""
 
-Step = Callable[[tuple[tf.Tensor, ...], tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+Step = Callable[..., tuple[tf.Tensor, tf.Tensor]]
+"""`step(x, y[, start]) -> (loss, second output)`; `start`: the batch's starting embeddings for the keep loss."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,11 @@ def make_train_step(
     strategy: str = DEFAULT_LOSS,
     distribution: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
+    keep: float = 0.0,
 ) -> Step:
-    """`step(x, y) -> (loss, active_fraction)`: one compiled update on a batch (per replica under a distribution).
+    """`step(x, y[, start]) -> (loss, active_fraction)`: one compiled update on a batch (per replica under a
+    distribution). With `keep` > 0 and `start` given, `keep * keep_loss(embeddings, start)` is added to the loss
+    that is minimised; the returned loss is the triplet loss alone.
 
     The loss is computed in float32 whatever the compute dtype; the optimizer's `scale_loss` applies the
     loss scale of a LossScaleOptimizer (mixed precision) and is the identity otherwise. Under
@@ -88,18 +93,18 @@ def make_train_step(
     distribution = distribution or tf.distribute.get_strategy()
     replicas = distribution.num_replicas_in_sync
 
-    def replica_step(x: tuple[tf.Tensor, ...], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def replica_step(x: tuple[tf.Tensor, ...], y: tf.Tensor, *start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             embeddings = tf.cast(model(list(x) if len(x) > 1 else x[0], training=True), tf.float32)
             loss, active = triplet_loss(y, embeddings, margin, strategy)
-            scaled = optimizer.scale_loss(loss / replicas)
+            scaled = optimizer.scale_loss((loss + kept(embeddings, start, keep)) / replicas)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss, active
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-    def step(x: tuple[tf.Tensor, ...], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        loss, active = distribution.run(replica_step, args=(x, y))
+    def step(x: tuple[tf.Tensor, ...], y: tf.Tensor, *start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        loss, active = distribution.run(replica_step, args=(x, y, *start))
         mean = tf.distribute.ReduceOp.MEAN
         return distribution.reduce(mean, loss, axis=None), distribution.reduce(mean, active, axis=None)
 
@@ -113,13 +118,16 @@ def make_step(
     settings: LossSettings,
     distribution: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
+    keep: float = 0.0,
 ) -> Step:
-    """The step of `settings.loss`: `step(x, y) -> (loss, active fraction | head accuracy)`; margin losses train
-    `head` together with the model (y: class indices into the head)."""
+    """The step of `settings.loss`: `step(x, y[, start]) -> (loss, active fraction | head accuracy)`; margin
+    losses train `head` together with the model (y: class indices into the head); `keep`: the weight of
+    the keep loss (`facenet.train.keep`), applied where the step is given `start`."""
     if settings.is_margin:
         return make_margin_train_step(model, head, optimizer, settings.loss, settings.scale, settings.margin,
-                                      distribution=distribution, jit_compile=jit_compile)
-    return make_train_step(model, optimizer, settings.margin, settings.loss, distribution, jit_compile)
+                                      distribution=distribution, jit_compile=jit_compile, keep=keep)
+    return make_train_step(model, optimizer, settings.margin, settings.loss, distribution, jit_compile, keep)
+
 
 
 def build_optimizer(learning_rate: float, variables: list[tf.Variable]) -> keras.optimizers.Optimizer:
