@@ -63,7 +63,7 @@ GAIN_LEARNING_RATE = 1e-2
 
 TOP_LEARNING_RATE = 1e-5
 """Adam learning rate of the pretrained blocks `--tune top|top2` trains (beside the adapter's), with the keep loss
-(KEEP_WEIGHT): measured on masked LFW DevTrain photos, people held out, top2: 1e-6 AUC 0.952 -> 0.968, 1e-5 ->
+(KEEP_WEIGHTS): measured on masked LFW DevTrain photos, people held out, top2: 1e-6 AUC 0.952 -> 0.968, 1e-5 ->
 0.974 with clean photos kept (0.9967 -> 0.9970); without the keep loss 1e-5 wobbles clean photos, 3e-5 overfits."""
 
 KEEP_WEIGHTS = {"adapter": 0.0, "top": 1.0, "top2": 1.0}

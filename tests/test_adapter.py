@@ -180,16 +180,16 @@ def test_the_keep_loss_holds_unseen_embeddings_near_where_they_started(loss, kee
     margin loss at scale 30 is ~10x a triplet loss, so it takes a heavier keep weight for the same hold)."""
     train, labels, held, auc_of = _nuisance_domain()
     free = adapter_model(train.shape[1], 64)
-    kept = adapter_model(train.shape[1], 64, free.get_weights())
+    held_back = adapter_model(train.shape[1], 64, free.get_weights())
     start = free(held).numpy()
     before = auc_of(start)
     _train_adapter(free, train, labels, 200, loss=loss)
-    _train_adapter(kept, train, labels, 200, keep=keep, loss=loss)
+    _train_adapter(held_back, train, labels, 200, keep=keep, loss=loss)
 
     def moved(model) -> float:
         return float(np.mean(np.sum((model(held).numpy() - start) ** 2, axis=1)))
-    assert moved(kept) < 0.5 * moved(free), (moved(kept), moved(free))
-    assert auc_of(kept(held).numpy()) > before + 0.03, (before, auc_of(kept(held).numpy()))
+    assert moved(held_back) < 0.5 * moved(free), (moved(held_back), moved(free))
+    assert auc_of(held_back(held).numpy()) > before + 0.03, (before, auc_of(held_back(held).numpy()))
 
 
 def test_the_keep_loss_is_the_mean_squared_move():

@@ -163,12 +163,12 @@ class CachedOptions:
     keep: float | None = None
     """Weight of the keep loss (`facenet.train.keep`: each view's embedding held near its starting one); None: the
     tune's own (`config.KEEP_WEIGHTS`)."""
+    scratch_dir: str | Path | None = None
+    """Where the feature memory maps live during the run (a temporary folder in it; None: the system's)."""
 
     @property
     def keep_weight(self) -> float:
         return KEEP_WEIGHTS[self.tune] if self.keep is None else self.keep
-    scratch_dir: str | Path | None = None
-    """Where the feature memory maps live during the run (a temporary folder in it; None: the system's)."""
 
 
 class _Groups:
@@ -232,7 +232,8 @@ class _CachedRun(GuardedRun):
         self.rng = np.random.default_rng(options.seed)
         self.classes = plan.classes[plan.train_idx]
         self.start: np.ndarray | None = None
-        """(V, T, dim) every training view's embedding by the top as the run started: the keep loss's targets."""
+        """(V, T, dim) every training view's embedding by the top as the run started: the keep loss's targets (None
+        without the keep loss)."""
 
     def weights(self) -> list[np.ndarray]:
         return self.split.top.get_weights()
@@ -241,10 +242,11 @@ class _CachedRun(GuardedRun):
         """The compiled step over the top (and, for margin losses, a cosine head started at the classes' means)."""
         top = self.split.top
         head = None
-        if self.options.keep_weight or self.settings.is_margin:
+        if self.options.keep_weight:
             self.start = np.stack([self.embed_view(view) for view in range(self.options.views)])
         if self.settings.is_margin:
-            head = make_head(self.plan.num_classes, int(top.output.shape[-1]), self.start[0], self.classes)
+            plain = self.start[0] if self.start is not None else self.embed_view(0)
+            head = make_head(self.plan.num_classes, int(top.output.shape[-1]), plain, self.classes)
         adapter = self.split.adapter.trainable_variables
         gains = [v for gain in self.split.gains for v in gain.trainable_variables]
         blocks = [v for v in top.trainable_variables if all(v is not a for a in adapter + gains)]
@@ -267,8 +269,7 @@ class _CachedRun(GuardedRun):
             view = self.rng.integers(self.options.views, size=len(batch))
             order = np.argsort(batch)
             x = tuple(tf.constant(np.asarray(v[view[order], batch[order]], np.float32)) for v in self.features.views)
-            start = () if self.start is None or not self.options.keep_weight else \
-                (tf.constant(self.start[view[order], batch[order]]),)
+            start = () if self.start is None else (tf.constant(self.start[view[order], batch[order]]),)
             loss, second = (float(v) for v in step(x, tf.constant(self.classes[batch[order]]), *start))
             result.steps += 1
             losses.append(loss)

@@ -3,7 +3,7 @@ by the model as it was before training).
 
 Triplet mining on a few hundred people of a new domain pulls the embedding wherever it separates *those* people;
 the keep term holds every view near its starting point unless the mining loss pays for the move, so the blocks can
-learn at a rate that otherwise costs clean photos (`config.KEEP_WEIGHT`)."""
+learn at a rate that otherwise costs clean photos (`config.KEEP_WEIGHTS`)."""
 
 from __future__ import annotations
 

@@ -129,7 +129,6 @@ def make_step(
     return make_train_step(model, optimizer, settings.margin, settings.loss, distribution, jit_compile, keep)
 
 
-
 def build_optimizer(learning_rate: float, variables: list[tf.Variable]) -> keras.optimizers.Optimizer:
     """Adam (loss-scaled under mixed float16), its slots made here for `variables`, not inside the traced step."""
     optimizer = keras.optimizers.Adam(learning_rate)
