@@ -183,3 +183,15 @@ def test_backbone_training_from_top_weights_is_refused_with_one_line(weights, ch
         facenet.fine_tune(make_data(tmp_path), tmp_path / "db", model="dlib", detector="hog", weights_dir=weights,
                           tune="backbone", epochs=1, log_dir=None)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("tune", ["adapter", "top"])
+def test_a_cached_margin_loss_run_starts_its_head_at_the_peoples_means(weights, tmp_path, tune):
+    """cosface on cached features (adapter: no keep loss; top: with it): the head's class vectors start at each
+    person's mean plain-view embedding, so its nearest-class accuracy on the training photos is high from the first
+    epoch; the run is guarded like any other."""
+    done = facenet.fine_tune(make_data(tmp_path), tmp_path / "db", model="dlib", detector="hog", weights_dir=weights,
+                             tune=tune, epochs=1, loss="cosface", log_dir=None)
+    run = done.run
+    assert run.loss == "cosface" and run.epochs_run == 1 and len(run.head_accuracy) == 1
+    assert run.head_accuracy[0] >= 0.75, run.head_accuracy

@@ -174,6 +174,9 @@ class CachedOptions:
 class _Groups:
     """Adam per group of variables (the adapter's and the top blocks' learning rates), one optimizer to the step."""
 
+    built = True
+    """Each Adam is built on its own variables here (the margin step builds an optimizer that is not)."""
+
     def __init__(self, groups: list[tuple[float, list[tf.Variable]]]) -> None:
         self.optimizers = [(build_optimizer(rate, variables), {id(v) for v in variables}) for rate, variables in groups
                            if variables]
