@@ -15,7 +15,7 @@ import numpy as np
 from facenet.files import file_sha256
 from facenet.gallery.report import EnrollmentReport
 from facenet.images import display_path, scan_data_folder
-from facenet.models.vectors import normalize
+from facenet.models.vectors import normalize, unit_distance
 
 if TYPE_CHECKING:
     from facenet.pipeline import FacePipeline
@@ -110,7 +110,7 @@ def nearest_other(vectors: np.ndarray, person: np.ndarray, centroids: np.ndarray
         similarity = vectors[part] @ centroids.T
         similarity[np.arange(len(part)), person[part]] = -np.inf
         nearest[part] = similarity.argmax(axis=1)
-        other[part] = np.sqrt(np.clip(2.0 - 2.0 * similarity[np.arange(len(part)), nearest[part]], 0.0, 4.0))
+        other[part] = unit_distance(similarity[np.arange(len(part)), nearest[part]])
     return nearest, other
 
 

@@ -13,6 +13,7 @@ from facenet.config import UNKNOWN
 from facenet.gallery.search import ClusterIndex, ExactIndex
 from facenet.gallery.searcher import SearchedNames, Searcher
 from facenet.gallery.thresholds import FARTHEST, GALLERY_FAR, gallery_threshold, match_score
+from facenet.models.vectors import unit_distance
 
 NEGATIVE_MARGIN = 0.1
 """A face is not named X when it is nearer to one of X's negatives ("not X" marks) than to X's centroid plus this
@@ -174,7 +175,7 @@ class FaceDatabase:
         else:
             best, nearest = self._nearest(x)
             found, own = [self.names[b] for b in best], self.thresholds[best]
-        distance = np.sqrt(np.clip(2.0 - 2.0 * nearest, 0.0, 4.0))
+        distance = unit_distance(nearest)
         limit = own if threshold is None else np.full(len(x), float(threshold))
         names = [n if d <= t else UNKNOWN for n, d, t in zip(found, distance, limit, strict=True)]
         if self.negatives:
@@ -189,30 +190,24 @@ class FaceDatabase:
         x = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         if len(self) == 0 or count < 1:
             return [[] for _ in range(len(x))]
-        if self.searcher is not None:
-            return self._searched_people(x, min(int(count), len(self)), threshold)
         k = min(int(count), len(self))
-        if len(self) >= SEARCH_INDEX_MIN:  # sorting every person costs ~130 ms per face at 1 M: ask the index
-            nearest, similarity = self._search_index().search(x, k)
+        if self.searcher is not None:
+            names, similarity, counts = self.searcher.nearest(x, k)
+            own = self._own_thresholds(counts)
         else:
-            product = x @ self.centroids.T
-            nearest = np.argsort(-product, axis=1, kind="stable")[:, :k]
-            similarity = np.take_along_axis(product, nearest, axis=1)
-        distance = np.sqrt(np.clip(2.0 - 2.0 * similarity.astype(np.float64), 0.0, 4.0))
-        limit = self.thresholds[nearest] if threshold is None else np.full(nearest.shape, float(threshold))
+            if len(self) >= SEARCH_INDEX_MIN:  # sorting every person costs ~130 ms per face at 1 M: ask the index
+                nearest, similarity = self._search_index().search(x, k)
+            else:
+                product = x @ self.centroids.T
+                nearest = np.argsort(-product, axis=1, kind="stable")[:, :k]
+                similarity = np.take_along_axis(product, nearest, axis=1)
+            names = [[self.names[j] if j >= 0 else "" for j in row] for row in nearest]
+            own = self.thresholds[nearest]
+        distance = unit_distance(similarity)
+        limit = own if threshold is None else np.full(distance.shape, float(threshold))
         scores = np.asarray(match_score(distance, limit), np.float64).reshape(distance.shape)
-        return [[(self.names[j], float(d), float(c)) for j, d, c in zip(row, drow, crow, strict=True) if j >= 0]
-                for row, drow, crow in zip(nearest, distance, scores, strict=True)]
-
-    def _searched_people(self, x: np.ndarray, k: int, threshold: float | None
-                         ) -> list[list[tuple[str, float, float]]]:
-        """`nearest_people` asked of the searcher: its k nearest, scored with each one's own threshold."""
-        names, similarities, counts = self.searcher.nearest(x, k)  # type: ignore[union-attr]
-        distance = np.sqrt(np.clip(2.0 - 2.0 * similarities.astype(np.float64), 0.0, 4.0))
-        limit = self._own_thresholds(counts) if threshold is None else np.full(distance.shape, float(threshold))
-        scores = np.asarray(match_score(distance, limit), np.float64).reshape(distance.shape)
-        return [[(name, float(distance[i, j]), float(scores[i, j])) for j, name in enumerate(row) if name]
-                for i, row in enumerate(names)]
+        return [[(name, float(d), float(c)) for name, d, c in zip(row, drow, crow, strict=True) if name]
+                for row, drow, crow in zip(names, distance, scores, strict=True)]
 
     def _unless_negative(self, name: str, vector: np.ndarray, distance: float, limit: float) -> str:
         """UNKNOWN when the face is nearer to one of the faces marked "not <name>" than to name's centroid (plus
@@ -220,5 +215,5 @@ class FaceDatabase:
         marked = self.negatives.get(name)
         if marked is None or len(marked) == 0:
             return name
-        nearest = float(np.sqrt(max(0.0, 2.0 - 2.0 * float((marked @ vector).max()))))
+        nearest = float(unit_distance((marked @ vector).max()))
         return UNKNOWN if nearest < distance + NEGATIVE_MARGIN * limit else name
