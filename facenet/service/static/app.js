@@ -352,7 +352,8 @@ async function refreshSeen(force = false) {
     const [{ groups }, { subjects }] = await Promise.all([call("GET", "/unknowns"), call("GET", "/subjects")]);
     if ($("seen-status").dataset.loading) seenSays("");
     const drawn = JSON.stringify([groups, subjects.map((s) => s.subject)]);
-    if (!force && (drawn === seenDrawn || seenBusy())) return;
+    // Forced or not, the same groups are never drawn twice: a redraw would drop what the user is pointing at.
+    if (drawn === seenDrawn || (!force && seenBusy())) return;
     seenDrawn = drawn;
     $("subject-names").replaceChildren(...subjects.map((s) => element("option", { value: s.subject })));
     const typed = new Map([...document.querySelectorAll("#unknown-groups .group")]
