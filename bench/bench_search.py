@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facenet.gallery import search  # noqa: E402
 from facenet.gallery.search import ClusterIndex, ExactIndex, default_threads, exact_rerank, faiss  # noqa: E402
+from facenet.gallery.thresholds import gallery_threshold  # noqa: E402
+from facenet.models.vectors import unit_distance  # noqa: E402
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -164,7 +166,32 @@ def bench_cluster(gallery: np.ndarray, exact: ExactIndex, genuine: np.ndarray, s
             "max_sim_error": float(np.abs(sims[:, 0] - exact_sims).max()),
             "ms_1": round(median_ms(lambda q: index.search(q, 1), genuine, 1, repeat), 2),
             "ms_10": round(median_ms(lambda q: index.search(q, 1), genuine, 10, repeat), 2)}
+    index.probes = search.CLUSTER_PROBES
+    out["float16"] = bench_float16(gallery, index, genuine, strangers, truth_genuine, repeat)
+    out["float32_held_mb"] = round((gallery.nbytes + index.nbytes) / 2**20, 1)
     return out
+
+
+def bench_float16(gallery: np.ndarray, index: ClusterIndex, genuine: np.ndarray, strangers: np.ndarray,
+                  truth_genuine: np.ndarray, repeat: int) -> dict:
+    """ClusterIndex over float16 centroids, as FaceDatabase holds a gallery of CLUSTER_INDEX_MIN people or more:
+    memory held, recall and speed; then, re-ranking the float32 index's own shortlists from the float16 rows instead,
+    how far the distances move and how many faces change person or decision (at the default threshold of a
+    one-photo person in a gallery this size)."""
+    held = gallery.astype(np.float16)
+    compact = ClusterIndex(held)
+    limit = gallery_threshold(len(gallery), 1, "fused" if gallery.shape[1] == 256 else "dlib")
+    queries = np.concatenate([genuine, strangers])
+    ids = index._codes.shortlist(queries, search.CLUSTER_SHORTLIST, index.probes)
+    (found, sims), (wide_found, wide_sims) = exact_rerank(held, queries, ids, 1), exact_rerank(gallery, queries, ids, 1)
+    distance, wide_distance = unit_distance(sims[:, 0]), unit_distance(wide_sims[:, 0])
+    same_row = found[:, 0] == wide_found[:, 0]
+    decided = (distance <= limit) == (wide_distance <= limit)
+    return {"held_mb": round((held.nbytes + compact.nbytes) / 2**20, 1),
+            "recall_genuine": float(np.mean(compact.search(genuine, 1)[0][:, 0] == truth_genuine)),
+            "max_distance_error": float(np.abs(distance - wide_distance)[same_row].max()),
+            "same_person_and_decision": f"{int(np.sum(same_row & decided))}/{len(queries)}", "threshold": limit,
+            "ms_10": round(median_ms(lambda q: compact.search(q, 1), genuine, 10, repeat), 2)}
 
 
 class HnswPeer:
@@ -235,6 +262,16 @@ def print_probes(kind: str, rows: list[dict]) -> None:
                   f"  exact top-1 = NumPy {row['top1_equal']}, similarity error {at['max_sim_error']:.1e}")
 
 
+def print_float16(kind: str, rows: list[dict]) -> None:
+    short = "random" if kind.startswith("random") else kind.split()[1]
+    for row in rows:
+        f16 = row["cluster"]["float16"]
+        print(f"  {short:>24} {row['dim']:>4} {row['people']:>10,} held {row['cluster']['float32_held_mb']:>7.0f} MB"
+              f" -> {f16['held_mb']:>6.0f} MB; recall genuine {f16['recall_genuine']:.3f}, 10 faces {f16['ms_10']:.2f}"
+              f" ms; distance error {f16['max_distance_error']:.1e}; same person and decision at"
+              f" {f16['threshold']:.3f}: {f16['same_person_and_decision']}")
+
+
 def print_approx(row: dict) -> None:
     print(f"  {row['people']:,} people: build {row['build_s']} s ({row['build_per_s']:,}/s), "
           f"+{row['rss_added_mb']:.0f} MB; exact 1 face {row['exact_1_ms']} ms")
@@ -296,6 +333,10 @@ def main() -> None:
           f"{'1 ms':>7} {'10 ms':>8}")
     for entry in result["data"]:
         print_probes(entry["data"], entry["exact"])
+    print(f"\n  ClusterIndex at {search.CLUSTER_PROBES} probes over float16 centroids (what FaceDatabase holds from"
+          " CLUSTER_INDEX_MIN people on) vs float32: memory held (centroids + index)")
+    for entry in result["data"]:
+        print_float16(entry["data"], entry["exact"])
     for maker, entry in zip(makers, result["data"], strict=True):
         for size in args.approx:
             print(f"\n(b) {maker.kind}: HNSW M={args.M} ef_construction={args.ef_construction}, recall@1 vs exact")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import facenet.gallery.file
+import facenet.gallery.index
 from facenet.config import UNKNOWN
 from facenet.gallery.enroll import leave_out_mislabeled
 from facenet.gallery.file import DATABASE_FILE, DATABASE_VERSION, ENROLLMENT_REPORT, read_database, sync_database
@@ -206,6 +207,21 @@ def test_unchanged_data_recomputes_nothing(base, copy, pipeline):
     assert report.reused == PHOTOS and not report.saved
     assert (database_dir / DATABASE_FILE).read_bytes() == written
     assert np.array_equal(database.centroids, base[2].centroids)
+
+
+def test_a_gallery_held_in_float16_still_saves_float32_centroids(base, copy, pipeline, monkeypatch):
+    """A gallery past CLUSTER_INDEX_MIN holds its centroids in float16; the file keeps the float32 ones, so a
+    smaller gallery later (or another machine) gets them unrounded. Here every gallery counts as big."""
+    monkeypatch.setattr(facenet.gallery.index, "CLUSTER_INDEX_MIN", 1)
+    data_dir, database_dir = copy
+    (database_dir / DATABASE_FILE).unlink()
+    database, report = sync_database(data_dir, database_dir, pipeline)
+    assert report.saved and database.centroids.dtype == np.float16
+    with np.load(database_dir / DATABASE_FILE) as saved:
+        centroids = saved["centroids"]
+    assert centroids.dtype == np.float32
+    np.testing.assert_allclose(centroids, base[2].centroids, atol=1e-6)
+    assert not np.array_equal(centroids, centroids.astype(np.float16).astype(np.float32))  # not the rounded ones
 
 
 def test_added_photo_is_the_only_one_embedded(base, copy, pipeline):

@@ -40,7 +40,29 @@ def test_a_bigger_gallery_switches_to_the_cluster_index(monkeypatch):
     assert isinstance(database._index, search.ClusterIndex) and database._index.lists > 0
     assert np.mean(np.array(matches.names) == np.array([f"p{i}" for i in range(100)])) >= 0.99
     best = [int(name[1:]) for name in matches.names]
-    distances = np.sqrt(np.clip(2 - 2 * np.sum(queries * centroids[best], axis=1), 0, 4))
+    held = centroids.astype(np.float16).astype(np.float32)  # what a gallery this big holds and re-ranks from
+    distances = np.sqrt(np.clip(2 - 2 * np.sum(queries * held[best], axis=1), 0, 4))
     np.testing.assert_allclose(matches.distances, distances, atol=1e-5)
+    float32 = np.sqrt(np.clip(2 - 2 * np.sum(queries * centroids[best], axis=1), 0, 4))
+    assert 0 < np.abs(matches.distances - float32).max() < 1e-3
     nearest = database.nearest_people(queries[:3], 2, threshold=2.0)
     assert [row[0][0] for row in nearest] == matches.names[:3] and all(len(row) == 2 for row in nearest)
+
+
+def test_a_cluster_sized_gallery_holds_its_centroids_in_half_the_memory(monkeypatch):
+    """From CLUSTER_INDEX_MIN people on the centroids are float16 (half the bytes), the index re-ranks from them
+    without a copy, and `everyone()` still hands out float32; one person fewer keeps float32."""
+    monkeypatch.setattr(index, "SEARCH_INDEX_MIN", 1000)
+    monkeypatch.setattr(index, "CLUSTER_INDEX_MIN", 3000)
+    monkeypatch.setattr(search, "CLUSTER_MIN_TRAIN", 1000)
+    rng = np.random.default_rng(3)
+    centroids = normalize(rng.standard_normal((3000, 256)).astype(np.float32))
+    smaller = FaceDatabase([f"p{i}" for i in range(2999)], centroids[:2999], "test", model="fused")
+    assert smaller.centroids.dtype == np.float32
+    database = FaceDatabase([f"p{i}" for i in range(3000)], centroids, "test", model="fused")
+    assert database.centroids.dtype == np.float16 and database.centroids.nbytes == centroids.nbytes // 2
+    database.identify(centroids[:2], threshold=2.0)
+    assert database._index.vectors is database.centroids  # no float32 copy behind the index
+    names, vectors = database.everyone()
+    assert vectors.dtype == np.float32 and names == database.names
+    np.testing.assert_allclose(vectors, centroids, atol=1e-3)

@@ -392,7 +392,7 @@ def sync_database(
                             model=embedder.name, dim=embedder.dim)
     report.set_thresholds(database)
     _warn_if_emptied(known.stored.manifest, data_dir, names)
-    _save(database_dir, database, data_dir, photos, results, vector, known.stored, report)
+    _save(database_dir, database, centroids, data_dir, photos, results, vector, known.stored, report)
     return database, report
 
 
@@ -421,9 +421,11 @@ def _examine_new(data_dir: Path, database_dir: Path, photos: list[dict[str, Any]
     return results, vector
 
 
-def _save(database_dir: Path, database: FaceDatabase, data_dir: Path, photos: list[dict[str, Any]],
-          results: dict[str, dict[str, Any]], vector: Vector, stored: _Stored, report: EnrollmentReport) -> None:
-    """Write the database when anything changed (atomically), then the report; failures go to report.save_error."""
+def _save(database_dir: Path, database: FaceDatabase, centroids: np.ndarray, data_dir: Path,
+          photos: list[dict[str, Any]], results: dict[str, dict[str, Any]], vector: Vector, stored: _Stored,
+          report: EnrollmentReport) -> None:
+    """Write the database when anything changed (atomically), then the report; failures go to report.save_error.
+    `centroids`: the float32 ones (a big `database` holds them in float16)."""
     path = database_dir / DATABASE_FILE
     embedded = sorted(sha for sha, result in results.items() if result["reason"] is None)
     manifest = {
@@ -449,7 +451,7 @@ def _save(database_dir: Path, database: FaceDatabase, data_dir: Path, photos: li
         written = {**manifest, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         arrays = {OTHER_ARRAYS.format(i): vectors for i, (_, vectors) in enumerate(others)}
         try:
-            _write_database(path, written, embeddings, database.centroids, arrays)
+            _write_database(path, written, embeddings, centroids, arrays)
             report.saved = True
         except OSError as error:
             report.save_error = f"{path}: could not save the database ({error.strerror or error})"

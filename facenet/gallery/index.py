@@ -27,7 +27,9 @@ instead of one plain matrix product (bench/bench_search.py: at 100 k people 0.9 
 
 CLUSTER_INDEX_MIN = 150_000
 """From this many people on, lookup is approximate (gallery.search.ClusterIndex: recall@1 >= 0.998 for genuine faces,
-exact float32 similarities), because beyond it the exact index cannot name a 10-face frame in < 20 ms at dim 256:
+exact float32 similarities of the held centroids) and the centroids are held in float16, half the memory (1 M people
+at 256-d: 488 MB instead of 977 MB; a distance moves by < 1e-3, see docs/benchmarks.md), because beyond it the exact
+index cannot name a 10-face frame in < 20 ms at dim 256:
 `python bench/bench_search.py --exact 150000 200000 300000 --dim --like_lfw fused --no_flat --probes 32` gave
 10 faces in 14 ms at 150 k, 17 ms at 200 k, 53 ms at 300 k (ClusterIndex 1.1-1.4 ms);
 163-168 ms at 1 M (ClusterIndex 3.2 ms). docs/benchmarks.md has the table."""
@@ -52,6 +54,8 @@ class Lookup:
 
 class FaceDatabase:
     """Enrolled people's centroids and the nearest-centroid lookup with a gallery-size-aware threshold.
+
+    `centroids` is (N, dim) float32, float16 from CLUSTER_INDEX_MIN people on (`everyone()` gives float32).
 
     `threshold` is the default for a person with the gallery's median number of photos; each person's own
     default (`thresholds[i]`, from their photo count) is what `identify` applies unless overridden. Both are
@@ -80,6 +84,8 @@ class FaceDatabase:
         centroids = np.asarray(centroids, dtype=np.float32)
         self.dim = int(dim or (centroids.shape[-1] if centroids.ndim == 2 and centroids.shape[-1] else 128))
         self.centroids = np.ascontiguousarray(centroids).reshape(-1, self.dim)
+        if len(self.centroids) >= CLUSTER_INDEX_MIN:
+            self.centroids = self.centroids.astype(np.float16)
         self.model = model
         self._index = None
         if len(self.names) != len(self.centroids):
@@ -122,7 +128,7 @@ class FaceDatabase:
         copy it otherwise avoids)."""
         if self.searcher is not None:
             return self.searcher.everyone()
-        return list(self.names), self.centroids
+        return list(self.names), self.centroids.astype(np.float32, copy=False)
 
     def _own_thresholds(self, counts: np.ndarray) -> np.ndarray:
         """Each person's default threshold from their photo count, in a gallery of len(self) people (`thresholds`

@@ -68,11 +68,23 @@ _EPS32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
 
 def _as_matrix(values: np.ndarray, dim: int) -> np.ndarray:
     """C-contiguous float32 (n, dim); no copy when already so."""
-    matrix = np.ascontiguousarray(values, dtype=np.float32)
+    return _checked_shape(np.ascontiguousarray(values, dtype=np.float32), dim, np.shape(values))
+
+
+def _as_rows(values: np.ndarray, dim: int) -> np.ndarray:
+    """C-contiguous (n, dim) rows to re-rank from: float16 kept as it is (a compact gallery's centroids, see
+    FaceDatabase), anything else as `_as_matrix`; no copy when already so."""
+    if np.asarray(values).dtype == np.float16:
+        rows = np.ascontiguousarray(values)
+        return rows.reshape(-1, dim) if rows.size == 0 else _checked_shape(rows, dim, np.shape(values))
+    return _as_matrix(values, dim)
+
+
+def _checked_shape(matrix: np.ndarray, dim: int, shape: tuple) -> np.ndarray:
     if matrix.ndim == 1 and matrix.size == dim:
         matrix = matrix.reshape(1, dim)
     if matrix.ndim != 2 or matrix.shape[1] != dim:
-        raise ValueError(f"expected vectors of dimension {dim}, got shape {np.shape(values)}")
+        raise ValueError(f"expected vectors of dimension {dim}, got shape {shape}")
     return matrix
 
 
@@ -252,10 +264,11 @@ class ExactIndex:
 
 
 def exact_rerank(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of candidate row `ids` (Q, s) of `vectors` by exact float32 inner product, best first (ties: lower
-    row first); -1 = no candidate, padded with -1 / -inf."""
+    """The k best of candidate row `ids` (Q, s) of `vectors` (float32, or float16 rows taken as they are) by exact
+    float32 inner product, best first (ties: lower row first); -1 = no candidate, padded with -1 / -inf."""
     found = ids >= 0
-    exact = np.matmul(vectors[np.where(found, ids, 0)], queries[:, :, None])[:, :, 0]
+    rows = vectors[np.where(found, ids, 0)].astype(np.float32, copy=False)
+    exact = np.matmul(rows, queries[:, :, None])[:, :, 0]
     exact[~found] = -np.inf
     top_i, top_s = _order(np.where(found, ids, -1), exact, min(k, ids.shape[1]))
     return _pad(top_i.astype(np.int64), top_s.astype(np.float32), k)
@@ -329,11 +342,12 @@ class ClusterIndex:
     codes picks CLUSTER_SHORTLIST candidates from the `probes` cells nearest to each query; they are re-ranked in
     float32 against `vectors`, so the similarities returned are exact (only recall is approximate).
 
-    `vectors` is kept by reference when C-contiguous float32 (the caller's centroids), so the index adds only its
-    codes, ids and cell centres (~dim/4 + 8 bytes per vector). `threads` (default: all cores) builds; a search
-    uses CLUSTER_SEARCH_THREADS. `add` appends (the first one copies the vectors into
-    an owned, growing buffer); below CLUSTER_MIN_TRAIN vectors it searches by brute force, and it retrains once it
-    has grown CLUSTER_REBUILD_GROWTH-fold, so a gallery enrolled one person at a time stays balanced.
+    `vectors` is kept by reference when C-contiguous float32 or float16 (the caller's centroids; float16 rows are
+    re-ranked as they are, in float32 arithmetic), so the index adds only its codes, ids and cell centres (~dim/4 + 8
+    bytes per vector). `threads` (default: all cores) builds; a search uses CLUSTER_SEARCH_THREADS. `add` appends
+    (the first one copies the vectors into an owned, growing buffer of their type); below CLUSTER_MIN_TRAIN vectors
+    it searches by brute force, and it retrains once it has grown CLUSTER_REBUILD_GROWTH-fold, so a gallery enrolled
+    one person at a time stays balanced.
     """
 
     def __init__(self, vectors: np.ndarray, dim: int | None = None, probes: int = CLUSTER_PROBES,
@@ -342,7 +356,7 @@ class ClusterIndex:
             raise ImportError("ClusterIndex needs faiss: pip install faiss-cpu")
         array = np.asarray(vectors)
         self.dim = int(dim if dim is not None else (array.shape[1] if array.ndim == 2 else 0))
-        self.vectors = _as_matrix(array.reshape(-1, self.dim) if array.size == 0 else array, self.dim)
+        self.vectors = _as_rows(array.reshape(-1, self.dim) if array.size == 0 else array, self.dim)
         self.probes = probes
         self.threads = threads
         self.build_seconds = 0.0
@@ -383,7 +397,7 @@ class ClusterIndex:
         rows = _as_matrix(vectors, self.dim)
         n, need = len(self.vectors), len(self.vectors) + len(rows)
         if self._store is None or len(self._store) < need:
-            store = np.empty((max(need, 2 * n), self.dim), np.float32)
+            store = np.empty((max(need, 2 * n), self.dim), self.vectors.dtype)
             store[:n] = self.vectors
             self._store = store
         self._store[n:need] = rows
