@@ -13,12 +13,20 @@ from facenet.config import CACHED_TUNES, TOP_LEARNING_RATE, TUNE_MODES
 from facenet.models.build import build_embedder
 from facenet.models.split import CutError, split_embedder
 from facenet.models.trained import read_trained, save_trained_weights, trained_weights_path
+from facenet.models.vectors import normalize
 from facenet.pipeline import FacePipeline
 from facenet.train.augment import augment_view
 from facenet.train.cached import CachedOptions
 from facenet.train.chips import TrainingError
 from facenet.train.loop import RunOptions, plan_run
-from facenet.train.validation import GUARD_PEOPLE, SPREAD_EXPONENT, Validator, split_people, split_validation
+from facenet.train.validation import (
+    GUARD_PEOPLE,
+    SPREAD_TAIL_PAIRS,
+    Validator,
+    split_people,
+    split_validation,
+    spread_pairs,
+)
 
 BATCH = np.random.default_rng(0).uniform(0, 255, (3, 150, 150, 3)).astype(np.float32)
 
@@ -95,28 +103,44 @@ def test_plan_says_whom_the_guard_measures():
     assert np.array_equal(few.held, split_validation(np.repeat(np.arange(10), 3), 0.2)[1])
 
 
-def test_the_distance_scale_is_the_spread_damped_for_other_photos():
-    """Thresholds grow by the held-out pairs' spread ** SPREAD_EXPONENT: 1 when nothing moved."""
-    pairs = (np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([True, False, False]))
-    vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], np.float32)
+def test_the_distance_scale_is_how_far_the_closest_different_person_pairs_moved():
+    """Thresholds grow by how far the closest SPREAD_QUANTILE of the spread pairs (at least SPREAD_TAIL_PAIRS)
+    moved: 1 when nothing moved, 2 when every distance doubled, 1 when only the farther pairs moved apart."""
+    rng = np.random.default_rng(0)
+    vectors = normalize(rng.standard_normal((400, 8))).astype(np.float32)
+    pairs = (np.array([0, 2]), np.array([1, 3]), np.array([True, False]))
+    spread = (np.arange(0, 400, 2), np.arange(1, 400, 2))  # 200 disjoint pairs: the closest 50 set the scale
+    base = np.linalg.norm(vectors[spread[0]] - vectors[spread[1]], axis=1)
+    far = np.argsort(base)[2 * SPREAD_TAIL_PAIRS :]
 
-    class Fixed:
-        kinds, dim = ("x",), 2
-
-        def __init__(self) -> None:
-            self.factor = 1.0
+    class Moving:
+        kinds, dim = ("x",), 8
+        factor, far_apart = 1.0, False
 
         def embed(self, given):
-            return given["x"] * self.factor
+            out = given["x"] * self.factor
+            if self.far_apart:  # the farther half of the pairs: their second photo twice as far from the first
+                a, b = spread[0][far], spread[1][far]
+                out[b] = out[a] + 2.0 * (out[b] - out[a])
+            return out
 
-    fixed = Fixed()
-    validate = Validator(fixed, {"x": vectors}, pairs, np.array([], np.int64), 1.0, 0.6)
+    moving = Moving()
+    validate = Validator(moving, {"x": vectors}, pairs, np.array([], np.int64), 1.0, 0.6, spread)
     assert validate()[0]["distance_scale"] == 1.0
-    fixed.factor = 2.0  # every distance doubles
+    moving.factor = 2.0
     metrics = validate()[0]
-    assert metrics["distance_scale"] == pytest.approx(2.0 ** SPREAD_EXPONENT)
-    assert metrics["deployed_threshold"] == pytest.approx(0.6 * 2.0 ** SPREAD_EXPONENT)
-    assert 0.9 < SPREAD_EXPONENT < 1.0
+    assert metrics["distance_scale"] == pytest.approx(2.0)
+    assert metrics["deployed_threshold"] == pytest.approx(1.2)
+    moving.factor, moving.far_apart = 1.0, True
+    assert validate()[0]["distance_scale"] == pytest.approx(1.0)
+
+
+def test_spread_pairs_are_different_people_among_held_out_photos():
+    labels = np.repeat(np.arange(30), 3)
+    held = np.arange(0, 90, 2)
+    a, b = spread_pairs(labels, held, max_pairs=500)
+    assert len(a) == 500 and len(set(zip(a.tolist(), b.tolist(), strict=True))) == 500
+    assert np.all(labels[a] != labels[b]) and np.isin(a, held).all() and np.isin(b, held).all()
 
 
 def test_tune_modes_and_rates():

@@ -58,6 +58,7 @@ from facenet.train.validation import (
     short_metrics,
     split_people,
     split_validation,
+    spread_pairs,
     validation_pairs,
 )
 
@@ -115,6 +116,8 @@ class RunPlan:
     train_idx: np.ndarray
     held: np.ndarray
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
+    spread: tuple[np.ndarray, np.ndarray]
+    """Different-person pairs of held-out photos that measure the distance scale (`validation.spread_pairs`)."""
     classes: np.ndarray
     """(N,) int32: each photo's training identity, 0..num_classes-1 (the head's class; labels of the batches)."""
     num_classes: int
@@ -159,7 +162,8 @@ def plan_run(chip_set: ChipSet, validation_split: float, options: RunOptions, ma
     classes = np.minimum(np.searchsorted(people, chip_set.labels), len(people) - 1).astype(np.int32)
     first = pk_batches(classes[train_idx], options.batch_size, options.photos_per_person,
                        np.random.default_rng(options.seed))
-    return RunPlan(train_idx, held, pairs, classes, len(people), first, plot_rows(len(chip_set), options.seed),
+    return RunPlan(train_idx, held, pairs, spread_pairs(chip_set.labels, held, options.seed), classes, len(people),
+                   first, plot_rows(len(chip_set), options.seed),
                    len(np.unique(chip_set.labels[held])), whole is not None, validation_split)
 
 
@@ -269,7 +273,7 @@ class _BackboneRun(GuardedRun):
         embedder = Embedder(model, options.name)
         validate = Validator(embedder, chip_set.chips, plan.pairs, plan.plotted,
                              distance_scale(options.trained_dir, options.name),
-                             calibration(options.name).verify_threshold)
+                             calibration(options.name).verify_threshold, plan.spread)
         super().__init__(chip_set, plan, settings, validate, logs, epochs, on_epoch)
         self.options, self.distribution, self.model, self.embedder = options, distribution, model, embedder
         self.chips = tuple(chip_set.chips[kind] for kind in embedder.kinds)
