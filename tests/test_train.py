@@ -383,8 +383,10 @@ def test_loss_settings_defaults_and_checks():
 # --------------------------------------------------------------------------- the guard
 
 
-def scripted_metrics(monkeypatch, aucs: list[float], deployed: list[float] | None = None) -> list[float]:
-    """Replace the validation metric: call i returns AUC aucs[i] (before training, then each epoch)."""
+def scripted_metrics(monkeypatch, aucs: list[float], deployed: list[float] | None = None,
+                     rejected: list[float] | None = None) -> list[float]:
+    """Replace the validation metrics: call i returns AUC aucs[i] (before training, then each epoch), and the
+    accuracy at the rescaled threshold and the strangers rejected given (else the same every time)."""
     calls: list[float] = []
 
     def fake(distances, same, deployed_threshold):
@@ -393,7 +395,11 @@ def scripted_metrics(monkeypatch, aucs: list[float], deployed: list[float] | Non
         at_threshold = deployed[i] if deployed else 0.9
         return {"accuracy": 0.9, "auc": aucs[i], "threshold": 0.4, "deployed_accuracy": at_threshold}
 
+    def fake_strangers(*_args) -> float:
+        return rejected[len(calls) - 1] if rejected else 0.99
+
     monkeypatch.setattr(validation, "verification_metrics", fake)
+    monkeypatch.setattr(validation, "strangers_rejected", fake_strangers)
     return calls
 
 
@@ -529,7 +535,20 @@ def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny,
     record = json.loads(captured.out)
     assert record["saved"] is False and not saved_path(tmp_path).exists()
     assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
-    assert "the rescaled threshold lost accuracy" in captured.err
+    assert "at the rescaled thresholds it lost accuracy or named more held-out people" in captured.err
+
+
+def test_guard_refuses_better_ranking_that_names_more_strangers(tiny, weights, tmp_path, monkeypatch, capsys):
+    """Better ranked pairs, the same accuracy at the rescaled threshold, but a gallery of the training people names
+    more held-out photos as one of them: nothing saved."""
+    scripted_metrics(monkeypatch, [0.95, 0.99], rejected=[0.97, 0.96])
+    fake_step(monkeypatch)
+    assert run_command(tiny[0], weights, tmp_path) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["saved"] is False and not saved_path(tmp_path).exists()
+    assert record["val_before"]["strangers_rejected"] == 0.97 and record["val_after"]["strangers_rejected"] == 0.96
+    assert "named more held-out people as someone else" in captured.err
 
 
 def test_interrupt_leaves_previous_weights(tiny, weights, tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ from test_adapter import PEOPLE, chips, make_data  # noqa: F401 - the chips fixt
 import facenet
 from facenet.cli.train_command import verdict
 from facenet.config import CACHED_TUNES, TOP_LEARNING_RATE, TUNE_MODES
+from facenet.gallery.thresholds import gallery_threshold
 from facenet.models.build import build_embedder
 from facenet.models.split import CutError, split_embedder
 from facenet.models.trained import read_trained, save_trained_weights, trained_weights_path
@@ -22,10 +23,13 @@ from facenet.train.loop import RunOptions, plan_run
 from facenet.train.validation import (
     GUARD_PEOPLE,
     SPREAD_TAIL_PAIRS,
+    Strangers,
     Validator,
+    is_better,
     split_people,
     split_validation,
     spread_pairs,
+    strangers_rejected,
 )
 
 BATCH = np.random.default_rng(0).uniform(0, 255, (3, 150, 150, 3)).astype(np.float32)
@@ -133,6 +137,39 @@ def test_the_distance_scale_is_how_far_the_closest_different_person_pairs_moved(
     assert metrics["deployed_threshold"] == pytest.approx(1.2)
     moving.factor, moving.far_apart = 1.0, True
     assert validate()[0]["distance_scale"] == pytest.approx(1.0)
+
+
+def test_the_guards_open_set_counts_held_out_photos_named_as_someone_else():
+    """A held-out photo is a stranger to the gallery of training people (its own person left out): rejected when
+    its nearest centroid is beyond that person's default threshold times the scale; a larger scale names more."""
+    labels = np.array([0, 0, 1, 1, 2, 2, 3])
+    rng = np.random.default_rng(1)
+    directions = normalize(rng.standard_normal((3, 256)))
+    gallery = directions[[0, 0, 1, 1, 2, 2]].astype(np.float32)  # rows 0-5: people 0, 1, 2 (two photos each)
+    limit = gallery_threshold(3, 2, "fused")
+    side = rng.standard_normal(256)
+    side -= directions[0] * (directions[0] @ side)
+    side /= np.linalg.norm(side)
+    angle = 2 * np.arcsin(0.75 / 2)  # a stranger 0.75 from person 0, > the threshold, < 1.5 times it
+    near = np.cos(angle) * directions[0] + np.sin(angle) * side
+
+    def distance_to_person_0(v):
+        return float(np.linalg.norm(v - directions[0]))
+
+    strangers = Strangers(labels, np.arange(6), np.array([0, 6]), "fused")
+    queries = np.stack([near, near]).astype(np.float32)  # row 0 is person 0 itself: its own centroid is left out
+    d = distance_to_person_0(near)
+    assert d < limit * 1.5 and d > limit  # beyond the threshold at scale 1, within it at 1.5
+    assert strangers_rejected(strangers, gallery, queries, 1.0) == 1.0
+    assert strangers_rejected(strangers, gallery, queries, 1.5) == 0.5  # row 6 now named person 0; row 0 cannot be
+
+
+def test_the_guard_refuses_weights_that_name_more_strangers():
+    start = {"auc": 0.95, "accuracy": 0.9, "deployed_accuracy": 0.9, "strangers_rejected": 0.95}
+    better = {"auc": 0.97, "accuracy": 0.92, "deployed_accuracy": 0.91, "strangers_rejected": 0.95}
+    assert is_better(better, start, start)
+    assert not is_better({**better, "strangers_rejected": 0.94}, start, start)
+    assert not is_better({**better, "deployed_accuracy": 0.89}, start, start)
 
 
 def test_spread_pairs_are_different_people_among_held_out_photos():

@@ -21,7 +21,8 @@ from facenet.train.validation import GUARD_PEOPLE, GUARD_STRONG_PEOPLE, fmt_metr
 
 log = logging.getLogger(__name__)
 
-_OFF_THRESHOLD = " (some ranked pairs better, but the rescaled threshold lost accuracy: try a lower -lr)"
+_OFF_THRESHOLD = (" (some ranked pairs better, but at the rescaled thresholds it lost accuracy or named more held-out"
+                  " people as someone else: try a lower -lr)")
 
 
 def chosen_loss(loss: str | None, strategy: str | None) -> str:

@@ -50,15 +50,18 @@ from facenet.train.step import (
 )
 from facenet.train.validation import (
     MAX_VALIDATION_PAIRS,
+    Strangers,
     Validator,
     embed_rows,
     fmt_metrics,
+    holds_thresholds,
     is_better,
     ranks_better,
     short_metrics,
     split_people,
     split_validation,
     spread_pairs,
+    stranger_plan,
     validation_pairs,
 )
 
@@ -118,6 +121,8 @@ class RunPlan:
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
     spread: tuple[np.ndarray, np.ndarray]
     """Different-person pairs of held-out photos that measure the distance scale (`validation.spread_pairs`)."""
+    strangers: Strangers
+    """The guard's open set (`validation.stranger_plan`)."""
     classes: np.ndarray
     """(N,) int32: each photo's training identity, 0..num_classes-1 (the head's class; labels of the batches)."""
     num_classes: int
@@ -162,7 +167,8 @@ def plan_run(chip_set: ChipSet, validation_split: float, options: RunOptions, ma
     classes = np.minimum(np.searchsorted(people, chip_set.labels), len(people) - 1).astype(np.int32)
     first = pk_batches(classes[train_idx], options.batch_size, options.photos_per_person,
                        np.random.default_rng(options.seed))
-    return RunPlan(train_idx, held, pairs, spread_pairs(chip_set.labels, held, options.seed), classes, len(people),
+    return RunPlan(train_idx, held, pairs, spread_pairs(chip_set.labels, held, options.seed),
+                   stranger_plan(chip_set.labels, held, train_idx, options.name, options.seed), classes, len(people),
                    first, plot_rows(len(chip_set), options.seed),
                    len(np.unique(chip_set.labels[held])), whole is not None, validation_split)
 
@@ -247,8 +253,7 @@ class GuardedRun:
         if is_better(metrics, result.val_after, result.val_before):
             result.val_after, result.best_epoch, result.improved = metrics, epoch, True
             self.best_weights, self.best_embeddings = self.weights(), embeddings
-        elif ranks_better(metrics, result.val_before) and \
-                metrics["deployed_accuracy"] < result.val_before["deployed_accuracy"]:
+        elif ranks_better(metrics, result.val_before) and not holds_thresholds(metrics, result.val_before):
             result.off_threshold = True
         return metrics, embeddings
 
@@ -273,7 +278,7 @@ class _BackboneRun(GuardedRun):
         embedder = Embedder(model, options.name)
         validate = Validator(embedder, chip_set.chips, plan.pairs, plan.plotted,
                              distance_scale(options.trained_dir, options.name),
-                             calibration(options.name).verify_threshold, plan.spread)
+                             calibration(options.name).verify_threshold, plan.spread, plan.strangers)
         super().__init__(chip_set, plan, settings, validate, logs, epochs, on_epoch)
         self.options, self.distribution, self.model, self.embedder = options, distribution, model, embedder
         self.chips = tuple(chip_set.chips[kind] for kind in embedder.kinds)

@@ -8,12 +8,15 @@ with a strictly higher best-threshold accuracy) AND the accuracy at the calibrat
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from facenet.config import SPLIT_SEED
 from facenet.eval.metrics import accuracy_at, auc, best_threshold
+from facenet.gallery.thresholds import gallery_threshold
 from facenet.models.embed import Embedder
+from facenet.models.vectors import unit_distance
 
 MAX_VALIDATION_PAIRS = 20_000
 """Held-out pairs at most (half same-person, half different-person), sampled with the fixed seed: validation
@@ -24,6 +27,11 @@ LIST_PAIRS = 1_000_000
 
 EMBED_CHUNK = 1024
 """Chips embedded per read of the cache's memory maps."""
+
+STRANGER_GALLERY_PHOTOS = 4
+STRANGER_GALLERY_PEOPLE = 500
+"""The guard's open-set check enrolls at most this many training photos of each of at most this many training
+people (its gallery, embedded at every check) and asks who each held-out photo is."""
 
 SPREAD_PAIRS = 200_000
 """Different-person pairs of held-out photos (at most) that the distance scale is measured on."""
@@ -189,6 +197,52 @@ def spread_pairs(labels: np.ndarray, held: np.ndarray, seed: int = SPLIT_SEED, m
     return a.astype(np.int64), b.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class Strangers:
+    """The guard's open set: a gallery of training people (`gallery_rows`, their `labels`) and the held-out photos
+    (`query_rows`) asked against everyone in it but their own person, each a stranger to that gallery. `model`
+    picks the calibrated gallery thresholds."""
+
+    labels: np.ndarray
+    gallery_rows: np.ndarray
+    query_rows: np.ndarray
+    model: str
+
+
+def stranger_plan(labels: np.ndarray, held: np.ndarray, train: np.ndarray, model: str,
+                  seed: int = SPLIT_SEED) -> Strangers:
+    """The open set of `held` photos against up to STRANGER_GALLERY_PHOTOS training photos of each of up to
+    STRANGER_GALLERY_PEOPLE training people, drawn with the seed."""
+    rng = np.random.default_rng(seed)
+    labels, train = np.asarray(labels), np.asarray(train, np.int64)
+    people = np.unique(labels[train])
+    people = np.sort(rng.choice(people, min(len(people), STRANGER_GALLERY_PEOPLE), replace=False))
+    rows = [rng.permutation(train[labels[train] == person])[:STRANGER_GALLERY_PHOTOS] for person in people]
+    gallery = np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+    return Strangers(labels, gallery.astype(np.int64), np.sort(np.asarray(held, np.int64)), model)
+
+
+def strangers_rejected(strangers: Strangers, gallery: np.ndarray, queries: np.ndarray, scale: float) -> float:
+    """Share of the held-out photos (`queries`, unit vectors) that the gallery of training people (`gallery`, the
+    embeddings of `strangers.gallery_rows`) rejects at its default thresholds times `scale`, their own person left
+    out: what recognition would answer for a stranger."""
+    people, person = np.unique(strangers.labels[strangers.gallery_rows], return_inverse=True)
+    if len(people) == 0 or len(queries) == 0:
+        return 1.0
+    counts = np.bincount(person, minlength=len(people))
+    centroids = np.zeros((len(people), gallery.shape[1]))
+    np.add.at(centroids, person, gallery)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    similarity = queries @ centroids.T
+    own = strangers.labels[strangers.query_rows][:, None] == people[None, :]
+    similarity[own] = -np.inf
+    nearest = similarity.argmax(axis=1)
+    best = similarity[np.arange(len(queries)), nearest]
+    limits = {int(k): gallery_threshold(len(people), int(k), strangers.model) * scale for k in np.unique(counts)}
+    limit = np.array([limits[int(counts[j])] for j in nearest])
+    return float(np.mean(~(unit_distance(best) <= limit)))
+
+
 # --------------------------------------------------------------------------- metrics and the guard
 
 
@@ -212,14 +266,23 @@ def verification_metrics(
 
 def is_better(candidate: dict[str, float], best: dict[str, float], start: dict[str, float]) -> bool:
     """The guard: a strictly higher AUC than the best so far (or the same AUC and a strictly higher best-threshold
-    accuracy), and no lower accuracy than at the start at the calibrated threshold recognition uses.
+    accuracy), no lower accuracy than at the start at the calibrated threshold recognition uses, and no fewer
+    held-out photos rejected as strangers by a gallery of the training people (`strangers_rejected`) than at the
+    start.
 
     AUC and best-threshold accuracy do not see the scale of distances; fine-tuning spreads the embeddings (with
     -m 0.5 distances about double). Saved weights carry their distance scale (how far the closest held-out
     different-person pairs moved relative to the start, see SPREAD_QUANTILE), which rescales every calibrated
     threshold; the last condition checks the rescaled threshold really works on the held-out pairs.
     """
-    return ranks_better(candidate, best) and candidate["deployed_accuracy"] >= start["deployed_accuracy"]
+    return ranks_better(candidate, best) and holds_thresholds(candidate, start)
+
+
+def holds_thresholds(candidate: dict[str, float], start: dict[str, float]) -> bool:
+    """At the rescaled thresholds: no lower accuracy on the held-out pairs, no more strangers named than at the
+    start."""
+    return (candidate["deployed_accuracy"] >= start["deployed_accuracy"]
+            and candidate.get("strangers_rejected", 1.0) >= start.get("strangers_rejected", 1.0))
 
 
 def ranks_better(candidate: dict[str, float], reference: dict[str, float]) -> bool:
@@ -243,11 +306,13 @@ class Validator:
 
     def __init__(self, embedder: Embedder, chips: dict[str, np.ndarray],
                  pairs: tuple[np.ndarray, np.ndarray, np.ndarray], extra_rows: np.ndarray, start_scale: float,
-                 verify_threshold: float, spread: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 verify_threshold: float, spread: tuple[np.ndarray, np.ndarray] | None = None,
+                 strangers: Strangers | None = None) -> None:
         a, b, self.same = pairs
         spread_a, spread_b = spread if spread is not None else (a[~self.same], b[~self.same])
-        self.embedder, self.chips = embedder, chips
-        self.rows = np.unique(np.r_[a, b, spread_a, spread_b, extra_rows]).astype(np.int64)
+        self.embedder, self.chips, self.strangers = embedder, chips, strangers
+        open_rows = np.r_[strangers.gallery_rows, strangers.query_rows] if strangers is not None else []
+        self.rows = np.unique(np.r_[a, b, spread_a, spread_b, extra_rows, open_rows]).astype(np.int64)
         self.a, self.b = np.searchsorted(self.rows, a), np.searchsorted(self.rows, b)
         self.spread_a, self.spread_b = np.searchsorted(self.rows, spread_a), np.searchsorted(self.rows, spread_b)
         self.start_scale, self.verify_threshold = start_scale, verify_threshold
@@ -272,6 +337,10 @@ class Validator:
         scale = self.start_scale * tail / max(self.reference_tail, 1e-12)
         threshold = self.verify_threshold * scale
         metrics = verification_metrics(distances, self.same, threshold)
+        if self.strangers is not None:
+            metrics["strangers_rejected"] = strangers_rejected(
+                self.strangers, embeddings[self.positions(self.strangers.gallery_rows)],
+                embeddings[self.positions(self.strangers.query_rows)], scale)
         return {**metrics, "distance_scale": scale, "deployed_threshold": threshold}, embeddings
 
     def positions(self, rows: np.ndarray) -> np.ndarray:
@@ -283,7 +352,8 @@ def fmt_metrics(metrics: dict[str, float]) -> str:
     """The validation figures as one log/report phrase."""
     return (f"accuracy {metrics['accuracy']:.4f} (threshold {metrics['threshold']:.3f}), AUC {metrics['auc']:.4f}, "
             f"accuracy at the rescaled threshold {metrics['deployed_threshold']:.3f} "
-            f"{metrics['deployed_accuracy']:.4f}")
+            f"{metrics['deployed_accuracy']:.4f}"
+            + (f", strangers rejected {metrics['strangers_rejected']:.4f}" if "strangers_rejected" in metrics else ""))
 
 
 def short_metrics(metrics: dict[str, float]) -> str:
