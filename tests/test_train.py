@@ -539,8 +539,8 @@ def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny,
 
 
 def test_guard_refuses_better_ranking_that_names_more_strangers(tiny, weights, tmp_path, monkeypatch, capsys):
-    """Better ranked pairs, the same accuracy at the rescaled threshold, but a gallery of the training people names
-    more held-out photos as one of them: nothing saved."""
+    """Better ranked pairs, the same accuracy at the rescaled threshold, but a gallery of held-out people names more
+    held-out photos of the others as one of them: nothing saved."""
     scripted_metrics(monkeypatch, [0.95, 0.99], rejected=[0.97, 0.96])
     fake_step(monkeypatch)
     assert run_command(tiny[0], weights, tmp_path) == 0
@@ -549,6 +549,7 @@ def test_guard_refuses_better_ranking_that_names_more_strangers(tiny, weights, t
     assert record["saved"] is False and not saved_path(tmp_path).exists()
     assert record["val_before"]["strangers_rejected"] == 0.97 and record["val_after"]["strangers_rejected"] == 0.96
     assert "named more held-out people as someone else" in captured.err
+    assert "rejected as strangers by the other held-out people 97.0% -> 96.0%" in captured.err
 
 
 def test_interrupt_leaves_previous_weights(tiny, weights, tmp_path, monkeypatch, capsys):

@@ -50,6 +50,9 @@ def verdict(done: FineTuneResult) -> str:
            f"{run.held_out} held-out photos")
     figures = (f"accuracy on {who}: {100 * before['accuracy']:.1f}% -> {100 * after['accuracy']:.1f}% "
                f"(AUC {before['auc']:.4f} -> {after['auc']:.4f})")
+    if "strangers_rejected" in before and "strangers_rejected" in after:
+        figures += (f", held-out photos rejected as strangers by the other held-out people "
+                    f"{100 * before['strangers_rejected']:.1f}% -> {100 * after['strangers_rejected']:.1f}%")
     outcome = (f"helped: {figures}; saved, gallery {done.gallery}" if done.saved else
                f"did not help: {figures}; nothing saved{_OFF_THRESHOLD if run.off_threshold else ''}")
     return f"verdict: {outcome}{_weak(run)}"

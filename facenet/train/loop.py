@@ -168,7 +168,7 @@ def plan_run(chip_set: ChipSet, validation_split: float, options: RunOptions, ma
     first = pk_batches(classes[train_idx], options.batch_size, options.photos_per_person,
                        np.random.default_rng(options.seed))
     return RunPlan(train_idx, held, pairs, spread_pairs(chip_set.labels, held, options.seed),
-                   stranger_plan(chip_set.labels, held, train_idx, options.name, options.seed), classes, len(people),
+                   stranger_plan(chip_set.labels, held, options.name, options.seed), classes, len(people),
                    first, plot_rows(len(chip_set), options.seed),
                    len(np.unique(chip_set.labels[held])), whole is not None, validation_split)
 

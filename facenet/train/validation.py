@@ -28,10 +28,9 @@ LIST_PAIRS = 1_000_000
 EMBED_CHUNK = 1024
 """Chips embedded per read of the cache's memory maps."""
 
-STRANGER_GALLERY_PHOTOS = 4
 STRANGER_GALLERY_PEOPLE = 500
-"""The guard's open-set check enrolls at most this many training photos of each of at most this many training
-people (its gallery, embedded at every check) and asks who each held-out photo is."""
+"""The guard's open-set check enrolls the held-out photos of at most this many held-out people (its gallery) and asks
+who each held-out photo is, its own person left out."""
 
 SPREAD_PAIRS = 200_000
 """Different-person pairs of held-out photos (at most) that the distance scale is measured on."""
@@ -199,8 +198,8 @@ def spread_pairs(labels: np.ndarray, held: np.ndarray, seed: int = SPLIT_SEED, m
 
 @dataclass(frozen=True)
 class Strangers:
-    """The guard's open set: a gallery of training people (`gallery_rows`, their `labels`) and the held-out photos
-    (`query_rows`) asked against everyone in it but their own person, each a stranger to that gallery. `model`
+    """The guard's open set: a gallery of held-out photos (`gallery_rows`, grouped by their `labels`) and the held-out
+    photos (`query_rows`) asked against everyone in it but their own person, each a stranger to that gallery. `model`
     picks the calibrated gallery thresholds."""
 
     labels: np.ndarray
@@ -209,23 +208,19 @@ class Strangers:
     model: str
 
 
-def stranger_plan(labels: np.ndarray, held: np.ndarray, train: np.ndarray, model: str,
-                  seed: int = SPLIT_SEED) -> Strangers:
-    """The open set of `held` photos against up to STRANGER_GALLERY_PHOTOS training photos of each of up to
-    STRANGER_GALLERY_PEOPLE training people, drawn with the seed."""
-    rng = np.random.default_rng(seed)
-    labels, train = np.asarray(labels), np.asarray(train, np.int64)
-    people = np.unique(labels[train])
-    people = np.sort(rng.choice(people, min(len(people), STRANGER_GALLERY_PEOPLE), replace=False))
-    rows = [rng.permutation(train[labels[train] == person])[:STRANGER_GALLERY_PHOTOS] for person in people]
-    gallery = np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
-    return Strangers(labels, gallery.astype(np.int64), np.sort(np.asarray(held, np.int64)), model)
+def stranger_plan(labels: np.ndarray, held: np.ndarray, model: str, seed: int = SPLIT_SEED) -> Strangers:
+    """Every held-out photo against a gallery of the held-out photos of up to STRANGER_GALLERY_PEOPLE held-out people
+    (drawn with the seed): people whose photos were never trained on, when the guard holds out whole people."""
+    labels, held = np.asarray(labels), np.sort(np.asarray(held, np.int64))
+    people = np.unique(labels[held])
+    chosen = np.random.default_rng(seed).choice(people, min(len(people), STRANGER_GALLERY_PEOPLE), replace=False)
+    return Strangers(labels, held[np.isin(labels[held], chosen)], held, model)
 
 
 def strangers_rejected(strangers: Strangers, gallery: np.ndarray, queries: np.ndarray, scale: float) -> float:
-    """Share of the held-out photos (`queries`, unit vectors) that the gallery of training people (`gallery`, the
-    embeddings of `strangers.gallery_rows`) rejects at its default thresholds times `scale`, their own person left
-    out: what recognition would answer for a stranger."""
+    """Share of the held-out photos (`queries`, unit vectors) that the gallery (`gallery`, the embeddings of
+    `strangers.gallery_rows`) rejects at its default thresholds times `scale`, their own person left out: what
+    recognition would answer for a stranger."""
     people, person = np.unique(strangers.labels[strangers.gallery_rows], return_inverse=True)
     if len(people) == 0 or len(queries) == 0:
         return 1.0
@@ -267,8 +262,8 @@ def verification_metrics(
 def is_better(candidate: dict[str, float], best: dict[str, float], start: dict[str, float]) -> bool:
     """The guard: a strictly higher AUC than the best so far (or the same AUC and a strictly higher best-threshold
     accuracy), no lower accuracy than at the start at the calibrated threshold recognition uses, and no fewer
-    held-out photos rejected as strangers by a gallery of the training people (`strangers_rejected`) than at the
-    start.
+    held-out photos rejected as strangers by a gallery of the other held-out people (`strangers_rejected`) than at
+    the start.
 
     AUC and best-threshold accuracy do not see the scale of distances; fine-tuning spreads the embeddings (with
     -m 0.5 distances about double). Saved weights carry their distance scale (how far the closest held-out
