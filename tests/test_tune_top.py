@@ -3,6 +3,8 @@ verdict line, and a real top run whose saved weights recognition reproduces."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from test_adapter import PEOPLE, chips, make_data  # noqa: F401 - the chips fixture
@@ -156,12 +158,14 @@ def test_the_guards_open_set_counts_held_out_photos_named_as_someone_else():
     def distance_to_person_0(v):
         return float(np.linalg.norm(v - directions[0]))
 
-    strangers = Strangers(labels, np.arange(6), np.array([0, 6]), "fused")
+    strangers = Strangers(labels, np.arange(6), np.array([0, 6]), "fused", 3)
     queries = np.stack([near, near]).astype(np.float32)  # row 0 is person 0 itself: its own centroid is left out
     d = distance_to_person_0(near)
     assert d < limit * 1.5 and d > limit  # beyond the threshold at scale 1, within it at 1.5
     assert strangers_rejected(strangers, gallery, queries, 1.0) == 1.0
     assert strangers_rejected(strangers, gallery, queries, 1.5) == 0.5  # row 6 now named person 0; row 0 cannot be
+    # the thresholds are those of the whole training gallery: with 100,000 people enrolled, 0.74 < 0.75 at 1.5
+    assert strangers_rejected(replace(strangers, people=100_000), gallery, queries, 1.5) == 1.0
 
 
 def test_the_guard_refuses_weights_that_name_more_strangers():

@@ -206,15 +206,19 @@ class Strangers:
     gallery_rows: np.ndarray
     query_rows: np.ndarray
     model: str
+    people: int
+    """The gallery size the thresholds are for: everyone in the training data, as recognition will enroll them."""
 
 
 def stranger_plan(labels: np.ndarray, held: np.ndarray, model: str, seed: int = SPLIT_SEED) -> Strangers:
     """Every held-out photo against a gallery of the held-out photos of up to STRANGER_GALLERY_PEOPLE held-out people
-    (drawn with the seed): people whose photos were never trained on, when the guard holds out whole people."""
+    (drawn with the seed): people whose photos were never trained on, when the guard holds out whole people. Its
+    thresholds are those of a gallery of everyone in `labels`, the one recognition will use (the deeper in the
+    stranger-distance tail, the less a single distance scale fits)."""
     labels, held = np.asarray(labels), np.sort(np.asarray(held, np.int64))
     people = np.unique(labels[held])
     chosen = np.random.default_rng(seed).choice(people, min(len(people), STRANGER_GALLERY_PEOPLE), replace=False)
-    return Strangers(labels, held[np.isin(labels[held], chosen)], held, model)
+    return Strangers(labels, held[np.isin(labels[held], chosen)], held, model, len(np.unique(labels)))
 
 
 def strangers_rejected(strangers: Strangers, gallery: np.ndarray, queries: np.ndarray, scale: float) -> float:
@@ -233,7 +237,8 @@ def strangers_rejected(strangers: Strangers, gallery: np.ndarray, queries: np.nd
     similarity[own] = -np.inf
     nearest = similarity.argmax(axis=1)
     best = similarity[np.arange(len(queries)), nearest]
-    limits = {int(k): gallery_threshold(len(people), int(k), strangers.model) * scale for k in np.unique(counts)}
+    limits = {int(k): gallery_threshold(max(strangers.people, len(people)), int(k), strangers.model) * scale
+              for k in np.unique(counts)}
     limit = np.array([limits[int(counts[j])] for j in nearest])
     return float(np.mean(~(unit_distance(best) <= limit)))
 
