@@ -17,7 +17,7 @@ from facenet.models.trained import WeightsError
 from facenet.models.zoo import ZooError
 from facenet.train import TrainingError
 from facenet.train.fine_tune import FineTuneResult, fine_tune
-from facenet.train.validation import GUARD_PEOPLE, GUARD_STRONG_PEOPLE, fmt_metrics
+from facenet.train.validation import GAIN_CONFIDENCE, GAIN_DRAWS, GUARD_PEOPLE, GUARD_STRONG_PEOPLE, fmt_metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def verdict(done: FineTuneResult) -> str:
                     f"{100 * before['strangers_rejected']:.1f}% -> {100 * after['strangers_rejected']:.1f}%")
     outcome = (f"helped: {figures}; saved, gallery {done.gallery}" if done.saved else
                f"did not help: {figures}; nothing saved{_OFF_THRESHOLD if run.off_threshold else ''}")
+    if run.gain_share is not None:
+        outcome += (f"; the AUC gain held in {100 * run.gain_share:.0f}% of {GAIN_DRAWS} resamples of the held-out "
+                    f"people" + ("" if done.saved else f" (under {100 * GAIN_CONFIDENCE:.0f}%: within chance)"))
     return f"verdict: {outcome}{_weak(run)}"
 
 

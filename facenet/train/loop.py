@@ -54,6 +54,7 @@ from facenet.train.validation import (
     Validator,
     embed_rows,
     fmt_metrics,
+    gain_holds,
     holds_thresholds,
     is_better,
     ranks_better,
@@ -95,6 +96,9 @@ class TrainResult:
     plots: list[Path] = field(default_factory=list)
     off_threshold: bool = False
     """An epoch ranked pairs better than the start but was refused: the rescaled threshold lost accuracy."""
+    gain_share: float | None = None
+    """The share of resamples of the held-out people in which the best epoch's AUC beat the start's
+    (`validation.gain_holds`); below GAIN_CONFIDENCE nothing is kept. None when no epoch beat the start."""
     loss: str = DEFAULT_LOSS
     head_accuracy: list[float] = field(default_factory=list)
     """Per epoch, margin losses: the mean share of the batch the head classified right."""
@@ -211,7 +215,7 @@ class GuardedRun:
                              len(plan.held), loss=self.settings.loss, held_people=plan.held_people,
                              by_person=plan.by_person, split=plan.split)
         result.plots += self.plots("before", embeddings, f"before training: {short_metrics(before)}")
-        self.best_embeddings = embeddings
+        self.best_embeddings = start_embeddings = embeddings
         step = self.make_step(embeddings)
         last = (before, embeddings)
         images = 0
@@ -227,6 +231,15 @@ class GuardedRun:
             log.warning("interrupted during epoch %d; only completed epochs count", result.epochs_run + 1)
         seconds = sum(result.epoch_seconds)
         result.images_per_second = images / seconds if seconds else 0.0
+        if result.improved:
+            validate = self.validate
+            holds, result.gain_share = gain_holds(validate.pair_distances(start_embeddings),
+                                                  validate.pair_distances(self.best_embeddings), validate.same,
+                                                  validate.pair_people)
+            if not holds:
+                log.info("the best epoch's AUC gain held in %.0f%% of resamples of the held-out people: within "
+                         "chance, not kept", 100 * result.gain_share)
+                result.improved = False
         if result.epochs_run:
             if not result.improved:
                 result.val_after = last[0]
@@ -278,7 +291,8 @@ class _BackboneRun(GuardedRun):
         embedder = Embedder(model, options.name)
         validate = Validator(embedder, chip_set.chips, plan.pairs, plan.plotted,
                              distance_scale(options.trained_dir, options.name),
-                             calibration(options.name).verify_threshold, plan.spread, plan.strangers)
+                             calibration(options.name).verify_threshold, plan.spread, plan.strangers,
+                             chip_set.labels)
         super().__init__(chip_set, plan, settings, validate, logs, epochs, on_epoch)
         self.options, self.distribution, self.model, self.embedder = options, distribution, model, embedder
         self.chips = tuple(chip_set.chips[kind] for kind in embedder.kinds)
