@@ -400,6 +400,7 @@ def scripted_metrics(monkeypatch, aucs: list[float], deployed: list[float] | Non
 
     monkeypatch.setattr(validation, "verification_metrics", fake)
     monkeypatch.setattr(validation, "strangers_rejected", fake_strangers)
+    monkeypatch.setattr(loop, "gain_holds", lambda *_args: (True, 1.0))  # the scripted AUCs are the gain
     return calls
 
 
@@ -536,6 +537,19 @@ def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny,
     assert record["saved"] is False and not saved_path(tmp_path).exists()
     assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
     assert "at the rescaled thresholds it lost accuracy or named more held-out people" in captured.err
+
+
+def test_guard_refuses_a_gain_within_chance(tiny, weights, tmp_path, monkeypatch, capsys):
+    """A higher AUC that does not hold across resamples of the held-out people: nothing saved, and the verdict says
+    in how many resamples it held."""
+    scripted_metrics(monkeypatch, [0.95, 0.99])
+    monkeypatch.setattr(loop, "gain_holds", lambda *_args: (False, 0.62))
+    fake_step(monkeypatch)
+    assert run_command(tiny[0], weights, tmp_path) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["saved"] is False and not saved_path(tmp_path).exists()
+    assert "the AUC gain held in 62% of 200 resamples of the held-out people (under 95%: within chance)" in \
+        captured.err
 
 
 def test_guard_refuses_better_ranking_that_names_more_strangers(tiny, weights, tmp_path, monkeypatch, capsys):

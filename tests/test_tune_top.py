@@ -12,6 +12,7 @@ from test_adapter import PEOPLE, chips, make_data  # noqa: F401 - the chips fixt
 import facenet
 from facenet.cli.train_command import verdict
 from facenet.config import CACHED_TUNES, TOP_LEARNING_RATE, TUNE_MODES
+from facenet.eval.metrics import auc
 from facenet.gallery.thresholds import gallery_threshold
 from facenet.models.build import build_embedder
 from facenet.models.split import CutError, split_embedder
@@ -27,6 +28,7 @@ from facenet.train.validation import (
     SPREAD_TAIL_PAIRS,
     Strangers,
     Validator,
+    gain_holds,
     is_better,
     split_people,
     split_validation,
@@ -166,6 +168,21 @@ def test_the_guards_open_set_counts_held_out_photos_named_as_someone_else():
     assert strangers_rejected(strangers, gallery, queries, 1.5) == 0.5  # row 6 now named person 0; row 0 cannot be
     # the thresholds are those of the whole training gallery: with 100,000 people enrolled, 0.74 < 0.75 at 1.5
     assert strangers_rejected(replace(strangers, people=100_000), gallery, queries, 1.5) == 1.0
+
+
+def test_an_auc_gain_must_hold_across_resamples_of_the_held_out_people():
+    """A gain every person shares holds; a gain that two people's pairs make (the others a little worse) does not."""
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(40), 20)
+    same = np.tile(np.r_[np.ones(10, bool), np.zeros(10, bool)], 40)
+    before = np.where(same, 0.6, 0.8) + 0.15 * rng.standard_normal(len(same))
+    everyone = np.where(same, before - 0.05, before + 0.05)  # every person's pairs separate a little more
+    holds, share = gain_holds(before, everyone, same, people)
+    assert holds and share >= 0.99
+    two = np.where(people < 2, np.where(same, 0.0, 2.0), np.where(same, before + 0.003, before - 0.003))
+    assert auc(two, same) > auc(before, same) + 0.005  # better overall, carried by two people
+    holds, share = gain_holds(before, two, same, people)
+    assert not holds and share < 0.9
 
 
 def test_the_guard_refuses_weights_that_name_more_strangers():
