@@ -196,7 +196,7 @@ def main() -> int:
                                    val_before=run.val_before, val_after=run.val_after, gallery=done.gallery,
                                    guard_people=run.held_people, guard_by_person=run.by_person,
                                    guard_pairs=run.pairs, guard_photos=run.held_out,
-                                   feature_megabytes=run.feature_megabytes)
+                                   feature_megabytes=run.feature_megabytes, gain_share=run.gain_share)
         scale = run.val_after["distance_scale"] if done.saved else 1.0
         trained = read_trained(trained_weights_path(gallery, args.model)) if done.saved else None
         if trained is not None and trained.model_weights is None:

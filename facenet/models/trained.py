@@ -41,7 +41,7 @@ def save_trained_weights(model: keras.Model, gallery_dir: str | Path, name: str,
 
     `backbone`: the file holds the embedding model's own weights (it was fine-tuned); else only its adapter's (the
     backbone is the pretrained one). `distance_scale` says how far the new embedding spreads faces compared with the
-    one the thresholds were calibrated for (the closest held-out different-person distances, SPREAD_QUANTILE);
+    one the thresholds were calibrated for (held-out different-person distances, `validation.SPREAD_EXPONENT`);
     recognition multiplies its thresholds by it; a scale outside DISTANCE_SCALE_RANGE is refused (WeightsError,
     nothing written): such weights would misname people. `start` records what training started from ("pretrained"
     or "trained"); `cut`, the `--tune top|top2` shape of the model's weights (`split.tuned_architecture`).

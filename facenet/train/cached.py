@@ -209,8 +209,8 @@ def train_cached(chip_set: ChipSet, model: keras.Model, name: str, settings: Los
                  len(plan.train_idx), options.views, features.megabytes, embed_seconds)
         inputs = FeatureInput(split.top, len(features.plain))
         validate = Validator(inputs, dict(zip(inputs.kinds, features.plain, strict=True)), plan.pairs, plan.plotted,
-                             options.start_scale, calibration(name).verify_threshold, plan.spread,
-                             plan.strangers, chip_set.labels)
+                             options.start_scale, calibration(name).verify_threshold, plan.strangers,
+                             chip_set.labels)
         logs = TrainingLogs(log_dir)
         try:
             run = _CachedRun(chip_set, plan, settings, options, split, validate, features, logs)

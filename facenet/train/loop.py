@@ -61,7 +61,6 @@ from facenet.train.validation import (
     short_metrics,
     split_people,
     split_validation,
-    spread_pairs,
     stranger_plan,
     validation_pairs,
 )
@@ -123,8 +122,6 @@ class RunPlan:
     train_idx: np.ndarray
     held: np.ndarray
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
-    spread: tuple[np.ndarray, np.ndarray]
-    """Different-person pairs of held-out photos that measure the distance scale (`validation.spread_pairs`)."""
     strangers: Strangers
     """The guard's open set (`validation.stranger_plan`)."""
     classes: np.ndarray
@@ -171,7 +168,7 @@ def plan_run(chip_set: ChipSet, validation_split: float, options: RunOptions, ma
     classes = np.minimum(np.searchsorted(people, chip_set.labels), len(people) - 1).astype(np.int32)
     first = pk_batches(classes[train_idx], options.batch_size, options.photos_per_person,
                        np.random.default_rng(options.seed))
-    return RunPlan(train_idx, held, pairs, spread_pairs(chip_set.labels, held, options.seed),
+    return RunPlan(train_idx, held, pairs,
                    stranger_plan(chip_set.labels, held, options.name, options.seed), classes, len(people),
                    first, plot_rows(len(chip_set), options.seed),
                    len(np.unique(chip_set.labels[held])), whole is not None, validation_split)
@@ -291,7 +288,7 @@ class _BackboneRun(GuardedRun):
         embedder = Embedder(model, options.name)
         validate = Validator(embedder, chip_set.chips, plan.pairs, plan.plotted,
                              distance_scale(options.trained_dir, options.name),
-                             calibration(options.name).verify_threshold, plan.spread, plan.strangers,
+                             calibration(options.name).verify_threshold, plan.strangers,
                              chip_set.labels)
         super().__init__(chip_set, plan, settings, validate, logs, epochs, on_epoch)
         self.options, self.distribution, self.model, self.embedder = options, distribution, model, embedder
