@@ -530,13 +530,19 @@ def test_guard_keeps_previous_weights_when_not_better(tiny, weights, tmp_path, m
 def test_guard_refuses_better_ranking_that_breaks_the_calibrated_threshold(tiny, weights, tmp_path, monkeypatch,
                                                                             capsys):
     scripted_metrics(monkeypatch, [0.95, 0.99], deployed=[0.9, 0.6])
+    record, err = refused_run(tiny, weights, tmp_path, monkeypatch, capsys)
+    assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
+    assert "at the rescaled thresholds it lost accuracy or named more held-out people" in err
+
+
+def refused_run(tiny, weights, tmp_path, monkeypatch, capsys) -> tuple[dict, str]:
+    """A scripted training run that must save nothing: (its JSON record, its stderr)."""
     fake_step(monkeypatch)
     assert run_command(tiny[0], weights, tmp_path) == 0
     captured = capsys.readouterr()
     record = json.loads(captured.out)
     assert record["saved"] is False and not saved_path(tmp_path).exists()
-    assert record["val_after"]["auc"] == 0.99 and record["val_after"]["deployed_accuracy"] == 0.6
-    assert "at the rescaled thresholds it lost accuracy or named more held-out people" in captured.err
+    return record, captured.err
 
 
 def test_guard_refuses_a_gain_within_chance(tiny, weights, tmp_path, monkeypatch, capsys):
@@ -544,26 +550,18 @@ def test_guard_refuses_a_gain_within_chance(tiny, weights, tmp_path, monkeypatch
     in how many resamples it held."""
     scripted_metrics(monkeypatch, [0.95, 0.99])
     monkeypatch.setattr(loop, "gain_holds", lambda *_args: (False, 0.62))
-    fake_step(monkeypatch)
-    assert run_command(tiny[0], weights, tmp_path) == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out)["saved"] is False and not saved_path(tmp_path).exists()
-    assert "the AUC gain held in 62% of 200 resamples of the held-out people (under 95%: within chance)" in \
-        captured.err
+    _, err = refused_run(tiny, weights, tmp_path, monkeypatch, capsys)
+    assert "the AUC gain held in 62% of 200 resamples of the held-out people (under 95%: within chance)" in err
 
 
 def test_guard_refuses_better_ranking_that_names_more_strangers(tiny, weights, tmp_path, monkeypatch, capsys):
     """Better ranked pairs, the same accuracy at the rescaled threshold, but a gallery of held-out people names more
     held-out photos of the others as one of them: nothing saved."""
     scripted_metrics(monkeypatch, [0.95, 0.99], rejected=[0.97, 0.96])
-    fake_step(monkeypatch)
-    assert run_command(tiny[0], weights, tmp_path) == 0
-    captured = capsys.readouterr()
-    record = json.loads(captured.out)
-    assert record["saved"] is False and not saved_path(tmp_path).exists()
+    record, err = refused_run(tiny, weights, tmp_path, monkeypatch, capsys)
     assert record["val_before"]["strangers_rejected"] == 0.97 and record["val_after"]["strangers_rejected"] == 0.96
-    assert "named more held-out people as someone else" in captured.err
-    assert "rejected as strangers by the other held-out people 97.0% -> 96.0%" in captured.err
+    assert "named more held-out people as someone else" in err
+    assert "rejected as strangers by the other held-out people 97.0% -> 96.0%" in err
 
 
 def test_interrupt_leaves_previous_weights(tiny, weights, tmp_path, monkeypatch, capsys):
