@@ -14,7 +14,7 @@ import pytest
 import facenet.gallery.file
 import facenet.gallery.index
 from facenet.config import UNKNOWN
-from facenet.gallery.enroll import leave_out_mislabeled
+from facenet.gallery.enroll import leave_out_mislabeled, nearest_other
 from facenet.gallery.file import DATABASE_FILE, DATABASE_VERSION, ENROLLMENT_REPORT, read_database, sync_database
 from facenet.gallery.index import FaceDatabase
 from facenet.gallery.report import EnrollmentReport
@@ -418,6 +418,15 @@ def test_mislabeled_photo_is_flagged_and_left_out_of_the_centroid(base, copy, pi
     # the held-out photo of Ada is still named Ada, the mislabeled one is named Martha
     assert database.identify(face_embedding(HELD_OUT["Ada Lovelace"], pipeline)).names == ["Ada Lovelace"]
     assert database.identify(face_embedding(HELD_OUT["Martha Burk"], pipeline)).names == ["Martha Burk"]
+
+
+def test_nearest_other_leaves_out_the_own_person_only_where_there_is_one():
+    """Each photo's nearest centroid but its own person's; -1 (no own centroid) leaves nothing out."""
+    centroids = np.eye(3, dtype=np.float32)
+    vectors = normalize(np.array([[1.0, 0.5, 0.0], [1.0, 0.5, 0.0], [0.0, 0.2, 1.0]], np.float32))
+    nearest, distance = nearest_other(vectors, np.array([0, -1, 2]), centroids, np.ones(3, bool))
+    assert nearest.tolist() == [1, 0, 1]
+    np.testing.assert_allclose(distance, np.sqrt(2 - 2 * vectors[[0, 1, 2], [1, 0, 1]]), atol=1e-6)
 
 
 def test_every_photo_flagged_keeps_them_all():

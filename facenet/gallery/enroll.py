@@ -100,15 +100,16 @@ def examine_photos(pending: dict[str, Path], pipeline: FacePipeline, desc: str |
 
 def nearest_other(vectors: np.ndarray, person: np.ndarray, centroids: np.ndarray, wanted: np.ndarray,
                   chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(index, distance) of each wanted photo's nearest centroid other than its own person's (others: 0, 2.0),
-    in chunks: a folder of 100k one-photo people must not make a 100k x 100k matrix (one-photo people are never
-    checked)."""
+    """(index, distance) of each wanted photo's nearest centroid other than its own person's (`person`: its row of
+    `centroids`, -1 when it has none; photos not wanted: 0, 2.0), in chunks: a folder of 100k one-photo people must
+    not make a 100k x 100k matrix (one-photo people are never checked)."""
     nearest, other = np.zeros(len(vectors), int), np.full(len(vectors), 2.0)
     rows = np.flatnonzero(wanted)
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         similarity = vectors[part] @ centroids.T
-        similarity[np.arange(len(part)), person[part]] = -np.inf
+        owned = np.flatnonzero(person[part] >= 0)
+        similarity[owned, person[part][owned]] = -np.inf
         nearest[part] = similarity.argmax(axis=1)
         other[part] = unit_distance(similarity[np.arange(len(part)), nearest[part]])
     return nearest, other

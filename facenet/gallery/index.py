@@ -12,7 +12,7 @@ import numpy as np
 from facenet.config import UNKNOWN
 from facenet.gallery.search import ClusterIndex, ExactIndex
 from facenet.gallery.searcher import SearchedNames, Searcher
-from facenet.gallery.thresholds import FARTHEST, GALLERY_FAR, gallery_threshold, match_score
+from facenet.gallery.thresholds import FARTHEST, GALLERY_FAR, match_score, person_thresholds
 from facenet.models.vectors import unit_distance
 
 NEGATIVE_MARGIN = 0.1
@@ -133,10 +133,8 @@ class FaceDatabase:
     def _own_thresholds(self, counts: np.ndarray) -> np.ndarray:
         """Each person's default threshold from their photo count, in a gallery of len(self) people (`thresholds`
         of a full copy; a searching database's for the counts its searcher returns)."""
-        counts = np.maximum(counts, 1)  # padding ("" for fewer people than asked) counts no photo
-        by_count = {int(k): self.distance_scale * gallery_threshold(len(self), int(k), self.model, self.target_far)
-                    for k in np.unique(counts)}
-        return np.array([by_count[int(k)] for k in np.ravel(counts)], np.float64).reshape(np.shape(counts))
+        # padding ("" for fewer people than asked) counts no photo: person_thresholds counts it as one
+        return person_thresholds(len(self), counts, self.model, self.target_far, self.distance_scale)
 
     def _typical_threshold(self, photos: int) -> float:
         """`threshold`: the default of a person with the gallery's median photo count."""

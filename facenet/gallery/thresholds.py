@@ -124,6 +124,15 @@ def gallery_threshold(people: int, photos: int, model: str, target_far: float = 
     return impostor_quantile(comparison_far(people, target_far), photos, model)
 
 
+def person_thresholds(people: int, counts: np.ndarray, model: str, target_far: float = GALLERY_FAR,
+                      scale: float = 1.0) -> np.ndarray:
+    """`gallery_threshold` of each person from their photo count (`counts`, any shape; at least 1 photo counts) in a
+    gallery of `people`, times `scale` (trained weights' distance scale): one computation per distinct count."""
+    counts = np.maximum(np.asarray(counts, int), 1)
+    by_count = {int(k): scale * gallery_threshold(people, int(k), model, target_far) for k in np.unique(counts)}
+    return np.array([by_count[int(k)] for k in np.ravel(counts)], np.float64).reshape(np.shape(counts))
+
+
 def match_score(distance: float | np.ndarray, threshold: float | np.ndarray) -> float | np.ndarray:
     """0-100 score: 100 / (1 + (distance / threshold) ** SCORE_STEEPNESS).
 
