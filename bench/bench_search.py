@@ -10,7 +10,9 @@
     float32 re-rank), faiss IndexFlatIP (unless --no_flat) and ClusterIndex (IVF + 4-bit PQ fast scan + float32
     re-rank) at each --probes; ClusterIndex's recall@1 against the exact top-1 for "genuine" queries (a new photo
     of an enrolled person: their centroid plus noise at a same-person distance) and "strangers" (people not
-    enrolled); build seconds and memory added by each index; whether ExactIndex's top-1 equals NumPy's.
+    enrolled); build seconds and memory added by each index; whether ExactIndex's top-1 equals NumPy's; and, at
+    CLUSTER_PROBES, how deep in the codes' own order each genuine face's exact nearest person lies (the share found
+    among the first 4 ... CLUSTER_SHORTLIST: how many rows a re-rank must fetch, facenet.gallery.pg.PgSearcher).
 (b) approximate peer: an HNSW graph (faiss; what ClusterIndex replaced) build time, memory, latency and
     recall@1 against the exact top-1 at several ef_search, for each --approx size (none by default: 1 M takes 13
     minutes to build).
@@ -167,6 +169,9 @@ def bench_cluster(gallery: np.ndarray, exact: ExactIndex, genuine: np.ndarray, s
             "ms_1": round(median_ms(lambda q: index.search(q, 1), genuine, 1, repeat), 2),
             "ms_10": round(median_ms(lambda q: index.search(q, 1), genuine, 10, repeat), 2)}
     index.probes = search.CLUSTER_PROBES
+    ranked = index._codes.shortlist(genuine, search.CLUSTER_SHORTLIST, index.probes)
+    out["shortlist_depth"] = {depth: float(np.mean((ranked[:, :depth] == truth_genuine[:, None]).any(axis=1)))
+                              for depth in (4, 8, 16, 32, search.CLUSTER_SHORTLIST)}
     out["float16"] = bench_float16(gallery, index, genuine, strangers, truth_genuine, repeat)
     out["float32_held_mb"] = round((gallery.nbytes + index.nbytes) / 2**20, 1)
     return out
@@ -270,6 +275,8 @@ def print_float16(kind: str, rows: list[dict]) -> None:
               f" -> {f16['held_mb']:>6.0f} MB; recall genuine {f16['recall_genuine']:.3f}, 10 faces {f16['ms_10']:.2f}"
               f" ms; distance error {f16['max_distance_error']:.1e}; same person and decision at"
               f" {f16['threshold']:.3f}: {f16['same_person_and_decision']}")
+        depths = ", ".join(f"{depth} {share:.4f}" for depth, share in row["cluster"]["shortlist_depth"].items())
+        print(f"  {'':>24} {'':>4} {'':>10} genuine faces whose exact nearest is among the codes' first n: {depths}")
 
 
 def print_approx(row: dict) -> None:

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("psycopg", reason="psycopg[binary] is in requirements.txt")
 
 from facenet.gallery import GalleryOptions, open_gallery  # noqa: E402
-from facenet.gallery.pg import PgGallery, PgSearcher  # noqa: E402
+from facenet.gallery.pg import GalleryError, PgGallery, PgSearcher  # noqa: E402
 from facenet.gallery.pg import gallery as pg_gallery_module  # noqa: E402
 from facenet.gallery.pg import schema as pg_schema  # noqa: E402
 from facenet.images import load_image  # noqa: E402
@@ -190,6 +190,11 @@ def test_a_big_gallery_client_shortlists_by_its_codes_and_reranks_exactly(pg_url
         _, centroids, _ = gallery.load_centroids(MODEL, DIM)
         queries = centroids[:40] + 0.05 * rng.standard_normal((40, DIM)).astype(np.float32)
         exact = gallery.nearest(queries, MODEL, k=3, exact=True)
+        found = searcher.nearest(queries, 1)  # RERANK_SHORTLIST people fetched per face
+        assert [row[0] for row in found[0]] == [row[0] for row in exact[0]]
+        np.testing.assert_allclose(found[1][:, 0], exact[1][:, 0], atol=1e-5)
+        np.testing.assert_array_equal(found[2][:, 0], exact[2][:, 0])
+        monkeypatch.setattr(searcher_module, "RERANK_SHORTLIST", 64)  # 8-d codes order a top 3 too roughly for 16
         found = searcher.nearest(queries, 3)
         assert found[0] == exact[0]
         np.testing.assert_allclose(found[1], exact[1], atol=1e-5)
@@ -201,4 +206,7 @@ def test_a_big_gallery_client_shortlists_by_its_codes_and_reranks_exactly(pg_url
         assert [row[0] for row in searcher.nearest(newcomers, 1)[0]] == ["t0000", "t0001"]
         gallery.remove_person(exact[0][0][0])
         assert searcher.nearest(queries[:1], 1)[0][0][0] == exact[0][0][1]
+        gallery.sync_photos(later, examine, "test:other", DIM, rebuild=True)  # ids begin again: never mixed up
+        with pytest.raises(GalleryError, match="made by model 'test:other'"):
+            searcher.nearest(queries[:1], 1)
         searcher.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from facenet.gallery.pg.schema import HNSW_MIN_PEOPLE, INDEXES, IVF_PROBES, Schema, vector_text
+from facenet.gallery.pg.schema import HNSW_MIN_PEOPLE, INDEXES, IVF_PROBES, SCHEMA_VERSION, Schema, vector_text
 from facenet.gallery.pg.urls import GalleryError, gallery_errors
 from facenet.gallery.search import ClusterShortlist, exact_rerank
 
@@ -143,24 +143,31 @@ class Lookup(Schema):
                ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
         """`nearest`, from a shortlist: the k nearest of each query among its shortlisted person `ids` (Q, s) and
         everyone enrolled after id `after`, by exact float32 inner product with their centroids as stored now
-        (one round trip; people gone since are skipped). Padded like `nearest`."""
+        (people gone since are skipped). Padded like `nearest`. One round trip: the rows come only while the
+        gallery is still this model's (else the model check says why)."""
         queries = np.asarray(queries, np.float32).reshape(len(ids), -1)
         names = [[""] * k for _ in range(len(queries))]
         sims = np.full((len(queries), k), -np.inf, np.float32)
         counts = np.zeros((len(queries), k), int)
-        if self._reader_meta(model_id, queries.shape[1]) is None or len(queries) == 0 or k <= 0:
+        if len(queries) == 0 or k <= 0:
             return names, sims, counts
+        self._ensure_vector_type()
         with self.conn.cursor(binary=True) as cur:
             # two primary-key lookups: "id = ANY(..) OR id > .." scans the whole table, and so does "id > .."
             # alone when the planner has no statistics yet (a freshly filled table); ORDER BY id LIMIT keeps it on
             # the index
-            cur.execute("""SELECT id, name, photo_count, centroid FROM facenet_people
-                           WHERE id = ANY(%s) AND centroid IS NOT NULL
+            cur.execute("""WITH model AS (SELECT FROM facenet_meta WHERE schema_version = %s AND model_id = %s
+                                                                         AND dim = %s)
+                           SELECT id, name, photo_count, centroid FROM facenet_people
+                           WHERE id = ANY(%s) AND centroid IS NOT NULL AND EXISTS (SELECT FROM model)
                            UNION ALL (SELECT id, name, photo_count, centroid FROM facenet_people
-                           WHERE id > %s AND centroid IS NOT NULL ORDER BY id LIMIT %s)""",
-                        (np.unique(ids[ids >= 0]).tolist(), after, FRESH_LIMIT))
+                           WHERE id > %s AND centroid IS NOT NULL AND EXISTS (SELECT FROM model)
+                           ORDER BY id LIMIT %s)""",
+                        (SCHEMA_VERSION, model_id, queries.shape[1], np.unique(ids[ids >= 0]).tolist(), after,
+                         FRESH_LIMIT))
             rows = cur.fetchall()
         if not rows:
+            self._reader_meta(model_id, queries.shape[1])  # another model's gallery now: GalleryError
             return names, sims, counts
         row_of = {row[0]: i for i, row in enumerate(rows)}
         fresh = [i for i, row in enumerate(rows) if row[0] > after]
