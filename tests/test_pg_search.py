@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,39 @@ def test_a_big_gallery_client_shortlists_by_its_codes_and_reranks_exactly(pg_url
         with pytest.raises(GalleryError, match="made by model 'test:other'"):
             searcher.nearest(queries[:1], 1)
         searcher.close()
+
+
+def test_a_reload_carries_the_codes_on_and_reads_only_what_changed(pg_url, monkeypatch):
+    """The next searcher of the same gallery copies the newest one's codes and reads only the rows changed since (a
+    reload after a sync at 1 M people: ~0.6 s instead of ~13 s): a person whose centroid moved is found where it is
+    now, a newcomer is found, a removed person is not; a rebuilt gallery's searcher reads everything again."""
+    from facenet.gallery.pg import queries as queries_module
+    from facenet.gallery.pg import searcher as searcher_module
+
+    monkeypatch.setattr(searcher_module, "CODES_MIN_PEOPLE", 100)
+    monkeypatch.setattr(queries_module, "CODES_OVERLAP", timedelta(0))  # else every row here is an hour young
+    rng = np.random.default_rng(11)
+    people, examine = fake_people("s", 400, rng)
+    with PgGallery(pg_url) as gallery:
+        gallery.sync_photos(people, examine, MODEL, DIM)
+        first = PgSearcher(gallery, MODEL, DIM)
+        assert first.codes_rows_read == 400
+        _, centroids, _ = gallery.load_centroids(MODEL, DIM)
+        moved = -centroids[5]  # s0005's new photo: as far from the old one as can be
+        sha = hashlib.sha256(b"moved").hexdigest()
+        gallery.sync_photos([("s0005", [("moved.jpg", sha)])],
+                            lambda pending: ({s: {"reason": None, "faces": 1} for s in pending}, {sha: moved}),
+                            MODEL, DIM)
+        newcomer, examine_new = fake_people("t", 1, rng)
+        gallery.sync_photos(newcomer, examine_new, MODEL, DIM)
+        gallery.remove_person("s0007")
+        second = PgSearcher(gallery, MODEL, DIM)
+        assert second.codes_rows_read == 2  # s0005 and t0000
+        queries = np.stack([moved, gallery.load_centroids(MODEL, DIM)[1][-1], centroids[7]])
+        names = [row[0] for row in second.nearest(queries, 1)[0]]
+        assert names[:2] == ["s0005", "t0000"] and names[2] != "s0007"
+        assert [row[0] for row in first.nearest(queries[:1], 1)[0]] != ["s0005"]  # its stale codes miss him
+        gallery.sync_photos(people[:300], examine, "test:other", DIM, rebuild=True)
+        assert PgSearcher(gallery, "test:other", DIM).codes_rows_read == 300
+        first.close()
+        second.close()

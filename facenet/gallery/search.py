@@ -331,6 +331,17 @@ class ClusterShortlist:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         self._faiss.add_with_ids(_as_matrix(vectors, self.dim), np.ascontiguousarray(ids, np.int64))
 
+    def remove(self, ids: np.ndarray) -> None:
+        """Drop the codes of these ids (absent ones are ignored)."""
+        if len(ids):
+            self._faiss.remove_ids(faiss.IDSelectorArray(np.ascontiguousarray(ids, np.int64)))
+
+    def copy(self) -> ClusterShortlist:
+        """An independent copy (the same cells and codebooks): changed while this one goes on answering."""
+        twin = object.__new__(ClusterShortlist)
+        twin.dim, twin.probes, twin._faiss = self.dim, self.probes, faiss.clone_index(self._faiss)
+        return twin
+
     def shortlist(self, queries: np.ndarray, size: int = CLUSTER_SHORTLIST, probes: int | None = None) -> np.ndarray:
         """(Q, size) caller ids nearest each query by their codes (-1 where fewer), to be re-ranked exactly;
         `probes` cells per query (default: the shortlist's own)."""

@@ -5,6 +5,7 @@ names is enrolled (what PgSearcher asks)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,11 @@ CODES_CHUNK = 65_536
 FRESH_LIMIT = 100_000
 """People enrolled after a client made its codes that `rerank` searches exactly beside the shortlist (a client
 reloads long before: the service and the commands load again after every sync of their own)."""
+
+CODES_OVERLAP = timedelta(hours=1)
+"""`refresh_codes` reads again the rows changed this long before the codes' last read: a sync's transaction stamps
+its rows when it begins and they show when it commits (a sync of 1 M people took ~3.5 min). So a reload within an
+hour of a big enrollment reads it again (or everyone, past CARRY_MAX_CHANGED)."""
 
 HNSW_EF_SEARCH = 100
 """Candidates the HNSW search keeps (pgvector's default is 40); recall@1 measured by bench/bench_pg.py."""
@@ -120,9 +126,10 @@ class Lookup(Schema):
         return names, sims, counts
 
     @gallery_errors
-    def shortlist_codes(self, model_id: str, dim: int, people: int) -> tuple[ClusterShortlist, int]:
+    def shortlist_codes(self, model_id: str, dim: int, people: int) -> tuple[ClusterShortlist, int, Any]:
         """Every centroid read once, CODES_CHUNK at a time, into compact codes named by person id (none of the
-        vectors kept), and the highest id read: people enrolled later are searched exactly by `rerank`."""
+        vectors kept), the highest id read (people enrolled later are searched exactly by `rerank`) and the
+        database time of the read (`refresh_codes` brings the codes up to date from there)."""
         self._reader_meta(model_id, dim)
         share = min(100.0, 100.0 * 80 * np.sqrt(max(people, 1)) / max(people, 1))  # ~64 per cell, with spare
         with self.conn.cursor(binary=True) as cur:
@@ -131,12 +138,36 @@ class Lookup(Schema):
             sample = [row[0] for row in cur.fetchall()]
         codes = ClusterShortlist(dim, np.stack(sample) if sample else np.zeros((0, dim), np.float32), people)
         last = 0
-        with self.conn.transaction(), self.conn.cursor(name="facenet_codes", binary=True) as cur:
-            cur.execute("SELECT id, centroid FROM facenet_people WHERE centroid IS NOT NULL ORDER BY id")
-            while rows := cur.fetchmany(CODES_CHUNK):
-                codes.add(np.stack([row[1] for row in rows]), np.array([row[0] for row in rows], np.int64))
-                last = int(rows[-1][0])
-        return codes, last
+        with self.conn.transaction():
+            now = self.conn.execute("SELECT now()").fetchone()[0]
+            with self.conn.cursor(name="facenet_codes", binary=True) as cur:
+                cur.execute("SELECT id, centroid FROM facenet_people WHERE centroid IS NOT NULL ORDER BY id")
+                while rows := cur.fetchmany(CODES_CHUNK):
+                    codes.add(np.stack([row[1] for row in rows]), np.array([row[0] for row in rows], np.int64))
+                    last = int(rows[-1][0])
+        return codes, last, now
+
+    @gallery_errors
+    def refresh_codes(self, codes: ClusterShortlist, after: int, since: Any, limit: int
+                      ) -> tuple[int, Any, int] | None:
+        """Bring `codes` (made when the highest id was `after`, at database time `since`) up to now in place: people
+        enrolled since are added, people whose centroid changed since (or was cleared) are encoded again (or
+        dropped); None, `codes` untouched, when more than `limit` rows changed. Reads only those rows, though
+        PostgreSQL scans the table for them (no index on updated_at: ~0.2-0.7 s at 1 M). Returns (highest id now,
+        database time of this read, rows read). People removed since keep their codes (re-ranking skips them).
+        """
+        with self.conn.transaction(), self.conn.cursor(binary=True) as cur:
+            now = cur.execute("SELECT now()").fetchone()[0]
+            cur.execute("""SELECT id, centroid FROM facenet_people WHERE id > %s OR updated_at >= %s LIMIT %s""",
+                        (after, since - CODES_OVERLAP, limit + 1))
+            rows = cur.fetchall()
+        if len(rows) > limit:
+            return None
+        codes.remove(np.array([row[0] for row in rows if row[0] <= after], np.int64))
+        kept = [row for row in rows if row[1] is not None]
+        if kept:
+            codes.add(np.stack([row[1] for row in kept]), np.array([row[0] for row in kept], np.int64))
+        return max([after] + [row[0] for row in rows]), now, len(rows)
 
     @gallery_errors
     def rerank(self, queries: np.ndarray, ids: np.ndarray, after: int, model_id: str, k: int

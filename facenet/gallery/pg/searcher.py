@@ -1,19 +1,21 @@
 """`PgSearcher`: the `Searcher` (facenet.gallery.searcher) of a PostgreSQL gallery, so a big shared gallery's
 clients keep no copy of its centroids: from CODES_MIN_PEOPLE on it keeps their compact codes, shortlists each face
 locally and re-ranks the shortlist exactly with the centroids it fetches by key (`rerank`: one round trip); below,
-every lookup is one `nearest` in SQL. Names are asked for when needed. Thread-safe: each thread gets its own
-connection, opened on its first lookup."""
+every lookup is one `nearest` in SQL. A new searcher of a gallery whose newest searcher is still open (a reload
+after a sync) copies its codes and reads only the rows changed since. Names are asked for when needed.
+Thread-safe: each thread gets its own connection, opened on its first lookup."""
 
 from __future__ import annotations
 
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from facenet.gallery.search import CLUSTER_MIN_TRAIN, ClusterShortlist
+from facenet.gallery.search import CLUSTER_MIN_TRAIN, CLUSTER_REBUILD_GROWTH, ClusterShortlist
 
 CODES_MIN_PEOPLE = CLUSTER_MIN_TRAIN
 """From this many people on, a searcher keeps compact codes of every centroid (gallery.search.ClusterShortlist,
@@ -36,8 +38,11 @@ class _Connection(Protocol):
     connect_timeout: int
     conn: Any
 
+    def meta(self) -> dict[str, Any] | None: ...
     def size(self, model_id: str, dim: int) -> tuple[int, int]: ...
-    def shortlist_codes(self, model_id: str, dim: int, people: int) -> tuple[ClusterShortlist, int]: ...
+    def shortlist_codes(self, model_id: str, dim: int, people: int) -> tuple[ClusterShortlist, int, Any]: ...
+    def refresh_codes(self, codes: ClusterShortlist, after: int, since: Any, limit: int
+                      ) -> tuple[int, Any, int] | None: ...
     def rerank(self, queries: np.ndarray, ids: np.ndarray, after: int, model_id: str, k: int
                ) -> tuple[list[list[str]], np.ndarray, np.ndarray]: ...
     def nearest(self, queries: np.ndarray, model_id: str, k: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]: ...
@@ -45,6 +50,50 @@ class _Connection(Protocol):
     def enrolled(self, names: Iterable[str], model_id: str) -> set[str]: ...
     def load_centroids(self, model_id: str, dim: int | None) -> tuple[list[str], np.ndarray, np.ndarray]: ...
     def close(self) -> None: ...
+
+
+CARRY_MAX_CHANGED = 4
+"""A new searcher carries the newest one's codes on while at most 1 in this many people changed since (beyond,
+reading everyone again costs about as much as the changed rows' codes)."""
+
+
+@dataclass(eq=False)
+class _Codes:
+    """A searcher's codes and how current they are (highest id, database time of the read), the gallery size their
+    cells were trained for and the rows read to make them: what the next searcher of the same gallery starts from."""
+
+    shortlist: ClusterShortlist
+    last_id: int
+    read_at: Any
+    rows_read: int
+    trained_for: int
+
+
+_LATEST: weakref.WeakValueDictionary[tuple, _Codes] = weakref.WeakValueDictionary()
+"""The newest codes of each gallery (URL, model, dim, creation time) that a searcher still holds."""
+_LATEST_LOCK = threading.Lock()
+
+
+def _gallery_codes(opener: _Connection, model_id: str, dim: int, people: int) -> _Codes:
+    """The gallery's codes: the newest searcher's, copied and brought up to date (`refresh_codes`: a reload after a
+    sync reads the changed rows, not a million), while the gallery has not outgrown their cells
+    (CLUSTER_REBUILD_GROWTH) nor been rebuilt; else every centroid read anew."""
+    meta = opener.meta() or {}
+    key = (opener.url, model_id, dim, meta.get("created_at"))
+    with _LATEST_LOCK:
+        before = _LATEST.get(key)
+    codes = None
+    if before is not None and people <= CLUSTER_REBUILD_GROWTH * before.trained_for:
+        shortlist = before.shortlist.copy()
+        refreshed = opener.refresh_codes(shortlist, before.last_id, before.read_at, people // CARRY_MAX_CHANGED)
+        if refreshed is not None:
+            codes = _Codes(shortlist, *refreshed, trained_for=before.trained_for)
+    if codes is None:
+        shortlist, last, read_at = opener.shortlist_codes(model_id, dim, people)
+        codes = _Codes(shortlist, last, read_at, len(shortlist), trained_for=people)
+    with _LATEST_LOCK:
+        _LATEST[key] = codes
+    return codes
 
 
 def _close_all(galleries: list[_Connection]) -> None:
@@ -65,8 +114,12 @@ class PgSearcher:
         self.people, self.typical_photos = size if size is not None else opener.size(model_id, dim)
         self._codes: ClusterShortlist | None = None
         self._last_id = 0
+        self.codes_rows_read = 0
+        """Rows read to make its codes: every enrolled person, or those changed since the codes it carried on."""
         if self.people >= CODES_MIN_PEOPLE:
-            self._codes, self._last_id = opener.shortlist_codes(model_id, dim, self.people)
+            self._kept = _gallery_codes(opener, model_id, dim, self.people)
+            self._codes, self._last_id = self._kept.shortlist, self._kept.last_id
+            self.codes_rows_read = self._kept.rows_read
         self._local = threading.local()
         self._opened: list[_Connection] = []
         self._lock = threading.Lock()
