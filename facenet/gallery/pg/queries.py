@@ -30,6 +30,12 @@ HNSW_EF_SEARCH = 100
 """Candidates the HNSW search keeps (pgvector's default is 40); recall@1 measured by bench/bench_pg.py."""
 
 
+def _add_rows(codes: ClusterShortlist, rows: list) -> None:
+    """Encode (id, centroid) rows into `codes`, named by person id."""
+    if rows:
+        codes.add(np.stack([row[1] for row in rows]), np.array([row[0] for row in rows], np.int64))
+
+
 class Lookup(Schema):
     """Reading the gallery: `load_centroids`, `nearest`, `stats`."""
 
@@ -143,7 +149,7 @@ class Lookup(Schema):
             with self.conn.cursor(name="facenet_codes", binary=True) as cur:
                 cur.execute("SELECT id, centroid FROM facenet_people WHERE centroid IS NOT NULL ORDER BY id")
                 while rows := cur.fetchmany(CODES_CHUNK):
-                    codes.add(np.stack([row[1] for row in rows]), np.array([row[0] for row in rows], np.int64))
+                    _add_rows(codes, rows)
                     last = int(rows[-1][0])
         return codes, last, now
 
@@ -164,9 +170,7 @@ class Lookup(Schema):
         if len(rows) > limit:
             return None
         codes.remove(np.array([row[0] for row in rows if row[0] <= after], np.int64))
-        kept = [row for row in rows if row[1] is not None]
-        if kept:
-            codes.add(np.stack([row[1] for row in kept]), np.array([row[0] for row in kept], np.int64))
+        _add_rows(codes, [row for row in rows if row[1] is not None])
         return max([after] + [row[0] for row in rows]), now, len(rows)
 
     @gallery_errors

@@ -114,12 +114,10 @@ class PgSearcher:
         self.people, self.typical_photos = size if size is not None else opener.size(model_id, dim)
         self._codes: ClusterShortlist | None = None
         self._last_id = 0
-        self.codes_rows_read = 0
-        """Rows read to make its codes: every enrolled person, or those changed since the codes it carried on."""
+        self._kept: _Codes | None = None  # held so the next searcher of this gallery can carry the codes on
         if self.people >= CODES_MIN_PEOPLE:
             self._kept = _gallery_codes(opener, model_id, dim, self.people)
             self._codes, self._last_id = self._kept.shortlist, self._kept.last_id
-            self.codes_rows_read = self._kept.rows_read
         self._local = threading.local()
         self._opened: list[_Connection] = []
         self._lock = threading.Lock()
@@ -132,6 +130,11 @@ class PgSearcher:
             with self._lock:
                 self._opened.append(gallery)
         return gallery
+
+    @property
+    def codes_rows_read(self) -> int:
+        """Rows read to make its codes: every enrolled person, or those changed since the codes it carried on."""
+        return self._kept.rows_read if self._kept is not None else 0
 
     @property
     def codes_nbytes(self) -> int:
