@@ -195,7 +195,7 @@ def test_a_big_gallery_client_shortlists_by_its_codes_and_reranks_exactly(pg_url
         assert [row[0] for row in found[0]] == [row[0] for row in exact[0]]
         np.testing.assert_allclose(found[1][:, 0], exact[1][:, 0], atol=1e-5)
         np.testing.assert_array_equal(found[2][:, 0], exact[2][:, 0])
-        monkeypatch.setattr(searcher_module, "RERANK_SHORTLIST", 64)  # 8-d codes order a top 3 too roughly for 16
+        monkeypatch.setattr(searcher_module, "RERANK_SHORTLIST", 64)  # 8-d codes order a top 3 too roughly for 8
         found = searcher.nearest(queries, 3)
         assert found[0] == exact[0]
         np.testing.assert_allclose(found[1], exact[1], atol=1e-5)

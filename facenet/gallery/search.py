@@ -10,7 +10,7 @@ which are exact by construction and faster there. Without faiss everything takes
 `ClusterIndex` is approximate, for galleries where a frame of faces must be named faster than a scan of everyone
 allows (10 faces among 1 M people in < 20 ms): k-means cells (faiss IVF) with 4-bit PQ fast-scan codes shortlist
 candidates from the few cells nearest to each query, and the shortlist is re-ranked in float32 from the caller's
-vectors. It builds in seconds (~10 s at 1 M), takes additions, and adds ~dim/4 bytes per vector.
+vectors. It builds in seconds (~10 s at 1 M), takes additions, and adds ~40 bytes per vector.
 It re-ranks in float32, so the similarities it returns are exact, only the recall is approximate; a miss returns
 someone less similar than the true nearest, so an approximate lookup can leave a face unknown but never match it
 closer. (An HNSW graph searches as fast but builds in 13 min at 1 M on 2 cores: bench/bench_search.py --approx.)
@@ -44,14 +44,17 @@ BLOCK_ELEMENTS = 1 << 23
 """Scores per block of the float32 path (queries x rows): 32 MB, bounds the memory of a search."""
 
 CLUSTER_PROBES = 32
-"""Cells a ClusterIndex scans per query, of ~sqrt(N): recall@1 of genuine queries 0.998-1.000 at 1 M people, dims 128
-and 256, random or LFW-like (16 cells: 0.983-0.994; bench/bench_search.py, docs/benchmarks.md)."""
+"""Cells a ClusterIndex scans per query, of ~sqrt(N): recall@1 of genuine queries 0.999-1.000 at 1 M people, dims 128
+and 256, random or LFW-like (16 cells: 0.979-0.994; bench/bench_search.py, docs/benchmarks.md)."""
 
 CLUSTER_SHORTLIST = 64
 """Candidates per query that a ClusterIndex re-ranks in float32 (its 4-bit codes only approximate the order)."""
 
-CLUSTER_PQ_WIDTH = 2
-"""Dimensions per 4-bit product-quantizer code of a ClusterIndex: dim/4 bytes per vector (64 MB at 1 M x 256)."""
+CLUSTER_PQ_CODES = 64
+"""4-bit product-quantizer codes per vector of a ClusterIndex (the most that divide dim, at most this many): 32
+bytes a vector (with its 8-byte id, 40 MB at 1 M people). Measured at 1 M (bench/bench_search.py, LFW-like): 64
+codes keep recall@1 of genuine faces 0.999-1.000 at dims 128 and 256; for the fused 256-d vector they halve the
+memory and the scan of 128 codes (10 faces 3.2 -> 1.8 ms) at the same recall; 32 codes at dim 128 drop it to 0.82."""
 
 CLUSTER_SEARCH_THREADS = 1
 """Cores a ClusterIndex search uses: a 10-face frame costs ~2 ms on one, while an OpenMP team on 2 cores shared with
@@ -280,8 +283,8 @@ def _cluster_codes(dim: int, people: int, sample: np.ndarray) -> faiss.Index:
     lists = max(1, int(round(np.sqrt(people))))
     if len(sample) > 64 * lists:
         sample = sample[np.sort(np.random.default_rng(0).choice(len(sample), 64 * lists, replace=False))]
-    index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, lists, max(1, dim // CLUSTER_PQ_WIDTH), 4,
-                                     faiss.METRIC_INNER_PRODUCT)
+    codes = max(m for m in range(1, min(dim, CLUSTER_PQ_CODES) + 1) if dim % m == 0)
+    index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, lists, codes, 4, faiss.METRIC_INNER_PRODUCT)
     index.by_residual = False  # one lookup table per query, not per cell: faster, and re-ranking fixes order
     index.cp.niter = 10
     index.cp.min_points_per_centroid = 1  # a sample of ~64 per cell is enough: no warning, no resampling
@@ -305,7 +308,7 @@ def _shortlist(index: faiss.Index, queries: np.ndarray, size: int, probes: int) 
 class ClusterShortlist:
     """ClusterIndex's codes without its vectors: which rows each query should look at, in a gallery whose vectors
     live elsewhere (a PostgreSQL gallery's clients, facenet.gallery.pg.PgSearcher, which re-rank the shortlist
-    exactly with the rows they fetch). Rows are named by the caller's ids; dim/4 + 8 bytes per row."""
+    exactly with the rows they fetch). Rows are named by the caller's ids; ~40 bytes per row."""
 
     def __init__(self, dim: int, sample: np.ndarray, people: int, probes: int = CLUSTER_PROBES) -> None:
         """`sample`: vectors like the ones to come (trains ~sqrt(people) cells); `people`: how many will be added."""
@@ -354,7 +357,7 @@ class ClusterIndex:
     float32 against `vectors`, so the similarities returned are exact (only recall is approximate).
 
     `vectors` is kept by reference when C-contiguous float32 or float16 (the caller's centroids; float16 rows are
-    re-ranked as they are, in float32 arithmetic), so the index adds only its codes, ids and cell centres (~dim/4 + 8
+    re-ranked as they are, in float32 arithmetic), so the index adds only its codes, ids and cell centres (~40
     bytes per vector). `threads` (default: all cores) builds; a search uses CLUSTER_SEARCH_THREADS. `add` appends
     (the first one copies the vectors into an owned, growing buffer of their type); below CLUSTER_MIN_TRAIN vectors
     it searches by brute force, and it retrains once it has grown CLUSTER_REBUILD_GROWTH-fold, so a gallery enrolled

@@ -19,15 +19,16 @@ from facenet.gallery.search import CLUSTER_MIN_TRAIN, CLUSTER_REBUILD_GROWTH, Cl
 
 CODES_MIN_PEOPLE = CLUSTER_MIN_TRAIN
 """From this many people on, a searcher keeps compact codes of every centroid (gallery.search.ClusterShortlist,
-dim/4 + 8 bytes a person: 72 MB at 1 M x 256) to shortlist locally, and asks the database only for the shortlisted
+40 bytes a person: 40 MB at 1 M) to shortlist locally, and asks the database only for the shortlisted
 people's centroids, re-ranked exactly; below it every lookup is one `nearest` in SQL."""
 
-RERANK_SHORTLIST = 16
+RERANK_SHORTLIST = 8
 """People per face whose centroids a searcher with codes fetches and re-ranks (k when more are asked for): each row
-is a 1 KB centroid read, sent and parsed on every lookup. How deep in the codes' order the exact nearest person lies
-(bench/bench_search.py's shortlist-depth line, 1 M people like real fused embeddings, 1,000 genuine faces): among the
-first 4 for 99.8%, the same share as among the first 64 (the others' cells were not probed). (In memory a candidate
-costs one dot product: gallery.search.ClusterIndex re-ranks CLUSTER_SHORTLIST.)"""
+is a 1 KB centroid read, sent and parsed on every lookup (16 rows instead of 8 cost a 3-face lookup at 1 M ~0.35 ms
+more). How deep in the codes' order the exact nearest person lies (bench/bench_search.py's shortlist-depth line, 1 M
+people like real fused embeddings, 1,000 genuine faces): among the first 4 for 99.8-100%, the same share as among
+the first 64 (the others' cells were not probed). (In memory a candidate costs one dot product:
+gallery.search.ClusterIndex re-ranks CLUSTER_SHORTLIST.)"""
 
 
 class _Connection(Protocol):
