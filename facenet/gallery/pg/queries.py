@@ -155,12 +155,13 @@ class Lookup(Schema):
 
     @gallery_errors
     def refresh_codes(self, codes: ClusterShortlist, after: int, since: Any, limit: int
-                      ) -> tuple[int, Any, int] | None:
-        """Bring `codes` (made when the highest id was `after`, at database time `since`) up to now in place: people
-        enrolled since are added, people whose centroid changed since (or was cleared) are encoded again (or
-        dropped); None, `codes` untouched, when more than `limit` rows changed. Reads only those rows, though
-        PostgreSQL scans the table for them (no index on updated_at: ~0.2-0.7 s at 1 M). Returns (highest id now,
-        database time of this read, rows read). People removed since keep their codes (re-ranking skips them).
+                      ) -> tuple[ClusterShortlist, int, Any, int] | None:
+        """A copy of `codes` (made when the highest id was `after`, at database time `since`) brought up to now:
+        people enrolled since are added, people whose centroid changed since (or was cleared) are encoded again (or
+        dropped); None, nothing copied, when more than `limit` rows changed. `codes` stay as they were (their
+        searcher goes on answering). Reads only those rows, though PostgreSQL scans the table for them (no index on
+        updated_at: ~0.2-0.7 s at 1 M). Returns (the copy, highest id now, database time of this read, rows read).
+        People removed since keep their codes (re-ranking skips them).
         """
         with self.conn.transaction(), self.conn.cursor(binary=True) as cur:
             now = cur.execute("SELECT now()").fetchone()[0]
@@ -169,9 +170,10 @@ class Lookup(Schema):
             rows = cur.fetchall()
         if len(rows) > limit:
             return None
-        codes.remove(np.array([row[0] for row in rows if row[0] <= after], np.int64))
-        _add_rows(codes, [row for row in rows if row[1] is not None])
-        return max([after] + [row[0] for row in rows]), now, len(rows)
+        fresh = codes.copy()
+        fresh.remove(np.array([row[0] for row in rows if row[0] <= after], np.int64))
+        _add_rows(fresh, [row for row in rows if row[1] is not None])
+        return fresh, max([after] + [row[0] for row in rows]), now, len(rows)
 
     @gallery_errors
     def rerank(self, queries: np.ndarray, ids: np.ndarray, after: int, model_id: str, k: int

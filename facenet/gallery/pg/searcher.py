@@ -43,7 +43,7 @@ class _Connection(Protocol):
     def size(self, model_id: str, dim: int) -> tuple[int, int]: ...
     def shortlist_codes(self, model_id: str, dim: int, people: int) -> tuple[ClusterShortlist, int, Any]: ...
     def refresh_codes(self, codes: ClusterShortlist, after: int, since: Any, limit: int
-                      ) -> tuple[int, Any, int] | None: ...
+                      ) -> tuple[ClusterShortlist, int, Any, int] | None: ...
     def rerank(self, queries: np.ndarray, ids: np.ndarray, after: int, model_id: str, k: int
                ) -> tuple[list[list[str]], np.ndarray, np.ndarray]: ...
     def nearest(self, queries: np.ndarray, model_id: str, k: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]: ...
@@ -76,7 +76,7 @@ _LATEST_LOCK = threading.Lock()
 
 
 def _gallery_codes(opener: _Connection, model_id: str, dim: int, people: int) -> _Codes:
-    """The gallery's codes: the newest searcher's, copied and brought up to date (`refresh_codes`: a reload after a
+    """The gallery's codes: a copy of the newest searcher's brought up to date (`refresh_codes`: a reload after a
     sync reads the changed rows, not a million), while the gallery has not outgrown their cells
     (CLUSTER_REBUILD_GROWTH) nor been rebuilt; else every centroid read anew."""
     meta = opener.meta() or {}
@@ -85,10 +85,10 @@ def _gallery_codes(opener: _Connection, model_id: str, dim: int, people: int) ->
         before = _LATEST.get(key)
     codes = None
     if before is not None and people <= CLUSTER_REBUILD_GROWTH * before.trained_for:
-        shortlist = before.shortlist.copy()
-        refreshed = opener.refresh_codes(shortlist, before.last_id, before.read_at, people // CARRY_MAX_CHANGED)
+        refreshed = opener.refresh_codes(before.shortlist, before.last_id, before.read_at,
+                                         people // CARRY_MAX_CHANGED)
         if refreshed is not None:
-            codes = _Codes(shortlist, *refreshed, trained_for=before.trained_for)
+            codes = _Codes(*refreshed, trained_for=before.trained_for)
     if codes is None:
         shortlist, last, read_at = opener.shortlist_codes(model_id, dim, people)
         codes = _Codes(shortlist, last, read_at, len(shortlist), trained_for=people)
