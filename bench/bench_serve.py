@@ -17,7 +17,10 @@ as the largest face.
 runs ours only, on a shared PostgreSQL gallery (a throwaway pgserver) padded to each size: the service starts on an
 empty database and enrolls the real people, the gallery is padded with synthetic people (drawn like real fused
 embeddings, bench_pg's `People(like)`, to the total given; the IVFFlat index built as sync would), the service
-syncs again (from NO_COPY_MIN_PEOPLE people on it then searches in SQL, keeping no copy) and is measured.
+syncs again (from NO_COPY_MIN_PEOPLE people on it then searches in SQL, keeping no copy). With every size's
+service up, each database is vacuumed, analyzed and checkpointed (the one-off housekeeping of a bulk load, timed
+and reported), and the sizes are measured by turns: each level's requests split into --rounds turns, the order of
+the sizes reversed every other turn, so that both sizes see the same minutes of this shared machine.
 """
 
 from __future__ import annotations
@@ -130,8 +133,9 @@ def start(command: list[str], cwd: Path, port: int, log: Path) -> subprocess.Pop
     raise RuntimeError(f"{command[1]} did not start in {STARTUP_S} s")
 
 
-def load(url: str, queries: list[tuple[bytes, str]], clients: int, requests: int) -> dict:
-    """`clients` threads, each sending ceil(requests / clients) (>= 2) recognize requests in turn."""
+def send(url: str, queries: list[tuple[bytes, str]], clients: int, requests: int) -> tuple[list, float]:
+    """`clients` threads, each sending ceil(requests / clients) (>= 2) recognize requests in turn: each answer's
+    (seconds, named right), and the wall time."""
     import httpx
 
     per_client = max(2, math.ceil(requests / clients))
@@ -151,11 +155,18 @@ def load(url: str, queries: list[tuple[bytes, str]], clients: int, requests: int
     began = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = [r for batch in pool.map(client, range(clients)) for r in batch]
-    wall = time.perf_counter() - began
+    return results, time.perf_counter() - began
+
+
+def summary(clients: int, results: list[tuple[float, bool]], wall: float) -> dict:
     latencies = np.array([r[0] for r in results]) * 1000
     return {"clients": clients, "requests": len(results), "rps": len(results) / wall,
             "median_ms": float(np.median(latencies)), "p95_ms": float(np.percentile(latencies, 95)),
             "named": float(np.mean([r[1] for r in results]))}
+
+
+def load(url: str, queries: list[tuple[bytes, str]], clients: int, requests: int) -> dict:
+    return summary(clients, *send(url, queries, clients, requests))
 
 
 def measure(name: str, url: str, queries: list[tuple[bytes, str]], levels: list[int], requests: int) -> list[dict]:
@@ -194,41 +205,89 @@ def pad_gallery(url: str, total: int) -> dict:
 
 
 def measure_pg(sizes: list[int], work: Path, weights: str | None, queries: list[tuple[bytes, str]],
-               levels: list[int], requests: int) -> list[dict]:
-    """Ours on a pgserver gallery padded to each of `sizes` people (see the module's doc)."""
-    import httpx
+               levels: list[int], requests: int, rounds: int) -> list[dict]:
+    """Ours on a pgserver gallery padded to each of `sizes` people, all services up at once (see the module's doc)."""
     import pgserver
+
+    server = pgserver.get_server(work / "pg", cleanup_mode="delete")
+    processes = []
+    try:
+        services, padding = {}, {}
+        for size in sizes:
+            label = f"facenet serve, PostgreSQL {size:,} people"
+            url, process, padding[label] = serve_padded(server.get_uri(), size, work, weights)
+            processes.append(process)
+            services[label] = url
+        settle_s = settle(server.get_uri(), [f"serve_{size}" for size in sizes])
+        print(json.dumps({"settle_s": settle_s}), file=sys.stderr, flush=True)
+        for url in services.values():
+            load(url, queries, 1, 3)  # warm-up: first-call costs are not the service's speed
+        return [{**row, **padding[row["service"]], "settle_s": settle_s}
+                for row in interleaved(services, queries, levels, requests, rounds)]
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        server.cleanup()
+
+
+def serve_padded(uri: str, size: int, work: Path, weights: str | None) -> tuple[str, subprocess.Popen, dict]:
+    """A new database serve_<size>, `serve` on it enrolling the real people, padded to `size` and synced again:
+    the recognize URL, the process and what the padding took."""
+    import httpx
     from psycopg import connect, sql
     from psycopg.conninfo import make_conninfo
 
-    server = pgserver.get_server(work / "pg", cleanup_mode="delete")
-    rows = []
+    name = f"serve_{size}"
+    with connect(uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(uri, dbname=name)
+    port = free_port()
+    command = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--data_dir", "data",
+               "--database_dir", f"db_{size}", "--database_url", url, *(["-wp", weights] if weights else [])]
+    process = start(command, work, port, work / f"{name}.log")
     try:
-        for size in sizes:
-            name = f"serve_{size}"
-            with connect(server.get_uri(), autocommit=True) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            url = make_conninfo(server.get_uri(), dbname=name)
-            port = free_port()
-            command = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--data_dir", "data",
-                       "--database_dir", f"db_{size}", "--database_url", url,
-                       *(["-wp", weights] if weights else [])]
-            process = start(command, work, port, work / f"serve_{size}.log")
-            try:
-                padded = pad_gallery(url, size)
-                began = time.perf_counter()
-                answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/sync", timeout=600)
-                answer.raise_for_status()
-                padded["service_sync_s"] = round(time.perf_counter() - began, 2)
-                print(json.dumps(padded), file=sys.stderr, flush=True)
-                label = f"facenet serve, PostgreSQL {size:,} people"
-                rows += [{**row, **padded} for row in measure(label, f"http://127.0.0.1:{port}/api/v1/recognize",
-                                                               queries, levels, requests)]
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
-    finally:
-        server.cleanup()
+        padded = pad_gallery(url, size)
+        began = time.perf_counter()
+        httpx.post(f"http://127.0.0.1:{port}/api/v1/sync", timeout=600).raise_for_status()
+    except BaseException:
+        process.terminate()
+        raise
+    padded["service_sync_s"] = round(time.perf_counter() - began, 2)
+    print(json.dumps(padded), file=sys.stderr, flush=True)
+    return f"http://127.0.0.1:{port}/api/v1/recognize", process, padded
+
+
+def settle(uri: str, databases: list[str]) -> float:
+    """VACUUM (ANALYZE) each database, then CHECKPOINT: the one-off housekeeping of a bulk load, which autovacuum
+    would otherwise do on one of the machine's cores in the middle of the measurement. Its seconds."""
+    from psycopg import connect
+    from psycopg.conninfo import make_conninfo
+
+    began = time.perf_counter()
+    for name in databases:
+        with connect(make_conninfo(uri, dbname=name), autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+            conn.execute("CHECKPOINT")
+    return round(time.perf_counter() - began, 1)
+
+
+def interleaved(services: dict[str, str], queries: list[tuple[bytes, str]], levels: list[int], requests: int,
+                rounds: int) -> list[dict]:
+    """Each level's requests sent to every service in `rounds` turns, the order reversed every other turn (A B,
+    B A, ...), so that a slow minute of this shared machine falls on all of them alike."""
+    rows = []
+    for clients in levels:
+        results = {label: [] for label in services}
+        walls = dict.fromkeys(services, 0.0)
+        for turn in range(rounds):
+            for label in (list(services) if turn % 2 == 0 else list(services)[::-1]):
+                got, wall = send(services[label], queries, clients, math.ceil(requests / rounds))
+                results[label] += got
+                walls[label] += wall
+        for label in services:
+            rows.append({"service": label, **summary(clients, results[label], walls[label])})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -240,6 +299,8 @@ def main() -> int:
     parser.add_argument("--weights", default=None, help="facenet's weights folder (-wp); default: its own")
     parser.add_argument("--pg_people", type=int, nargs="*", help="ours only, on a PostgreSQL gallery padded to each "
                         "of these sizes (the real people included; see above)")
+    parser.add_argument("--rounds", type=int, default=4, help="with --pg_people: turns each level is split into, "
+                        "the sizes taking turns")
     parser.add_argument("--peer-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--gallery", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -253,7 +314,7 @@ def main() -> int:
         queries = [(path.read_bytes(), name) for path, name in held_out]
         rows = []
         if args.pg_people:
-            rows = measure_pg(args.pg_people, work, args.weights, queries, levels, args.requests)
+            rows = measure_pg(args.pg_people, work, args.weights, queries, levels, args.requests, args.rounds)
             report(rows, queries)
             return 0
         ours_port = free_port()
