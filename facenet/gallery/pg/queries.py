@@ -26,6 +26,14 @@ CODES_OVERLAP = timedelta(hours=1)
 its rows when it begins and they show when it commits (a sync of 1 M people took ~3.5 min). So a reload within an
 hour of a big enrollment reads it again (or everyone, past CARRY_MAX_CHANGED)."""
 
+SIZE_SQL = """SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY photo_count) FROM facenet_people
+              WHERE centroid IS NOT NULL"""
+"""People enrolled and their median photo count (`size`): an index-only scan of facenet_people_enrolled."""
+
+CHANGED_SQL = "SELECT id, centroid FROM facenet_people WHERE id > %s OR updated_at >= %s LIMIT %s"
+"""Rows enrolled after an id or changed since a time (`refresh_codes`): the primary key and facenet_people_updated_at
+(PEOPLE_INDEXES), so a reload reads the rows changed, not the table."""
+
 HNSW_EF_SEARCH = 100
 """Candidates the HNSW search keeps (pgvector's default is 40); recall@1 measured by bench/bench_pg.py."""
 
@@ -63,9 +71,7 @@ class Lookup(Schema):
         """(people enrolled, int of their median photo count (1 when none)): what the thresholds are made of."""
         if self._reader_meta(model_id, dim) is None:
             return 0, 1
-        people, median = self.conn.execute(
-            """SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY photo_count) FROM facenet_people
-               WHERE centroid IS NOT NULL""").fetchone()
+        people, median = self.conn.execute(SIZE_SQL).fetchone()
         return int(people), int(median) if people else 1
 
     @gallery_errors
@@ -159,14 +165,12 @@ class Lookup(Schema):
         """A copy of `codes` (made when the highest id was `after`, at database time `since`) brought up to now:
         people enrolled since are added, people whose centroid changed since (or was cleared) are encoded again (or
         dropped); None, nothing copied, when more than `limit` rows changed. `codes` stay as they were (their
-        searcher goes on answering). Reads only those rows, though PostgreSQL scans the table for them (no index on
-        updated_at: ~0.2-0.7 s at 1 M). Returns (the copy, highest id now, database time of this read, rows read).
-        People removed since keep their codes (re-ranking skips them).
+        searcher goes on answering). Reads only those rows (CHANGED_SQL). Returns (the copy, highest id now,
+        database time of this read, rows read). People removed since keep their codes (re-ranking skips them).
         """
         with self.conn.transaction(), self.conn.cursor(binary=True) as cur:
             now = cur.execute("SELECT now()").fetchone()[0]
-            cur.execute("""SELECT id, centroid FROM facenet_people WHERE id > %s OR updated_at >= %s LIMIT %s""",
-                        (after, since - CODES_OVERLAP, limit + 1))
+            cur.execute(CHANGED_SQL, (after, since - CODES_OVERLAP, limit + 1))
             rows = cur.fetchall()
         if len(rows) > limit:
             return None

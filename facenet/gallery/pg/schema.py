@@ -37,6 +37,14 @@ def ivf_lists(people: int) -> int:
     """IVFFlat lists for a gallery of `people`: sqrt(people) (pgvector's advice beyond 1M rows; 1000 at 1M)."""
     return max(1, round(math.sqrt(people)))
 
+PEOPLE_INDEXES = {
+    "facenet_people_updated_at": "facenet_people (updated_at)",
+    "facenet_people_enrolled": "facenet_people (photo_count) WHERE centroid IS NOT NULL",
+}
+"""Indexes that keep a big gallery's reload from reading every row: the rows changed since a no-copy client's codes
+(`refresh_codes`) and the size and median photo count (`size`, an index-only scan). A writer adds those missing
+from a gallery made by an earlier facenet."""
+
 LOCK_SCHEMA = 0x66616365  # advisory lock key: schema creation / rebuild / index creation ("face")
 TABLES = ("facenet_photos", "facenet_embeddings", "facenet_people", "facenet_meta")
 
@@ -147,6 +155,7 @@ class Schema:
                 if meta is None:
                     self._create_tables(model_id, dim)
                     meta = self.meta()
+                self._ensure_people_indexes()
         except psycopg.errors.InsufficientPrivilege as error:
             raise GalleryError(f"{self.where}: this role may not create the gallery tables: "
                                f"{reason(error, self.url)}") from None
@@ -179,6 +188,21 @@ class Schema:
             self.conn.execute(statement)
         self.conn.execute("INSERT INTO facenet_meta (schema_version, model_id, dim) VALUES (%s, %s, %s)",
                           (SCHEMA_VERSION, model_id, dim))
+
+    def _ensure_people_indexes(self) -> None:
+        """PEOPLE_INDEXES, those missing built (once; the existence check takes no lock on the table). A role that
+        may write rows but not own the table goes on without them: reloads then read the whole table."""
+        import psycopg
+
+        for name, columns in PEOPLE_INDEXES.items():
+            if self._table_exists(name):
+                continue
+            try:
+                with self.conn.transaction():
+                    self.conn.execute(f"CREATE INDEX {name} ON {columns}")
+            except psycopg.errors.InsufficientPrivilege as error:
+                log.warning("%s: index %s not built (a reload reads the whole table until the owner syncs): %s",
+                            self.where, name, reason(error, self.url))
 
     def _reader_meta(self, model_id: str, dim: int | None) -> dict[str, Any] | None:
         meta = self.meta()
