@@ -37,6 +37,7 @@ def ivf_lists(people: int) -> int:
     """IVFFlat lists for a gallery of `people`: sqrt(people) (pgvector's advice beyond 1M rows; 1000 at 1M)."""
     return max(1, round(math.sqrt(people)))
 
+
 PEOPLE_INDEXES = {
     "facenet_people_updated_at": "facenet_people (updated_at)",
     "facenet_people_enrolled": "facenet_people (photo_count) WHERE centroid IS NOT NULL",
@@ -84,6 +85,7 @@ class Schema:
     url: str
     where: str
     _vector_ready: bool
+    _indexes_refused = False  # this role may not build PEOPLE_INDEXES (said once)
 
     def _table_exists(self, name: str) -> bool:
         return self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
@@ -191,18 +193,20 @@ class Schema:
 
     def _ensure_people_indexes(self) -> None:
         """PEOPLE_INDEXES, those missing built (once; the existence check takes no lock on the table). A role that
-        may write rows but not own the table goes on without them: reloads then read the whole table."""
+        may write rows but not own the table goes on without them (reloads then read the whole table), with one
+        warning per connection."""
         import psycopg
 
         for name, columns in PEOPLE_INDEXES.items():
-            if self._table_exists(name):
+            if self._indexes_refused or self._table_exists(name):
                 continue
             try:
                 with self.conn.transaction():
                     self.conn.execute(f"CREATE INDEX {name} ON {columns}")
             except psycopg.errors.InsufficientPrivilege as error:
-                log.warning("%s: index %s not built (a reload reads the whole table until the owner syncs): %s",
-                            self.where, name, reason(error, self.url))
+                self._indexes_refused = True
+                log.warning("%s: indexes %s not built (a reload reads the whole table until the owner syncs): %s",
+                            self.where, ", ".join(PEOPLE_INDEXES), reason(error, self.url))
 
     def _reader_meta(self, model_id: str, dim: int | None) -> dict[str, Any] | None:
         meta = self.meta()
