@@ -194,18 +194,17 @@ class Lookup(Schema):
             return names, sims, counts
         self._ensure_vector_type()
         with self.conn.cursor(binary=True) as cur:
-            # two primary-key lookups: "id = ANY(..) OR id > .." scans the whole table, and so does "id > .."
-            # alone when the planner has no statistics yet (a freshly filled table); ORDER BY id LIMIT keeps it on
-            # the index
-            cur.execute("""WITH model AS (SELECT FROM facenet_meta WHERE schema_version = %s AND model_id = %s
-                                                                         AND dim = %s)
-                           SELECT id, name, photo_count, centroid FROM facenet_people
-                           WHERE id = ANY(%s) AND centroid IS NOT NULL AND EXISTS (SELECT FROM model)
-                           UNION ALL (SELECT id, name, photo_count, centroid FROM facenet_people
-                           WHERE id > %s AND centroid IS NOT NULL AND EXISTS (SELECT FROM model)
-                           ORDER BY id LIMIT %s)""",
-                        (SCHEMA_VERSION, model_id, queries.shape[1], np.unique(ids[ids >= 0]).tolist(), after,
-                         FRESH_LIMIT))
+            # the shortlist and the newcomers in one primary-key lookup (a UNION of two cost ~0.2 ms more a photo);
+            # "id = ANY(..) OR id > .." scans the whole table, and so does "id > .." without ORDER BY id LIMIT when
+            # the planner has no statistics yet (a freshly filled table)
+            cur.execute("""SELECT id, name, photo_count, centroid FROM facenet_people
+                           WHERE id = ANY(%s::bigint[] || ARRAY(SELECT id FROM facenet_people WHERE id > %s
+                                                                AND centroid IS NOT NULL ORDER BY id LIMIT %s))
+                             AND centroid IS NOT NULL
+                             AND EXISTS (SELECT FROM facenet_meta WHERE schema_version = %s AND model_id = %s
+                                                                    AND dim = %s)""",
+                        (np.unique(ids[ids >= 0]).tolist(), after, FRESH_LIMIT, SCHEMA_VERSION, model_id,
+                         queries.shape[1]))
             rows = cur.fetchall()
         if not rows:
             self._reader_meta(model_id, queries.shape[1])  # another model's gallery now: GalleryError
