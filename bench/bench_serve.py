@@ -113,6 +113,12 @@ def build_gallery(people: Path, workdir: Path) -> list[tuple[Path, str]]:
     return queries
 
 
+def serve_command(port: int, database_dir: str, weights: str | None, *extra: str) -> list[str]:
+    """`python main.py serve` at its defaults on 127.0.0.1:port, enrolling ./data (run in the work folder)."""
+    return [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--data_dir", "data",
+            "--database_dir", database_dir, *extra, *(["-wp", weights] if weights else [])]
+
+
 def start(command: list[str], cwd: Path, port: int, log: Path) -> subprocess.Popen:
     """Start a server and wait until it answers on 127.0.0.1:port."""
     import httpx
@@ -243,9 +249,8 @@ def serve_padded(uri: str, size: int, work: Path, weights: str | None) -> tuple[
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_conninfo(uri, dbname=name)
     port = free_port()
-    command = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--data_dir", "data",
-               "--database_dir", f"db_{size}", "--database_url", url, *(["-wp", weights] if weights else [])]
-    process = start(command, work, port, work / f"{name}.log")
+    process = start(serve_command(port, f"db_{size}", weights, "--database_url", url), work, port,
+                    work / f"{name}.log")
     try:
         padded = pad_gallery(url, size)
         began = time.perf_counter()
@@ -318,9 +323,8 @@ def main() -> int:
             report(rows, queries)
             return 0
         ours_port = free_port()
-        ours = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(ours_port), "--data_dir", "data",
-                "--database_dir", "db", *(["-wp", args.weights] if args.weights else [])]
-        rows += run_service("facenet serve", ours, work, ours_port, queries, levels, args.requests)
+        rows += run_service("facenet serve", serve_command(ours_port, "db", args.weights), work, ours_port, queries,
+                            levels, args.requests)
         try:
             import face_recognition  # noqa: F401
         except ImportError as error:
