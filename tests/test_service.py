@@ -162,6 +162,8 @@ def test_subjects_and_example_faces_live_in_data(service):
      "b.jpg: "),
     ("post", "/api/v1/subjects", {"json": {"subject": "../escape"}}, 400, "cannot be a folder name"),
     ("post", "/api/v1/subjects", {"json": {"subject": ".hidden"}}, 400, "cannot be a folder name"),
+    ("post", "/api/v1/subjects", {"json": {"subject": "Eve\u202eliv"}}, 400, "invisible character U+202E"),
+    ("put", "/api/v1/subjects/Jon_Voight", {"json": {"subject": "Jon\nVoight"}}, 400, "invisible character U+000A"),
     ("post", "/api/v1/subjects", {"json": {"name": "x"}}, 422, "invalid request: body.subject"),
     ("post", "/api/v1/subjects", {"json": {"subject": "Jon_Voight"}}, 409, "already exists"),
     ("put", "/api/v1/subjects/Jon_Voight", {"json": {"subject": "George_Clooney"}}, 409, "already exists"),
@@ -180,6 +182,14 @@ def test_bad_requests_get_one_clear_4xx_and_leave_data_alone(service, method, pa
     detail = answer.json()["detail"]
     assert isinstance(detail, str) and says in detail and "\n" not in detail
     assert files_of(data) == before
+
+
+def test_a_name_with_a_joiner_that_its_script_needs_is_a_subject(service):
+    """Persian writes U+200C (zero-width non-joiner) inside names: it is not one of the hidden characters refused."""
+    client, data = service
+    name = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647"
+    assert client.post("/api/v1/subjects", json={"subject": name}).status_code == 201
+    assert (data / name).is_dir()
 
 
 def test_health_and_docs_need_no_key(service):

@@ -20,6 +20,11 @@ API_PHOTO = re.compile(r"^api-([0-9a-f]{20})\.[a-z]+$")
 MAX_NAME_BYTES = 200
 """Longest person name (UTF-8 bytes): a folder name must fit the file system's 255."""
 
+HIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Control characters (a tab or line break would split a name across lines of text output and logs) and the
+bidirectional marks and overrides, which make a name show as other letters than it holds ("Trojan Source"). The
+joiners that some scripts need in names (U+200C, U+200D) stay allowed."""
+
 
 class BadName(ValueError):
     """A person's name that cannot be a folder name."""
@@ -32,6 +37,9 @@ def clean_name(name: str) -> str:
         raise BadName("the subject name is empty")
     if name in (".", "..") or name.startswith(".") or any(c in name for c in '/\\\0'):
         raise BadName(f"{name!r} cannot be a folder name (no '/', '\\', leading '.' or NUL)")
+    if hidden := HIDDEN_CHARACTERS.search(name):
+        raise BadName(f"{name!r} holds the invisible character U+{ord(hidden.group()):04X} (a control character "
+                      "or a bidirectional override): type the name without it")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise BadName(f"the subject name is longer than {MAX_NAME_BYTES} bytes")
     return name
