@@ -171,18 +171,14 @@ def summary(clients: int, results: list[tuple[float, bool]], wall: float) -> dic
             "named": float(np.mean([r[1] for r in results]))}
 
 
-def load(url: str, queries: list[tuple[bytes, str]], clients: int, requests: int) -> dict:
-    return summary(clients, *send(url, queries, clients, requests))
+def warm_up(url: str, queries: list[tuple[bytes, str]]) -> None:
+    """A few requests, not measured: first-call costs are not the service's speed."""
+    send(url, queries, 1, 3)
 
 
 def measure(name: str, url: str, queries: list[tuple[bytes, str]], levels: list[int], requests: int) -> list[dict]:
-    load(url, queries, 1, 3)  # warm-up: first-call costs are not the service's speed
-    rows = []
-    for clients in levels:
-        row = {"service": name, **load(url, queries, clients, requests)}
-        print(json.dumps(row), file=sys.stderr, flush=True)
-        rows.append(row)
-    return rows
+    warm_up(url, queries)
+    return interleaved({name: url}, queries, levels, requests, rounds=1)
 
 
 def pad_gallery(url: str, total: int) -> dict:
@@ -227,7 +223,7 @@ def measure_pg(sizes: list[int], work: Path, weights: str | None, queries: list[
         settle_s = settle(server.get_uri(), [f"serve_{size}" for size in sizes])
         print(json.dumps({"settle_s": settle_s}), file=sys.stderr, flush=True)
         for url in services.values():
-            load(url, queries, 1, 3)  # warm-up: first-call costs are not the service's speed
+            warm_up(url, queries)
         return [{**row, **padding[row["service"]], "settle_s": settle_s}
                 for row in interleaved(services, queries, levels, requests, rounds)]
     finally:
