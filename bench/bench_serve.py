@@ -253,6 +253,7 @@ def serve_padded(uri: str, size: int, work: Path, weights: str | None) -> tuple[
         httpx.post(f"http://127.0.0.1:{port}/api/v1/sync", timeout=600).raise_for_status()
     except BaseException:
         process.terminate()
+        process.wait(timeout=30)
         raise
     padded["service_sync_s"] = round(time.perf_counter() - began, 2)
     print(json.dumps(padded), file=sys.stderr, flush=True)
