@@ -37,3 +37,56 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(delay, tmp_path):
     assert stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
     assert len([line for line in stderr.splitlines() if "interrupted" in line]) == 1
     assert stdout == ""
+
+
+HOLDING = """
+import os, signal, threading, time
+from facenet.models.interrupts import interrupt_after
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.1)  # the handler runs in this time (a signal is handled between two bytecodes)
+
+said = []
+try:
+    with interrupt_after():
+        ctrl_c()
+        said.append("block ran to its end")
+except KeyboardInterrupt:
+    said.append("raised after the block")
+said.append("handler back" if signal.getsignal(signal.SIGINT) is signal.default_int_handler else "handler lost")
+
+@interrupt_after()
+def build():
+    ctrl_c()
+    ctrl_c()
+    said.append("second Ctrl-C waited")
+try:
+    build()
+except KeyboardInterrupt:
+    said.append("second Ctrl-C raised at once")
+
+def in_a_thread():
+    with interrupt_after():  # signal.signal from another thread would raise ValueError
+        said.append("thread left alone")
+worker = threading.Thread(target=in_a_thread)
+worker.start()
+worker.join()
+
+signal.signal(signal.SIGINT, lambda *_: said.append("own handler called"))
+with interrupt_after():
+    ctrl_c()
+said.append("own handler kept" if signal.getsignal(signal.SIGINT) is not signal.default_int_handler else "replaced")
+print(" | ".join(said))
+"""
+
+
+def test_a_ctrl_c_during_a_model_build_is_raised_once_the_build_has_ended():
+    """TensorFlow can crash (SIGSEGV) on a KeyboardInterrupt raised inside its model building, so build_embedder and
+    the TFLite conversion hold a Ctrl-C until they end (facenet.models.interrupts); a second one is raised at once,
+    and a program's own SIGINT handler, or another thread, is left alone. A real SIGINT in a child process."""
+    done = subprocess.run([sys.executable, "-c", HOLDING], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == " | ".join([
+        "block ran to its end", "raised after the block", "handler back", "second Ctrl-C raised at once",
+        "thread left alone", "own handler called", "own handler kept"])

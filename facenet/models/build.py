@@ -28,6 +28,7 @@ from facenet.config import (
 from facenet.models.adapter import with_adapter
 from facenet.models.cache import cached_conversion, remove_weights_temps
 from facenet.models.dlib_resnet import convert
+from facenet.models.interrupts import interrupt_after
 from facenet.models.names import model_name
 from facenet.models.sface import pretrained_sface
 from facenet.models.split import fusion_head, tuned_architecture
@@ -96,6 +97,7 @@ def pretrained_embedder(
     return keras.Model(inputs, fusion_head({model: raw(inputs)}), name=f"{model}_embedder")
 
 
+@interrupt_after()  # TensorFlow may crash on a KeyboardInterrupt raised inside a model build
 def build_embedder(
     model: str = DEFAULT_MODEL,
     weights_dir: str | Path = "weights",

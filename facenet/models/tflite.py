@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from facenet.files import read_checked, write_checked
+from facenet.models.interrupts import interrupt_after
 from facenet.quiet import stderr_without
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def _convert_and_cache(model: keras.Model, path: Path) -> bytes:
     return data
 
 
+@interrupt_after()  # the conversion is TensorFlow building a graph: see facenet.models.interrupts
 def cached_runner(model: keras.Model, path: Path, names: list[str] | None = None) -> TFLiteRunner:
     """A `TFLiteRunner` of `cached_tflite(model, path)`; a cache that the interpreter refuses although its checksum
     holds (made by another TensorFlow version) is converted again, with a one-line warning."""
