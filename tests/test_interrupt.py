@@ -85,7 +85,8 @@ def test_a_ctrl_c_during_a_model_build_is_raised_once_the_build_has_ended():
     """TensorFlow can crash (SIGSEGV) on a KeyboardInterrupt raised inside its model building, so build_embedder and
     the TFLite conversion hold a Ctrl-C until they end (facenet.models.interrupts); a second one is raised at once,
     and a program's own SIGINT handler, or another thread, is left alone. A real SIGINT in a child process."""
-    done = subprocess.run([sys.executable, "-c", HOLDING], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", HOLDING], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a background job
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == " | ".join([
         "block ran to its end", "raised after the block", "handler back", "second Ctrl-C raised at once",
